@@ -1,0 +1,160 @@
+//! The one error type of the toolkit.
+
+use std::time::Duration;
+
+/// A boxed error from a broker client, a codec or a handler.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error the toolkit returns.
+///
+/// Errors say whether trying again can help ([`Error::is_retryable`]) and
+/// whether the connection to the broker is the cause
+/// ([`Error::is_connection`]). Broker and codec errors are kept as the
+/// `source`, never flattened into a string.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A topic name or topic pattern is not valid.
+    #[error("invalid topic {topic:?}: {reason}")]
+    InvalidTopic {
+        /// The topic as given.
+        topic: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A header name or value is not valid.
+    #[error("invalid header {name:?}: {reason}")]
+    InvalidHeader {
+        /// The header name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A configuration value or URL is not valid.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The message is larger than the transport accepts.
+    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    MessageTooLarge {
+        /// The size of the payload.
+        size: usize,
+        /// The largest payload the transport accepts.
+        max: usize,
+    },
+    /// The transport cannot do what was asked.
+    #[error("not supported by this transport: {0}")]
+    Unsupported(&'static str),
+    /// The delivery was already acked, nacked, deferred or rejected.
+    #[error("delivery already settled")]
+    AlreadySettled,
+    /// The publisher or subscriber was closed.
+    #[error("closed")]
+    Closed,
+    /// A payload could not be encoded.
+    #[error("encode failed")]
+    Encode(#[source] BoxError),
+    /// A payload could not be decoded.
+    #[error("decode failed: {0}")]
+    Decode(#[source] BoxError),
+    /// The broker could not be reached or the connection broke.
+    #[error("connection failed")]
+    Connection(#[source] BoxError),
+    /// An operation did not complete in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// A bounded queue is full and the transport is set to fail rather than wait.
+    #[error("queue full")]
+    Backpressure,
+    /// The broker refused or failed an operation.
+    #[error("broker error")]
+    Broker {
+        /// Whether trying again may succeed.
+        retryable: bool,
+        /// The broker client's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Whether the same operation may succeed if tried again later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Connection(_) | Error::Timeout(_) | Error::Backpressure => true,
+            Error::Broker { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    /// Whether the error comes from the connection to the broker.
+    pub fn is_connection(&self) -> bool {
+        matches!(self, Error::Connection(_))
+    }
+
+    /// A retryable broker error.
+    pub fn broker_retryable(source: impl Into<BoxError>) -> Self {
+        Error::Broker {
+            retryable: true,
+            source: source.into(),
+        }
+    }
+
+    /// A permanent broker error.
+    pub fn broker_permanent(source: impl Into<BoxError>) -> Self {
+        Error::Broker {
+            retryable: false,
+            source: source.into(),
+        }
+    }
+
+    /// The error and all its sources on one line, joined with `: `.
+    ///
+    /// This is the form of the `msg-error` header.
+    pub fn chain(&self) -> String {
+        error_chain(self)
+    }
+}
+
+/// Renders an error and its sources on one line, joined with `: `.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        // Wrappers often repeat their source's text; say it once.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        assert!(Error::Connection("down".into()).is_retryable());
+        assert!(Error::Connection("down".into()).is_connection());
+        assert!(Error::Timeout(Duration::from_secs(1)).is_retryable());
+        assert!(Error::broker_retryable("busy").is_retryable());
+        assert!(!Error::broker_permanent("denied").is_retryable());
+        assert!(!Error::AlreadySettled.is_retryable());
+        assert!(!Error::Decode("bad json".into()).is_retryable());
+        assert!(!Error::Closed.is_connection());
+    }
+
+    #[test]
+    fn chain_joins_sources() {
+        let e = Error::Decode("expected value at line 1".into());
+        assert_eq!(e.chain(), "decode failed: expected value at line 1");
+        let e = Error::Connection("refused".into());
+        assert_eq!(e.chain(), "connection failed: refused");
+    }
+}

@@ -1,0 +1,25 @@
+//! The reserved header names, the same on every transport.
+
+/// The message id.
+pub const MSG_ID: &str = "msg-id";
+/// The ordering key, on brokers without a key of their own.
+pub const MSG_KEY: &str = "msg-key";
+/// The payload's media type.
+pub const CONTENT_TYPE: &str = "content-type";
+/// Ties the messages of one conversation together.
+pub const CORRELATION_ID: &str = "correlation-id";
+/// W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+/// W3C trace state.
+pub const TRACESTATE: &str = "tracestate";
+/// Why the message was dead-lettered.
+pub const DEAD_LETTER_REASON: &str = "msg-dead-letter-reason";
+/// The topic the message was consumed from before dead-lettering or retrying.
+pub const ORIGINAL_TOPIC: &str = "msg-original-topic";
+/// How many deliveries the message had.
+pub const ATTEMPTS: &str = "msg-attempts";
+/// The error chain, on one line.
+pub const ERROR: &str = "msg-error";
+/// When the message was dead-lettered (RFC 3339).
+pub const DEAD_LETTERED_AT: &str = "msg-dead-lettered-at";
+

@@ -1,0 +1,52 @@
+//! Types and traits of **msg**, the transport-agnostic messaging toolkit.
+//!
+//! - [`Message`], [`Headers`]: what is published.
+//! - [`Delivery`], [`Received`], [`Metadata`], [`Settle`]: what is received,
+//!   and how it is acked, nacked, deferred or rejected.
+//! - [`Publisher`], [`Subscriber`] and their object-safe companions
+//!   [`DynPublisher`], [`DynSubscriber`], [`Connection`]: what every
+//!   transport implements.
+//! - [`Router`], [`Routes`], [`handler_fn`], [`json_handler`]: handlers as
+//!   `tower::Service`s, middleware as `tower::Layer`s.
+//! - [`Event`], [`Codec`]: typed payloads and CloudEvents.
+//! - [`Error`]: one error type that says what is retryable.
+//!
+//! This crate has no broker in it: pick a transport crate (`msg-memory`,
+//! ...) or the `msg` facade.
+#![forbid(unsafe_code)]
+
+mod capabilities;
+pub mod codec;
+mod delivery;
+mod error;
+pub mod event;
+pub mod headers;
+mod message;
+pub mod router;
+mod subscription;
+pub mod time;
+pub mod topic;
+mod transport;
+
+pub use capabilities::{Capabilities, Ordering};
+pub use codec::{Codec, JsonCodec, RawCodec};
+pub use delivery::{
+    Acker, Delivery, Metadata, Received, Settle, Settlement, dead_letter_message, dead_letter_topic,
+};
+pub use error::{BoxError, Error, Result, error_chain};
+pub use event::{CloudEventsBinding, Event};
+pub use message::{Headers, Message, validate_header};
+pub use router::handler::{
+    BoxBatchHandler, BoxHandler, Disposition, HandlerError, Outgoing, box_handler, event_handler,
+    handler_fn, json_handler, typed_handler,
+};
+pub use router::routes::Routes;
+pub use router::{BatchOptions, HandlerOptions, Router, RunningRouter};
+pub use subscription::{DEFAULT_PREFETCH, DeliveryMode, StartPosition, Subscription};
+pub use transport::{
+    Connection, DeliveryStream, DynPublisher, DynSubscriber, Publisher, PublisherExt, Subscriber,
+};
+
+/// Re-exported so that users and transports name one version.
+pub use bytes::Bytes;
+pub use uuid::Uuid;

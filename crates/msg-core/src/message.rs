@@ -1,0 +1,284 @@
+//! The message: id, key, payload, headers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::{Error, Result, headers};
+
+/// Header names and values, in insertion order.
+///
+/// Cloning is one reference-count increment; the first change after a clone
+/// copies the list. Names are case-sensitive; a name appears at most once.
+///
+/// Names are visible ASCII without whitespace (every broker accepts those);
+/// values are any UTF-8 text without control characters other than tab.
+/// [`Headers::insert`] does not check them so that building a message stays
+/// infallible; publishers call [`Message::validate`], and
+/// [`Headers::try_insert`] checks at once.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers(Arc<Vec<(String, String)>>);
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `name` to `value`, replacing an existing value in place.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let (name, value) = (name.into(), value.into());
+        let list = Arc::make_mut(&mut self.0);
+        match list.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => list.push((name, value)),
+        }
+    }
+
+    /// Like [`insert`](Self::insert), but checks the name and value first.
+    pub fn try_insert(&mut self, name: impl Into<String>, value: impl Into<String>) -> Result<()> {
+        let (name, value) = (name.into(), value.into());
+        validate_header(&name, &value)?;
+        self.insert(name, value);
+        Ok(())
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Removes `name`, returning its value.
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        let pos = self.0.iter().position(|(n, _)| n == name)?;
+        Some(Arc::make_mut(&mut self.0).remove(pos).1)
+    }
+
+    /// Whether `name` is set.
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The number of headers.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The headers in insertion order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// Checks every name and value.
+    pub fn validate(&self) -> Result<()> {
+        self.iter().try_for_each(|(n, v)| validate_header(n, v))
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
+        let mut headers = Headers::new();
+        for (n, v) in iter {
+            headers.insert(n, v);
+        }
+        headers
+    }
+}
+
+/// Checks one header name and value against the portable rules.
+pub fn validate_header(name: &str, value: &str) -> Result<()> {
+    let invalid = |reason| {
+        Err(Error::InvalidHeader {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return invalid("header name is empty");
+    }
+    if name.len() > 255 {
+        return invalid("header name is longer than 255 bytes");
+    }
+    if !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return invalid("header names may contain only visible ASCII characters");
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return invalid("header value contains a control character");
+    }
+    Ok(())
+}
+
+/// A message: what is published and what a handler receives.
+///
+/// Cloning is cheap: the payload is [`Bytes`], the headers and key are
+/// reference counted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    id: Uuid,
+    key: Option<Arc<str>>,
+    payload: Bytes,
+    headers: Headers,
+}
+
+impl Message {
+    /// A message with a new UUID v7 id (time-ordered) and no key or headers.
+    pub fn new(payload: impl Into<Bytes>) -> Self {
+        Self::with_id(Uuid::now_v7(), payload)
+    }
+
+    /// A message with the given id.
+    pub fn with_id(id: Uuid, payload: impl Into<Bytes>) -> Self {
+        Self {
+            id,
+            key: None,
+            payload: payload.into(),
+            headers: Headers::new(),
+        }
+    }
+
+    /// Sets the ordering / partition key.
+    pub fn with_key(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets a header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// Sets the `content-type` header.
+    pub fn with_content_type(self, content_type: impl Into<String>) -> Self {
+        self.with_header(headers::CONTENT_TYPE, content_type)
+    }
+
+    /// The message id, stable across retries and relays.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// The ordering key.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// The ordering key, shared.
+    pub(crate) fn key_arc(&self) -> Option<Arc<str>> {
+        self.key.clone()
+    }
+
+    /// Sets or clears the ordering key.
+    pub fn set_key(&mut self, key: Option<Arc<str>>) {
+        self.key = key;
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// Replaces the payload.
+    pub fn set_payload(&mut self, payload: impl Into<Bytes>) {
+        self.payload = payload.into();
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The headers, to change them.
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.headers
+    }
+
+    /// The value of one header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+
+    /// Checks the headers; publishers call this before sending.
+    pub fn validate(&self) -> Result<()> {
+        self.headers.validate()
+    }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The payload may be large or binary: show its size, not its bytes.
+        f.debug_struct("Message")
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .field("payload_len", &self.payload.len())
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_keep_order_and_replace_in_place() {
+        let mut h = Headers::new();
+        h.insert("b", "1");
+        h.insert("a", "2");
+        h.insert("b", "3");
+        assert_eq!(h.iter().collect::<Vec<_>>(), vec![("b", "3"), ("a", "2")]);
+        assert_eq!(h.remove("b").as_deref(), Some("3"));
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn clone_is_copy_on_write() {
+        let m = Message::new("x").with_header("a", "1");
+        let mut c = m.clone();
+        c.headers_mut().insert("a", "2");
+        assert_eq!(m.header("a"), Some("1"));
+        assert_eq!(c.header("a"), Some("2"));
+        assert_eq!(c.id(), m.id());
+    }
+
+    #[test]
+    fn invalid_headers_are_reported() {
+        assert!(Message::new("").with_header("", "v").validate().is_err());
+        assert!(Message::new("").with_header("a b", "v").validate().is_err());
+        assert!(Message::new("").with_header("a", "line\nbreak").validate().is_err());
+        let mut h = Headers::new();
+        assert!(h.try_insert("ok", "tab\tand ünïcödé ✓").is_ok());
+        assert!(h.try_insert("bad\u{7f}", "v").is_err());
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn ids_are_v7_and_unique() {
+        let a = Message::new("");
+        let b = Message::new("");
+        assert_ne!(a.id(), b.id());
+        assert_eq!(a.id().get_version_num(), 7);
+    }
+
+    #[test]
+    fn debug_hides_payload_bytes() {
+        let m = Message::new(vec![0u8; 1024]);
+        let s = format!("{m:?}");
+        assert!(s.contains("payload_len: 1024"), "{s}");
+    }
+}

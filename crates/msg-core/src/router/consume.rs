@@ -1,0 +1,313 @@
+//! The consume loops behind the router.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+use tower::{Service, ServiceExt};
+
+use super::handler::{BoxBatchHandler, BoxHandler, Disposition, HandlerError, Outgoing};
+use super::{BatchOptions, HandlerOptions};
+use crate::error::error_chain;
+use crate::{DeliveryStream, DynPublisher, Error, Received, Settle, Settlement};
+
+pub(super) struct Context {
+    pub(super) publisher: Arc<dyn DynPublisher>,
+    pub(super) stop: watch::Receiver<bool>,
+    pub(super) shutdown_timeout: Duration,
+}
+
+/// Completes once shutdown is asked for; never if the router handle was
+/// dropped (the loops then run until their streams end).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Runs `work` to completion, unless shutdown is asked for and the shutdown
+/// timeout passes first. Returns whether it completed.
+async fn until_deadline(ctx: &mut Context, work: impl Future<Output = ()>) -> bool {
+    let timeout = ctx.shutdown_timeout;
+    let deadline = async {
+        stopped(&mut ctx.stop).await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        biased;
+        () = work => true,
+        () = deadline => false,
+    }
+}
+
+/// What a handler call ended with: its result, or the panic it raised.
+type Outcome = std::thread::Result<Result<Outgoing, HandlerError>>;
+
+/// Calls `handler`, turning a panic in `call` or in the future into an
+/// `Err` outcome.
+fn call_caught<R>(
+    handler: &mut tower::util::BoxCloneSyncService<R, Outgoing, HandlerError>,
+    request: R,
+) -> impl Future<Output = Outcome> + Send + 'static {
+    let call = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(request)));
+    async move {
+        match call {
+            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
+            Err(panic) => Err(panic),
+        }
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "handler panicked".to_owned())
+}
+
+/// Turns an outcome into a settlement, publishing the handler's messages
+/// first: they must be out before the input is acked.
+async fn settlement_for(outcome: Outcome, publisher: &dyn DynPublisher, topic: &str) -> Settlement {
+    match outcome {
+        Ok(Ok(outgoing)) => {
+            for (to, message) in outgoing {
+                if let Err(e) = publisher.publish_boxed(&to, message).await {
+                    tracing::warn!(topic, to, error = %e.chain(), "publishing a handler's message failed; the input will be redelivered");
+                    return Settlement::Nack;
+                }
+            }
+            Settlement::Ack
+        }
+        Ok(Err(e)) => {
+            let reason = error_chain(&e);
+            match e.disposition() {
+                Disposition::Retry => {
+                    tracing::debug!(topic, error = %reason, "handler failed; retrying");
+                    Settlement::Nack
+                }
+                Disposition::RetryAfter(delay) => {
+                    tracing::debug!(topic, error = %reason, ?delay, "handler failed; retrying later");
+                    Settlement::Defer(delay)
+                }
+                Disposition::DeadLetter => {
+                    tracing::warn!(topic, error = %reason, "handler failed permanently; dead-lettering");
+                    Settlement::Reject(reason)
+                }
+            }
+        }
+        Err(panic) => {
+            let text = panic_text(&*panic);
+            tracing::error!(topic, panic = %text, "handler panicked; the message will be redelivered");
+            Settlement::Nack
+        }
+    }
+}
+
+async fn apply(settle: &mut Settle, settlement: Settlement, topic: &str) {
+    if let Err(e) = settle.settle(settlement).await {
+        tracing::warn!(topic, error = %e.chain(), "settling a delivery failed; the broker will redeliver it");
+    }
+}
+
+/// What to do with an item of the delivery stream.
+enum Next {
+    Delivery(Received, Settle),
+    Skip,
+    End,
+}
+
+fn next_item(item: Option<crate::Result<crate::Delivery>>) -> Next {
+    match item {
+        None | Some(Err(Error::Closed)) => Next::End,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e.chain(), "subscription error; consuming goes on");
+            Next::Skip
+        }
+        Some(Ok(delivery)) => {
+            let (received, settle) = delivery.into_parts();
+            Next::Delivery(received, settle)
+        }
+    }
+}
+
+pub(super) async fn run_single(
+    mut ctx: Context,
+    mut stream: DeliveryStream,
+    mut handler: BoxHandler,
+    options: HandlerOptions,
+) {
+    // Futures of handled messages; each yields the key it held, if any.
+    let mut in_flight = FuturesUnordered::new();
+    // Keys with a message in flight, and the messages waiting for them.
+    let mut busy: HashMap<Arc<str>, VecDeque<(Received, Settle)>> = HashMap::new();
+    // Messages whose key was released, to start before fetching more.
+    let mut ready: VecDeque<(Received, Settle)> = VecDeque::new();
+    let mut waiting = 0usize;
+
+    let release = |key: Option<Arc<str>>,
+                       busy: &mut HashMap<Arc<str>, VecDeque<(Received, Settle)>>,
+                       ready: &mut VecDeque<(Received, Settle)>| {
+        if let Some(key) = key {
+            match busy.get_mut(&key).and_then(VecDeque::pop_front) {
+                Some(next) => ready.push_back(next),
+                None => {
+                    busy.remove(&key);
+                }
+            }
+        }
+    };
+
+    'consume: loop {
+        // Start what was waiting for its key, or fetch the next message.
+        let (received, settle) = if let Some(next) = ready.pop_front() {
+            waiting -= 1;
+            next
+        } else {
+            let room = in_flight.len() + waiting < options.concurrency;
+            tokio::select! {
+                biased;
+                () = stopped(&mut ctx.stop) => break 'consume,
+                Some(key) = in_flight.next(), if !in_flight.is_empty() => {
+                    release(key, &mut busy, &mut ready);
+                    continue;
+                }
+                item = stream.next(), if room => match next_item(item) {
+                    Next::Delivery(received, settle) => {
+                        if options.ordered_by_key {
+                            if let Some(key) = received.message.key_arc() {
+                                if let Some(queue) = busy.get_mut(&key) {
+                                    queue.push_back((received, settle));
+                                    waiting += 1;
+                                    continue;
+                                }
+                                busy.insert(key, VecDeque::new());
+                            }
+                        }
+                        (received, settle)
+                    }
+                    Next::Skip => continue,
+                    Next::End => break 'consume,
+                },
+            }
+        };
+
+        // Wait until the handler is ready, completing in-flight work meanwhile
+        // (a concurrency-limit layer frees its permits only then).
+        let ready_result = loop {
+            tokio::select! {
+                biased;
+                r = handler.ready() => break r.map(|_| ()),
+                Some(key) = in_flight.next(), if !in_flight.is_empty() => release(key, &mut busy, &mut ready),
+            }
+        };
+        let key = if options.ordered_by_key { received.message.key_arc() } else { None };
+        let topic = received.metadata.topic.clone();
+        let publisher = ctx.publisher.clone();
+        let mut settle = settle;
+        match ready_result {
+            Ok(()) => {
+                let call = call_caught(&mut handler, received);
+                in_flight.push(
+                    async move {
+                        let settlement = settlement_for(call.await, &*publisher, &topic).await;
+                        apply(&mut settle, settlement, &topic).await;
+                        key
+                    }
+                    .boxed(),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(topic = &*topic, error = %error_chain(&e), "handler not ready; the message will be redelivered");
+                apply(&mut settle, Settlement::Nack, &topic).await;
+                release(key, &mut busy, &mut ready);
+            }
+        }
+    }
+
+    // Stop fetching; messages waiting for their key never started: nack them
+    // (dropping a Settle nacks). In-flight ones may finish until the deadline;
+    // those still running then are dropped, which nacks them too.
+    drop(ready);
+    drop(busy);
+    let drain = async {
+        while in_flight.next().await.is_some() {}
+    };
+    if !until_deadline(&mut ctx, drain).await {
+        tracing::warn!("shutdown timeout passed; nacking messages still in flight");
+    }
+    drop(in_flight);
+    // Only now drop the stream, so that transports can still settle above.
+    drop(stream);
+}
+
+pub(super) async fn run_batch(
+    mut ctx: Context,
+    mut stream: DeliveryStream,
+    mut handler: BoxBatchHandler,
+    options: BatchOptions,
+) {
+    let publisher = ctx.publisher.clone();
+    let mut batch: Vec<(Received, Settle)> = Vec::with_capacity(options.max_size);
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut flush_now;
+    loop {
+        flush_now = false;
+        tokio::select! {
+            biased;
+            () = stopped(&mut ctx.stop) => break,
+            () = &mut timer, if !batch.is_empty() => flush_now = true,
+            item = stream.next() => match next_item(item) {
+                Next::Delivery(received, settle) => {
+                    if batch.is_empty() {
+                        timer.as_mut().reset(tokio::time::Instant::now() + options.max_wait);
+                    }
+                    batch.push((received, settle));
+                    flush_now = batch.len() >= options.max_size;
+                }
+                Next::Skip => {}
+                Next::End => {
+                    if !batch.is_empty() {
+                        let work = flush(&mut handler, std::mem::take(&mut batch), &publisher);
+                        until_deadline(&mut ctx, work).await;
+                    }
+                    break;
+                }
+            },
+        }
+        if flush_now {
+            let work = flush(&mut handler, std::mem::take(&mut batch), &publisher);
+            if !until_deadline(&mut ctx, work).await {
+                tracing::warn!("shutdown timeout passed; nacking the batch in flight");
+                break;
+            }
+        }
+    }
+    // A batch still being gathered never started: dropping it nacks it.
+    drop(batch);
+    drop(stream);
+}
+
+async fn flush(handler: &mut BoxBatchHandler, batch: Vec<(Received, Settle)>, publisher: &Arc<dyn DynPublisher>) {
+    let (received, mut settles): (Vec<Received>, Vec<Settle>) = batch.into_iter().unzip();
+    let topic = received.first().map(|r| r.metadata.topic.clone()).unwrap_or_else(|| Arc::from(""));
+    let settlement = match handler.ready().await {
+        Ok(_) => {
+            let outcome = call_caught(handler, received).await;
+            settlement_for(outcome, &**publisher, &topic).await
+        }
+        Err(e) => {
+            tracing::warn!(topic = &*topic, error = %error_chain(&e), "batch handler not ready; the batch will be redelivered");
+            Settlement::Nack
+        }
+    };
+    for settle in &mut settles {
+        apply(settle, settlement.clone(), &topic).await;
+    }
+}

@@ -1,0 +1,152 @@
+//! What to consume, and how.
+
+use crate::topic::validate_pattern;
+use crate::{Error, Result};
+
+/// Who gets each message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryMode {
+    /// Every subscriber gets every message.
+    Broadcast,
+    /// Subscribers of one group compete: each message goes to one of them.
+    /// Different groups each get every message.
+    Group(String),
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartPosition {
+    /// Only messages published from now on.
+    #[default]
+    Latest,
+    /// Every message the broker still retains.
+    Earliest,
+}
+
+/// The default prefetch: how many unsettled deliveries one subscriber holds.
+pub const DEFAULT_PREFETCH: usize = 256;
+
+/// A subscription: the topics, the delivery mode, where to start, prefetch.
+///
+/// ```
+/// use msg_core::{Subscription, StartPosition};
+/// let sub = Subscription::new("orders.*")
+///     .group("billing")
+///     .start(StartPosition::Earliest)
+///     .prefetch(64);
+/// assert_eq!(sub.topics(), ["orders.*"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    topics: Vec<String>,
+    mode: DeliveryMode,
+    start: StartPosition,
+    prefetch: usize,
+}
+
+impl Subscription {
+    /// A broadcast subscription to one topic or topic pattern, starting at
+    /// the latest position.
+    pub fn new(topic: impl Into<String>) -> Self {
+        Self {
+            topics: vec![topic.into()],
+            mode: DeliveryMode::Broadcast,
+            start: StartPosition::Latest,
+            prefetch: DEFAULT_PREFETCH,
+        }
+    }
+
+    /// Adds another topic or pattern.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topics.push(topic.into());
+        self
+    }
+
+    /// Joins the consumer group `name`.
+    pub fn group(mut self, name: impl Into<String>) -> Self {
+        self.mode = DeliveryMode::Group(name.into());
+        self
+    }
+
+    /// Sets the delivery mode.
+    pub fn mode(mut self, mode: DeliveryMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets where a new subscription starts.
+    pub fn start(mut self, start: StartPosition) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Sets how many unsettled deliveries this subscriber may hold.
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
+    /// The topics and patterns.
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// The delivery mode.
+    pub fn delivery_mode(&self) -> &DeliveryMode {
+        &self.mode
+    }
+
+    /// The group name, for group subscriptions.
+    pub fn group_name(&self) -> Option<&str> {
+        match &self.mode {
+            DeliveryMode::Group(g) => Some(g),
+            DeliveryMode::Broadcast => None,
+        }
+    }
+
+    /// Where a new subscription starts.
+    pub fn start_position(&self) -> StartPosition {
+        self.start
+    }
+
+    /// How many unsettled deliveries this subscriber may hold.
+    pub fn prefetch_count(&self) -> usize {
+        self.prefetch
+    }
+
+    /// Checks topics, group name and prefetch; subscribers call this first.
+    pub fn validate(&self) -> Result<()> {
+        if self.topics.is_empty() {
+            return Err(Error::InvalidConfig("subscription names no topic".into()));
+        }
+        self.topics.iter().try_for_each(|t| validate_pattern(t))?;
+        if let DeliveryMode::Group(g) = &self.mode {
+            let ok = !g.is_empty()
+                && g.len() <= 200
+                && g.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok {
+                return Err(Error::InvalidConfig(format!(
+                    "invalid group name {g:?}: use 1-200 ASCII letters, digits, '.', '_' or '-'"
+                )));
+            }
+        }
+        if self.prefetch == 0 {
+            return Err(Error::InvalidConfig("prefetch must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        Subscription::new("a.*").group("g-1").validate().unwrap();
+        assert!(Subscription::new("a b").validate().is_err());
+        assert!(Subscription::new("a").group("").validate().is_err());
+        assert!(Subscription::new("a").group("has space").validate().is_err());
+        assert!(Subscription::new("a").prefetch(0).validate().is_err());
+    }
+}

@@ -1,0 +1,275 @@
+//! Publishers and subscribers: the traits every transport implements.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use serde::Serialize;
+
+use crate::codec::{Codec, JsonCodec};
+use crate::{Capabilities, Delivery, Event, Message, Result, Subscription};
+
+/// The stream of deliveries of one subscription.
+///
+/// It ends when the subscriber is closed; dropping it cancels the
+/// subscription, and unsettled deliveries are redelivered.
+pub type DeliveryStream = BoxStream<'static, Result<Delivery>>;
+
+/// Publishes messages to topics.
+///
+/// A publish returns once the broker has accepted the message.
+pub trait Publisher: Send + Sync + 'static {
+    /// Publishes one message to `topic`.
+    fn publish(&self, topic: &str, message: Message) -> impl Future<Output = Result<()>> + Send;
+
+    /// Publishes several messages to `topic`, in order. On error, the
+    /// messages before the failing one were published.
+    fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            for message in messages {
+                self.publish(topic, message).await?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Waits until everything published so far is accepted by the broker.
+    fn flush(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Flushes, then refuses further publishes with [`Error::Closed`](crate::Error::Closed).
+    fn close(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// What the transport guarantees.
+    fn capabilities(&self) -> Capabilities;
+}
+
+/// Consumes messages from topics.
+pub trait Subscriber: Send + Sync + 'static {
+    /// Starts a subscription.
+    fn subscribe(
+        &self,
+        subscription: Subscription,
+    ) -> impl Future<Output = Result<DeliveryStream>> + Send;
+
+    /// Ends every stream of this subscriber and refuses new subscriptions.
+    fn close(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// What the transport guarantees.
+    fn capabilities(&self) -> Capabilities;
+}
+
+/// The object-safe form of [`Publisher`], for choosing a transport at run
+/// time. Every `Publisher` is one; `Arc<dyn DynPublisher>` is a `Publisher`.
+pub trait DynPublisher: Send + Sync + 'static {
+    /// [`Publisher::publish`], boxed.
+    fn publish_boxed<'a>(&'a self, topic: &'a str, message: Message) -> BoxFuture<'a, Result<()>>;
+    /// [`Publisher::publish_batch`], boxed.
+    fn publish_batch_boxed<'a>(
+        &'a self,
+        topic: &'a str,
+        messages: Vec<Message>,
+    ) -> BoxFuture<'a, Result<()>>;
+    /// [`Publisher::flush`], boxed.
+    fn flush_boxed(&self) -> BoxFuture<'_, Result<()>>;
+    /// [`Publisher::close`], boxed.
+    fn close_boxed(&self) -> BoxFuture<'_, Result<()>>;
+    /// [`Publisher::capabilities`].
+    fn publisher_capabilities(&self) -> Capabilities;
+}
+
+impl<P: Publisher> DynPublisher for P {
+    fn publish_boxed<'a>(&'a self, topic: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.publish(topic, message))
+    }
+    fn publish_batch_boxed<'a>(
+        &'a self,
+        topic: &'a str,
+        messages: Vec<Message>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.publish_batch(topic, messages))
+    }
+    fn flush_boxed(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.flush())
+    }
+    fn close_boxed(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Publisher::close(self))
+    }
+    fn publisher_capabilities(&self) -> Capabilities {
+        Publisher::capabilities(self)
+    }
+}
+
+impl Publisher for Arc<dyn DynPublisher> {
+    fn publish(&self, topic: &str, message: Message) -> impl Future<Output = Result<()>> + Send {
+        async move { (**self).publish_boxed(topic, message).await }
+    }
+    fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move { (**self).publish_batch_boxed(topic, messages).await }
+    }
+    fn flush(&self) -> impl Future<Output = Result<()>> + Send {
+        (**self).flush_boxed()
+    }
+    fn close(&self) -> impl Future<Output = Result<()>> + Send {
+        (**self).close_boxed()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).publisher_capabilities()
+    }
+}
+
+/// The object-safe form of [`Subscriber`]. Every `Subscriber` is one;
+/// `Arc<dyn DynSubscriber>` is a `Subscriber`.
+pub trait DynSubscriber: Send + Sync + 'static {
+    /// [`Subscriber::subscribe`], boxed.
+    fn subscribe_boxed(&self, subscription: Subscription) -> BoxFuture<'_, Result<DeliveryStream>>;
+    /// [`Subscriber::close`], boxed.
+    fn close_boxed(&self) -> BoxFuture<'_, Result<()>>;
+    /// [`Subscriber::capabilities`].
+    fn subscriber_capabilities(&self) -> Capabilities;
+}
+
+impl<S: Subscriber> DynSubscriber for S {
+    fn subscribe_boxed(&self, subscription: Subscription) -> BoxFuture<'_, Result<DeliveryStream>> {
+        Box::pin(self.subscribe(subscription))
+    }
+    fn close_boxed(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Subscriber::close(self))
+    }
+    fn subscriber_capabilities(&self) -> Capabilities {
+        Subscriber::capabilities(self)
+    }
+}
+
+impl Subscriber for Arc<dyn DynSubscriber> {
+    fn subscribe(
+        &self,
+        subscription: Subscription,
+    ) -> impl Future<Output = Result<DeliveryStream>> + Send {
+        (**self).subscribe_boxed(subscription)
+    }
+    fn close(&self) -> impl Future<Output = Result<()>> + Send {
+        (**self).close_boxed()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).subscriber_capabilities()
+    }
+}
+
+/// A publisher and a subscriber of one transport, chosen at run time.
+///
+/// This is what `msg::connect(url)` returns. Cloning shares the connection.
+#[derive(Clone)]
+pub struct Connection {
+    publisher: Arc<dyn DynPublisher>,
+    subscriber: Arc<dyn DynSubscriber>,
+}
+
+impl Connection {
+    /// Wraps a transport that both publishes and subscribes.
+    pub fn new<T: Publisher + Subscriber>(transport: T) -> Self {
+        let transport = Arc::new(transport);
+        Self {
+            publisher: transport.clone(),
+            subscriber: transport,
+        }
+    }
+
+    /// Pairs a publisher with a subscriber, possibly of different transports.
+    pub fn from_parts(publisher: Arc<dyn DynPublisher>, subscriber: Arc<dyn DynSubscriber>) -> Self {
+        Self {
+            publisher,
+            subscriber,
+        }
+    }
+
+    /// The publisher.
+    pub fn publisher(&self) -> Arc<dyn DynPublisher> {
+        self.publisher.clone()
+    }
+
+    /// The subscriber.
+    pub fn subscriber(&self) -> Arc<dyn DynSubscriber> {
+        self.subscriber.clone()
+    }
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("capabilities", &self.publisher.publisher_capabilities())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher for Connection {
+    fn publish(&self, topic: &str, message: Message) -> impl Future<Output = Result<()>> + Send {
+        async move { self.publisher.publish_boxed(topic, message).await }
+    }
+    fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move { self.publisher.publish_batch_boxed(topic, messages).await }
+    }
+    fn flush(&self) -> impl Future<Output = Result<()>> + Send {
+        self.publisher.flush_boxed()
+    }
+    fn close(&self) -> impl Future<Output = Result<()>> + Send {
+        self.publisher.close_boxed()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.publisher.publisher_capabilities()
+    }
+}
+
+impl Subscriber for Connection {
+    fn subscribe(
+        &self,
+        subscription: Subscription,
+    ) -> impl Future<Output = Result<DeliveryStream>> + Send {
+        self.subscriber.subscribe_boxed(subscription)
+    }
+    fn close(&self) -> impl Future<Output = Result<()>> + Send {
+        self.subscriber.close_boxed()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.subscriber.subscriber_capabilities()
+    }
+}
+
+/// Typed publishing on top of any [`Publisher`].
+pub trait PublisherExt: Publisher {
+    /// Publishes `value` as JSON with `content-type: application/json`.
+    fn publish_json<T: Serialize + serde::de::DeserializeOwned + Sync>(
+        &self,
+        topic: &str,
+        value: &T,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let message = Codec::<T>::encode(&JsonCodec, value)
+            .map(|payload| Message::new(payload).with_content_type("application/json"));
+        async move { self.publish(topic, message?).await }
+    }
+
+    /// Publishes a CloudEvent in binary content mode, with the data as JSON
+    /// and the attributes named by this transport's CloudEvents binding.
+    fn publish_event<T: Serialize + serde::de::DeserializeOwned + Sync>(
+        &self,
+        topic: &str,
+        event: &Event<T>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let message = event.to_message(&JsonCodec, self.capabilities().cloudevents);
+        async move { self.publish(topic, message?).await }
+    }
+}
+
+impl<P: Publisher> PublisherExt for P {}

@@ -1,0 +1,421 @@
+//! The broker's shared state: topics, queues, retention and statistics.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use msg_core::topic::topic_matches;
+use msg_core::{Message, Result};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::{MemoryConfig, WhenFull};
+use crate::error;
+
+/// Locks a mutex; a panic elsewhere while holding it leaves the data valid
+/// (every critical section here is a few pushes and pops), so go on.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Counters of one topic, for tests and diagnostics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicStats {
+    /// Messages published to the topic.
+    pub published: u64,
+    /// Deliveries handed to subscribers (redeliveries included).
+    pub delivered: u64,
+    /// Deliveries acked.
+    pub acked: u64,
+    /// Deliveries nacked (dropping an unsettled delivery counts).
+    pub nacked: u64,
+    /// Deliveries deferred.
+    pub deferred: u64,
+    /// Messages dead-lettered from this topic.
+    pub dead_lettered: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) published: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) nacked: AtomicU64,
+    pub(crate) deferred: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> TopicStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Acquire);
+        TopicStats {
+            published: get(&self.published),
+            delivered: get(&self.delivered),
+            acked: get(&self.acked),
+            nacked: get(&self.nacked),
+            deferred: get(&self.deferred),
+            dead_lettered: get(&self.dead_lettered),
+        }
+    }
+}
+
+pub(crate) struct Topic {
+    pub(crate) name: Arc<str>,
+    pub(crate) counters: Counters,
+    next_offset: AtomicU64,
+}
+
+/// A retained message.
+#[derive(Clone)]
+struct Stored {
+    seq: u64,
+    offset: u64,
+    timestamp: SystemTime,
+    message: Message,
+}
+
+struct TopicState {
+    topic: Arc<Topic>,
+    queues: Vec<Arc<Queue>>,
+    log: VecDeque<Stored>,
+}
+
+/// One message waiting in a queue, or handed out.
+pub(crate) struct Entry {
+    pub(crate) topic: Arc<Topic>,
+    pub(crate) offset: u64,
+    pub(crate) timestamp: SystemTime,
+    pub(crate) attempt: u32,
+    pub(crate) message: Message,
+}
+
+/// A deferred entry, ordered by when it is due, then by arrival.
+struct Delayed {
+    due: Instant,
+    seq: u64,
+    entry: Entry,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct QueueState {
+    pub(crate) ready: VecDeque<Entry>,
+    delayed: BinaryHeap<Reverse<Delayed>>,
+    delayed_seq: u64,
+}
+
+impl QueueState {
+    fn len(&self) -> usize {
+        self.ready.len() + self.delayed.len()
+    }
+
+    /// Moves due deferred entries to the ready queue; returns when the next
+    /// deferred entry is due.
+    pub(crate) fn promote_due(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(Reverse(d)) = self.delayed.peek() {
+            if d.due > now {
+                return Some(d.due);
+            }
+            let Reverse(d) = self.delayed.pop().expect("peeked");
+            self.ready.push_back(d.entry);
+        }
+        None
+    }
+}
+
+/// A queue: every message of the matching topics, shared by the members of
+/// one group, or owned by one broadcast subscriber.
+pub(crate) struct Queue {
+    pub(crate) filters: Vec<String>,
+    pub(crate) group: Option<Arc<str>>,
+    pub(crate) state: Mutex<QueueState>,
+    /// Wakes members when entries arrive.
+    pub(crate) available: Notify,
+    /// Wakes waiting publishers when room is made.
+    pub(crate) space: Notify,
+}
+
+impl Queue {
+    fn matches(&self, topic: &str) -> bool {
+        self.filters.iter().any(|f| topic_matches(f, topic))
+    }
+
+    /// Puts an entry back to be delivered next (nack, or never handed out).
+    pub(crate) fn requeue_front(&self, entry: Entry) {
+        lock(&self.state).ready.push_front(entry);
+        self.available.notify_one();
+    }
+
+    /// Puts an entry back, due after `delay`.
+    pub(crate) fn requeue_delayed(&self, entry: Entry, due: Instant) {
+        {
+            let mut state = lock(&self.state);
+            state.delayed_seq += 1;
+            let seq = state.delayed_seq;
+            state.delayed.push(Reverse(Delayed { due, seq, entry }));
+        }
+        // A member may sleep until a later due time: wake it to look again.
+        self.available.notify_waiters();
+        self.available.notify_one();
+    }
+
+    /// Room was made in a queue that may have been full.
+    pub(crate) fn made_room(&self, len_before: usize, capacity: usize) {
+        if len_before >= capacity {
+            self.space.notify_waiters();
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    topics: HashMap<Arc<str>, TopicState>,
+    groups: HashMap<(Arc<str>, Vec<String>), Arc<Queue>>,
+    broadcast: Vec<Arc<Queue>>,
+    next_seq: u64,
+}
+
+/// The broker itself, shared by every handle.
+pub(crate) struct Shared {
+    pub(crate) config: MemoryConfig,
+    state: Mutex<State>,
+    /// Notified whenever a counter changes, for the test helpers.
+    pub(crate) changed: Notify,
+}
+
+/// How a message enters a topic.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// A user's publish: capacity applies.
+    Publish,
+    /// A dead letter: never waits, never fails, so that settling cannot
+    /// block or lose a message.
+    Internal,
+}
+
+impl Shared {
+    pub(crate) fn new(config: MemoryConfig) -> Self {
+        Self {
+            config,
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Appends `message` to `topic` and to every queue bound to it. With
+    /// [`WhenFull::Wait`], waits until every queue has room, then appends
+    /// to all at once, so a message is never half-published.
+    pub(crate) async fn append(
+        &self,
+        topic: &str,
+        messages: impl Iterator<Item = Message> + Send,
+        admission: Admission,
+    ) -> Result<()> {
+        let mut pending = messages.peekable();
+        while pending.peek().is_some() {
+            let full = {
+                let mut state = lock(&self.state);
+                let next_seq = state.next_seq;
+                let ts = self.topic_state(&mut state, topic);
+                let full_queue = if admission == Admission::Publish {
+                    ts.queues
+                        .iter()
+                        .find(|q| lock(&q.state).len() >= self.config.capacity)
+                        .cloned()
+                } else {
+                    None
+                };
+                match full_queue {
+                    Some(q) => Some(q),
+                    None => {
+                        let mut seq = next_seq;
+                        // Room for at least one; append as many as fit.
+                        let room = if admission == Admission::Publish {
+                            ts.queues
+                                .iter()
+                                .map(|q| self.config.capacity - lock(&q.state).len())
+                                .min()
+                                .unwrap_or(usize::MAX)
+                        } else {
+                            usize::MAX
+                        };
+                        let mut appended = 0;
+                        let mut guards: Vec<_> = ts.queues.iter().map(|q| lock(&q.state)).collect();
+                        while appended < room {
+                            let Some(message) = pending.next() else { break };
+                            let offset = ts.topic.next_offset.fetch_add(1, Ordering::Relaxed);
+                            let timestamp = SystemTime::now();
+                            for guard in guards.iter_mut() {
+                                guard.ready.push_back(Entry {
+                                    topic: ts.topic.clone(),
+                                    offset,
+                                    timestamp,
+                                    attempt: 1,
+                                    message: message.clone(),
+                                });
+                            }
+                            if self.config.retention > 0 {
+                                if ts.log.len() == self.config.retention {
+                                    ts.log.pop_front();
+                                }
+                                ts.log.push_back(Stored { seq, offset, timestamp, message });
+                            }
+                            seq += 1;
+                            appended += 1;
+                        }
+                        drop(guards);
+                        ts.topic.counters.published.fetch_add(appended as u64, Ordering::Release);
+                        for q in &ts.queues {
+                            if appended == 1 {
+                                q.available.notify_one();
+                            } else {
+                                q.available.notify_waiters();
+                                q.available.notify_one();
+                            }
+                        }
+                        state.next_seq = seq;
+                        None
+                    }
+                }
+            };
+            self.changed.notify_waiters();
+            if let Some(queue) = full {
+                if self.config.when_full == WhenFull::Fail {
+                    return Err(error::full());
+                }
+                let space = queue.space.notified();
+                tokio::pin!(space);
+                space.as_mut().enable();
+                if lock(&queue.state).len() >= self.config.capacity {
+                    space.await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn topic_state<'a>(&self, state: &'a mut State, topic: &str) -> &'a mut TopicState {
+        if !state.topics.contains_key(topic) {
+            let name: Arc<str> = Arc::from(topic);
+            let queues = state
+                .groups
+                .values()
+                .chain(state.broadcast.iter())
+                .filter(|q| q.matches(topic))
+                .cloned()
+                .collect();
+            state.topics.insert(
+                name.clone(),
+                TopicState {
+                    topic: Arc::new(Topic {
+                        name,
+                        counters: Counters::default(),
+                        next_offset: AtomicU64::new(0),
+                    }),
+                    queues,
+                    log: VecDeque::new(),
+                },
+            );
+        }
+        state.topics.get_mut(topic).expect("inserted above")
+    }
+
+    /// The queue for a subscription: the group's (created on first use), or
+    /// a new one for a broadcast subscriber. A new queue starting at the
+    /// earliest position is filled from the retained messages.
+    pub(crate) fn bind(&self, group: Option<&str>, filters: &[String], earliest: bool) -> Arc<Queue> {
+        let mut state = lock(&self.state);
+        let mut filters = filters.to_vec();
+        filters.sort();
+        filters.dedup();
+        if let Some(g) = group {
+            if let Some(q) = state.groups.get(&(Arc::from(g), filters.clone())) {
+                return q.clone();
+            }
+        }
+        let queue = Arc::new(Queue {
+            filters: filters.clone(),
+            group: group.map(Arc::from),
+            state: Mutex::new(QueueState::default()),
+            available: Notify::new(),
+            space: Notify::new(),
+        });
+        let mut backlog: Vec<(u64, Entry)> = Vec::new();
+        for ts in state.topics.values_mut().filter(|ts| queue.matches(&ts.topic.name)) {
+            ts.queues.push(queue.clone());
+            if earliest {
+                backlog.extend(ts.log.iter().map(|s| {
+                    (
+                        s.seq,
+                        Entry {
+                            topic: ts.topic.clone(),
+                            offset: s.offset,
+                            timestamp: s.timestamp,
+                            attempt: 1,
+                            message: s.message.clone(),
+                        },
+                    )
+                }));
+            }
+        }
+        backlog.sort_by_key(|(seq, _)| *seq);
+        lock(&queue.state).ready.extend(backlog.into_iter().map(|(_, e)| e));
+        match group {
+            Some(g) => {
+                state.groups.insert((Arc::from(g), filters), queue.clone());
+            }
+            None => state.broadcast.push(queue.clone()),
+        }
+        queue
+    }
+
+    /// Removes a broadcast queue whose subscriber went away.
+    pub(crate) fn unbind(&self, queue: &Arc<Queue>) {
+        let mut state = lock(&self.state);
+        state.broadcast.retain(|q| !Arc::ptr_eq(q, queue));
+        for ts in state.topics.values_mut() {
+            ts.queues.retain(|q| !Arc::ptr_eq(q, queue));
+        }
+    }
+
+    pub(crate) fn stats(&self, topic: &str) -> TopicStats {
+        lock(&self.state)
+            .topics
+            .get(topic)
+            .map(|ts| ts.topic.counters.snapshot())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn retained(&self, topic: &str) -> Vec<Message> {
+        lock(&self.state)
+            .topics
+            .get(topic)
+            .map(|ts| ts.log.iter().map(|s| s.message.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn topics(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.state).topics.keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    }
+}

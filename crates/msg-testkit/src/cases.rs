@@ -1,0 +1,646 @@
+//! The conformance cases. Each takes the [`Harness`] and panics on failure.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::join_all;
+use msg_core::{
+    BoxError, Bytes, Error, Message, Ordering, Publisher, Received, Router, StartPosition, Subscriber,
+    Subscription, Uuid, dead_letter_topic, handler_fn, headers,
+};
+use tokio::time::Instant;
+
+use crate::harness::{Harness, collect, recv, skip};
+
+/// A subscription as the cases use it: from the earliest position, so that
+/// nothing published right after subscribing can be missed.
+fn sub(topic: &str) -> Subscription {
+    Subscription::new(topic).start(StartPosition::Earliest)
+}
+
+fn numbered(i: usize) -> Message {
+    Message::new(format!("message {i}")).with_header("seq", i.to_string())
+}
+
+fn seq_of(m: &Message) -> usize {
+    m.header("seq").and_then(|s| s.parse().ok()).expect("seq header")
+}
+
+async fn publish_all(c: &impl Publisher, topic: &str, messages: &[Message]) {
+    for m in messages {
+        c.publish(topic, m.clone()).await.expect("publish");
+    }
+}
+
+fn ids(messages: &[Message]) -> HashSet<Uuid> {
+    messages.iter().map(Message::id).collect()
+}
+
+/// Payload, headers, id and key arrive as they were sent.
+pub async fn publish_subscribe_roundtrip(h: &Harness) {
+    let topic = h.topic("roundtrip");
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    let sent: Vec<Message> = (0..20)
+        .map(|i| numbered(i).with_key(format!("k{}", i % 3)).with_header("x-app", "test"))
+        .collect();
+    publish_all(&c, &topic, &sent).await;
+    let got = collect(&mut stream, sent.len(), h.timeout()).await;
+    let by_id: HashMap<Uuid, &Message> = sent.iter().map(|m| (m.id(), m)).collect();
+    for d in &got {
+        let m = d.message();
+        let original = by_id.get(&m.id()).expect("an id that was sent");
+        assert_eq!(m.payload(), original.payload());
+        assert_eq!(m.key(), original.key());
+        assert_eq!(m.header("x-app"), Some("test"));
+        assert_eq!(m.header("seq"), original.header("seq"));
+        assert_eq!(&*d.metadata().topic, topic.as_str());
+        assert_eq!(d.metadata().attempt, 1);
+        assert!(!d.metadata().redelivered);
+    }
+}
+
+/// A key, unicode header values, an empty payload and a 1 MiB payload.
+pub async fn edge_payloads_roundtrip(h: &Harness) {
+    let topic = h.topic("edges");
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    let big_ok = h.capabilities().max_message_size.is_none_or(|max| max >= 1 << 20);
+    let mut sent = vec![
+        Message::new(Bytes::new()).with_key("empty"),
+        Message::new("ünïcödé ✓").with_header("greeting", "grüß dich ✓ 你好 \t tab"),
+    ];
+    if big_ok {
+        let big: Vec<u8> = (0..(1usize << 20)).map(|i| (i % 251) as u8).collect();
+        sent.push(Message::new(big).with_key("big"));
+    } else {
+        skip("edge_payloads_roundtrip (1 MiB part)", "the transport's max message size is below 1 MiB");
+    }
+    publish_all(&c, &topic, &sent).await;
+    let got = collect(&mut stream, sent.len(), h.timeout()).await;
+    for original in &sent {
+        let d = got.iter().find(|d| d.message().id() == original.id()).expect("received");
+        assert_eq!(d.message().payload(), original.payload());
+        assert_eq!(d.message().key(), original.key());
+        for (name, value) in original.headers().iter() {
+            assert_eq!(d.message().header(name), Some(value), "header {name}");
+        }
+    }
+}
+
+/// Bad topics and headers are clear errors; settling twice is an error.
+pub async fn invalid_input_is_rejected(h: &Harness) {
+    let c = h.connect().await;
+    for bad in ["", "has space", "a..b", "wild.*"] {
+        match c.publish(bad, Message::new("x")).await {
+            Err(Error::InvalidTopic { .. }) => {}
+            other => panic!("publish to {bad:?}: expected InvalidTopic, got {other:?}"),
+        }
+    }
+    let topic = h.topic("invalid");
+    match c.publish(&topic, Message::new("x").with_header("bad name", "v")).await {
+        Err(Error::InvalidHeader { .. }) => {}
+        other => panic!("expected InvalidHeader, got {other:?}"),
+    }
+    assert!(c.subscribe(Subscription::new("a b")).await.is_err());
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    c.publish(&topic, Message::new("ok")).await.expect("publish");
+    let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
+    d.ack().await.expect("first ack");
+    assert!(matches!(d.ack().await, Err(Error::AlreadySettled)));
+    assert!(matches!(d.nack().await, Err(Error::AlreadySettled)));
+}
+
+/// Several publishers and several subscribers at once lose nothing.
+pub async fn concurrent_publish_subscribe(h: &Harness) {
+    let topic = h.topic("concurrent");
+    let (publishers, per_publisher) = (4, 50);
+    let subscribers = if h.capabilities().consumer_groups { 3 } else { 1 };
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let total = publishers * per_publisher;
+    let mut consumers = Vec::new();
+    let mut streams = Vec::new();
+    for _ in 0..subscribers {
+        let c = h.connect().await;
+        let s = sub(&topic);
+        let s = if subscribers > 1 { s.group("workers") } else { s };
+        streams.push(c.subscribe(s).await.expect("subscribe"));
+        consumers.push(c);
+    }
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            let seen = seen.clone();
+            let timeout = h.timeout();
+            tokio::spawn(async move {
+                while seen.lock().unwrap().len() < total {
+                    let Some(mut d) = recv(&mut stream, timeout).await else { break };
+                    d.ack().await.expect("ack");
+                    seen.lock().unwrap().insert(d.message().id());
+                }
+            })
+        })
+        .collect();
+    let mut sent = HashSet::new();
+    let mut publishing = Vec::new();
+    for p in 0..publishers {
+        let c = h.connect().await;
+        let topic = topic.clone();
+        let messages: Vec<Message> = (0..per_publisher).map(|i| numbered(p * 1000 + i)).collect();
+        sent.extend(ids(&messages));
+        publishing.push(tokio::spawn(async move { publish_all(&c, &topic, &messages).await }));
+    }
+    for r in join_all(publishing).await {
+        r.expect("publisher task");
+    }
+    for r in join_all(tasks).await {
+        r.expect("subscriber task");
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), total, "received {} of {total}", seen.len());
+    assert!(seen.is_subset(&sent) && sent.is_subset(&seen));
+}
+
+/// Many topics at once, each with its own messages.
+pub async fn many_topics(h: &Harness) {
+    let c = h.connect().await;
+    let topics: Vec<String> = (0..10).map(|_| h.topic("many-topics")).collect();
+    let mut streams = Vec::new();
+    for t in &topics {
+        streams.push(c.subscribe(sub(t)).await.expect("subscribe"));
+    }
+    let mut sent = Vec::new();
+    for t in &topics {
+        let messages: Vec<Message> = (0..5).map(numbered).collect();
+        publish_all(&c, t, &messages).await;
+        sent.push(ids(&messages));
+    }
+    for ((stream, expected), t) in streams.iter_mut().zip(&sent).zip(&topics) {
+        let got = collect(stream, expected.len(), h.timeout()).await;
+        let got_ids: HashSet<Uuid> = got.iter().map(|d| d.message().id()).collect();
+        assert_eq!(&got_ids, expected, "topic {t}");
+        assert!(got.iter().all(|d| &*d.metadata().topic == t.as_str()));
+    }
+}
+
+/// A subscriber of one topic receives nothing of another.
+pub async fn topic_isolation(h: &Harness) {
+    let (a, b) = (h.topic("isolation-a"), h.topic("isolation-b"));
+    let c = h.connect().await;
+    let mut stream_a = c.subscribe(sub(&a)).await.expect("subscribe");
+    c.publish(&b, Message::new("for b")).await.expect("publish");
+    let for_a = Message::new("for a");
+    c.publish(&a, for_a.clone()).await.expect("publish");
+    let got = collect(&mut stream_a, 1, h.timeout()).await;
+    assert_eq!(got[0].message().id(), for_a.id());
+    assert!(recv(&mut stream_a, h.quiet()).await.is_none(), "a message of another topic arrived");
+}
+
+/// Every broadcast subscriber receives every message.
+pub async fn broadcast_reaches_every_subscriber(h: &Harness) {
+    let topic = h.topic("broadcast");
+    let c = h.connect().await;
+    let mut one = c.subscribe(sub(&topic)).await.expect("subscribe");
+    let mut two = h.connect().await.subscribe(sub(&topic)).await.expect("subscribe");
+    let sent: Vec<Message> = (0..10).map(numbered).collect();
+    publish_all(&c, &topic, &sent).await;
+    for stream in [&mut one, &mut two] {
+        let got = collect(stream, sent.len(), h.timeout()).await;
+        assert_eq!(got.iter().map(|d| d.message().id()).collect::<HashSet<_>>(), ids(&sent));
+    }
+}
+
+/// Two groups each get everything; the members of one group share it.
+pub async fn consumer_groups(h: &Harness) {
+    if !h.capabilities().consumer_groups {
+        return skip("consumer_groups", "the transport has no consumer groups");
+    }
+    let topic = h.topic("groups");
+    let sent: Vec<Message> = (0..40).map(numbered).collect();
+    let mut members = Vec::new();
+    for group in ["group-a", "group-b"] {
+        for _ in 0..2 {
+            let c = h.connect().await;
+            let s = sub(&topic).group(group).prefetch(1);
+            members.push((group, c.subscribe(s).await.expect("subscribe"), c));
+        }
+    }
+    let c = h.connect().await;
+    publish_all(&c, &topic, &sent).await;
+    let received: Arc<Mutex<HashMap<&str, HashSet<Uuid>>>> = Default::default();
+    let per_member: Vec<_> = members
+        .into_iter()
+        .map(|(group, mut stream, c)| {
+            let received = received.clone();
+            let (timeout, quiet, n) = (h.timeout(), h.quiet(), sent.len());
+            tokio::spawn(async move {
+                let _c = c;
+                let mut mine = 0usize;
+                loop {
+                    let done = received.lock().unwrap().get(group).is_some_and(|s| s.len() >= n);
+                    let wait = if done { quiet } else { timeout };
+                    let Some(mut d) = recv(&mut stream, wait).await else { break };
+                    // Slow enough that the other member gets its share.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    d.ack().await.expect("ack");
+                    received.lock().unwrap().entry(group).or_default().insert(d.message().id());
+                    mine += 1;
+                }
+                (group, mine)
+            })
+        })
+        .collect();
+    let counts: Vec<(&str, usize)> = join_all(per_member).await.into_iter().map(|r| r.expect("member")).collect();
+    let received = received.lock().unwrap();
+    for group in ["group-a", "group-b"] {
+        assert_eq!(received.get(group), Some(&ids(&sent)), "{group} did not receive every message");
+        let shares: Vec<usize> = counts.iter().filter(|(g, _)| *g == group).map(|(_, n)| *n).collect();
+        assert!(shares.iter().all(|n| *n > 0), "{group}: a member got nothing: {shares:?}");
+    }
+}
+
+fn needs_at_least_once(h: &Harness, case: &str) -> bool {
+    if !h.capabilities().at_least_once {
+        skip(case, "the transport delivers at most once");
+    }
+    h.capabilities().at_least_once
+}
+
+/// A nacked message comes again.
+pub async fn resend_on_nack(h: &Harness) {
+    if !needs_at_least_once(h, "resend_on_nack") {
+        return;
+    }
+    let topic = h.topic("nack");
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    let m = Message::new("again");
+    c.publish(&topic, m.clone()).await.expect("publish");
+    let mut first = recv(&mut stream, h.timeout()).await.expect("first delivery");
+    assert_eq!(first.message().id(), m.id());
+    first.nack().await.expect("nack");
+    let mut second = recv(&mut stream, h.timeout()).await.expect("redelivery after nack");
+    assert_eq!(second.message().id(), m.id());
+    assert_eq!(second.message().payload(), m.payload());
+    second.ack().await.expect("ack");
+}
+
+/// The delivery attempt counts up with each redelivery.
+pub async fn delivery_attempt_increments(h: &Harness) {
+    if !needs_at_least_once(h, "delivery_attempt_increments") {
+        return;
+    }
+    let topic = h.topic("attempts");
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    c.publish(&topic, Message::new("x")).await.expect("publish");
+    for expected in 1..=3u32 {
+        let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
+        assert_eq!(d.metadata().attempt, expected);
+        assert_eq!(d.metadata().redelivered, expected > 1);
+        if expected < 3 {
+            d.nack().await.expect("nack");
+        } else {
+            d.ack().await.expect("ack");
+        }
+    }
+}
+
+/// Failures of some messages do not stop the others; all get through.
+pub async fn continue_after_errors(h: &Harness) {
+    if !needs_at_least_once(h, "continue_after_errors") {
+        return;
+    }
+    let topic = h.topic("errors");
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    let sent: Vec<Message> = (0..20).map(numbered).collect();
+    publish_all(&c, &topic, &sent).await;
+    let mut acked = HashSet::new();
+    while acked.len() < sent.len() {
+        let mut d = recv(&mut stream, h.timeout())
+            .await
+            .unwrap_or_else(|| panic!("stalled after {} of {} acks", acked.len(), sent.len()));
+        // Every other message fails on its first two attempts.
+        if seq_of(d.message()) % 2 == 0 && d.metadata().attempt < 3 {
+            d.nack().await.expect("nack");
+        } else {
+            d.ack().await.expect("ack");
+            acked.insert(d.message().id());
+        }
+    }
+    assert_eq!(acked, ids(&sent));
+}
+
+/// A deferred message comes again, but not before its delay.
+pub async fn defer_not_before_delay(h: &Harness) {
+    if !needs_at_least_once(h, "defer_not_before_delay") {
+        return;
+    }
+    let topic = h.topic("defer");
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    c.publish(&topic, Message::new("later")).await.expect("publish");
+    let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
+    let delay = Duration::from_millis(700);
+    let deferred_at = Instant::now();
+    d.defer(delay).await.expect("defer");
+    let mut again = recv(&mut stream, h.timeout() + delay).await.expect("redelivery after defer");
+    let waited = deferred_at.elapsed();
+    assert!(waited >= delay, "redelivered after {waited:?}, before the {delay:?} delay");
+    assert_eq!(again.message().id(), d.message().id());
+    assert_eq!(again.metadata().attempt, 2);
+    again.ack().await.expect("ack");
+}
+
+/// A rejected message goes to the dead-letter topic with the reason, and
+/// never comes again on its own topic.
+pub async fn reject_dead_letters(h: &Harness) {
+    if !needs_at_least_once(h, "reject_dead_letters") {
+        return;
+    }
+    let topic = h.topic("reject");
+    let dlq = dead_letter_topic(&topic);
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    let mut dead = c.subscribe(sub(&dlq)).await.expect("subscribe to the dead-letter topic");
+    let m = Message::new("poison").with_header("x-app", "test");
+    c.publish(&topic, m.clone()).await.expect("publish");
+    let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
+    d.reject("payload is poison").await.expect("reject");
+    let mut dl = recv(&mut dead, h.timeout()).await.expect("dead letter");
+    let dm = dl.message();
+    assert_eq!(dm.id(), m.id());
+    assert_eq!(dm.payload(), m.payload());
+    assert_eq!(dm.header("x-app"), Some("test"));
+    assert_eq!(dm.header(headers::DEAD_LETTER_REASON), Some("payload is poison"));
+    assert_eq!(dm.header(headers::ORIGINAL_TOPIC), Some(topic.as_str()));
+    assert_eq!(dm.header(headers::ATTEMPTS), Some("1"));
+    assert!(dm.header(headers::DEAD_LETTERED_AT).is_some());
+    dl.ack().await.expect("ack dead letter");
+    assert!(recv(&mut stream, h.quiet()).await.is_none(), "a rejected message was redelivered");
+}
+
+/// With prefetch 1, the next message waits until the current one is settled.
+pub async fn no_next_while_unacked(h: &Harness) {
+    if !needs_at_least_once(h, "no_next_while_unacked") {
+        return;
+    }
+    if h.capabilities().ordering == Ordering::None {
+        return skip("no_next_while_unacked", "the transport guarantees no order");
+    }
+    let topic = h.topic("no-next");
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic).prefetch(1)).await.expect("subscribe");
+    let sent: Vec<Message> = (0..2).map(numbered).collect();
+    publish_all(&c, &topic, &sent).await;
+    let mut first = recv(&mut stream, h.timeout()).await.expect("first");
+    assert_eq!(first.message().id(), sent[0].id());
+    assert!(recv(&mut stream, h.quiet()).await.is_none(), "a second message came while the first was unacked");
+    first.ack().await.expect("ack");
+    let second = collect(&mut stream, 1, h.timeout()).await;
+    assert_eq!(second[0].message().id(), sent[1].id());
+}
+
+/// Order is kept: per key, or for the whole topic, as the transport says.
+pub async fn order_kept(h: &Harness) {
+    let ordering = h.capabilities().ordering;
+    if ordering == Ordering::None {
+        return skip("order_kept", "the transport guarantees no order");
+    }
+    let topic = h.topic("order");
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    let sent: Vec<Message> = (0..60).map(|i| numbered(i).with_key(format!("key-{}", i % 3))).collect();
+    publish_all(&c, &topic, &sent).await;
+    let got = collect(&mut stream, sent.len(), h.timeout()).await;
+    let seqs: Vec<(String, usize)> = got
+        .iter()
+        .map(|d| (d.message().key().unwrap_or_default().to_owned(), seq_of(d.message())))
+        .collect();
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (key, seq) in &seqs {
+        if let Some(prev) = last.insert(key, *seq) {
+            assert!(prev < *seq, "key {key}: {seq} arrived after {prev}");
+        }
+    }
+    if ordering == Ordering::PerTopic {
+        let all: Vec<usize> = seqs.iter().map(|(_, s)| *s).collect();
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "topic order broken: {all:?}");
+    }
+}
+
+/// A group member that leaves with messages unacked loses none of them: the
+/// next member of the group receives them.
+pub async fn continue_after_subscriber_close(h: &Harness) {
+    if !needs_at_least_once(h, "continue_after_subscriber_close") {
+        return;
+    }
+    if !h.capabilities().consumer_groups {
+        return skip("continue_after_subscriber_close", "the transport has no consumer groups");
+    }
+    let topic = h.topic("resume");
+    let sent: Vec<Message> = (0..30).map(numbered).collect();
+    let mut acked = HashSet::new();
+    {
+        let c = h.connect().await;
+        let mut stream = c.subscribe(sub(&topic).group("resume")).await.expect("subscribe");
+        publish_all(&c, &topic, &sent).await;
+        for d in collect(&mut stream, 10, h.timeout()).await {
+            acked.insert(d.message().id());
+        }
+        // Take a few more and leave without settling them.
+        for _ in 0..3 {
+            let d = recv(&mut stream, h.timeout()).await.expect("delivery");
+            drop(d);
+        }
+        Subscriber::close(&c).await.expect("close");
+    }
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic).group("resume")).await.expect("subscribe again");
+    let missing: HashSet<Uuid> = ids(&sent).difference(&acked).copied().collect();
+    let mut got = HashSet::new();
+    while !missing.is_subset(&got) {
+        let Some(mut d) = recv(&mut stream, h.timeout()).await else {
+            panic!("{} of {} unacked messages never came back", missing.difference(&got).count(), missing.len());
+        };
+        d.ack().await.expect("ack");
+        got.insert(d.message().id());
+    }
+}
+
+/// Many subscribers closing at once neither hang nor panic.
+pub async fn concurrent_close(h: &Harness) {
+    let topic = h.topic("close");
+    let c = h.connect().await;
+    let mut closing = Vec::new();
+    for i in 0..10 {
+        let conn = h.connect().await;
+        let mut stream = conn.subscribe(sub(&topic)).await.expect("subscribe");
+        closing.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                Subscriber::close(&conn).await.expect("close");
+                while futures::StreamExt::next(&mut stream).await.is_some() {}
+            } else {
+                drop(stream);
+            }
+        }));
+    }
+    c.publish(&topic, Message::new("during close")).await.expect("publish");
+    let all = tokio::time::timeout(h.timeout(), join_all(closing)).await.expect("closing hung");
+    for r in all {
+        r.expect("close task");
+    }
+}
+
+/// Closing the subscriber ends its streams; it then refuses to subscribe.
+pub async fn subscriber_close_ends_stream(h: &Harness) {
+    let topic = h.topic("close-ends");
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    Subscriber::close(&c).await.expect("close");
+    let end = tokio::time::timeout(h.timeout(), async {
+        while let Some(item) = futures::StreamExt::next(&mut stream).await {
+            drop(item);
+        }
+    });
+    end.await.expect("the stream did not end after close");
+    assert!(c.subscribe(sub(&topic)).await.is_err(), "subscribe after close succeeded");
+}
+
+/// Everything published before the publisher closes arrives; publishing
+/// after close is `Error::Closed`.
+pub async fn publisher_close_loses_nothing(h: &Harness) {
+    let topic = h.topic("publisher-close");
+    let consumer = h.connect().await;
+    let mut stream = consumer.subscribe(sub(&topic)).await.expect("subscribe");
+    let producer = h.connect().await;
+    let sent: Vec<Message> = (0..50).map(numbered).collect();
+    producer.publish_batch(&topic, sent.clone()).await.expect("publish batch");
+    Publisher::close(&producer).await.expect("close");
+    assert!(matches!(producer.publish(&topic, Message::new("late")).await, Err(Error::Closed)));
+    let got = collect(&mut stream, sent.len(), h.timeout()).await;
+    assert_eq!(got.iter().map(|d| d.message().id()).collect::<HashSet<_>>(), ids(&sent));
+}
+
+/// A subscriber that starts at the earliest position receives what was
+/// published before it subscribed.
+pub async fn new_subscriber_receives_old_messages(h: &Harness) {
+    if !h.capabilities().replay {
+        return skip("new_subscriber_receives_old_messages", "the transport does not replay");
+    }
+    let topic = h.topic("replay");
+    let c = h.connect().await;
+    let sent: Vec<Message> = (0..10).map(numbered).collect();
+    publish_all(&c, &topic, &sent).await;
+    let mut stream = h.connect().await.subscribe(sub(&topic)).await.expect("subscribe");
+    let got = collect(&mut stream, sent.len(), h.timeout()).await;
+    assert_eq!(got.iter().map(|d| d.message().id()).collect::<HashSet<_>>(), ids(&sent));
+}
+
+/// A router shut down in the middle of work loses nothing: what it had not
+/// finished comes to the next router of the group.
+pub async fn graceful_shutdown_loses_nothing(h: &Harness) {
+    if !needs_at_least_once(h, "graceful_shutdown_loses_nothing") {
+        return;
+    }
+    if !h.capabilities().consumer_groups {
+        return skip("graceful_shutdown_loses_nothing", "the transport has no consumer groups");
+    }
+    let topic = h.topic("shutdown");
+    let sent: Vec<Message> = (0..60).map(numbered).collect();
+    let done: Arc<Mutex<HashSet<Uuid>>> = Default::default();
+    let handler = {
+        let done = done.clone();
+        handler_fn(move |r: Received| {
+            let done = done.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                done.lock().unwrap().insert(r.message.id());
+                Ok::<_, BoxError>(())
+            }
+        })
+    };
+    let c = h.connect().await;
+    let first = Router::new(c.clone(), c.clone())
+        .handle(sub(&topic).group("shutdown"), handler.clone())
+        .shutdown_timeout(Duration::from_secs(5))
+        .start()
+        .await
+        .expect("start router");
+    publish_all(&c, &topic, &sent).await;
+    let deadline = Instant::now() + h.timeout();
+    while done.lock().unwrap().len() < 10 {
+        assert!(Instant::now() < deadline, "the router handled too little");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.shutdown().await;
+    let c2 = h.connect().await;
+    let second = Router::new(c2.clone(), c2.clone())
+        .handle(sub(&topic).group("shutdown"), handler)
+        .start()
+        .await
+        .expect("start second router");
+    let deadline = Instant::now() + h.timeout();
+    while done.lock().unwrap().len() < sent.len() {
+        assert!(
+            Instant::now() < deadline,
+            "lost messages across shutdown: {} of {} handled",
+            done.lock().unwrap().len(),
+            sent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    second.shutdown().await;
+    assert_eq!(*done.lock().unwrap(), ids(&sent));
+}
+
+/// After the broker restarts, the same subscription goes on, and nothing
+/// acknowledged by the broker is lost.
+pub async fn reconnect_after_restart(h: &Harness) {
+    if !h.capabilities().persistent {
+        return skip("reconnect_after_restart", "the transport is not persistent");
+    }
+    let topic = h.topic("restart");
+    let c = h.connect().await;
+    let group = Subscription::new(&topic).start(StartPosition::Earliest).group("restart");
+    let mut stream = c.subscribe(group).await.expect("subscribe");
+    let before: Vec<Message> = (0..10).map(numbered).collect();
+    publish_all(&c, &topic, &before).await;
+    match h.restart().await {
+        None => return skip("reconnect_after_restart", "the harness has no restart command"),
+        Some(Err(e)) => panic!("restart failed: {}", e.chain()),
+        Some(Ok(())) => {}
+    }
+    let after: Vec<Message> = (10..20).map(numbered).collect();
+    for m in &after {
+        // During reconnection a publish may fail with a retryable error.
+        let deadline = Instant::now() + h.timeout();
+        loop {
+            match c.publish(&topic, m.clone()).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("publish after restart: {}", e.chain()),
+            }
+        }
+    }
+    let mut expected = ids(&before);
+    expected.extend(ids(&after));
+    let mut got = HashSet::new();
+    while got.len() < expected.len() {
+        match tokio::time::timeout(h.timeout(), futures::StreamExt::next(&mut stream)).await {
+            Ok(Some(Ok(mut d))) => {
+                let _ = d.ack().await;
+                got.insert(d.message().id());
+            }
+            // The stream may report the outage; it must not end.
+            Ok(Some(Err(_))) => {}
+            Ok(None) => panic!("the stream ended at the restart"),
+            Err(_) => panic!("{} of {} messages after the restart", got.len(), expected.len()),
+        }
+    }
+    assert_eq!(got, expected);
+}

@@ -1,0 +1,150 @@
+//! What the suite needs from a transport, and helpers for the cases.
+
+use std::future::Future;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use msg_core::{Capabilities, Connection, Delivery, DeliveryStream, Result};
+
+type ConnectFn = dyn Fn() -> BoxFuture<'static, Result<Connection>> + Send + Sync;
+type RestartFn = dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync;
+
+/// A transport under test: how to connect to it, what it guarantees, and
+/// optionally how to restart its broker.
+#[derive(Clone)]
+pub struct Harness {
+    name: String,
+    capabilities: Capabilities,
+    connect: Arc<ConnectFn>,
+    restart: Option<Arc<RestartFn>>,
+    timeout: Duration,
+    quiet: Duration,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("name", &self.name)
+            .field("capabilities", &self.capabilities)
+            .field("restart", &self.restart.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Harness {
+    /// A harness named `name` (used in topic names and messages); `connect`
+    /// opens a new connection to the broker under test each time.
+    pub fn new<F, Fut>(name: impl Into<String>, capabilities: Capabilities, connect: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Connection>> + Send + 'static,
+    {
+        Self {
+            name: name.into(),
+            capabilities,
+            connect: Arc::new(move || Box::pin(connect())),
+            restart: None,
+            timeout: Duration::from_secs(15),
+            quiet: Duration::from_millis(300),
+        }
+    }
+
+    /// How to restart the broker (keeping its data), for the reconnect case.
+    pub fn with_restart<F, Fut>(mut self, restart: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.restart = Some(Arc::new(move || Box::pin(restart())));
+        self
+    }
+
+    /// How long a case waits for an expected message (default 15 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long a case waits to be sure that no message comes (default 300 ms).
+    pub fn with_quiet_period(mut self, quiet: Duration) -> Self {
+        self.quiet = quiet;
+        self
+    }
+
+    /// The transport's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What the transport guarantees.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// How long to wait for an expected message.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// How long to wait to be sure nothing comes.
+    pub fn quiet(&self) -> Duration {
+        self.quiet
+    }
+
+    /// Opens a new connection; panics with the transport's error if it fails.
+    pub async fn connect(&self) -> Connection {
+        match (self.connect)().await {
+            Ok(c) => c,
+            Err(e) => panic!("{}: connect failed: {}", self.name, e.chain()),
+        }
+    }
+
+    /// Restarts the broker, if the harness knows how.
+    pub async fn restart(&self) -> Option<Result<()>> {
+        match &self.restart {
+            Some(restart) => Some(restart().await),
+            None => None,
+        }
+    }
+
+    /// A topic name unique to this run: `ct.<case>.<random>`.
+    pub fn topic(&self, case: &str) -> String {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        format!("ct.{}.{}", case.replace('_', "-"), &id[..12])
+    }
+}
+
+/// Prints `SKIP <case>: <reason>` where the test runner does not capture it.
+pub fn skip(case: &str, reason: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIP {case}: {reason}");
+}
+
+/// The next delivery within `timeout`; `None` if the stream ended or nothing
+/// came. Panics on a stream error.
+pub async fn recv(stream: &mut DeliveryStream, timeout: Duration) -> Option<Delivery> {
+    match tokio::time::timeout(timeout, stream.next()).await {
+        Ok(Some(Ok(d))) => Some(d),
+        Ok(Some(Err(e))) => panic!("stream error: {}", e.chain()),
+        Ok(None) | Err(_) => None,
+    }
+}
+
+/// Receives until `n` distinct message ids arrived, acking each; panics
+/// with what was missing when `timeout` passes without progress.
+pub async fn collect(stream: &mut DeliveryStream, n: usize, timeout: Duration) -> Vec<Delivery> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(n);
+    while seen.len() < n {
+        let Some(mut d) = recv(stream, timeout).await else {
+            panic!("received {} of {n} messages before waiting {timeout:?} in vain", seen.len());
+        };
+        d.ack().await.expect("ack");
+        if seen.insert(d.message().id()) {
+            out.push(d);
+        }
+    }
+    out
+}

@@ -1,0 +1,73 @@
+//! The conformance suite every **msg** transport passes, and test helpers.
+//!
+//! A transport crate runs the whole suite from `tests/conformance.rs`:
+//!
+//! ```ignore
+//! fn harness() -> msg_testkit::Harness {
+//!     let broker = msg_memory::MemoryBroker::new();
+//!     msg_testkit::Harness::new("memory", broker.capabilities(), move || {
+//!         let client = broker.client();
+//!         async move { Ok(msg_core::Connection::new(client)) }
+//!     })
+//! }
+//! msg_testkit::conformance_suite!(harness());
+//! ```
+//!
+//! Each case is its own `#[tokio::test]`, named after the case. A case the
+//! transport's [`Capabilities`] rule out passes after printing
+//! `SKIP <case>: <reason>` to the terminal. Transports that deliver at least
+//! once are checked with de-duplication by message id.
+
+#![forbid(unsafe_code)]
+
+pub mod cases;
+mod harness;
+
+pub use harness::{Harness, collect, recv, skip};
+
+/// Expands to one `#[tokio::test]` per conformance case, each building the
+/// harness with the given expression. The calling crate needs `tokio` (with
+/// the `macros` and `rt-multi-thread` features) as a dev-dependency.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($harness:expr) => {
+        $crate::__conformance_cases!($harness;
+            publish_subscribe_roundtrip,
+            edge_payloads_roundtrip,
+            invalid_input_is_rejected,
+            concurrent_publish_subscribe,
+            many_topics,
+            topic_isolation,
+            broadcast_reaches_every_subscriber,
+            consumer_groups,
+            resend_on_nack,
+            delivery_attempt_increments,
+            continue_after_errors,
+            defer_not_before_delay,
+            reject_dead_letters,
+            no_next_while_unacked,
+            order_kept,
+            continue_after_subscriber_close,
+            concurrent_close,
+            subscriber_close_ends_stream,
+            publisher_close_loses_nothing,
+            new_subscriber_receives_old_messages,
+            graceful_shutdown_loses_nothing,
+            reconnect_after_restart
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($harness:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $harness;
+                $crate::cases::$case(&harness).await;
+            }
+        )*
+    };
+}
