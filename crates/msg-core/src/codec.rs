@@ -6,22 +6,31 @@ use serde::de::DeserializeOwned;
 
 use crate::{Error, Result};
 
-/// Encodes `T` into payload bytes and decodes it back.
-pub trait Codec<T>: Send + Sync + 'static {
+/// Encodes `T` into payload bytes.
+pub trait Encoder<T>: Send + Sync + 'static {
     /// The media type written to the `content-type` header.
     fn content_type(&self) -> &'static str;
     /// Encodes a value.
     fn encode(&self, value: &T) -> Result<Bytes>;
+}
+
+/// Decodes payload bytes into `T`.
+pub trait Decoder<T>: Send + Sync + 'static {
     /// Decodes a payload. A payload that does not decode is a permanent
     /// [`Error::Decode`]: retrying cannot help.
     fn decode(&self, payload: &Bytes) -> Result<T>;
 }
 
+/// Encodes `T` into payload bytes and decodes it back.
+pub trait Codec<T>: Encoder<T> + Decoder<T> {}
+
+impl<T, C: Encoder<T> + Decoder<T>> Codec<T> for C {}
+
 /// JSON through serde_json: the default.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonCodec;
 
-impl<T: Serialize + DeserializeOwned> Codec<T> for JsonCodec {
+impl<T: Serialize> Encoder<T> for JsonCodec {
     fn content_type(&self) -> &'static str {
         "application/json"
     }
@@ -31,7 +40,9 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for JsonCodec {
             .map(Bytes::from)
             .map_err(|e| Error::Encode(Box::new(e)))
     }
+}
 
+impl<T: DeserializeOwned> Decoder<T> for JsonCodec {
     fn decode(&self, payload: &Bytes) -> Result<T> {
         serde_json::from_slice(payload).map_err(|e| Error::Decode(Box::new(e)))
     }
@@ -41,37 +52,46 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for JsonCodec {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawCodec;
 
-impl Codec<Bytes> for RawCodec {
+impl Encoder<Bytes> for RawCodec {
     fn content_type(&self) -> &'static str {
         "application/octet-stream"
     }
     fn encode(&self, value: &Bytes) -> Result<Bytes> {
         Ok(value.clone())
     }
+}
+
+impl Decoder<Bytes> for RawCodec {
     fn decode(&self, payload: &Bytes) -> Result<Bytes> {
         Ok(payload.clone())
     }
 }
 
-impl Codec<Vec<u8>> for RawCodec {
+impl Encoder<Vec<u8>> for RawCodec {
     fn content_type(&self) -> &'static str {
         "application/octet-stream"
     }
     fn encode(&self, value: &Vec<u8>) -> Result<Bytes> {
         Ok(Bytes::copy_from_slice(value))
     }
+}
+
+impl Decoder<Vec<u8>> for RawCodec {
     fn decode(&self, payload: &Bytes) -> Result<Vec<u8>> {
         Ok(payload.to_vec())
     }
 }
 
-impl Codec<String> for RawCodec {
+impl Encoder<String> for RawCodec {
     fn content_type(&self) -> &'static str {
         "text/plain; charset=utf-8"
     }
     fn encode(&self, value: &String) -> Result<Bytes> {
         Ok(Bytes::copy_from_slice(value.as_bytes()))
     }
+}
+
+impl Decoder<String> for RawCodec {
     fn decode(&self, payload: &Bytes) -> Result<String> {
         String::from_utf8(payload.to_vec()).map_err(|e| Error::Decode(Box::new(e)))
     }
@@ -88,11 +108,11 @@ mod tests {
 
     #[test]
     fn json_round_trip_and_decode_error() {
-        let bytes = Codec::<Order>::encode(&JsonCodec, &Order { id: 7 }).unwrap();
+        let bytes = Encoder::<Order>::encode(&JsonCodec, &Order { id: 7 }).unwrap();
         assert_eq!(&bytes[..], br#"{"id":7}"#);
         let back: Order = JsonCodec.decode(&bytes).unwrap();
         assert_eq!(back, Order { id: 7 });
-        let err = Codec::<Order>::decode(&JsonCodec, &Bytes::from_static(b"{")).unwrap_err();
+        let err = Decoder::<Order>::decode(&JsonCodec, &Bytes::from_static(b"{")).unwrap_err();
         assert!(matches!(err, Error::Decode(_)));
         assert!(!err.is_retryable());
     }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::codec::Codec;
+use crate::codec::{Decoder, Encoder};
 use crate::{Error, Message, Result, headers};
 
 /// The CloudEvents spec version written and accepted.
@@ -109,7 +109,7 @@ impl<T> Event<T> {
     ///
     /// The message id is the event id when that is a UUID, so that retries
     /// and relays keep it; otherwise a new one.
-    pub fn to_message(&self, codec: &impl Codec<T>, binding: CloudEventsBinding) -> Result<Message> {
+    pub fn to_message(&self, codec: &impl Encoder<T>, binding: CloudEventsBinding) -> Result<Message> {
         let payload = codec.encode(&self.data)?;
         let mut message = Message::with_id(self.message_id(), payload);
         let p = binding.prefix();
@@ -139,7 +139,7 @@ impl<T> Event<T> {
 
     /// Decodes an event from a message in binary content mode (any binding)
     /// or structured JSON mode.
-    pub fn from_message(message: &Message, codec: &impl Codec<T>) -> Result<Self>
+    pub fn from_message(message: &Message, codec: &impl Decoder<T>) -> Result<Self>
     where
         T: DeserializeOwned,
     {

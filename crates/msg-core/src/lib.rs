@@ -29,7 +29,7 @@ pub mod topic;
 mod transport;
 
 pub use capabilities::{Capabilities, Ordering};
-pub use codec::{Codec, JsonCodec, RawCodec};
+pub use codec::{Codec, Decoder, Encoder, JsonCodec, RawCodec};
 pub use delivery::{
     Acker, Delivery, Metadata, Received, Settle, Settlement, dead_letter_message, dead_letter_topic,
 };

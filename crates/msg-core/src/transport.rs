@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::Serialize;
 
-use crate::codec::{Codec, JsonCodec};
+use crate::codec::{Encoder, JsonCodec};
 use crate::{Capabilities, Delivery, Event, Message, Result, Subscription};
 
 /// The stream of deliveries of one subscription.
@@ -250,19 +250,19 @@ impl Subscriber for Connection {
 /// Typed publishing on top of any [`Publisher`].
 pub trait PublisherExt: Publisher {
     /// Publishes `value` as JSON with `content-type: application/json`.
-    fn publish_json<T: Serialize + serde::de::DeserializeOwned + Sync>(
+    fn publish_json<T: Serialize + Sync>(
         &self,
         topic: &str,
         value: &T,
     ) -> impl Future<Output = Result<()>> + Send {
-        let message = Codec::<T>::encode(&JsonCodec, value)
+        let message = Encoder::<T>::encode(&JsonCodec, value)
             .map(|payload| Message::new(payload).with_content_type("application/json"));
         async move { self.publish(topic, message?).await }
     }
 
     /// Publishes a CloudEvent in binary content mode, with the data as JSON
     /// and the attributes named by this transport's CloudEvents binding.
-    fn publish_event<T: Serialize + serde::de::DeserializeOwned + Sync>(
+    fn publish_event<T: Serialize + Sync>(
         &self,
         topic: &str,
         event: &Event<T>,

@@ -237,10 +237,16 @@ pub async fn consumer_groups(h: &Harness) {
             tokio::spawn(async move {
                 let _c = c;
                 let mut mine = 0usize;
+                let mut deadline = Instant::now() + timeout;
                 loop {
                     let done = received.lock().unwrap().get(group).is_some_and(|s| s.len() >= n);
-                    let wait = if done { quiet } else { timeout };
-                    let Some(mut d) = recv(&mut stream, wait).await else { break };
+                    let Some(mut d) = recv(&mut stream, quiet).await else {
+                        if done || Instant::now() > deadline {
+                            break;
+                        }
+                        continue;
+                    };
+                    deadline = Instant::now() + timeout;
                     // Slow enough that the other member gets its share.
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     d.ack().await.expect("ack");

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use tower::Service;
 
-use crate::codec::{Codec, JsonCodec};
+use crate::codec::{Decoder, JsonCodec};
 use crate::{BoxError, Error, Event, Message, Received};
 
 /// What the router does with a message whose handler failed.
@@ -235,10 +235,13 @@ where
     }
 }
 
-/// A handler of typed values decoded by a codec. A payload that does not
+/// A handler of typed values decoded by a [`Decoder`]. A payload that does not
 /// decode is dead-lettered with the decode error as the reason; the
 /// function is not called.
-pub fn typed_handler<T, C, F>(codec: C, f: F) -> TypedHandler<T, C, F> {
+pub fn typed_handler<T, C, F, Fut>(codec: C, f: F) -> TypedHandler<T, C, F>
+where
+    F: Fn(T) -> Fut,
+{
     TypedHandler {
         codec,
         f,
@@ -258,7 +261,10 @@ pub fn typed_handler<T, C, F>(codec: C, f: F) -> TypedHandler<T, C, F> {
 /// });
 /// # let _ = handler;
 /// ```
-pub fn json_handler<T, F>(f: F) -> TypedHandler<T, JsonCodec, F> {
+pub fn json_handler<T, F, Fut>(f: F) -> TypedHandler<T, JsonCodec, F>
+where
+    F: Fn(T) -> Fut,
+{
     typed_handler(JsonCodec, f)
 }
 
@@ -287,7 +293,7 @@ impl<T, C, F> fmt::Debug for TypedHandler<T, C, F> {
 
 impl<T, C, F, Fut, R, E> Service<Received> for TypedHandler<T, C, F>
 where
-    C: Codec<T>,
+    C: Decoder<T>,
     F: Fn(T) -> Fut,
     Fut: Future<Output = Result<R, E>>,
     R: Into<Outgoing>,
@@ -312,7 +318,10 @@ where
 /// A handler of CloudEvents whose data is JSON, in binary or structured
 /// mode. A message that is not a valid CloudEvent, or whose data does not
 /// decode, is dead-lettered with the reason.
-pub fn event_handler<T, F>(f: F) -> EventHandler<T, F> {
+pub fn event_handler<T, F, Fut>(f: F) -> EventHandler<T, F>
+where
+    F: Fn(Event<T>) -> Fut,
+{
     EventHandler { f, _t: PhantomData }
 }
 
@@ -339,7 +348,7 @@ impl<T, F> fmt::Debug for EventHandler<T, F> {
 
 impl<T, F, Fut, R, E> Service<Received> for EventHandler<T, F>
 where
-    T: serde::Serialize + DeserializeOwned,
+    T: DeserializeOwned,
     F: Fn(Event<T>) -> Fut,
     Fut: Future<Output = Result<R, E>>,
     R: Into<Outgoing>,
