@@ -278,7 +278,10 @@ pub fn dead_letter_message(received: &Received, reason: &str, error: Option<&str
     headers.insert(headers::DEAD_LETTER_REASON, one_line(reason));
     headers.insert(headers::ORIGINAL_TOPIC, &*received.metadata.topic);
     headers.insert(headers::ATTEMPTS, received.metadata.attempt.to_string());
-    headers.insert(headers::DEAD_LETTERED_AT, crate::time::rfc3339(SystemTime::now()));
+    headers.insert(
+        headers::DEAD_LETTERED_AT,
+        crate::time::rfc3339(SystemTime::now()),
+    );
     if let Some(error) = error {
         headers.insert(headers::ERROR, one_line(error));
     }

@@ -109,7 +109,11 @@ impl<T> Event<T> {
     ///
     /// The message id is the event id when that is a UUID, so that retries
     /// and relays keep it; otherwise a new one.
-    pub fn to_message(&self, codec: &impl Encoder<T>, binding: CloudEventsBinding) -> Result<Message> {
+    pub fn to_message(
+        &self,
+        codec: &impl Encoder<T>,
+        binding: CloudEventsBinding,
+    ) -> Result<Message> {
         let payload = codec.encode(&self.data)?;
         let mut message = Message::with_id(self.message_id(), payload);
         let p = binding.prefix();
@@ -131,7 +135,10 @@ impl<T> Event<T> {
             validate_extension_name(name)?;
             h.insert(format!("{p}{name}"), value);
         }
-        let content_type = self.datacontenttype.as_deref().unwrap_or(codec.content_type());
+        let content_type = self
+            .datacontenttype
+            .as_deref()
+            .unwrap_or(codec.content_type());
         h.insert(headers::CONTENT_TYPE, content_type);
         message.validate()?;
         Ok(message)
@@ -149,19 +156,39 @@ impl<T> Event<T> {
         }
         let binding = CloudEventsBinding::ALL
             .into_iter()
-            .find(|b| message.headers().contains(&format!("{}specversion", b.prefix())))
+            .find(|b| {
+                message
+                    .headers()
+                    .contains(&format!("{}specversion", b.prefix()))
+            })
             .ok_or_else(|| decode_error("not a CloudEvent: no specversion header"))?;
         let p = binding.prefix();
         let attr = |name: &str| message.header(&format!("{p}{name}")).map(str::to_owned);
         let spec = attr("specversion").unwrap_or_default();
         if spec != SPEC_VERSION {
-            return Err(decode_error(format!("unsupported CloudEvents specversion {spec:?}")));
+            return Err(decode_error(format!(
+                "unsupported CloudEvents specversion {spec:?}"
+            )));
         }
         let required = |name: &'static str| {
-            attr(name).ok_or_else(|| decode_error(format!("CloudEvent without the required attribute {name:?}")))
+            attr(name).ok_or_else(|| {
+                decode_error(format!(
+                    "CloudEvent without the required attribute {name:?}"
+                ))
+            })
         };
-        let time = attr("time").map(|t| crate::time::parse_rfc3339(&t)).transpose()?;
-        let known = ["specversion", "id", "source", "type", "time", "subject", "dataschema"];
+        let time = attr("time")
+            .map(|t| crate::time::parse_rfc3339(&t))
+            .transpose()?;
+        let known = [
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "time",
+            "subject",
+            "dataschema",
+        ];
         let extensions = message
             .headers()
             .iter()
@@ -204,7 +231,10 @@ impl<T> Event<T> {
         }
         doc.insert(
             "datacontenttype".into(),
-            self.datacontenttype.as_deref().unwrap_or("application/json").into(),
+            self.datacontenttype
+                .as_deref()
+                .unwrap_or("application/json")
+                .into(),
         );
         for (name, value) in &self.extensions {
             validate_extension_name(name)?;
@@ -224,23 +254,35 @@ impl<T> Event<T> {
             serde_json::from_slice(payload).map_err(|e| Error::Decode(Box::new(e)))?;
         let mut take = |name: &str| match doc.remove(name) {
             Some(serde_json::Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(decode_error(format!("CloudEvent attribute {name:?} is not a string: {other}"))),
+            Some(other) => Err(decode_error(format!(
+                "CloudEvent attribute {name:?} is not a string: {other}"
+            ))),
             None => Ok(None),
         };
         let spec = take("specversion")?.unwrap_or_default();
         if spec != SPEC_VERSION {
-            return Err(decode_error(format!("unsupported CloudEvents specversion {spec:?}")));
+            return Err(decode_error(format!(
+                "unsupported CloudEvents specversion {spec:?}"
+            )));
         }
-        let missing = |name: &'static str| decode_error(format!("CloudEvent without the required attribute {name:?}"));
+        let missing = |name: &'static str| {
+            decode_error(format!(
+                "CloudEvent without the required attribute {name:?}"
+            ))
+        };
         let id = take("id")?.ok_or_else(|| missing("id"))?;
         let source = take("source")?.ok_or_else(|| missing("source"))?;
         let ty = take("type")?.ok_or_else(|| missing("type"))?;
-        let time = take("time")?.map(|t| crate::time::parse_rfc3339(&t)).transpose()?;
+        let time = take("time")?
+            .map(|t| crate::time::parse_rfc3339(&t))
+            .transpose()?;
         let subject = take("subject")?;
         let dataschema = take("dataschema")?;
         let datacontenttype = take("datacontenttype")?;
         if doc.contains_key("data_base64") {
-            return Err(decode_error("CloudEvent with data_base64 is not supported; use binary mode"));
+            return Err(decode_error(
+                "CloudEvent with data_base64 is not supported; use binary mode",
+            ));
         }
         let data = doc.remove("data").unwrap_or(serde_json::Value::Null);
         let data = serde_json::from_value(data).map_err(|e| Error::Decode(Box::new(e)))?;
@@ -272,7 +314,9 @@ impl<T> Event<T> {
 fn validate_extension_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 20
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if ok {
         Ok(())
     } else {
@@ -316,16 +360,25 @@ mod tests {
             assert_eq!(back.data, e.data);
             assert_eq!(back.id, e.id);
             assert_eq!(back.subject.as_deref(), Some("order-1"));
-            assert_eq!(back.extensions, vec![("tenant".to_owned(), "acme".to_owned())]);
+            assert_eq!(
+                back.extensions,
+                vec![("tenant".to_owned(), "acme".to_owned())]
+            );
             // RFC 3339 carries microseconds at most what SystemTime has: compare at ms.
-            let ms = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis();
+            let ms = |t: SystemTime| {
+                t.duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis()
+            };
             assert_eq!(ms(back.time.unwrap()), ms(e.time.unwrap()));
         }
     }
 
     #[test]
     fn kafka_binding_uses_underscore_headers() {
-        let m = event().to_message(&JsonCodec, CloudEventsBinding::Kafka).unwrap();
+        let m = event()
+            .to_message(&JsonCodec, CloudEventsBinding::Kafka)
+            .unwrap();
         assert_eq!(m.header("ce_specversion"), Some("1.0"));
         assert!(m.header("ce-specversion").is_none());
     }
@@ -340,7 +393,10 @@ mod tests {
         assert_eq!(doc["data"]["order"], 1);
         let back = Event::<Shipped>::from_message(&m, &JsonCodec).unwrap();
         assert_eq!(back.data, e.data);
-        assert_eq!(back.extensions, vec![("tenant".to_owned(), "acme".to_owned())]);
+        assert_eq!(
+            back.extensions,
+            vec![("tenant".to_owned(), "acme".to_owned())]
+        );
     }
 
     #[test]
@@ -362,7 +418,10 @@ mod tests {
     #[test]
     fn bad_events_are_decode_errors() {
         let no_ce = Message::new("{}");
-        assert!(matches!(Event::<Shipped>::from_message(&no_ce, &JsonCodec), Err(Error::Decode(_))));
+        assert!(matches!(
+            Event::<Shipped>::from_message(&no_ce, &JsonCodec),
+            Err(Error::Decode(_))
+        ));
         let no_type = Message::new(r#"{"order":1}"#)
             .with_header("ce-specversion", "1.0")
             .with_header("ce-id", "1")
@@ -372,6 +431,10 @@ mod tests {
         let v02 = Message::new("{}").with_header("ce-specversion", "0.2");
         assert!(Event::<Shipped>::from_message(&v02, &JsonCodec).is_err());
         let bad_ext = event().with_extension("Bad-Name", "x");
-        assert!(bad_ext.to_message(&JsonCodec, CloudEventsBinding::Http).is_err());
+        assert!(
+            bad_ext
+                .to_message(&JsonCodec, CloudEventsBinding::Http)
+                .is_err()
+        );
     }
 }

@@ -22,4 +22,3 @@ pub const ATTEMPTS: &str = "msg-attempts";
 pub const ERROR: &str = "msg-error";
 /// When the message was dead-lettered (RFC 3339).
 pub const DEAD_LETTERED_AT: &str = "msg-dead-lettered-at";
-

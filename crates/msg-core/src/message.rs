@@ -260,7 +260,12 @@ mod tests {
     fn invalid_headers_are_reported() {
         assert!(Message::new("").with_header("", "v").validate().is_err());
         assert!(Message::new("").with_header("a b", "v").validate().is_err());
-        assert!(Message::new("").with_header("a", "line\nbreak").validate().is_err());
+        assert!(
+            Message::new("")
+                .with_header("a", "line\nbreak")
+                .validate()
+                .is_err()
+        );
         let mut h = Headers::new();
         assert!(h.try_insert("ok", "tab\tand ünïcödé ✓").is_ok());
         assert!(h.try_insert("bad\u{7f}", "v").is_err());

@@ -123,7 +123,8 @@ impl Subscription {
         if let DeliveryMode::Group(g) = &self.mode {
             let ok = !g.is_empty()
                 && g.len() <= 200
-                && g.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+                && g.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
             if !ok {
                 return Err(Error::InvalidConfig(format!(
                     "invalid group name {g:?}: use 1-200 ASCII letters, digits, '.', '_' or '-'"
@@ -146,7 +147,12 @@ mod tests {
         Subscription::new("a.*").group("g-1").validate().unwrap();
         assert!(Subscription::new("a b").validate().is_err());
         assert!(Subscription::new("a").group("").validate().is_err());
-        assert!(Subscription::new("a").group("has space").validate().is_err());
+        assert!(
+            Subscription::new("a")
+                .group("has space")
+                .validate()
+                .is_err()
+        );
         assert!(Subscription::new("a").prefetch(0).validate().is_err());
     }
 }

@@ -60,9 +60,7 @@ fn validate(topic: &str, wildcards: bool) -> Result<()> {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
                 {
-                    return invalid(
-                        "segments may contain only ASCII letters, digits, '_' and '-'",
-                    );
+                    return invalid("segments may contain only ASCII letters, digits, '_' and '-'");
                 }
             }
         }
@@ -108,8 +106,14 @@ mod tests {
             ("a..b", "empty segment (leading, trailing or double '.')"),
             (".a", "empty segment (leading, trailing or double '.')"),
             ("a.", "empty segment (leading, trailing or double '.')"),
-            ("a b", "segments may contain only ASCII letters, digits, '_' and '-'"),
-            ("é", "segments may contain only ASCII letters, digits, '_' and '-'"),
+            (
+                "a b",
+                "segments may contain only ASCII letters, digits, '_' and '-'",
+            ),
+            (
+                "é",
+                "segments may contain only ASCII letters, digits, '_' and '-'",
+            ),
             ("a.*", "wildcards are only allowed when subscribing"),
         ];
         for (topic, reason) in cases {

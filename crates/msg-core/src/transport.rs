@@ -184,7 +184,10 @@ impl Connection {
     }
 
     /// Pairs a publisher with a subscriber, possibly of different transports.
-    pub fn from_parts(publisher: Arc<dyn DynPublisher>, subscriber: Arc<dyn DynSubscriber>) -> Self {
+    pub fn from_parts(
+        publisher: Arc<dyn DynPublisher>,
+        subscriber: Arc<dyn DynSubscriber>,
+    ) -> Self {
         Self {
             publisher,
             subscriber,

@@ -7,15 +7,21 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use msg_core::{
-    BatchOptions, BoxError, HandlerError, HandlerOptions, Message, Outgoing, Publisher, PublisherExt, Received, Router,
-    Routes, Subscriber, Subscription, handler_fn, headers, json_handler,
+    BatchOptions, BoxError, HandlerError, HandlerOptions, Message, Outgoing, Publisher,
+    PublisherExt, Received, Router, Routes, Subscriber, Subscription, handler_fn, headers,
+    json_handler,
 };
 use msg_memory::{MemoryBroker, MemoryConfig};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn broker() -> MemoryBroker {
-    MemoryBroker::with_config(MemoryConfig::default().retention(1_000).max_deliveries(Some(5))).unwrap()
+    MemoryBroker::with_config(
+        MemoryConfig::default()
+            .retention(1_000)
+            .max_deliveries(Some(5)),
+    )
+    .unwrap()
 }
 
 fn ok() -> Result<(), BoxError> {
@@ -30,7 +36,9 @@ async fn handler_output_is_published_before_the_input_is_acked() {
         .handle(
             Subscription::new("orders").group("svc"),
             handler_fn(|r: Received| async move {
-                Ok::<_, BoxError>(Outgoing::none().with("invoices", Message::new(r.payload().clone())))
+                Ok::<_, BoxError>(
+                    Outgoing::none().with("invoices", Message::new(r.payload().clone())),
+                )
             }),
         )
         .start()
@@ -39,8 +47,15 @@ async fn handler_output_is_published_before_the_input_is_acked() {
     // Watch the output topic: when an invoice arrives, the order must not be acked yet or be acked after.
     let mut invoices = b.subscribe(Subscription::new("invoices")).await.unwrap();
     b.publish("orders", Message::new("o-1")).await.unwrap();
-    let mut d = tokio::time::timeout(WAIT, invoices.next()).await.unwrap().unwrap().unwrap();
-    acked_when_published.lock().unwrap().push(b.stats("orders").acked);
+    let mut d = tokio::time::timeout(WAIT, invoices.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    acked_when_published
+        .lock()
+        .unwrap()
+        .push(b.stats("orders").acked);
     d.ack().await.unwrap();
     assert_eq!(&d.message().payload()[..], b"o-1");
     b.wait_for("orders", |s| s.acked == 1, WAIT).await.unwrap();
@@ -72,17 +87,31 @@ async fn undecodable_payload_is_dead_lettered_with_the_reason() {
         .start()
         .await
         .unwrap();
-    b.publish("orders", Message::new("{not json")).await.unwrap();
-    b.publish_json("orders", &serde_json::json!({"id": 1})).await.unwrap();
-    b.wait_for("orders.dlq", |s| s.published == 1, WAIT).await.unwrap();
+    b.publish("orders", Message::new("{not json"))
+        .await
+        .unwrap();
+    b.publish_json("orders", &serde_json::json!({"id": 1}))
+        .await
+        .unwrap();
+    b.wait_for("orders.dlq", |s| s.published == 1, WAIT)
+        .await
+        .unwrap();
     b.wait_for("orders", |s| s.acked == 1, WAIT).await.unwrap();
     router.shutdown().await;
     let dead = b.published("orders.dlq");
     let reason = dead[0].header(headers::DEAD_LETTER_REASON).unwrap();
     assert!(reason.starts_with("decode failed"), "{reason}");
     assert_eq!(&dead[0].payload()[..], b"{not json");
-    assert_eq!(handled.load(Ordering::SeqCst), 1, "only the valid payload reaches the handler");
-    assert_eq!(b.stats("orders").nacked, 0, "a permanent error is never retried");
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        1,
+        "only the valid payload reaches the handler"
+    );
+    assert_eq!(
+        b.stats("orders").nacked,
+        0,
+        "a permanent error is never retried"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,10 +126,17 @@ async fn dispositions_map_to_nack_defer_and_reject() {
                 let a = a.clone();
                 async move {
                     let kind = String::from_utf8(r.payload().to_vec()).unwrap();
-                    a.lock().unwrap().entry(kind.clone()).or_default().push(r.attempt());
+                    a.lock()
+                        .unwrap()
+                        .entry(kind.clone())
+                        .or_default()
+                        .push(r.attempt());
                     match (kind.as_str(), r.attempt()) {
                         ("retry", 1) => Err(HandlerError::retry("transient")),
-                        ("later", 1) => Err(HandlerError::retry_after("busy", Duration::from_millis(200))),
+                        ("later", 1) => Err(HandlerError::retry_after(
+                            "busy",
+                            Duration::from_millis(200),
+                        )),
                         ("poison", _) => Err(HandlerError::dead_letter("cannot ever work")),
                         _ => Ok(()),
                     }
@@ -113,7 +149,9 @@ async fn dispositions_map_to_nack_defer_and_reject() {
     for kind in ["retry", "later", "poison"] {
         b.publish("jobs", Message::new(kind)).await.unwrap();
     }
-    b.wait_for("jobs", |s| s.acked == 2 && s.dead_lettered == 1, WAIT).await.unwrap();
+    b.wait_for("jobs", |s| s.acked == 2 && s.dead_lettered == 1, WAIT)
+        .await
+        .unwrap();
     router.shutdown().await;
     let stats = b.stats("jobs");
     assert_eq!((stats.nacked, stats.deferred), (1, 1));
@@ -122,7 +160,10 @@ async fn dispositions_map_to_nack_defer_and_reject() {
     assert_eq!(attempts["later"], vec![1, 2]);
     assert_eq!(attempts["poison"], vec![1]);
     let dead = b.published("jobs.dlq");
-    assert_eq!(dead[0].header(headers::DEAD_LETTER_REASON), Some("cannot ever work"));
+    assert_eq!(
+        dead[0].header(headers::DEAD_LETTER_REASON),
+        Some("cannot ever work")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +196,12 @@ async fn concurrency_is_bounded_and_keys_are_never_concurrent() {
     let in_flight = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let order: Arc<Mutex<HashMap<String, Vec<usize>>>> = Default::default();
-    let (ak, inf, pk, ord) = (active_keys.clone(), in_flight.clone(), peak.clone(), order.clone());
+    let (ak, inf, pk, ord) = (
+        active_keys.clone(),
+        in_flight.clone(),
+        peak.clone(),
+        order.clone(),
+    );
     let router = Router::new(b.clone(), b.clone())
         .handle_with(
             Subscription::new("keyed").group("svc"),
@@ -164,13 +210,20 @@ async fn concurrency_is_bounded_and_keys_are_never_concurrent() {
                 let (ak, inf, pk, ord) = (ak.clone(), inf.clone(), pk.clone(), ord.clone());
                 async move {
                     let key = r.key().unwrap().to_owned();
-                    assert!(ak.lock().unwrap().insert(key.clone()), "key {key} ran concurrently");
+                    assert!(
+                        ak.lock().unwrap().insert(key.clone()),
+                        "key {key} ran concurrently"
+                    );
                     let now = inf.fetch_add(1, Ordering::SeqCst) + 1;
                     pk.fetch_max(now, Ordering::SeqCst);
                     let seq: usize = r.header("seq").unwrap().parse().unwrap();
                     // Later messages are faster: without per-key order they would overtake.
                     tokio::time::sleep(Duration::from_millis(((40 - seq) % 7) as u64)).await;
-                    ord.lock().unwrap().entry(key.clone()).or_default().push(seq);
+                    ord.lock()
+                        .unwrap()
+                        .entry(key.clone())
+                        .or_default()
+                        .push(seq);
                     inf.fetch_sub(1, Ordering::SeqCst);
                     ak.lock().unwrap().remove(&key);
                     ok()
@@ -181,12 +234,18 @@ async fn concurrency_is_bounded_and_keys_are_never_concurrent() {
         .await
         .unwrap();
     for i in 0..40usize {
-        let m = Message::new("x").with_key(format!("k{}", i % 5)).with_header("seq", i.to_string());
+        let m = Message::new("x")
+            .with_key(format!("k{}", i % 5))
+            .with_header("seq", i.to_string());
         b.publish("keyed", m).await.unwrap();
     }
     b.wait_for("keyed", |s| s.acked == 40, WAIT).await.unwrap();
     router.shutdown().await;
-    assert!(peak.load(Ordering::SeqCst) <= 4, "peak {}", peak.load(Ordering::SeqCst));
+    assert!(
+        peak.load(Ordering::SeqCst) <= 4,
+        "peak {}",
+        peak.load(Ordering::SeqCst)
+    );
     assert!(peak.load(Ordering::SeqCst) > 1, "no concurrency at all");
     for (key, seqs) in order.lock().unwrap().iter() {
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{key}: {seqs:?}");
@@ -214,14 +273,20 @@ async fn batches_flush_on_size_and_on_time() {
         .start()
         .await
         .unwrap();
-    b.publish_batch("b", (0..23).map(|i| Message::new(format!("{i}"))).collect()).await.unwrap();
+    b.publish_batch("b", (0..23).map(|i| Message::new(format!("{i}"))).collect())
+        .await
+        .unwrap();
     b.wait_for("b", |s| s.acked == 23, WAIT).await.unwrap();
     router.shutdown().await;
     let sizes = sizes.lock().unwrap();
     assert_eq!(sizes.iter().sum::<usize>(), 23);
     assert!(sizes.iter().all(|n| *n <= 10), "{sizes:?}");
     assert!(sizes.contains(&10), "no batch flushed on size: {sizes:?}");
-    assert_eq!(*sizes.last().unwrap(), 3, "the rest flushed on time: {sizes:?}");
+    assert_eq!(
+        *sizes.last().unwrap(),
+        3,
+        "the rest flushed on time: {sizes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,11 +314,21 @@ async fn routes_dispatch_exact_then_pattern_then_fallback() {
         .start()
         .await
         .unwrap();
-    for t in ["orders.created", "orders.paid", "orders.eu.created", "audit.kept", "audit.other"] {
+    for t in [
+        "orders.created",
+        "orders.paid",
+        "orders.eu.created",
+        "audit.kept",
+        "audit.other",
+    ] {
         b.publish(t, Message::new("x")).await.unwrap();
     }
-    b.wait_for("audit.other.dlq", |s| s.published == 1, WAIT).await.unwrap();
-    b.wait_for("orders.eu.created", |s| s.acked == 1, WAIT).await.unwrap();
+    b.wait_for("audit.other.dlq", |s| s.published == 1, WAIT)
+        .await
+        .unwrap();
+    b.wait_for("orders.eu.created", |s| s.acked == 1, WAIT)
+        .await
+        .unwrap();
     router.shutdown().await;
     let mut seen = seen.lock().unwrap().clone();
     seen.sort();
@@ -266,7 +341,10 @@ async fn routes_dispatch_exact_then_pattern_then_fallback() {
             ("orders.paid".to_owned(), "pattern"),
         ]
     );
-    let reason = b.published("audit.other.dlq")[0].header(headers::DEAD_LETTER_REASON).unwrap().to_owned();
+    let reason = b.published("audit.other.dlq")[0]
+        .header(headers::DEAD_LETTER_REASON)
+        .unwrap()
+        .to_owned();
     assert!(reason.contains("no route"), "{reason}");
 }
 
@@ -308,8 +386,14 @@ async fn router_layer_wraps_every_handler() {
         })
     });
     let router = Router::new(b.clone(), b.clone())
-        .handle(Subscription::new("a").group("g"), handler_fn(|_r: Received| async { ok() }))
-        .handle(Subscription::new("b").group("g"), handler_fn(|_r: Received| async { ok() }))
+        .handle(
+            Subscription::new("a").group("g"),
+            handler_fn(|_r: Received| async { ok() }),
+        )
+        .handle(
+            Subscription::new("b").group("g"),
+            handler_fn(|_r: Received| async { ok() }),
+        )
         .layer(counting)
         .start()
         .await
@@ -333,7 +417,11 @@ async fn shutdown_lets_in_flight_finish_then_nacks_past_the_deadline() {
             handler_fn(move |r: Received| {
                 let f = f.clone();
                 async move {
-                    let ms = if r.payload().as_ref() == b"short" { 100 } else { 10_000 };
+                    let ms = if r.payload().as_ref() == b"short" {
+                        100
+                    } else {
+                        10_000
+                    };
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     f.fetch_add(1, Ordering::SeqCst);
                     ok()
@@ -346,15 +434,24 @@ async fn shutdown_lets_in_flight_finish_then_nacks_past_the_deadline() {
         .unwrap();
     b.publish("work", Message::new("short")).await.unwrap();
     b.publish("work", Message::new("long")).await.unwrap();
-    b.wait_for("work", |s| s.delivered == 2, WAIT).await.unwrap();
+    b.wait_for("work", |s| s.delivered == 2, WAIT)
+        .await
+        .unwrap();
     router.shutdown().await;
     let stats = b.stats("work");
     assert_eq!(finished.load(Ordering::SeqCst), 1, "the short one finished");
     assert_eq!(stats.acked, 1);
     assert_eq!(stats.nacked, 1, "the long one was nacked at the deadline");
     // Nothing is lost: the nacked message waits for the next consumer of the group.
-    let mut again = b.subscribe(Subscription::new("work").group("svc")).await.unwrap();
-    let d = tokio::time::timeout(WAIT, again.next()).await.unwrap().unwrap().unwrap();
+    let mut again = b
+        .subscribe(Subscription::new("work").group("svc"))
+        .await
+        .unwrap();
+    let d = tokio::time::timeout(WAIT, again.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(&d.message().payload()[..], b"long");
     assert_eq!(d.metadata().attempt, 2);
 }
@@ -363,12 +460,21 @@ async fn shutdown_lets_in_flight_finish_then_nacks_past_the_deadline() {
 async fn start_fails_on_an_invalid_subscription_and_starts_nothing() {
     let b = broker();
     let err = Router::new(b.clone(), b.clone())
-        .handle(Subscription::new("ok").group("g"), handler_fn(|_r: Received| async { ok() }))
-        .handle(Subscription::new("not valid"), handler_fn(|_r: Received| async { ok() }))
+        .handle(
+            Subscription::new("ok").group("g"),
+            handler_fn(|_r: Received| async { ok() }),
+        )
+        .handle(
+            Subscription::new("not valid"),
+            handler_fn(|_r: Received| async { ok() }),
+        )
         .start()
         .await
         .unwrap_err();
-    assert!(matches!(err, msg_core::Error::InvalidTopic { .. }), "{err:?}");
+    assert!(
+        matches!(err, msg_core::Error::InvalidTopic { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -37,7 +37,10 @@ impl MemoryAcker {
         } = self;
         member.release();
         let counters = &entry.topic.counters;
-        let over_limit = shared.config.max_deliveries.is_some_and(|max| entry.attempt >= max);
+        let over_limit = shared
+            .config
+            .max_deliveries
+            .is_some_and(|max| entry.attempt >= max);
         let dead_letter = |entry: &Entry, reason: &str| {
             counters.dead_lettered.fetch_add(1, Ordering::Release);
             let received = Received {
@@ -70,7 +73,8 @@ impl MemoryAcker {
             Settlement::Defer(delay) => {
                 counters.deferred.fetch_add(1, Ordering::Release);
                 entry.attempt += 1;
-                let due = tokio::time::Instant::now() + delay.min(Duration::from_secs(86_400 * 365));
+                let due =
+                    tokio::time::Instant::now() + delay.min(Duration::from_secs(86_400 * 365));
                 queue.requeue_delayed(entry, due);
                 None
             }

@@ -277,13 +277,21 @@ impl Shared {
                                 if ts.log.len() == self.config.retention {
                                     ts.log.pop_front();
                                 }
-                                ts.log.push_back(Stored { seq, offset, timestamp, message });
+                                ts.log.push_back(Stored {
+                                    seq,
+                                    offset,
+                                    timestamp,
+                                    message,
+                                });
                             }
                             seq += 1;
                             appended += 1;
                         }
                         drop(guards);
-                        ts.topic.counters.published.fetch_add(appended as u64, Ordering::Release);
+                        ts.topic
+                            .counters
+                            .published
+                            .fetch_add(appended as u64, Ordering::Release);
                         for q in &ts.queues {
                             if appended == 1 {
                                 q.available.notify_one();
@@ -342,7 +350,12 @@ impl Shared {
     /// The queue for a subscription: the group's (created on first use), or
     /// a new one for a broadcast subscriber. A new queue starting at the
     /// earliest position is filled from the retained messages.
-    pub(crate) fn bind(&self, group: Option<&str>, filters: &[String], earliest: bool) -> Arc<Queue> {
+    pub(crate) fn bind(
+        &self,
+        group: Option<&str>,
+        filters: &[String],
+        earliest: bool,
+    ) -> Arc<Queue> {
         let mut state = lock(&self.state);
         let mut filters = filters.to_vec();
         filters.sort();
@@ -360,7 +373,11 @@ impl Shared {
             space: Notify::new(),
         });
         let mut backlog: Vec<(u64, Entry)> = Vec::new();
-        for ts in state.topics.values_mut().filter(|ts| queue.matches(&ts.topic.name)) {
+        for ts in state
+            .topics
+            .values_mut()
+            .filter(|ts| queue.matches(&ts.topic.name))
+        {
             ts.queues.push(queue.clone());
             if earliest {
                 backlog.extend(ts.log.iter().map(|s| {
@@ -378,7 +395,9 @@ impl Shared {
             }
         }
         backlog.sort_by_key(|(seq, _)| *seq);
-        lock(&queue.state).ready.extend(backlog.into_iter().map(|(_, e)| e));
+        lock(&queue.state)
+            .ready
+            .extend(backlog.into_iter().map(|(_, e)| e));
         match group {
             Some(g) => {
                 state.groups.insert((Arc::from(g), filters), queue.clone());
@@ -414,7 +433,11 @@ impl Shared {
     }
 
     pub(crate) fn topics(&self) -> Vec<String> {
-        let mut names: Vec<String> = lock(&self.state).topics.keys().map(|k| k.to_string()).collect();
+        let mut names: Vec<String> = lock(&self.state)
+            .topics
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
         names.sort();
         names
     }

@@ -210,7 +210,10 @@ fn parse_url(url: &str) -> Result<(Option<String>, MemoryConfig)> {
         let (key, value) = pair
             .split_once('=')
             .ok_or_else(|| invalid(format!("parameter {pair:?} has no value")))?;
-        let number = |v: &str| v.parse::<usize>().map_err(|_| invalid(format!("{key}={v:?} is not a whole number")));
+        let number = |v: &str| {
+            v.parse::<usize>()
+                .map_err(|_| invalid(format!("{key}={v:?} is not a whole number")))
+        };
         match key {
             "capacity" => config.capacity = number(value)?,
             "retention" => config.retention = number(value)?,
@@ -218,13 +221,20 @@ fn parse_url(url: &str) -> Result<(Option<String>, MemoryConfig)> {
                 config.when_full = match value {
                     "wait" => WhenFull::Wait,
                     "fail" => WhenFull::Fail,
-                    _ => return Err(invalid(format!("when_full must be wait or fail, not {value:?}"))),
+                    _ => {
+                        return Err(invalid(format!(
+                            "when_full must be wait or fail, not {value:?}"
+                        )));
+                    }
                 }
             }
             "max_deliveries" => {
                 config.max_deliveries = match value {
                     "none" => None,
-                    v => Some(u32::try_from(number(v)?).map_err(|_| invalid(format!("max_deliveries={v} is too large")))?),
+                    v => Some(
+                        u32::try_from(number(v)?)
+                            .map_err(|_| invalid(format!("max_deliveries={v} is too large")))?,
+                    ),
                 }
             }
             "dead_letter_suffix" => config.dead_letter_suffix = value.to_owned(),
@@ -243,13 +253,23 @@ mod tests {
 
     #[test]
     fn urls() {
-        assert_eq!(parse_url("memory://").unwrap(), (None, MemoryConfig::default()));
-        let (name, config) = parse_url("memory://shop?retention=5&max_deliveries=none&when_full=fail").unwrap();
+        assert_eq!(
+            parse_url("memory://").unwrap(),
+            (None, MemoryConfig::default())
+        );
+        let (name, config) =
+            parse_url("memory://shop?retention=5&max_deliveries=none&when_full=fail").unwrap();
         assert_eq!(name.as_deref(), Some("shop"));
         assert_eq!(config.retention, 5);
         assert_eq!(config.max_deliveries, None);
         assert_eq!(config.when_full, WhenFull::Fail);
-        for bad in ["redis://x", "memory://?capacity=x", "memory://?bogus=1", "memory://?retention", "memory://a/b"] {
+        for bad in [
+            "redis://x",
+            "memory://?capacity=x",
+            "memory://?bogus=1",
+            "memory://?retention",
+            "memory://a/b",
+        ] {
             assert!(MemoryBroker::connect(bad).is_err(), "{bad}");
         }
         assert!(MemoryBroker::connect("memory://?capacity=0").is_err());

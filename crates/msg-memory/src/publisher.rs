@@ -32,7 +32,9 @@ impl Publisher for MemoryBroker {
     }
 
     async fn close(&self) -> Result<()> {
-        self.handle.publisher_closed.store(true, std::sync::atomic::Ordering::Release);
+        self.handle
+            .publisher_closed
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -43,7 +45,11 @@ impl Publisher for MemoryBroker {
 
 impl MemoryBroker {
     fn check_open(&self) -> Result<()> {
-        if self.handle.publisher_closed.load(std::sync::atomic::Ordering::Acquire) {
+        if self
+            .handle
+            .publisher_closed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
             Err(error::closed())
         } else {
             Ok(())

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
-use msg_core::{Capabilities, Delivery, DeliveryStream, Metadata, Result, StartPosition, Subscriber, Subscription};
+use msg_core::{
+    Capabilities, Delivery, DeliveryStream, Metadata, Result, StartPosition, Subscriber,
+    Subscription,
+};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -117,11 +120,14 @@ impl Consumer {
                 let len_before = state.ready.len();
                 let take = (self.member.prefetch - held).min(len_before);
                 self.buffer.extend(state.ready.drain(..take));
-                self.queue.made_room(len_before, self.shared.config.capacity);
+                self.queue
+                    .made_room(len_before, self.shared.config.capacity);
                 next_due
             };
             if !self.buffer.is_empty() {
-                self.member.unacked.fetch_add(self.buffer.len(), Ordering::AcqRel);
+                self.member
+                    .unacked
+                    .fetch_add(self.buffer.len(), Ordering::AcqRel);
                 continue;
             }
             let sleep = async {
@@ -139,7 +145,11 @@ impl Consumer {
     }
 
     fn deliver(&self, entry: Entry) -> Delivery {
-        entry.topic.counters.delivered.fetch_add(1, Ordering::Release);
+        entry
+            .topic
+            .counters
+            .delivered
+            .fetch_add(1, Ordering::Release);
         let metadata = Metadata::new(entry.topic.name.clone())
             .with_offset(entry.offset)
             .with_timestamp(entry.timestamp)

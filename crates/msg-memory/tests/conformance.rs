@@ -4,7 +4,8 @@ use msg_core::Connection;
 use msg_memory::{MemoryBroker, MemoryConfig};
 
 fn harness() -> msg_testkit::Harness {
-    let broker = MemoryBroker::with_config(MemoryConfig::default().retention(1_000)).expect("config");
+    let broker =
+        MemoryBroker::with_config(MemoryConfig::default().retention(1_000)).expect("config");
     msg_testkit::Harness::new("memory", broker.capabilities(), move || {
         let client = broker.client();
         async move { Ok(Connection::new(client)) }

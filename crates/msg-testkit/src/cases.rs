@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use msg_core::{
-    BoxError, Bytes, Error, Message, Ordering, Publisher, Received, Router, StartPosition, Subscriber,
-    Subscription, Uuid, dead_letter_topic, handler_fn, headers,
+    BoxError, Bytes, Error, Message, Ordering, Publisher, Received, Router, StartPosition,
+    Subscriber, Subscription, Uuid, dead_letter_topic, handler_fn, headers,
 };
 use tokio::time::Instant;
 
@@ -24,7 +24,9 @@ fn numbered(i: usize) -> Message {
 }
 
 fn seq_of(m: &Message) -> usize {
-    m.header("seq").and_then(|s| s.parse().ok()).expect("seq header")
+    m.header("seq")
+        .and_then(|s| s.parse().ok())
+        .expect("seq header")
 }
 
 async fn publish_all(c: &impl Publisher, topic: &str, messages: &[Message]) {
@@ -43,7 +45,11 @@ pub async fn publish_subscribe_roundtrip(h: &Harness) {
     let c = h.connect().await;
     let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
     let sent: Vec<Message> = (0..20)
-        .map(|i| numbered(i).with_key(format!("k{}", i % 3)).with_header("x-app", "test"))
+        .map(|i| {
+            numbered(i)
+                .with_key(format!("k{}", i % 3))
+                .with_header("x-app", "test")
+        })
         .collect();
     publish_all(&c, &topic, &sent).await;
     let got = collect(&mut stream, sent.len(), h.timeout()).await;
@@ -66,7 +72,10 @@ pub async fn edge_payloads_roundtrip(h: &Harness) {
     let topic = h.topic("edges");
     let c = h.connect().await;
     let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
-    let big_ok = h.capabilities().max_message_size.is_none_or(|max| max >= 1 << 20);
+    let big_ok = h
+        .capabilities()
+        .max_message_size
+        .is_none_or(|max| max >= 1 << 20);
     let mut sent = vec![
         Message::new(Bytes::new()).with_key("empty"),
         Message::new("ünïcödé ✓").with_header("greeting", "grüß dich ✓ 你好 \t tab"),
@@ -75,12 +84,18 @@ pub async fn edge_payloads_roundtrip(h: &Harness) {
         let big: Vec<u8> = (0..(1usize << 20)).map(|i| (i % 251) as u8).collect();
         sent.push(Message::new(big).with_key("big"));
     } else {
-        skip("edge_payloads_roundtrip (1 MiB part)", "the transport's max message size is below 1 MiB");
+        skip(
+            "edge_payloads_roundtrip (1 MiB part)",
+            "the transport's max message size is below 1 MiB",
+        );
     }
     publish_all(&c, &topic, &sent).await;
     let got = collect(&mut stream, sent.len(), h.timeout()).await;
     for original in &sent {
-        let d = got.iter().find(|d| d.message().id() == original.id()).expect("received");
+        let d = got
+            .iter()
+            .find(|d| d.message().id() == original.id())
+            .expect("received");
         assert_eq!(d.message().payload(), original.payload());
         assert_eq!(d.message().key(), original.key());
         for (name, value) in original.headers().iter() {
@@ -99,13 +114,18 @@ pub async fn invalid_input_is_rejected(h: &Harness) {
         }
     }
     let topic = h.topic("invalid");
-    match c.publish(&topic, Message::new("x").with_header("bad name", "v")).await {
+    match c
+        .publish(&topic, Message::new("x").with_header("bad name", "v"))
+        .await
+    {
         Err(Error::InvalidHeader { .. }) => {}
         other => panic!("expected InvalidHeader, got {other:?}"),
     }
     assert!(c.subscribe(Subscription::new("a b")).await.is_err());
     let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
-    c.publish(&topic, Message::new("ok")).await.expect("publish");
+    c.publish(&topic, Message::new("ok"))
+        .await
+        .expect("publish");
     let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
     d.ack().await.expect("first ack");
     assert!(matches!(d.ack().await, Err(Error::AlreadySettled)));
@@ -116,7 +136,11 @@ pub async fn invalid_input_is_rejected(h: &Harness) {
 pub async fn concurrent_publish_subscribe(h: &Harness) {
     let topic = h.topic("concurrent");
     let (publishers, per_publisher) = (4, 50);
-    let subscribers = if h.capabilities().consumer_groups { 3 } else { 1 };
+    let subscribers = if h.capabilities().consumer_groups {
+        3
+    } else {
+        1
+    };
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let total = publishers * per_publisher;
     let mut consumers = Vec::new();
@@ -124,7 +148,11 @@ pub async fn concurrent_publish_subscribe(h: &Harness) {
     for _ in 0..subscribers {
         let c = h.connect().await;
         let s = sub(&topic);
-        let s = if subscribers > 1 { s.group("workers") } else { s };
+        let s = if subscribers > 1 {
+            s.group("workers")
+        } else {
+            s
+        };
         streams.push(c.subscribe(s).await.expect("subscribe"));
         consumers.push(c);
     }
@@ -135,7 +163,9 @@ pub async fn concurrent_publish_subscribe(h: &Harness) {
             let timeout = h.timeout();
             tokio::spawn(async move {
                 while seen.lock().unwrap().len() < total {
-                    let Some(mut d) = recv(&mut stream, timeout).await else { break };
+                    let Some(mut d) = recv(&mut stream, timeout).await else {
+                        break;
+                    };
                     d.ack().await.expect("ack");
                     seen.lock().unwrap().insert(d.message().id());
                 }
@@ -149,7 +179,9 @@ pub async fn concurrent_publish_subscribe(h: &Harness) {
         let topic = topic.clone();
         let messages: Vec<Message> = (0..per_publisher).map(|i| numbered(p * 1000 + i)).collect();
         sent.extend(ids(&messages));
-        publishing.push(tokio::spawn(async move { publish_all(&c, &topic, &messages).await }));
+        publishing.push(tokio::spawn(async move {
+            publish_all(&c, &topic, &messages).await
+        }));
     }
     for r in join_all(publishing).await {
         r.expect("publisher task");
@@ -194,7 +226,10 @@ pub async fn topic_isolation(h: &Harness) {
     c.publish(&a, for_a.clone()).await.expect("publish");
     let got = collect(&mut stream_a, 1, h.timeout()).await;
     assert_eq!(got[0].message().id(), for_a.id());
-    assert!(recv(&mut stream_a, h.quiet()).await.is_none(), "a message of another topic arrived");
+    assert!(
+        recv(&mut stream_a, h.quiet()).await.is_none(),
+        "a message of another topic arrived"
+    );
 }
 
 /// Every broadcast subscriber receives every message.
@@ -202,12 +237,20 @@ pub async fn broadcast_reaches_every_subscriber(h: &Harness) {
     let topic = h.topic("broadcast");
     let c = h.connect().await;
     let mut one = c.subscribe(sub(&topic)).await.expect("subscribe");
-    let mut two = h.connect().await.subscribe(sub(&topic)).await.expect("subscribe");
+    let mut two = h
+        .connect()
+        .await
+        .subscribe(sub(&topic))
+        .await
+        .expect("subscribe");
     let sent: Vec<Message> = (0..10).map(numbered).collect();
     publish_all(&c, &topic, &sent).await;
     for stream in [&mut one, &mut two] {
         let got = collect(stream, sent.len(), h.timeout()).await;
-        assert_eq!(got.iter().map(|d| d.message().id()).collect::<HashSet<_>>(), ids(&sent));
+        assert_eq!(
+            got.iter().map(|d| d.message().id()).collect::<HashSet<_>>(),
+            ids(&sent)
+        );
     }
 }
 
@@ -239,7 +282,11 @@ pub async fn consumer_groups(h: &Harness) {
                 let mut mine = 0usize;
                 let mut deadline = Instant::now() + timeout;
                 loop {
-                    let done = received.lock().unwrap().get(group).is_some_and(|s| s.len() >= n);
+                    let done = received
+                        .lock()
+                        .unwrap()
+                        .get(group)
+                        .is_some_and(|s| s.len() >= n);
                     let Some(mut d) = recv(&mut stream, quiet).await else {
                         if done || Instant::now() > deadline {
                             break;
@@ -250,19 +297,39 @@ pub async fn consumer_groups(h: &Harness) {
                     // Slow enough that the other member gets its share.
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     d.ack().await.expect("ack");
-                    received.lock().unwrap().entry(group).or_default().insert(d.message().id());
+                    received
+                        .lock()
+                        .unwrap()
+                        .entry(group)
+                        .or_default()
+                        .insert(d.message().id());
                     mine += 1;
                 }
                 (group, mine)
             })
         })
         .collect();
-    let counts: Vec<(&str, usize)> = join_all(per_member).await.into_iter().map(|r| r.expect("member")).collect();
+    let counts: Vec<(&str, usize)> = join_all(per_member)
+        .await
+        .into_iter()
+        .map(|r| r.expect("member"))
+        .collect();
     let received = received.lock().unwrap();
     for group in ["group-a", "group-b"] {
-        assert_eq!(received.get(group), Some(&ids(&sent)), "{group} did not receive every message");
-        let shares: Vec<usize> = counts.iter().filter(|(g, _)| *g == group).map(|(_, n)| *n).collect();
-        assert!(shares.iter().all(|n| *n > 0), "{group}: a member got nothing: {shares:?}");
+        assert_eq!(
+            received.get(group),
+            Some(&ids(&sent)),
+            "{group} did not receive every message"
+        );
+        let shares: Vec<usize> = counts
+            .iter()
+            .filter(|(g, _)| *g == group)
+            .map(|(_, n)| *n)
+            .collect();
+        assert!(
+            shares.iter().all(|n| *n > 0),
+            "{group}: a member got nothing: {shares:?}"
+        );
     }
 }
 
@@ -283,10 +350,14 @@ pub async fn resend_on_nack(h: &Harness) {
     let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
     let m = Message::new("again");
     c.publish(&topic, m.clone()).await.expect("publish");
-    let mut first = recv(&mut stream, h.timeout()).await.expect("first delivery");
+    let mut first = recv(&mut stream, h.timeout())
+        .await
+        .expect("first delivery");
     assert_eq!(first.message().id(), m.id());
     first.nack().await.expect("nack");
-    let mut second = recv(&mut stream, h.timeout()).await.expect("redelivery after nack");
+    let mut second = recv(&mut stream, h.timeout())
+        .await
+        .expect("redelivery after nack");
     assert_eq!(second.message().id(), m.id());
     assert_eq!(second.message().payload(), m.payload());
     second.ack().await.expect("ack");
@@ -347,14 +418,21 @@ pub async fn defer_not_before_delay(h: &Harness) {
     let topic = h.topic("defer");
     let c = h.connect().await;
     let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
-    c.publish(&topic, Message::new("later")).await.expect("publish");
+    c.publish(&topic, Message::new("later"))
+        .await
+        .expect("publish");
     let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
     let delay = Duration::from_millis(700);
     let deferred_at = Instant::now();
     d.defer(delay).await.expect("defer");
-    let mut again = recv(&mut stream, h.timeout() + delay).await.expect("redelivery after defer");
+    let mut again = recv(&mut stream, h.timeout() + delay)
+        .await
+        .expect("redelivery after defer");
     let waited = deferred_at.elapsed();
-    assert!(waited >= delay, "redelivered after {waited:?}, before the {delay:?} delay");
+    assert!(
+        waited >= delay,
+        "redelivered after {waited:?}, before the {delay:?} delay"
+    );
     assert_eq!(again.message().id(), d.message().id());
     assert_eq!(again.metadata().attempt, 2);
     again.ack().await.expect("ack");
@@ -370,7 +448,10 @@ pub async fn reject_dead_letters(h: &Harness) {
     let dlq = dead_letter_topic(&topic);
     let c = h.connect().await;
     let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
-    let mut dead = c.subscribe(sub(&dlq)).await.expect("subscribe to the dead-letter topic");
+    let mut dead = c
+        .subscribe(sub(&dlq))
+        .await
+        .expect("subscribe to the dead-letter topic");
     let m = Message::new("poison").with_header("x-app", "test");
     c.publish(&topic, m.clone()).await.expect("publish");
     let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
@@ -380,12 +461,18 @@ pub async fn reject_dead_letters(h: &Harness) {
     assert_eq!(dm.id(), m.id());
     assert_eq!(dm.payload(), m.payload());
     assert_eq!(dm.header("x-app"), Some("test"));
-    assert_eq!(dm.header(headers::DEAD_LETTER_REASON), Some("payload is poison"));
+    assert_eq!(
+        dm.header(headers::DEAD_LETTER_REASON),
+        Some("payload is poison")
+    );
     assert_eq!(dm.header(headers::ORIGINAL_TOPIC), Some(topic.as_str()));
     assert_eq!(dm.header(headers::ATTEMPTS), Some("1"));
     assert!(dm.header(headers::DEAD_LETTERED_AT).is_some());
     dl.ack().await.expect("ack dead letter");
-    assert!(recv(&mut stream, h.quiet()).await.is_none(), "a rejected message was redelivered");
+    assert!(
+        recv(&mut stream, h.quiet()).await.is_none(),
+        "a rejected message was redelivered"
+    );
 }
 
 /// With prefetch 1, the next message waits until the current one is settled.
@@ -398,12 +485,18 @@ pub async fn no_next_while_unacked(h: &Harness) {
     }
     let topic = h.topic("no-next");
     let c = h.connect().await;
-    let mut stream = c.subscribe(sub(&topic).prefetch(1)).await.expect("subscribe");
+    let mut stream = c
+        .subscribe(sub(&topic).prefetch(1))
+        .await
+        .expect("subscribe");
     let sent: Vec<Message> = (0..2).map(numbered).collect();
     publish_all(&c, &topic, &sent).await;
     let mut first = recv(&mut stream, h.timeout()).await.expect("first");
     assert_eq!(first.message().id(), sent[0].id());
-    assert!(recv(&mut stream, h.quiet()).await.is_none(), "a second message came while the first was unacked");
+    assert!(
+        recv(&mut stream, h.quiet()).await.is_none(),
+        "a second message came while the first was unacked"
+    );
     first.ack().await.expect("ack");
     let second = collect(&mut stream, 1, h.timeout()).await;
     assert_eq!(second[0].message().id(), sent[1].id());
@@ -418,12 +511,19 @@ pub async fn order_kept(h: &Harness) {
     let topic = h.topic("order");
     let c = h.connect().await;
     let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
-    let sent: Vec<Message> = (0..60).map(|i| numbered(i).with_key(format!("key-{}", i % 3))).collect();
+    let sent: Vec<Message> = (0..60)
+        .map(|i| numbered(i).with_key(format!("key-{}", i % 3)))
+        .collect();
     publish_all(&c, &topic, &sent).await;
     let got = collect(&mut stream, sent.len(), h.timeout()).await;
     let seqs: Vec<(String, usize)> = got
         .iter()
-        .map(|d| (d.message().key().unwrap_or_default().to_owned(), seq_of(d.message())))
+        .map(|d| {
+            (
+                d.message().key().unwrap_or_default().to_owned(),
+                seq_of(d.message()),
+            )
+        })
         .collect();
     let mut last: HashMap<&str, usize> = HashMap::new();
     for (key, seq) in &seqs {
@@ -433,7 +533,10 @@ pub async fn order_kept(h: &Harness) {
     }
     if ordering == Ordering::PerTopic {
         let all: Vec<usize> = seqs.iter().map(|(_, s)| *s).collect();
-        assert!(all.windows(2).all(|w| w[0] < w[1]), "topic order broken: {all:?}");
+        assert!(
+            all.windows(2).all(|w| w[0] < w[1]),
+            "topic order broken: {all:?}"
+        );
     }
 }
 
@@ -444,14 +547,20 @@ pub async fn continue_after_subscriber_close(h: &Harness) {
         return;
     }
     if !h.capabilities().consumer_groups {
-        return skip("continue_after_subscriber_close", "the transport has no consumer groups");
+        return skip(
+            "continue_after_subscriber_close",
+            "the transport has no consumer groups",
+        );
     }
     let topic = h.topic("resume");
     let sent: Vec<Message> = (0..30).map(numbered).collect();
     let mut acked = HashSet::new();
     {
         let c = h.connect().await;
-        let mut stream = c.subscribe(sub(&topic).group("resume")).await.expect("subscribe");
+        let mut stream = c
+            .subscribe(sub(&topic).group("resume"))
+            .await
+            .expect("subscribe");
         publish_all(&c, &topic, &sent).await;
         for d in collect(&mut stream, 10, h.timeout()).await {
             acked.insert(d.message().id());
@@ -464,12 +573,19 @@ pub async fn continue_after_subscriber_close(h: &Harness) {
         Subscriber::close(&c).await.expect("close");
     }
     let c = h.connect().await;
-    let mut stream = c.subscribe(sub(&topic).group("resume")).await.expect("subscribe again");
+    let mut stream = c
+        .subscribe(sub(&topic).group("resume"))
+        .await
+        .expect("subscribe again");
     let missing: HashSet<Uuid> = ids(&sent).difference(&acked).copied().collect();
     let mut got = HashSet::new();
     while !missing.is_subset(&got) {
         let Some(mut d) = recv(&mut stream, h.timeout()).await else {
-            panic!("{} of {} unacked messages never came back", missing.difference(&got).count(), missing.len());
+            panic!(
+                "{} of {} unacked messages never came back",
+                missing.difference(&got).count(),
+                missing.len()
+            );
         };
         d.ack().await.expect("ack");
         got.insert(d.message().id());
@@ -493,8 +609,12 @@ pub async fn concurrent_close(h: &Harness) {
             }
         }));
     }
-    c.publish(&topic, Message::new("during close")).await.expect("publish");
-    let all = tokio::time::timeout(h.timeout(), join_all(closing)).await.expect("closing hung");
+    c.publish(&topic, Message::new("during close"))
+        .await
+        .expect("publish");
+    let all = tokio::time::timeout(h.timeout(), join_all(closing))
+        .await
+        .expect("closing hung");
     for r in all {
         r.expect("close task");
     }
@@ -512,7 +632,10 @@ pub async fn subscriber_close_ends_stream(h: &Harness) {
         }
     });
     end.await.expect("the stream did not end after close");
-    assert!(c.subscribe(sub(&topic)).await.is_err(), "subscribe after close succeeded");
+    assert!(
+        c.subscribe(sub(&topic)).await.is_err(),
+        "subscribe after close succeeded"
+    );
 }
 
 /// Everything published before the publisher closes arrives; publishing
@@ -523,26 +646,46 @@ pub async fn publisher_close_loses_nothing(h: &Harness) {
     let mut stream = consumer.subscribe(sub(&topic)).await.expect("subscribe");
     let producer = h.connect().await;
     let sent: Vec<Message> = (0..50).map(numbered).collect();
-    producer.publish_batch(&topic, sent.clone()).await.expect("publish batch");
+    producer
+        .publish_batch(&topic, sent.clone())
+        .await
+        .expect("publish batch");
     Publisher::close(&producer).await.expect("close");
-    assert!(matches!(producer.publish(&topic, Message::new("late")).await, Err(Error::Closed)));
+    assert!(matches!(
+        producer.publish(&topic, Message::new("late")).await,
+        Err(Error::Closed)
+    ));
     let got = collect(&mut stream, sent.len(), h.timeout()).await;
-    assert_eq!(got.iter().map(|d| d.message().id()).collect::<HashSet<_>>(), ids(&sent));
+    assert_eq!(
+        got.iter().map(|d| d.message().id()).collect::<HashSet<_>>(),
+        ids(&sent)
+    );
 }
 
 /// A subscriber that starts at the earliest position receives what was
 /// published before it subscribed.
 pub async fn new_subscriber_receives_old_messages(h: &Harness) {
     if !h.capabilities().replay {
-        return skip("new_subscriber_receives_old_messages", "the transport does not replay");
+        return skip(
+            "new_subscriber_receives_old_messages",
+            "the transport does not replay",
+        );
     }
     let topic = h.topic("replay");
     let c = h.connect().await;
     let sent: Vec<Message> = (0..10).map(numbered).collect();
     publish_all(&c, &topic, &sent).await;
-    let mut stream = h.connect().await.subscribe(sub(&topic)).await.expect("subscribe");
+    let mut stream = h
+        .connect()
+        .await
+        .subscribe(sub(&topic))
+        .await
+        .expect("subscribe");
     let got = collect(&mut stream, sent.len(), h.timeout()).await;
-    assert_eq!(got.iter().map(|d| d.message().id()).collect::<HashSet<_>>(), ids(&sent));
+    assert_eq!(
+        got.iter().map(|d| d.message().id()).collect::<HashSet<_>>(),
+        ids(&sent)
+    );
 }
 
 /// A router shut down in the middle of work loses nothing: what it had not
@@ -552,7 +695,10 @@ pub async fn graceful_shutdown_loses_nothing(h: &Harness) {
         return;
     }
     if !h.capabilities().consumer_groups {
-        return skip("graceful_shutdown_loses_nothing", "the transport has no consumer groups");
+        return skip(
+            "graceful_shutdown_loses_nothing",
+            "the transport has no consumer groups",
+        );
     }
     let topic = h.topic("shutdown");
     let sent: Vec<Message> = (0..60).map(numbered).collect();
@@ -610,12 +756,19 @@ pub async fn reconnect_after_restart(h: &Harness) {
     }
     let topic = h.topic("restart");
     let c = h.connect().await;
-    let group = Subscription::new(&topic).start(StartPosition::Earliest).group("restart");
+    let group = Subscription::new(&topic)
+        .start(StartPosition::Earliest)
+        .group("restart");
     let mut stream = c.subscribe(group).await.expect("subscribe");
     let before: Vec<Message> = (0..10).map(numbered).collect();
     publish_all(&c, &topic, &before).await;
     match h.restart().await {
-        None => return skip("reconnect_after_restart", "the harness has no restart command"),
+        None => {
+            return skip(
+                "reconnect_after_restart",
+                "the harness has no restart command",
+            );
+        }
         Some(Err(e)) => panic!("restart failed: {}", e.chain()),
         Some(Ok(())) => {}
     }
@@ -645,7 +798,11 @@ pub async fn reconnect_after_restart(h: &Harness) {
             // The stream may report the outage; it must not end.
             Ok(Some(Err(_))) => {}
             Ok(None) => panic!("the stream ended at the restart"),
-            Err(_) => panic!("{} of {} messages after the restart", got.len(), expected.len()),
+            Err(_) => panic!(
+                "{} of {} messages after the restart",
+                got.len(),
+                expected.len()
+            ),
         }
     }
     assert_eq!(got, expected);

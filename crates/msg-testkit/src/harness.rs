@@ -139,7 +139,10 @@ pub async fn collect(stream: &mut DeliveryStream, n: usize, timeout: Duration) -
     let mut out = Vec::with_capacity(n);
     while seen.len() < n {
         let Some(mut d) = recv(stream, timeout).await else {
-            panic!("received {} of {n} messages before waiting {timeout:?} in vain", seen.len());
+            panic!(
+                "received {} of {n} messages before waiting {timeout:?} in vain",
+                seen.len()
+            );
         };
         d.ack().await.expect("ack");
         if seen.insert(d.message().id()) {

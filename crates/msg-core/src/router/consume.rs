@@ -151,8 +151,8 @@ pub(super) async fn run_single(
     let mut waiting = 0usize;
 
     let release = |key: Option<Arc<str>>,
-                       busy: &mut HashMap<Arc<str>, VecDeque<(Received, Settle)>>,
-                       ready: &mut VecDeque<(Received, Settle)>| {
+                   busy: &mut HashMap<Arc<str>, VecDeque<(Received, Settle)>>,
+                   ready: &mut VecDeque<(Received, Settle)>| {
         if let Some(key) = key {
             match busy.get_mut(&key).and_then(VecDeque::pop_front) {
                 Some(next) => ready.push_back(next),
@@ -206,7 +206,11 @@ pub(super) async fn run_single(
                 Some(key) = in_flight.next(), if !in_flight.is_empty() => release(key, &mut busy, &mut ready),
             }
         };
-        let key = if options.ordered_by_key { received.message.key_arc() } else { None };
+        let key = if options.ordered_by_key {
+            received.message.key_arc()
+        } else {
+            None
+        };
         let topic = received.metadata.topic.clone();
         let publisher = ctx.publisher.clone();
         let mut settle = settle;
@@ -235,9 +239,7 @@ pub(super) async fn run_single(
     // those still running then are dropped, which nacks them too.
     drop(ready);
     drop(busy);
-    let drain = async {
-        while in_flight.next().await.is_some() {}
-    };
+    let drain = async { while in_flight.next().await.is_some() {} };
     if !until_deadline(&mut ctx, drain).await {
         tracing::warn!("shutdown timeout passed; nacking messages still in flight");
     }
@@ -294,9 +296,16 @@ pub(super) async fn run_batch(
     drop(stream);
 }
 
-async fn flush(handler: &mut BoxBatchHandler, batch: Vec<(Received, Settle)>, publisher: &Arc<dyn DynPublisher>) {
+async fn flush(
+    handler: &mut BoxBatchHandler,
+    batch: Vec<(Received, Settle)>,
+    publisher: &Arc<dyn DynPublisher>,
+) {
     let (received, mut settles): (Vec<Received>, Vec<Settle>) = batch.into_iter().unzip();
-    let topic = received.first().map(|r| r.metadata.topic.clone()).unwrap_or_else(|| Arc::from(""));
+    let topic = received
+        .first()
+        .map(|r| r.metadata.topic.clone())
+        .unwrap_or_else(|| Arc::from(""));
     let settlement = match handler.ready().await {
         Ok(_) => {
             let outcome = call_caught(handler, received).await;

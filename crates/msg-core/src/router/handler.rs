@@ -6,8 +6,8 @@ use std::marker::PhantomData;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::{Either, Ready};
 use futures::FutureExt;
+use futures::future::{Either, Ready};
 use serde::de::DeserializeOwned;
 use tower::Service;
 
@@ -301,7 +301,8 @@ where
 {
     type Response = Outgoing;
     type Error = HandlerError;
-    type Future = Either<Ready<HandlerResult>, futures::future::Map<Fut, fn(Result<R, E>) -> HandlerResult>>;
+    type Future =
+        Either<Ready<HandlerResult>, futures::future::Map<Fut, fn(Result<R, E>) -> HandlerResult>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         Poll::Ready(Ok(()))
@@ -356,7 +357,8 @@ where
 {
     type Response = Outgoing;
     type Error = HandlerError;
-    type Future = Either<Ready<HandlerResult>, futures::future::Map<Fut, fn(Result<R, E>) -> HandlerResult>>;
+    type Future =
+        Either<Ready<HandlerResult>, futures::future::Map<Fut, fn(Result<R, E>) -> HandlerResult>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         Poll::Ready(Ok(()))
@@ -379,7 +381,9 @@ pub type BoxBatchHandler = tower::util::BoxCloneSyncService<Vec<Received>, Outgo
 /// Boxes any handler whose error converts into a [`HandlerError`] and whose
 /// response converts into [`Outgoing`], so that `tower` layers such as
 /// `tower::timeout` (error type `BoxError`) stack freely.
-pub fn box_handler<S, Req>(service: S) -> tower::util::BoxCloneSyncService<Req, Outgoing, HandlerError>
+pub fn box_handler<S, Req>(
+    service: S,
+) -> tower::util::BoxCloneSyncService<Req, Outgoing, HandlerError>
 where
     S: Service<Req> + Clone + Send + Sync + 'static,
     S::Response: Into<Outgoing>,

@@ -111,7 +111,11 @@ impl std::fmt::Debug for Router {
         f.debug_struct("Router")
             .field(
                 "subscriptions",
-                &self.entries.iter().map(|e| &e.subscription).collect::<Vec<_>>(),
+                &self
+                    .entries
+                    .iter()
+                    .map(|e| &e.subscription)
+                    .collect::<Vec<_>>(),
             )
             .field("shutdown_timeout", &self.shutdown_timeout)
             .finish_non_exhaustive()
@@ -146,7 +150,12 @@ impl Router {
     }
 
     /// Runs `handler` over `subscription` with the given options.
-    pub fn handle_with<S>(mut self, subscription: Subscription, options: HandlerOptions, handler: S) -> Self
+    pub fn handle_with<S>(
+        mut self,
+        subscription: Subscription,
+        options: HandlerOptions,
+        handler: S,
+    ) -> Self
     where
         S: Service<Received> + Clone + Send + Sync + 'static,
         S::Response: Into<Outgoing>,
@@ -162,7 +171,12 @@ impl Router {
 
     /// Runs a batch handler over `subscription`: it receives up to
     /// `max_size` messages at once; its result settles all of them.
-    pub fn handle_batch<S>(mut self, subscription: Subscription, options: BatchOptions, handler: S) -> Self
+    pub fn handle_batch<S>(
+        mut self,
+        subscription: Subscription,
+        options: BatchOptions,
+        handler: S,
+    ) -> Self
     where
         S: Service<Vec<Received>> + Clone + Send + Sync + 'static,
         S::Response: Into<Outgoing>,
@@ -206,7 +220,11 @@ impl Router {
         let mut streams = Vec::with_capacity(self.entries.len());
         for entry in &self.entries {
             entry.subscription.validate()?;
-            streams.push(self.subscriber.subscribe_boxed(entry.subscription.clone()).await?);
+            streams.push(
+                self.subscriber
+                    .subscribe_boxed(entry.subscription.clone())
+                    .await?,
+            );
         }
         let (stop, stopped) = watch::channel(false);
         let tasks = self

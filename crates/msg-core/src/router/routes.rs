@@ -88,7 +88,12 @@ impl Routes {
         let t = &*self.inner;
         t.exact
             .get(topic)
-            .or_else(|| t.patterns.iter().find(|(p, _)| topic_matches(p, topic)).map(|(_, h)| h))
+            .or_else(|| {
+                t.patterns
+                    .iter()
+                    .find(|(p, _)| topic_matches(p, topic))
+                    .map(|(_, h)| h)
+            })
             .or(t.fallback.as_ref())
     }
 }

@@ -1,0 +1,179 @@
+//! Typed events through the router on the in-process broker.
+//!
+//! Orders are published as CloudEvents. Two consumer groups each receive
+//! every order: billing turns an order into an invoice (a message the router
+//! publishes before it acks the order), shipping ships it. One order has no
+//! amount: billing rejects it as permanent, so it ends in the dead-letter
+//! topic `orders.placed.dlq`, where an ops handler reads the reason.
+//!
+//! Run: `cargo run -p msg --example quickstart`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use msg::{
+    BoxError, Event, HandlerError, Message, Outgoing, PublisherExt, Received, Router, Subscription,
+    event_handler, handler_fn, headers, json_handler,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OrderPlaced {
+    order_id: u32,
+    amount_cents: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct InvoiceCreated {
+    order_id: u32,
+    total_cents: u64,
+}
+
+#[derive(Default)]
+struct Tally {
+    billed: AtomicUsize,
+    shipped: AtomicUsize,
+    invoiced: AtomicUsize,
+    dead_letters: AtomicUsize,
+}
+
+impl Tally {
+    fn done(&self) -> bool {
+        self.billed.load(Ordering::SeqCst) == 2
+            && self.shipped.load(Ordering::SeqCst) == 3
+            && self.invoiced.load(Ordering::SeqCst) == 2
+            && self.dead_letters.load(Ordering::SeqCst) == 1
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let conn = msg::connect("memory://quickstart").await?;
+    let tally = Arc::new(Tally::default());
+
+    let billing = {
+        let tally = tally.clone();
+        event_handler(move |event: Event<OrderPlaced>| {
+            let tally = tally.clone();
+            async move {
+                let order = event.data;
+                if order.amount_cents == 0 {
+                    // Retrying cannot fix this order: dead-letter it.
+                    return Err(HandlerError::dead_letter(format!(
+                        "order {} has no amount",
+                        order.order_id
+                    )));
+                }
+                tally.billed.fetch_add(1, Ordering::SeqCst);
+                println!(
+                    "billing:  order {} billed {} cents",
+                    order.order_id, order.amount_cents
+                );
+                let invoice = InvoiceCreated {
+                    order_id: order.order_id,
+                    total_cents: order.amount_cents,
+                };
+                let payload = serde_json::to_vec(&invoice).map_err(HandlerError::dead_letter)?;
+                Ok(Outgoing::none().with(
+                    "invoices.created",
+                    Message::new(payload).with_content_type("application/json"),
+                ))
+            }
+        })
+    };
+    let shipping = {
+        let tally = tally.clone();
+        event_handler(move |event: Event<OrderPlaced>| {
+            let tally = tally.clone();
+            async move {
+                tally.shipped.fetch_add(1, Ordering::SeqCst);
+                println!("shipping: order {} shipped", event.data.order_id);
+                Ok::<_, BoxError>(())
+            }
+        })
+    };
+    let invoices = {
+        let tally = tally.clone();
+        json_handler(move |invoice: InvoiceCreated| {
+            let tally = tally.clone();
+            async move {
+                tally.invoiced.fetch_add(1, Ordering::SeqCst);
+                println!(
+                    "invoices: invoice for order {} over {} cents",
+                    invoice.order_id, invoice.total_cents
+                );
+                Ok::<_, BoxError>(())
+            }
+        })
+    };
+    let dead_letters = {
+        let tally = tally.clone();
+        handler_fn(move |msg: Received| {
+            let tally = tally.clone();
+            async move {
+                tally.dead_letters.fetch_add(1, Ordering::SeqCst);
+                println!(
+                    "ops:      dead letter {} from {}: {}",
+                    msg.id(),
+                    msg.header(headers::ORIGINAL_TOPIC).unwrap_or("?"),
+                    msg.header(headers::DEAD_LETTER_REASON).unwrap_or("?"),
+                );
+                Ok::<_, BoxError>(())
+            }
+        })
+    };
+
+    let router = Router::new(conn.clone(), conn.clone())
+        .handle(Subscription::new("orders.placed").group("billing"), billing)
+        .handle(
+            Subscription::new("orders.placed").group("shipping"),
+            shipping,
+        )
+        .handle(
+            Subscription::new("invoices.created").group("accounting"),
+            invoices,
+        )
+        .handle(
+            Subscription::new("orders.placed.dlq").group("ops"),
+            dead_letters,
+        )
+        .start()
+        .await?;
+
+    for (order_id, amount_cents) in [(1, 2_500), (2, 0), (3, 990)] {
+        let event = Event::new(
+            "/shop",
+            "com.example.order.placed",
+            OrderPlaced {
+                order_id,
+                amount_cents,
+            },
+        )
+        .with_subject(format!("order-{order_id}"));
+        conn.publish_event("orders.placed", &event).await?;
+    }
+
+    let waited = tokio::time::timeout(Duration::from_secs(10), async {
+        while !tally.done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    router.shutdown().await;
+    waited.context("the orders were not all handled within 10 s")?;
+
+    let summary = format!(
+        "{} billed, {} shipped, {} invoiced, {} dead-lettered",
+        tally.billed.load(Ordering::SeqCst),
+        tally.shipped.load(Ordering::SeqCst),
+        tally.invoiced.load(Ordering::SeqCst),
+        tally.dead_letters.load(Ordering::SeqCst),
+    );
+    if !tally.done() {
+        bail!("unexpected outcome: {summary}");
+    }
+    println!("done:     {summary}");
+    Ok(())
+}

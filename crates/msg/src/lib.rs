@@ -1,0 +1,69 @@
+//! **msg**: transport-agnostic messaging for Rust.
+//!
+//! One set of types ([`Message`], [`Delivery`], [`Event`]), one [`Router`]
+//! whose handlers are `tower` services and whose middleware are `tower`
+//! layers, over any broker. Application code written against `msg` runs
+//! unchanged on the in-process broker in tests and on a real broker in
+//! production; [`connect`] picks the transport from a URL.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> msg::Result<()> {
+//! use msg::{handler_fn, BoxError, Message, Publisher, Received, Router, Subscription};
+//!
+//! let conn = msg::connect("memory://").await?;
+//! let router = Router::new(conn.clone(), conn.clone())
+//!     .handle(
+//!         Subscription::new("greetings").group("greeter"),
+//!         handler_fn(|msg: Received| async move {
+//!             println!("got {:?}", msg.payload());
+//!             Ok::<_, BoxError>(())
+//!         }),
+//!     )
+//!     .start()
+//!     .await?;
+//! conn.publish("greetings", Message::new("hello")).await?;
+//! router.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Transports are cargo features of this crate:
+//!
+//! | feature | URL scheme | crate |
+//! |---|---|---|
+//! | `memory` (default) | `memory://`, `memory://NAME` | [`memory`] |
+#![forbid(unsafe_code)]
+
+pub use msg_core::*;
+
+/// The in-process broker.
+#[cfg(feature = "memory")]
+pub use msg_memory as memory;
+
+/// Connects to the broker a URL names, with the transport its scheme picks.
+///
+/// Fails with [`Error::InvalidConfig`] for a URL without a scheme, or one
+/// whose transport is not compiled in; the message names the scheme, never
+/// the credentials the URL may hold.
+pub async fn connect(url: &str) -> Result<Connection> {
+    let scheme = url
+        .split_once("://")
+        .map(|(scheme, _)| scheme)
+        .ok_or_else(|| {
+            Error::InvalidConfig("a broker URL needs a scheme, e.g. memory://".into())
+        })?;
+    match scheme {
+        #[cfg(feature = "memory")]
+        "memory" => Ok(Connection::new(msg_memory::MemoryBroker::connect(url)?)),
+        other => Err(Error::InvalidConfig(format!(
+            "no transport for URL scheme {other:?}; compiled in: {}",
+            SCHEMES.join(", ")
+        ))),
+    }
+}
+
+/// The URL schemes this build can connect to.
+const SCHEMES: &[&str] = &[
+    #[cfg(feature = "memory")]
+    "memory",
+];

@@ -1,0 +1,47 @@
+//! `msg::connect` picks the transport by scheme and says clearly what fails.
+
+use msg::{Error, Message, Publisher, Subscriber, Subscription};
+
+#[tokio::test]
+async fn memory_urls_connect_and_named_brokers_are_shared() {
+    let a = msg::connect("memory://facade-test").await.unwrap();
+    let b = msg::connect("memory://facade-test").await.unwrap();
+    let mut stream = b.subscribe(Subscription::new("t")).await.unwrap();
+    a.publish("t", Message::new("across handles"))
+        .await
+        .unwrap();
+    let d = futures_next(&mut stream).await;
+    assert_eq!(&d.message().payload()[..], b"across handles");
+}
+
+async fn futures_next(stream: &mut msg::DeliveryStream) -> msg::Delivery {
+    use futures::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+        .await
+        .expect("a delivery in time")
+        .expect("stream open")
+        .expect("no error")
+}
+
+#[tokio::test]
+async fn bad_urls_are_clear_errors_without_secrets() {
+    for (url, expect) in [
+        ("localhost:6379", "needs a scheme"),
+        (
+            "redis://user:s3cret@host:6379",
+            "no transport for URL scheme \"redis\"",
+        ),
+        ("memory://?retention=lots", "not a whole number"),
+    ] {
+        match msg::connect(url).await {
+            Err(Error::InvalidConfig(text)) => {
+                assert!(text.contains(expect), "{url}: {text}");
+                assert!(
+                    !text.contains("s3cret"),
+                    "{url}: the password leaked: {text}"
+                );
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+}
