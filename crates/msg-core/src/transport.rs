@@ -105,15 +105,11 @@ impl<P: Publisher> DynPublisher for P {
 }
 
 impl Publisher for Arc<dyn DynPublisher> {
-    fn publish(&self, topic: &str, message: Message) -> impl Future<Output = Result<()>> + Send {
-        async move { (**self).publish_boxed(topic, message).await }
+    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+        (**self).publish_boxed(topic, message).await
     }
-    fn publish_batch(
-        &self,
-        topic: &str,
-        messages: Vec<Message>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        async move { (**self).publish_batch_boxed(topic, messages).await }
+    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        (**self).publish_batch_boxed(topic, messages).await
     }
     fn flush(&self) -> impl Future<Output = Result<()>> + Send {
         (**self).flush_boxed()
@@ -214,15 +210,11 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Publisher for Connection {
-    fn publish(&self, topic: &str, message: Message) -> impl Future<Output = Result<()>> + Send {
-        async move { self.publisher.publish_boxed(topic, message).await }
+    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+        self.publisher.publish_boxed(topic, message).await
     }
-    fn publish_batch(
-        &self,
-        topic: &str,
-        messages: Vec<Message>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        async move { self.publisher.publish_batch_boxed(topic, messages).await }
+    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        self.publisher.publish_batch_boxed(topic, messages).await
     }
     fn flush(&self) -> impl Future<Output = Result<()>> + Send {
         self.publisher.flush_boxed()

@@ -90,7 +90,7 @@ impl MemoryAcker {
                 None => tracing::error!(topic, "dead-lettering did not complete at once"),
             }
         }
-        shared.changed.notify_waiters();
+        shared.counters_changed();
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -199,7 +199,10 @@ pub(crate) struct Shared {
     pub(crate) config: MemoryConfig,
     state: Mutex<State>,
     /// Notified whenever a counter changes, for the test helpers.
-    pub(crate) changed: Notify,
+    changed: Notify,
+    /// How many `wait_for` calls are waiting: notifying takes a lock, so
+    /// the hot path skips it when nobody waits.
+    watchers: AtomicUsize,
 }
 
 /// How a message enters a topic.
@@ -218,7 +221,28 @@ impl Shared {
             config,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
+            watchers: AtomicUsize::new(0),
         }
+    }
+
+    /// Wakes the `wait_for` helpers, if any wait.
+    pub(crate) fn counters_changed(&self) {
+        if self.watchers.load(Ordering::Acquire) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Runs `f` as a watcher of counter changes; `f` gets the notifier.
+    pub(crate) async fn watching<T>(&self, f: impl AsyncFnOnce(&Notify) -> T) -> T {
+        struct Watch<'a>(&'a AtomicUsize);
+        impl Drop for Watch<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.watchers.fetch_add(1, Ordering::AcqRel);
+        let _watch = Watch(&self.watchers);
+        f(&self.changed).await
     }
 
     /// Appends `message` to `topic` and to every queue bound to it. With
@@ -305,7 +329,7 @@ impl Shared {
                     }
                 }
             };
-            self.changed.notify_waiters();
+            self.counters_changed();
             if let Some(queue) = full {
                 if self.config.when_full == WhenFull::Fail {
                     return Err(error::full());
@@ -360,10 +384,10 @@ impl Shared {
         let mut filters = filters.to_vec();
         filters.sort();
         filters.dedup();
-        if let Some(g) = group {
-            if let Some(q) = state.groups.get(&(Arc::from(g), filters.clone())) {
-                return q.clone();
-            }
+        if let Some(g) = group
+            && let Some(q) = state.groups.get(&(Arc::from(g), filters.clone()))
+        {
+            return q.clone();
         }
         let queue = Arc::new(Queue {
             filters: filters.clone(),

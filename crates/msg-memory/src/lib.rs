@@ -180,18 +180,18 @@ impl MemoryBroker {
         condition: impl Fn(&TopicStats) -> bool,
         timeout: Duration,
     ) -> Result<TopicStats> {
-        let wait = async {
+        let wait = self.shared.watching(async |changed| {
             loop {
-                let changed = self.shared.changed.notified();
-                tokio::pin!(changed);
-                changed.as_mut().enable();
+                let notified = changed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
                 let stats = self.stats(topic);
                 if condition(&stats) {
                     return stats;
                 }
-                changed.await;
+                notified.await;
             }
-        };
+        });
         tokio::time::timeout(timeout, wait)
             .await
             .map_err(|_| Error::Timeout(timeout))

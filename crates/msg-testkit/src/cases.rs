@@ -400,7 +400,7 @@ pub async fn continue_after_errors(h: &Harness) {
             .await
             .unwrap_or_else(|| panic!("stalled after {} of {} acks", acked.len(), sent.len()));
         // Every other message fails on its first two attempts.
-        if seq_of(d.message()) % 2 == 0 && d.metadata().attempt < 3 {
+        if seq_of(d.message()).is_multiple_of(2) && d.metadata().attempt < 3 {
             d.nack().await.expect("nack");
         } else {
             d.ack().await.expect("ack");
@@ -597,11 +597,11 @@ pub async fn concurrent_close(h: &Harness) {
     let topic = h.topic("close");
     let c = h.connect().await;
     let mut closing = Vec::new();
-    for i in 0..10 {
+    for i in 0..10u32 {
         let conn = h.connect().await;
         let mut stream = conn.subscribe(sub(&topic)).await.expect("subscribe");
         closing.push(tokio::spawn(async move {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 Subscriber::close(&conn).await.expect("close");
                 while futures::StreamExt::next(&mut stream).await.is_some() {}
             } else {

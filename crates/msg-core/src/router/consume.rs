@@ -179,15 +179,13 @@ pub(super) async fn run_single(
                 }
                 item = stream.next(), if room => match next_item(item) {
                     Next::Delivery(received, settle) => {
-                        if options.ordered_by_key {
-                            if let Some(key) = received.message.key_arc() {
-                                if let Some(queue) = busy.get_mut(&key) {
-                                    queue.push_back((received, settle));
-                                    waiting += 1;
-                                    continue;
-                                }
-                                busy.insert(key, VecDeque::new());
+                        if options.ordered_by_key && let Some(key) = received.message.key_arc() {
+                            if let Some(queue) = busy.get_mut(&key) {
+                                queue.push_back((received, settle));
+                                waiting += 1;
+                                continue;
                             }
+                            busy.insert(key, VecDeque::new());
                         }
                         (received, settle)
                     }
