@@ -1,7 +1,7 @@
 //! Typed domain events with CloudEvents 1.0 attributes.
 //!
 //! An [`Event`] travels in *binary content mode*: the data is the payload
-//! (encoded by a [`Codec`]), the attributes are headers named by the
+//! (encoded by an [`Encoder`]), the attributes are headers named by the
 //! protocol's CloudEvents binding ([`CloudEventsBinding`]), and
 //! `datacontenttype` is the `content-type` header. Other CloudEvents clients
 //! read what we publish, and we read theirs. *Structured content mode*

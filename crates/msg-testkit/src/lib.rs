@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Each case is its own `#[tokio::test]`, named after the case. A case the
-//! transport's [`Capabilities`] rule out passes after printing
+//! transport's [`Capabilities`](msg_core::Capabilities) rule out passes after printing
 //! `SKIP <case>: <reason>` to the terminal. Transports that deliver at least
 //! once are checked with de-duplication by message id.
 

@@ -5,7 +5,7 @@
 //! [`HandlerOptions::ordered_by_key`], messages with the same key never run
 //! concurrently, so they complete in the order they arrived. When a handler
 //! returns messages, they are published before the input is acked. A failed
-//! handler's [`Disposition`] decides between nack, defer and reject; a panic
+//! handler's [`Disposition`](handler::Disposition) decides between nack, defer and reject; a panic
 //! is a retryable failure and never ends the consume loop.
 
 mod consume;
