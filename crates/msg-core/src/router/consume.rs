@@ -163,6 +163,12 @@ pub(super) async fn run_single(
         }
     };
 
+    // One stop future for the whole loop: a new one per message would
+    // register with the watch channel (a lock) every time.
+    let mut stop_rx = ctx.stop.clone();
+    let stop = stopped(&mut stop_rx);
+    tokio::pin!(stop);
+
     'consume: loop {
         // Start what was waiting for its key, or fetch the next message.
         let (received, settle) = if let Some(next) = ready.pop_front() {
@@ -172,7 +178,7 @@ pub(super) async fn run_single(
             let room = in_flight.len() + waiting < options.concurrency;
             tokio::select! {
                 biased;
-                () = stopped(&mut ctx.stop) => break 'consume,
+                () = &mut stop => break 'consume,
                 Some(key) = in_flight.next(), if !in_flight.is_empty() => {
                     release(key, &mut busy, &mut ready);
                     continue;
@@ -215,14 +221,11 @@ pub(super) async fn run_single(
         match ready_result {
             Ok(()) => {
                 let call = call_caught(&mut handler, received);
-                in_flight.push(
-                    async move {
-                        let settlement = settlement_for(call.await, &*publisher, &topic).await;
-                        apply(&mut settle, settlement, &topic).await;
-                        key
-                    }
-                    .boxed(),
-                );
+                in_flight.push(async move {
+                    let settlement = settlement_for(call.await, &*publisher, &topic).await;
+                    apply(&mut settle, settlement, &topic).await;
+                    key
+                });
             }
             Err(e) => {
                 tracing::warn!(topic = &*topic, error = %error_chain(&e), "handler not ready; the message will be redelivered");
@@ -256,12 +259,15 @@ pub(super) async fn run_batch(
     let mut batch: Vec<(Received, Settle)> = Vec::with_capacity(options.max_size);
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
+    let mut stop_rx = ctx.stop.clone();
+    let stop = stopped(&mut stop_rx);
+    tokio::pin!(stop);
     let mut flush_now;
     loop {
         flush_now = false;
         tokio::select! {
             biased;
-            () = stopped(&mut ctx.stop) => break,
+            () = &mut stop => break,
             () = &mut timer, if !batch.is_empty() => flush_now = true,
             item = stream.next() => match next_item(item) {
                 Next::Delivery(received, settle) => {
