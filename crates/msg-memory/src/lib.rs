@@ -37,7 +37,6 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use msg_core::{Capabilities, Error, Message, Ordering, Result};
-use tokio::sync::watch;
 
 pub use broker::TopicStats;
 pub use config::{MemoryConfig, WhenFull};
@@ -55,16 +54,20 @@ pub struct MemoryBroker {
     handle: Arc<Handle>,
 }
 
+/// The close state of one handle.
 struct Handle {
     publisher_closed: AtomicBool,
-    subscriber_closed: watch::Sender<bool>,
+    subscriber_closed: AtomicBool,
+    /// Wakes this handle's streams when the subscriber closes.
+    closing: tokio::sync::Notify,
 }
 
 impl Handle {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             publisher_closed: AtomicBool::new(false),
-            subscriber_closed: watch::Sender::new(false),
+            subscriber_closed: AtomicBool::new(false),
+            closing: tokio::sync::Notify::new(),
         })
     }
 }

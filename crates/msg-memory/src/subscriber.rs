@@ -5,20 +5,23 @@
 //! the previous one is settled.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::task::{Context, Poll, ready};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use msg_core::{
     Capabilities, Delivery, DeliveryStream, Metadata, Result, StartPosition, Subscriber,
     Subscription,
 };
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::ack::MemoryAcker;
 use crate::broker::{Entry, Queue, Shared, lock};
-use crate::{MemoryBroker, error};
+use crate::{Handle, MemoryBroker, error};
 
 /// One subscriber's share of a queue: how many deliveries it holds.
 pub(crate) struct Member {
@@ -31,7 +34,7 @@ pub(crate) struct Member {
 impl Member {
     /// One delivery was settled.
     pub(crate) fn release(&self) {
-        if self.unacked.fetch_sub(1, Ordering::AcqRel) >= self.prefetch {
+        if self.unacked.fetch_sub(1, AtomicOrdering::AcqRel) >= self.prefetch {
             self.freed.notify_one();
         }
     }
@@ -40,8 +43,7 @@ impl Member {
 impl Subscriber for MemoryBroker {
     async fn subscribe(&self, subscription: Subscription) -> Result<DeliveryStream> {
         subscription.validate()?;
-        let closed = self.handle.subscriber_closed.subscribe();
-        if *closed.borrow() {
+        if self.handle.subscriber_closed.load(AtomicOrdering::Acquire) {
             return Err(error::closed());
         }
         let queue = self.shared.bind(
@@ -59,17 +61,17 @@ impl Subscriber for MemoryBroker {
             broadcast: queue.group.is_none(),
             queue,
             buffer: VecDeque::new(),
-            closed,
+            handle: self.handle.clone(),
+            waiting: None,
         };
-        let stream = futures::stream::unfold(consumer, |mut consumer| async move {
-            let delivery = consumer.next().await?;
-            Some((Ok(delivery), consumer))
-        });
-        Ok(stream.boxed())
+        Ok(consumer.boxed())
     }
 
     async fn close(&self) -> Result<()> {
-        self.handle.subscriber_closed.send_replace(true);
+        self.handle
+            .subscriber_closed
+            .store(true, AtomicOrdering::Release);
+        self.handle.closing.notify_waiters();
         Ok(())
     }
 
@@ -86,70 +88,98 @@ struct Consumer {
     /// Entries taken from the queue in one go (up to the prefetch), not yet
     /// handed out.
     buffer: VecDeque<Entry>,
-    closed: watch::Receiver<bool>,
+    handle: Arc<Handle>,
+    /// Set while there is nothing to deliver: resolves on a wake-up.
+    waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     broadcast: bool,
 }
 
-impl Consumer {
-    async fn next(&mut self) -> Option<Delivery> {
-        loop {
-            if *self.closed.borrow() {
-                return None;
-            }
-            if let Some(entry) = self.buffer.pop_front() {
-                return Some(self.deliver(entry));
-            }
-            // Register for wake-ups before looking, so that none is missed.
-            let freed = self.member.freed.notified();
-            let available = self.queue.available.notified();
-            tokio::pin!(freed, available);
-            freed.as_mut().enable();
-            available.as_mut().enable();
+impl Stream for Consumer {
+    type Item = Result<Delivery>;
 
-            let held = self.member.unacked.load(Ordering::Acquire);
-            if held >= self.member.prefetch {
-                tokio::select! {
-                    () = freed => {}
-                    _ = self.closed.changed() => {}
-                }
-                continue;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.handle.subscriber_closed.load(AtomicOrdering::Acquire) {
+                return Poll::Ready(None);
             }
-            let next_due = {
-                let mut state = lock(&self.queue.state);
-                let next_due = state.promote_due(Instant::now());
+            if let Some(waiting) = &mut this.waiting {
+                ready!(waiting.as_mut().poll(cx));
+                this.waiting = None;
+            }
+            if let Some(entry) = this.buffer.pop_front() {
+                return Poll::Ready(Some(Ok(this.deliver(entry))));
+            }
+            let held = this.member.unacked.load(AtomicOrdering::Acquire);
+            let mut next_due = None;
+            if held < this.member.prefetch {
+                let mut state = lock(&this.queue.state);
+                next_due = state.promote_due(Instant::now());
                 let len_before = state.ready.len();
-                let take = (self.member.prefetch - held).min(len_before);
-                self.buffer.extend(state.ready.drain(..take));
-                self.queue
-                    .made_room(len_before, self.shared.config.capacity);
-                next_due
-            };
-            if !self.buffer.is_empty() {
-                self.member
+                let take = (this.member.prefetch - held).min(len_before);
+                this.buffer.extend(state.ready.drain(..take));
+                this.queue
+                    .made_room(len_before, this.shared.config.capacity);
+            }
+            if !this.buffer.is_empty() {
+                this.member
                     .unacked
-                    .fetch_add(self.buffer.len(), Ordering::AcqRel);
+                    .fetch_add(this.buffer.len(), AtomicOrdering::AcqRel);
                 continue;
             }
-            let sleep = async {
-                match next_due {
-                    Some(due) => tokio::time::sleep_until(due).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = available => {}
-                () = sleep => {}
-                _ = self.closed.changed() => {}
-            }
+            this.waiting = Some(Box::pin(wait_for_work(
+                this.queue.clone(),
+                this.member.clone(),
+                this.handle.clone(),
+                next_due,
+            )));
         }
     }
+}
 
+/// Resolves when there may be work: an entry arrived, a prefetch slot was
+/// freed, a deferred entry is due, or the subscriber was closed. It
+/// registers for every wake-up before looking again, so none is missed.
+async fn wait_for_work(
+    queue: Arc<Queue>,
+    member: Arc<Member>,
+    handle: Arc<Handle>,
+    next_due: Option<Instant>,
+) {
+    let available = queue.available.notified();
+    let freed = member.freed.notified();
+    let closing = handle.closing.notified();
+    tokio::pin!(available, freed, closing);
+    available.as_mut().enable();
+    freed.as_mut().enable();
+    closing.as_mut().enable();
+    let full = member.unacked.load(AtomicOrdering::Acquire) >= member.prefetch;
+    if handle.subscriber_closed.load(AtomicOrdering::Acquire)
+        || (!full && !lock(&queue.state).ready.is_empty())
+    {
+        return;
+    }
+    let due = async {
+        match next_due {
+            Some(due) => tokio::time::sleep_until(due).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = available => {}
+        () = freed => {}
+        () = closing => {}
+        () = due => {}
+    }
+}
+
+impl Consumer {
     fn deliver(&self, entry: Entry) -> Delivery {
         entry
             .topic
             .counters
             .delivered
-            .fetch_add(1, Ordering::Release);
+            .fetch_add(1, AtomicOrdering::Release);
         let metadata = Metadata::new(entry.topic.name.clone())
             .with_offset(entry.offset)
             .with_timestamp(entry.timestamp)
