@@ -17,8 +17,19 @@ use crate::{Error, Result, headers};
 /// [`Headers::insert`] does not check them so that building a message stays
 /// infallible; publishers call [`Message::validate`], and
 /// [`Headers::try_insert`] checks at once.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Headers(Arc<Vec<(String, String)>>);
+#[derive(Clone, Default)]
+pub struct Headers(Option<Arc<Vec<(String, String)>>>);
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.list() == other.list()
+    }
+}
+
+impl Eq for Headers {}
+
+/// No headers, and no allocation for them.
+const NONE: &[(String, String)] = &[];
 
 impl Headers {
     /// No headers.
@@ -26,10 +37,14 @@ impl Headers {
         Self::default()
     }
 
+    fn list(&self) -> &[(String, String)] {
+        self.0.as_deref().map_or(NONE, Vec::as_slice)
+    }
+
     /// Sets `name` to `value`, replacing an existing value in place.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let (name, value) = (name.into(), value.into());
-        let list = Arc::make_mut(&mut self.0);
+        let list = Arc::make_mut(self.0.get_or_insert_with(Default::default));
         match list.iter_mut().find(|(n, _)| *n == name) {
             Some(slot) => slot.1 = value,
             None => list.push((name, value)),
@@ -46,7 +61,7 @@ impl Headers {
 
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.list()
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
@@ -54,8 +69,9 @@ impl Headers {
 
     /// Removes `name`, returning its value.
     pub fn remove(&mut self, name: &str) -> Option<String> {
-        let pos = self.0.iter().position(|(n, _)| n == name)?;
-        Some(Arc::make_mut(&mut self.0).remove(pos).1)
+        let pos = self.list().iter().position(|(n, _)| n == name)?;
+        let list = Arc::make_mut(self.0.as_mut()?);
+        Some(list.remove(pos).1)
     }
 
     /// Whether `name` is set.
@@ -65,17 +81,17 @@ impl Headers {
 
     /// The number of headers.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.list().len()
     }
 
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list().is_empty()
     }
 
     /// The headers in insertion order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.list().iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
     /// Checks every name and value.
@@ -244,6 +260,9 @@ mod tests {
         assert_eq!(h.iter().collect::<Vec<_>>(), vec![("b", "3"), ("a", "2")]);
         assert_eq!(h.remove("b").as_deref(), Some("3"));
         assert_eq!(h.len(), 1);
+        h.remove("a");
+        assert_eq!(h, Headers::new(), "emptied headers equal no headers");
+        assert_eq!(h.remove("missing"), None);
     }
 
     #[test]

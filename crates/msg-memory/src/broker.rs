@@ -245,9 +245,9 @@ impl Shared {
         f(&self.changed).await
     }
 
-    /// Appends `message` to `topic` and to every queue bound to it. With
-    /// [`WhenFull::Wait`], waits until every queue has room, then appends
-    /// to all at once, so a message is never half-published.
+    /// Appends `messages` to `topic` and to every queue bound to it. With
+    /// [`WhenFull::Wait`], waits while a queue is full, and appends each
+    /// message to all queues at once, so a message is never half-published.
     pub(crate) async fn append(
         &self,
         topic: &str,
@@ -258,76 +258,62 @@ impl Shared {
         while pending.peek().is_some() {
             let full = {
                 let mut state = lock(&self.state);
-                let next_seq = state.next_seq;
+                let mut seq = state.next_seq;
                 let ts = self.topic_state(&mut state, topic);
-                let full_queue = if admission == Admission::Publish {
-                    ts.queues
-                        .iter()
-                        .find(|q| lock(&q.state).len() >= self.config.capacity)
-                        .cloned()
-                } else {
-                    None
-                };
-                match full_queue {
-                    Some(q) => Some(q),
-                    None => {
-                        let mut seq = next_seq;
-                        // Room for at least one; append as many as fit.
-                        let room = if admission == Admission::Publish {
-                            ts.queues
-                                .iter()
-                                .map(|q| self.config.capacity - lock(&q.state).len())
-                                .min()
-                                .unwrap_or(usize::MAX)
-                        } else {
-                            usize::MAX
-                        };
-                        let mut appended = 0;
-                        let mut guards: Vec<_> = ts.queues.iter().map(|q| lock(&q.state)).collect();
-                        while appended < room {
-                            let Some(message) = pending.next() else { break };
-                            let offset = ts.topic.next_offset.fetch_add(1, Ordering::Relaxed);
-                            let timestamp = SystemTime::now();
-                            for guard in guards.iter_mut() {
-                                guard.ready.push_back(Entry {
-                                    topic: ts.topic.clone(),
-                                    offset,
-                                    timestamp,
-                                    attempt: 1,
-                                    message: message.clone(),
-                                });
-                            }
-                            if self.config.retention > 0 {
-                                if ts.log.len() == self.config.retention {
-                                    ts.log.pop_front();
-                                }
-                                ts.log.push_back(Stored {
-                                    seq,
-                                    offset,
-                                    timestamp,
-                                    message,
-                                });
-                            }
-                            seq += 1;
-                            appended += 1;
+                // Under the topology lock no other publish reaches these
+                // queues, and consumers only shrink them: the room measured
+                // here is there for the pushes below. (A nack's requeue may
+                // overshoot capacity briefly; it is never refused.)
+                let mut room = usize::MAX;
+                let mut full_queue = None;
+                if admission == Admission::Publish {
+                    for q in &ts.queues {
+                        let free = self.config.capacity.saturating_sub(lock(&q.state).len());
+                        if free == 0 {
+                            full_queue = Some(q.clone());
+                            break;
                         }
-                        drop(guards);
-                        ts.topic
-                            .counters
-                            .published
-                            .fetch_add(appended as u64, Ordering::Release);
-                        for q in &ts.queues {
-                            if appended == 1 {
-                                q.available.notify_one();
-                            } else {
-                                q.available.notify_waiters();
-                                q.available.notify_one();
-                            }
-                        }
-                        state.next_seq = seq;
-                        None
+                        room = room.min(free);
                     }
                 }
+                if full_queue.is_none() {
+                    let mut appended = 0u64;
+                    while room > 0 {
+                        let Some(message) = pending.next() else { break };
+                        let offset = ts.topic.next_offset.fetch_add(1, Ordering::Relaxed);
+                        let timestamp = SystemTime::now();
+                        for q in &ts.queues {
+                            lock(&q.state).ready.push_back(Entry {
+                                topic: ts.topic.clone(),
+                                offset,
+                                timestamp,
+                                attempt: 1,
+                                message: message.clone(),
+                            });
+                            q.available.notify_one();
+                        }
+                        if self.config.retention > 0 {
+                            if ts.log.len() == self.config.retention {
+                                ts.log.pop_front();
+                            }
+                            ts.log.push_back(Stored {
+                                seq,
+                                offset,
+                                timestamp,
+                                message,
+                            });
+                        }
+                        seq += 1;
+                        room -= 1;
+                        appended += 1;
+                    }
+                    ts.topic
+                        .counters
+                        .published
+                        .fetch_add(appended, Ordering::Release);
+                    state.next_seq = seq;
+                }
+                full_queue
             };
             self.counters_changed();
             if let Some(queue) = full {
