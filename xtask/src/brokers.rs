@@ -357,6 +357,20 @@ fn postgres_bin() -> Option<PathBuf> {
         .find(|bin| bin.join("pg_ctl").exists())
 }
 
+/// A PostgreSQL tool; as root it runs as `postgres`, since PostgreSQL
+/// refuses to run as root.
+fn pg_tool(bin: &Path, tool: &str) -> Command {
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+        c
+    } else {
+        Command::new(bin.join(tool))
+    };
+    cmd.stdout(Stdio::null());
+    cmd
+}
+
 fn names(brokers: &[Broker]) -> String {
     brokers
         .iter()
@@ -451,17 +465,7 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
                 chown.args(["-R", "postgres:postgres"]).arg(&dir);
                 status(chown)?;
             }
-            let pg = |tool: &str| {
-                let mut cmd = if as_postgres {
-                    let mut c = Command::new("runuser");
-                    c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
-                    c
-                } else {
-                    Command::new(bin.join(tool))
-                };
-                cmd.stdout(Stdio::null());
-                cmd
-            };
+            let pg = |tool: &str| pg_tool(&bin, tool);
             if !data.join("PG_VERSION").exists() {
                 let mut init = pg("initdb");
                 init.arg("-D").arg(&data).args([
@@ -648,21 +652,15 @@ fn probe(b: Broker) -> Result<()> {
 
 fn down_native(paths: &Paths, b: Broker) -> Result<()> {
     let was_up = pid_alive(paths, b);
-    if b == Broker::Postgres && was_up {
-        if let Some(bin) = postgres_bin() {
-            let mut stop = if is_root() {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]).arg(bin.join("pg_ctl"));
-                c
-            } else {
-                Command::new(bin.join("pg_ctl"))
-            };
-            stop.arg("-D")
-                .arg(paths.dir(b).join("data"))
-                .args(["-m", "fast", "-w", "stop"]);
-            stop.stdout(Stdio::null());
-            let _ = status(stop);
-        }
+    if b == Broker::Postgres
+        && was_up
+        && let Some(bin) = postgres_bin()
+    {
+        let mut stop = pg_tool(&bin, "pg_ctl");
+        stop.arg("-D")
+            .arg(paths.dir(b).join("data"))
+            .args(["-m", "fast", "-w", "stop"]);
+        let _ = status(stop);
     }
     stop_pid_file(paths, b)?;
     if b == Broker::Rabbitmq {
