@@ -424,6 +424,8 @@ impl Shared {
         for ts in state.topics.values_mut() {
             ts.queues.retain(|q| !Arc::ptr_eq(q, queue));
         }
+        // Publishers waiting for room in this queue look again: it is gone.
+        queue.space.notify_waiters();
     }
 
     pub(crate) fn stats(&self, topic: &str) -> TopicStats {

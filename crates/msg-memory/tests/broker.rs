@@ -260,3 +260,21 @@ async fn patterns_bind_topics_created_later_and_wait_for_reports_timeouts() {
         .unwrap_err();
     assert!(matches!(err, Error::Timeout(_)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_waiting_on_a_departed_broadcast_subscriber_goes_on() {
+    let b = MemoryBroker::with_config(MemoryConfig::default().capacity(1)).unwrap();
+    let stream = b.subscribe(Subscription::new("t")).await.unwrap();
+    b.publish("t", Message::new("1")).await.unwrap();
+    let publisher = b.clone();
+    let blocked = tokio::spawn(async move { publisher.publish("t", Message::new("2")).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!blocked.is_finished(), "publish into a full queue returned");
+    drop(stream);
+    tokio::time::timeout(WAIT, blocked)
+        .await
+        .expect("publish resumed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.stats("t").published, 2);
+}
