@@ -483,3 +483,39 @@ fn routing_a_topic_twice_panics() {
     let h = || handler_fn(|_r: Received| async { ok() });
     let _ = Routes::new().route("a", h()).route("a", h());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_not_held_up_by_a_handler_that_never_gets_ready() {
+    #[derive(Clone)]
+    struct NeverReady;
+    impl tower::Service<Received> for NeverReady {
+        type Response = ();
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<(), BoxError>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            std::task::Poll::Pending
+        }
+        fn call(&mut self, _: Received) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+    let b = broker();
+    let router = Router::new(b.clone(), b.clone())
+        .handle(Subscription::new("stuck").group("svc"), NeverReady)
+        .shutdown_timeout(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
+    b.publish("stuck", Message::new("x")).await.unwrap();
+    b.wait_for("stuck", |s| s.delivered == 1, WAIT)
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, router.shutdown())
+        .await
+        .expect("shutdown completed");
+    let stats = b.wait_for("stuck", |s| s.nacked == 1, WAIT).await.unwrap();
+    assert_eq!(stats.acked, 0);
+}

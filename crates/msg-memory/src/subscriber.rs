@@ -180,6 +180,7 @@ impl Consumer {
             .counters
             .delivered
             .fetch_add(1, AtomicOrdering::Release);
+        self.shared.counters_changed();
         let metadata = Metadata::new(entry.topic.name.clone())
             .with_offset(entry.offset)
             .with_timestamp(entry.timestamp)

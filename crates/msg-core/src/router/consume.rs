@@ -208,6 +208,9 @@ pub(super) async fn run_single(
                 biased;
                 r = handler.ready() => break r.map(|_| ()),
                 Some(key) = in_flight.next(), if !in_flight.is_empty() => release(key, &mut busy, &mut ready),
+                // A handler that never gets ready must not hold up shutdown;
+                // the message in hand was not started: dropping it nacks it.
+                () = &mut stop => break 'consume,
             }
         };
         let key = if options.ordered_by_key {
