@@ -1,7 +1,10 @@
 //! Received messages and how they are settled.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
@@ -115,13 +118,57 @@ pub enum Settlement {
     Reject(String),
 }
 
+/// The future of one settle: ready at once for transports that settle
+/// without waiting (no allocation then), or boxed.
+#[must_use = "a settle does nothing unless awaited"]
+pub enum SettleFuture {
+    /// Settled already, with this result.
+    Ready(Option<Result<()>>),
+    /// Settling needs a round trip to the broker.
+    Pending(BoxFuture<'static, Result<()>>),
+}
+
+impl SettleFuture {
+    /// A settle that completed at once.
+    pub fn ready(result: Result<()>) -> Self {
+        SettleFuture::Ready(Some(result))
+    }
+
+    /// A settle that has to wait.
+    pub fn pending(future: impl Future<Output = Result<()>> + Send + 'static) -> Self {
+        SettleFuture::Pending(Box::pin(future))
+    }
+}
+
+impl Future for SettleFuture {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match self.get_mut() {
+            SettleFuture::Ready(result) => {
+                Poll::Ready(result.take().unwrap_or(Err(Error::AlreadySettled)))
+            }
+            SettleFuture::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl fmt::Debug for SettleFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SettleFuture::Ready(_) => "SettleFuture::Ready",
+            SettleFuture::Pending(_) => "SettleFuture::Pending",
+        })
+    }
+}
+
 /// The transport's side of settling one delivery.
 ///
 /// Each transport implements this once; [`Delivery`] and [`Settle`] make
 /// sure it is called at most once.
 pub trait Acker: Send + 'static {
     /// Settles the delivery on the broker.
-    fn settle(self: Box<Self>, settlement: Settlement) -> BoxFuture<'static, Result<()>>;
+    fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture;
 
     /// Called when a delivery is dropped unsettled: the broker must deliver it
     /// again. The default spawns a [`Settlement::Nack`] on the current Tokio
@@ -304,9 +351,9 @@ mod tests {
     struct Record(Arc<Mutex<Vec<Settlement>>>);
 
     impl Acker for Record {
-        fn settle(self: Box<Self>, s: Settlement) -> BoxFuture<'static, Result<()>> {
+        fn settle(self: Box<Self>, s: Settlement) -> SettleFuture {
             self.0.lock().unwrap().push(s);
-            Box::pin(async { Ok(()) })
+            SettleFuture::ready(Ok(()))
         }
         fn drop_unsettled(self: Box<Self>) {
             self.0.lock().unwrap().push(Settlement::Nack);

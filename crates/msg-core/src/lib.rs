@@ -31,7 +31,8 @@ mod transport;
 pub use capabilities::{Capabilities, Ordering};
 pub use codec::{Codec, Decoder, Encoder, JsonCodec, RawCodec};
 pub use delivery::{
-    Acker, Delivery, Metadata, Received, Settle, Settlement, dead_letter_message, dead_letter_topic,
+    Acker, Delivery, Metadata, Received, Settle, SettleFuture, Settlement, dead_letter_message,
+    dead_letter_topic,
 };
 pub use error::{BoxError, Error, Result, error_chain};
 pub use event::{CloudEventsBinding, Event};

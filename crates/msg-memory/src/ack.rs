@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use msg_core::{Acker, Metadata, Received, Result, Settlement, dead_letter_message};
+use msg_core::{Acker, Metadata, Received, SettleFuture, Settlement, dead_letter_message};
 
 use crate::broker::{Admission, Entry, Queue, Shared};
 use crate::subscriber::Member;
@@ -95,9 +94,9 @@ impl MemoryAcker {
 }
 
 impl Acker for MemoryAcker {
-    fn settle(self: Box<Self>, settlement: Settlement) -> BoxFuture<'static, Result<()>> {
+    fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture {
         self.settle_now(settlement);
-        Box::pin(std::future::ready(Ok(())))
+        SettleFuture::ready(Ok(()))
     }
 
     fn drop_unsettled(self: Box<Self>) {
