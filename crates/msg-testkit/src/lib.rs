@@ -60,6 +60,29 @@ macro_rules! conformance_suite {
     };
 }
 
+/// The cases share the broker; the one that restarts it runs alone, so
+/// that the restart does not fail the others. Each case holds the lock
+/// while it runs.
+#[doc(hidden)]
+pub async fn broker_lock(case: &str) -> BrokerGuard {
+    static LOCK: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+    if case == "reconnect_after_restart" {
+        BrokerGuard::Alone(LOCK.write().await)
+    } else {
+        BrokerGuard::Shared(LOCK.read().await)
+    }
+}
+
+/// Held by a running case; see [`broker_lock`].
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum BrokerGuard {
+    /// Other cases may run beside this one.
+    Shared(tokio::sync::RwLockReadGuard<'static, ()>),
+    /// This case runs alone.
+    Alone(tokio::sync::RwLockWriteGuard<'static, ()>),
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_cases {
@@ -67,6 +90,7 @@ macro_rules! __conformance_cases {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
+                let _exclusive = $crate::broker_lock(stringify!($case)).await;
                 let harness = $harness;
                 $crate::cases::$case(&harness).await;
             }

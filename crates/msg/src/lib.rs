@@ -31,7 +31,8 @@
 //!
 //! | feature | URL scheme | crate |
 //! |---|---|---|
-//! | `memory` (default) | `memory://`, `memory://NAME` | [`memory`] |
+//! | `memory` (default) | `memory://`, `memory://NAME` | `memory` |
+//! | `redis` | `redis://[user:password@]host:port[/db]` | `redis` |
 #![forbid(unsafe_code)]
 
 pub use msg_core::*;
@@ -39,6 +40,10 @@ pub use msg_core::*;
 /// The in-process broker.
 #[cfg(feature = "memory")]
 pub use msg_memory as memory;
+
+/// The Redis Streams transport.
+#[cfg(feature = "redis")]
+pub use msg_redis as redis;
 
 /// Connects to the broker a URL names, with the transport its scheme picks.
 ///
@@ -55,6 +60,10 @@ pub async fn connect(url: &str) -> Result<Connection> {
     match scheme {
         #[cfg(feature = "memory")]
         "memory" => Ok(Connection::new(msg_memory::MemoryBroker::connect(url)?)),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Ok(Connection::new(
+            msg_redis::RedisBroker::connect_url(url).await?,
+        )),
         other => Err(Error::InvalidConfig(format!(
             "no transport for URL scheme {other:?}; compiled in: {}",
             SCHEMES.join(", ")
@@ -66,4 +75,6 @@ pub async fn connect(url: &str) -> Result<Connection> {
 const SCHEMES: &[&str] = &[
     #[cfg(feature = "memory")]
     "memory",
+    #[cfg(feature = "redis")]
+    "redis",
 ];

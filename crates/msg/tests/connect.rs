@@ -28,8 +28,8 @@ async fn bad_urls_are_clear_errors_without_secrets() {
     for (url, expect) in [
         ("localhost:6379", "needs a scheme"),
         (
-            "redis://user:s3cret@host:6379",
-            "no transport for URL scheme \"redis\"",
+            "kafka://user:s3cret@host:9092",
+            "no transport for URL scheme \"kafka\"",
         ),
         ("memory://?retention=lots", "not a whole number"),
     ] {
@@ -44,4 +44,17 @@ async fn bad_urls_are_clear_errors_without_secrets() {
             other => panic!("{url}: {other:?}"),
         }
     }
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_redis_that_cannot_be_reached_is_a_retryable_error_without_secrets() {
+    let err = msg::connect("redis://user:s3cret@127.0.0.1:1/0")
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        !format!("{err:?} {}", err.chain()).contains("s3cret"),
+        "{err:?}"
+    );
 }

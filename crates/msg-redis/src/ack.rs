@@ -1,0 +1,103 @@
+//! How ack, nack, defer and reject map onto Redis.
+//!
+//! - ack: `XACK`.
+//! - nack: the entry stays pending; the subscriber claims it again at once
+//!   (`XCLAIM`, which counts the delivery).
+//! - defer(d): the entry stays pending and its id goes into the sorted set
+//!   `<stream>:msg-deferred:<group>` scored by when it is due; it is
+//!   claimed again then. The set lives in Redis, so a restart keeps it.
+//! - reject(reason): `XADD` to the dead-letter stream `<stream>.dlq` with
+//!   the reserved headers, then `XACK`.
+//!
+//! A nack or defer of an entry whose attempt reached `max_deliveries`
+//! dead-letters it instead.
+
+use std::sync::Arc;
+
+use fred::prelude::{SortedSetsInterface, StreamsInterface};
+use fred::types::Value;
+use msg_core::{Acker, Received, Result, SettleFuture, Settlement, dead_letter_message};
+use tokio::sync::mpsc;
+
+use crate::Shared;
+use crate::error;
+use crate::subscriber::{Member, deferred_key, now_ms};
+
+pub(crate) struct RedisAcker {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) key: String,
+    pub(crate) group: String,
+    pub(crate) id: String,
+    pub(crate) received: Received,
+    pub(crate) member: Arc<Member>,
+    pub(crate) retry: mpsc::UnboundedSender<(String, String)>,
+}
+
+impl RedisAcker {
+    async fn ack(&self) -> Result<()> {
+        let _: Value = self
+            .shared
+            .client
+            .xack(self.key.as_str(), self.group.as_str(), self.id.as_str())
+            .await
+            .map_err(error::map)?;
+        Ok(())
+    }
+
+    /// Publishes the dead letter, then acks: a crash between the two leaves
+    /// a duplicate dead letter, never a lost one.
+    pub(crate) async fn dead_letter(&self, reason: &str) -> Result<()> {
+        let topic = format!("{}{}", self.key, self.shared.config.dead_letter_suffix);
+        self.shared
+            .append(&topic, &dead_letter_message(&self.received, reason, None))
+            .await?;
+        self.ack().await
+    }
+
+    async fn settle_now(self, settlement: Settlement) -> Result<()> {
+        self.member.release();
+        let over = self
+            .shared
+            .config
+            .max_deliveries
+            .is_some_and(|max| self.received.metadata.attempt >= max);
+        match settlement {
+            Settlement::Ack => self.ack().await,
+            Settlement::Nack | Settlement::Defer(_) if over => {
+                let max = self.shared.config.max_deliveries.unwrap_or_default();
+                self.dead_letter(&format!("max deliveries ({max}) reached"))
+                    .await
+            }
+            Settlement::Nack => {
+                // If the subscriber is gone, the entry stays pending and a
+                // live consumer claims it after `claim_idle`.
+                let _ = self.retry.send((self.key.clone(), self.id.clone()));
+                Ok(())
+            }
+            Settlement::Defer(delay) => {
+                let due = now_ms().saturating_add(delay.as_millis().min(i64::MAX as u128) as i64);
+                let _: Value = self
+                    .shared
+                    .client
+                    .zadd(
+                        deferred_key(&self.key, &self.group),
+                        None,
+                        None,
+                        false,
+                        false,
+                        (due as f64, self.id.as_str()),
+                    )
+                    .await
+                    .map_err(error::map)?;
+                Ok(())
+            }
+            Settlement::Reject(reason) => self.dead_letter(&reason).await,
+        }
+    }
+}
+
+impl Acker for RedisAcker {
+    fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture {
+        SettleFuture::pending(self.settle_now(settlement))
+    }
+}

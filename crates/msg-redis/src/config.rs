@@ -1,0 +1,174 @@
+//! Configuration of the Redis Streams transport.
+
+use std::time::Duration;
+
+use msg_core::{Error, Result};
+
+/// Configuration of a [`RedisBroker`](crate::RedisBroker).
+///
+/// ```
+/// use std::time::Duration;
+/// use msg_redis::RedisConfig;
+/// let config = RedisConfig::from_url("redis://:secret@127.0.0.1:6379/0")
+///     .unwrap()
+///     .max_len(Some(100_000))
+///     .claim_idle(Duration::from_secs(30));
+/// assert!(!format!("{config:?}").contains("secret"));
+/// ```
+#[derive(Clone)]
+pub struct RedisConfig {
+    pub(crate) url: String,
+    pub(crate) max_len: Option<u64>,
+    pub(crate) block: Duration,
+    pub(crate) claim_idle: Duration,
+    pub(crate) poll_interval: Duration,
+    pub(crate) max_deliveries: Option<u32>,
+    pub(crate) dead_letter_suffix: String,
+    pub(crate) command_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// A configuration for the server at `url`: `redis://[user:password@]host:port[/db]`.
+    ///
+    /// `rediss://` (TLS) is refused with a clear error: this build has no
+    /// TLS support yet.
+    pub fn from_url(url: &str) -> Result<Self> {
+        if url.starts_with("rediss://") {
+            return Err(Error::InvalidConfig(format!(
+                "invalid Redis URL {}: TLS (rediss://) is not supported yet",
+                redact(url)
+            )));
+        }
+        if !url.starts_with("redis://") {
+            return Err(Error::InvalidConfig(format!(
+                "invalid Redis URL {}: expected redis:// or rediss://",
+                redact(url)
+            )));
+        }
+        // Let fred check the rest now, so that a bad URL fails here.
+        fred::types::config::Config::from_url(url).map_err(|e| {
+            Error::InvalidConfig(format!(
+                "invalid Redis URL {}: {}",
+                redact(url),
+                e.details()
+            ))
+        })?;
+        Ok(Self {
+            url: url.to_owned(),
+            max_len: None,
+            block: Duration::from_millis(500),
+            claim_idle: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(100),
+            max_deliveries: Some(10),
+            dead_letter_suffix: ".dlq".to_owned(),
+            command_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// Caps each stream at about this many entries (`XADD MAXLEN ~`).
+    /// `None` (the default) keeps everything.
+    pub fn max_len(mut self, max_len: Option<u64>) -> Self {
+        self.max_len = max_len;
+        self
+    }
+
+    /// How long one blocking read waits for new entries (default 500 ms).
+    pub fn block(mut self, block: Duration) -> Self {
+        self.block = block.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long an entry may stay unsettled with a consumer before a live
+    /// consumer of the group claims it (default 30 s). Longer than your
+    /// slowest handler.
+    pub fn claim_idle(mut self, idle: Duration) -> Self {
+        self.claim_idle = idle;
+        self
+    }
+
+    /// How often due deferred entries and idle entries are looked for
+    /// (default 100 ms).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// After this many deliveries, a nack or defer dead-letters the entry
+    /// instead (default 10; `None` redelivers forever).
+    pub fn max_deliveries(mut self, max: Option<u32>) -> Self {
+        self.max_deliveries = max;
+        self
+    }
+
+    /// Appended to a topic to name its dead-letter stream (default `.dlq`).
+    pub fn dead_letter_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.dead_letter_suffix = suffix.into();
+        self
+    }
+
+    /// How long one command may take before it fails with a retryable
+    /// timeout (default 10 s).
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact(&self.url))
+            .field("max_len", &self.max_len)
+            .field("block", &self.block)
+            .field("claim_idle", &self.claim_idle)
+            .field("poll_interval", &self.poll_interval)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("dead_letter_suffix", &self.dead_letter_suffix)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+/// The URL with its password replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show() {
+        assert_eq!(redact("redis://user:pw@h:1/0"), "redis://user:***@h:1/0");
+        assert_eq!(redact("redis://:pw@h:1"), "redis://:***@h:1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        let c = RedisConfig::from_url("redis://u:topsecret@h:6380/2").unwrap();
+        assert!(!format!("{c:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors_without_the_password() {
+        for bad in [
+            "http://h",
+            "h:6379",
+            "redis://u:pw@h:notaport",
+            "rediss://u:pw@h:6380",
+        ] {
+            match RedisConfig::from_url(bad) {
+                Err(Error::InvalidConfig(text)) => assert!(!text.contains("pw@"), "{text}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! Consuming: consumer groups read by a task with its own connection.
+//!
+//! Every subscription reads through a consumer group: the named group for
+//! `group(name)`, a group of its own (destroyed when the stream is dropped)
+//! for a broadcast subscriber. A blocking XREADGROUP runs on a dedicated
+//! connection, since fred multiplexes commands on one connection and a
+//! blocked read would stall publishes.
+//!
+//! Besides new entries, the reader claims (XCLAIM) entries nacked by its
+//! own handlers, deferred entries that are due (from a sorted set per
+//! stream and group), and entries left idle longer than `claim_idle` by
+//! consumers that died (XAUTOCLAIM). The delivery count of the pending list
+//! is the attempt number; past `max_deliveries` an entry is dead-lettered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fred::prelude::{Client, ClientLike, KeysInterface, SortedSetsInterface, StreamsInterface};
+use fred::types::Value;
+use futures::StreamExt;
+use msg_core::{
+    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Result,
+    StartPosition, Subscriber, Subscription, Uuid,
+};
+use tokio::sync::{Notify, mpsc};
+
+use crate::ack::RedisAcker;
+use crate::publisher::{FIELD_ID, FIELD_KEY, FIELD_PAYLOAD, HEADER_PREFIX};
+use crate::{RedisBroker, Shared, error};
+
+/// The sorted set of deferred entries of one stream and group. `:` cannot
+/// occur in a topic name, so it never collides with a stream.
+pub(crate) fn deferred_key(stream: &str, group: &str) -> String {
+    format!("{stream}:msg-deferred:{group}")
+}
+
+/// How many deliveries one subscriber holds unsettled (the prefetch).
+pub(crate) struct Member {
+    unacked: AtomicUsize,
+    prefetch: usize,
+    freed: Notify,
+}
+
+impl Member {
+    /// One delivery was settled.
+    pub(crate) fn release(&self) {
+        if self.unacked.fetch_sub(1, AtomicOrdering::AcqRel) >= self.prefetch {
+            self.freed.notify_one();
+        }
+    }
+}
+
+impl Subscriber for RedisBroker {
+    async fn subscribe(&self, subscription: Subscription) -> Result<DeliveryStream> {
+        subscription.validate()?;
+        if self.shared.subscriber_closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if subscription
+            .topics()
+            .iter()
+            .any(|t| msg_core::topic::is_pattern(t))
+        {
+            return Err(Error::Unsupported(
+                "Redis streams have no topic patterns: name each stream",
+            ));
+        }
+        let (group, broadcast) = match subscription.group_name() {
+            Some(g) => (g.to_owned(), false),
+            None => (format!("msg-broadcast-{}", Uuid::new_v4().simple()), true),
+        };
+        let start = match subscription.start_position() {
+            StartPosition::Earliest => "0",
+            StartPosition::Latest => "$",
+        };
+        let keys = subscription.topics().to_vec();
+        for key in &keys {
+            let created: std::result::Result<Value, _> = self
+                .shared
+                .client
+                .xgroup_create(key.as_str(), group.as_str(), start, true)
+                .await;
+            match created {
+                Ok(_) => {}
+                Err(e) if error::is_busy_group(&e) => {}
+                Err(e) => return Err(error::map(e)),
+            }
+        }
+        let blocking = self.shared.client.clone_new();
+        blocking.init().await.map_err(error::map)?;
+        let prefetch = subscription.prefetch_count();
+        let (tx, rx) = mpsc::channel(prefetch);
+        let (retry_tx, retry_rx) = mpsc::unbounded_channel();
+        let reader = Reader {
+            shared: self.shared.clone(),
+            blocking,
+            keys,
+            consumer: format!("msg-{}", Uuid::new_v4().simple()),
+            broadcast,
+            group,
+            member: Arc::new(Member {
+                unacked: AtomicUsize::new(0),
+                prefetch,
+                freed: Notify::new(),
+            }),
+            retry_tx,
+            retry_rx,
+            tx,
+        };
+        tokio::spawn(reader.run());
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            let item = rx.recv().await?;
+            Some((item, rx))
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shared
+            .subscriber_closed
+            .store(true, AtomicOrdering::Release);
+        self.shared.closing.notify_waiters();
+        Ok(())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities()
+    }
+}
+
+/// One entry as read from a stream.
+struct Entry {
+    id: String,
+    fields: Vec<(Bytes, Bytes)>,
+}
+
+pub(crate) struct Reader {
+    shared: Arc<Shared>,
+    blocking: Client,
+    keys: Vec<String>,
+    group: String,
+    consumer: String,
+    broadcast: bool,
+    member: Arc<Member>,
+    retry_tx: mpsc::UnboundedSender<(String, String)>,
+    retry_rx: mpsc::UnboundedReceiver<(String, String)>,
+    tx: mpsc::Sender<Result<Delivery>>,
+}
+
+impl Reader {
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        let mut next_poll = tokio::time::Instant::now();
+        loop {
+            if self.shared.subscriber_closed.load(AtomicOrdering::Acquire) || self.tx.is_closed() {
+                break;
+            }
+            match self.step(&mut next_poll).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    // Report and go on: an outage never ends the stream.
+                    tracing::warn!(error = %e.chain(), "redis read failed; retrying");
+                    let _ = self.tx.try_send(Err(e));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        if self.broadcast {
+            for key in &self.keys {
+                let _: std::result::Result<Value, _> = self
+                    .shared
+                    .client
+                    .xgroup_destroy(key.as_str(), self.group.as_str())
+                    .await;
+                let _: std::result::Result<Value, _> =
+                    self.shared.client.del(deferred_key(key, &self.group)).await;
+            }
+        }
+        let _ = self.blocking.quit().await;
+    }
+
+    /// One round: wait for room, claim what is due, read what is new.
+    async fn step(&mut self, next_poll: &mut tokio::time::Instant) -> Result<()> {
+        let held = self.member.unacked.load(AtomicOrdering::Acquire);
+        if held >= self.member.prefetch {
+            let freed = self.member.freed.notified();
+            let closing = self.shared.closing.notified();
+            tokio::select! {
+                () = freed => {}
+                () = closing => {}
+                () = self.tx.closed() => {}
+                () = tokio::time::sleep(self.shared.config.poll_interval) => {}
+            }
+            return Ok(());
+        }
+        let room = (self.member.prefetch - held) as u64;
+        // Nacked by our own handlers: deliver again at once.
+        let mut retries = Vec::new();
+        while let Ok(retry) = self.retry_rx.try_recv() {
+            retries.push(retry);
+        }
+        for (key, id) in retries {
+            self.claim(&key, &id, 0).await?;
+        }
+        if tokio::time::Instant::now() >= *next_poll {
+            *next_poll = tokio::time::Instant::now() + self.shared.config.poll_interval;
+            self.claim_due_deferred(room).await?;
+            self.claim_idle(room).await?;
+        }
+        // New entries; the block is short so that retries and due entries
+        // are not held up behind it.
+        let block = self
+            .shared
+            .config
+            .block
+            .min(self.shared.config.poll_interval);
+        let ids: Vec<&str> = self.keys.iter().map(|_| ">").collect();
+        let reply: Value = self
+            .blocking
+            .xreadgroup(
+                self.group.as_str(),
+                self.consumer.as_str(),
+                Some(room),
+                Some(block.as_millis() as u64),
+                false,
+                self.keys.clone(),
+                ids,
+            )
+            .await
+            .map_err(error::map)?;
+        for (key, entries) in parse_read(reply) {
+            for entry in entries {
+                self.deliver(&key, entry, 1).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// XCLAIMs one entry to this consumer and delivers it with the delivery
+    /// count of the pending list as its attempt.
+    async fn claim(&self, key: &str, id: &str, min_idle_ms: u64) -> Result<()> {
+        let reply: Value = self
+            .shared
+            .client
+            .xclaim(
+                key,
+                self.group.as_str(),
+                self.consumer.as_str(),
+                min_idle_ms,
+                id,
+                None,
+                None,
+                None,
+                false,
+                false,
+            )
+            .await
+            .map_err(error::map)?;
+        for entry in parse_entries(reply) {
+            let attempt = self.delivery_count(key, &entry.id).await?;
+            self.deliver(key, entry, attempt).await;
+        }
+        Ok(())
+    }
+
+    async fn delivery_count(&self, key: &str, id: &str) -> Result<u32> {
+        let reply: Value = self
+            .shared
+            .client
+            .xpending(key, self.group.as_str(), (id, id, 1u64))
+            .await
+            .map_err(error::map)?;
+        // [[id, consumer, idle ms, delivery count]]
+        let count = match reply {
+            Value::Array(rows) => rows.into_iter().next().and_then(|row| match row {
+                Value::Array(cols) => cols.get(3).and_then(Value::as_u64),
+                _ => None,
+            }),
+            _ => None,
+        };
+        Ok(count.unwrap_or(1).max(1) as u32)
+    }
+
+    async fn claim_due_deferred(&self, room: u64) -> Result<()> {
+        let now = now_ms();
+        for key in &self.keys {
+            let zkey = deferred_key(key, &self.group);
+            let due: Vec<String> = self
+                .shared
+                .client
+                .zrangebyscore(zkey.as_str(), "-inf", now, false, Some((0, room as i64)))
+                .await
+                .map_err(error::map)?;
+            for id in due {
+                // Several consumers may see it due: the one that removes it claims it.
+                let removed: i64 = self
+                    .shared
+                    .client
+                    .zrem(zkey.as_str(), id.as_str())
+                    .await
+                    .map_err(error::map)?;
+                if removed == 1 {
+                    self.claim(key, &id, 0).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim_idle(&self, room: u64) -> Result<()> {
+        let idle = self.shared.config.claim_idle.as_millis() as u64;
+        for key in &self.keys {
+            let reply: Value = self
+                .shared
+                .client
+                .xautoclaim(
+                    key.as_str(),
+                    self.group.as_str(),
+                    self.consumer.as_str(),
+                    idle,
+                    "0-0",
+                    Some(room),
+                    false,
+                )
+                .await
+                .map_err(error::map)?;
+            // [next start, [entries], [deleted ids]]
+            let entries = match reply {
+                Value::Array(mut parts) if parts.len() >= 2 => parse_entries(parts.swap_remove(1)),
+                _ => Vec::new(),
+            };
+            let zkey = deferred_key(key, &self.group);
+            for entry in entries {
+                // A deferred entry idles until due: it is not abandoned.
+                let score: Option<f64> = self
+                    .shared
+                    .client
+                    .zscore(zkey.as_str(), entry.id.as_str())
+                    .await
+                    .map_err(error::map)?;
+                if score.is_some() {
+                    continue;
+                }
+                let attempt = self.delivery_count(key, &entry.id).await?;
+                self.deliver(key, entry, attempt).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands one entry to the stream, or dead-letters it when it had too
+    /// many deliveries already.
+    async fn deliver(&self, key: &str, entry: Entry, attempt: u32) {
+        let message = decode(&entry);
+        let metadata = Metadata::new(key)
+            .with_attempt(attempt)
+            .with_group((!self.broadcast).then(|| Arc::from(self.group.as_str())));
+        let metadata = match entry_millis(&entry.id) {
+            Some(ms) => metadata.with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+            None => metadata,
+        };
+        self.member.unacked.fetch_add(1, AtomicOrdering::AcqRel);
+        let acker = RedisAcker {
+            shared: self.shared.clone(),
+            key: key.to_owned(),
+            group: self.group.clone(),
+            id: entry.id,
+            received: msg_core::Received {
+                message: message.clone(),
+                metadata: metadata.clone(),
+            },
+            member: self.member.clone(),
+            retry: self.retry_tx.clone(),
+        };
+        let over = self
+            .shared
+            .config
+            .max_deliveries
+            .is_some_and(|max| attempt > max);
+        if over {
+            let max = self.shared.config.max_deliveries.unwrap_or_default();
+            if let Err(e) = acker
+                .dead_letter(&format!("max deliveries ({max}) reached"))
+                .await
+            {
+                tracing::warn!(error = %e.chain(), "dead-lettering failed; the entry stays pending");
+            }
+            return;
+        }
+        // Fails only when the stream was dropped: the entry stays pending
+        // and is claimed again later.
+        let _ = self
+            .tx
+            .send(Ok(Delivery::new(message, metadata, acker)))
+            .await;
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn entry_millis(id: &str) -> Option<u64> {
+    id.split_once('-')?.0.parse().ok()
+}
+
+fn bytes_of(v: Value) -> Option<Bytes> {
+    match v {
+        Value::Bytes(b) => Some(b),
+        Value::String(s) => Some(Bytes::copy_from_slice(s.as_bytes())),
+        Value::Integer(i) => Some(Bytes::from(i.to_string())),
+        _ => None,
+    }
+}
+
+fn text_of(v: Value) -> Option<String> {
+    bytes_of(v).and_then(|b| String::from_utf8(b.to_vec()).ok())
+}
+
+/// XREADGROUP (RESP2): [[stream, [entry, ...]], ...], or nil on timeout.
+fn parse_read(reply: Value) -> Vec<(String, Vec<Entry>)> {
+    let Value::Array(streams) = reply else {
+        return Vec::new();
+    };
+    streams
+        .into_iter()
+        .filter_map(|s| match s {
+            Value::Array(mut pair) if pair.len() == 2 => {
+                let entries = pair.pop()?;
+                let key = text_of(pair.pop()?)?;
+                Some((key, parse_entries(entries)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// [[id, [field, value, ...]], ...]; entries deleted meanwhile have nil fields.
+fn parse_entries(entries: Value) -> Vec<Entry> {
+    let Value::Array(entries) = entries else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|e| match e {
+            Value::Array(mut pair) if pair.len() == 2 => {
+                let fields = pair.pop()?;
+                let id = text_of(pair.pop()?)?;
+                let Value::Array(flat) = fields else {
+                    return None;
+                };
+                let mut fields = Vec::with_capacity(flat.len() / 2);
+                let mut it = flat.into_iter();
+                while let (Some(f), Some(v)) = (it.next(), it.next()) {
+                    fields.push((bytes_of(f)?, bytes_of(v).unwrap_or_default()));
+                }
+                Some(Entry { id, fields })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The message in an entry (layout in the publisher module).
+fn decode(entry: &Entry) -> Message {
+    let mut id = None;
+    let mut key = None;
+    let mut payload = Bytes::new();
+    let mut headers = Headers::new();
+    for (field, value) in &entry.fields {
+        let text = || String::from_utf8_lossy(value).into_owned();
+        match &field[..] {
+            f if f == FIELD_ID.as_bytes() => id = Uuid::parse_str(&text()).ok(),
+            f if f == FIELD_KEY.as_bytes() => key = Some(text()),
+            f if f == FIELD_PAYLOAD.as_bytes() => payload = value.clone(),
+            f => {
+                if let Some(name) = f.strip_prefix(HEADER_PREFIX.as_bytes()) {
+                    headers.insert(String::from_utf8_lossy(name).into_owned(), text());
+                }
+            }
+        }
+    }
+    // An entry of another client: an id derived from the entry id stays the
+    // same across redeliveries.
+    let id = id.unwrap_or_else(|| {
+        let (ms, seq) = entry.id.split_once('-').unwrap_or((&entry.id, "0"));
+        Uuid::from_u64_pair(
+            ms.parse().unwrap_or_default(),
+            seq.parse().unwrap_or_default(),
+        )
+    });
+    let mut message = Message::with_id(id, payload);
+    if let Some(key) = key {
+        message = message.with_key(key);
+    }
+    *message.headers_mut() = headers;
+    message
+}

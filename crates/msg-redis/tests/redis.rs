@@ -1,0 +1,158 @@
+//! Redis-specific behaviour, against a real Redis started by
+//! `cargo xtask brokers up redis`.
+
+use std::time::Duration;
+
+use fred::prelude::{ClientLike, StreamsInterface};
+use futures::StreamExt;
+use msg_core::{Message, Publisher, StartPosition, Subscriber, Subscription, Uuid, headers};
+use msg_redis::{RedisBroker, RedisConfig};
+use msg_testkit::BrokerEnv;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn topic(name: &str) -> String {
+    format!("rt.{name}.{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+async fn broker(config: impl FnOnce(RedisConfig) -> RedisConfig) -> RedisBroker {
+    let url = BrokerEnv::get("redis").url().to_owned();
+    RedisBroker::connect(config(RedisConfig::from_url(&url).unwrap()))
+        .await
+        .unwrap()
+}
+
+async fn raw_client() -> fred::prelude::Client {
+    let url = BrokerEnv::get("redis").url().to_owned();
+    let client =
+        fred::prelude::Builder::from_config(fred::types::config::Config::from_url(&url).unwrap())
+            .build()
+            .unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+async fn next(stream: &mut msg_core::DeliveryStream) -> msg_core::Delivery {
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("no error")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacks_past_max_deliveries_dead_letter_with_the_reason() {
+    let b = broker(|c| c.max_deliveries(Some(2))).await;
+    let t = topic("max");
+    let mut stream = b
+        .subscribe(
+            Subscription::new(&t)
+                .group("g")
+                .start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    let mut dead = b
+        .subscribe(Subscription::new(format!("{t}.dlq")).start(StartPosition::Earliest))
+        .await
+        .unwrap();
+    let m = Message::new("flaky");
+    b.publish(&t, m.clone()).await.unwrap();
+    for attempt in 1..=2 {
+        let mut d = next(&mut stream).await;
+        assert_eq!(d.metadata().attempt, attempt);
+        d.nack().await.unwrap();
+    }
+    let dl = next(&mut dead).await;
+    assert_eq!(dl.message().id(), m.id());
+    assert_eq!(
+        dl.message().header(headers::DEAD_LETTER_REASON),
+        Some("max deliveries (2) reached")
+    );
+    assert_eq!(dl.message().header(headers::ATTEMPTS), Some("2"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), stream.next())
+            .await
+            .is_err(),
+        "redelivered after dead-lettering"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_follow_the_documented_layout() {
+    let b = broker(|c| c).await;
+    let t = topic("layout");
+    let m = Message::new("body")
+        .with_key("k1")
+        .with_header("a", "1")
+        .with_header("b", "2");
+    b.publish(&t, m.clone()).await.unwrap();
+    let raw = raw_client().await;
+    let entries: fred::types::Value = raw.xrange(t.as_str(), "-", "+", None).await.unwrap();
+    let text = format!("{entries:?}");
+    let positions: Vec<usize> = ["msg-id", "msg-key", "h:a", "h:b", "payload"]
+        .iter()
+        .map(|f| {
+            text.find(f)
+                .unwrap_or_else(|| panic!("field {f} missing in {text}"))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "fields out of order: {text}"
+    );
+    assert!(text.contains(&m.id().to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_other_clients_are_read_with_a_stable_id() {
+    let b = broker(|c| c).await;
+    let t = topic("foreign");
+    let raw = raw_client().await;
+    let _: String = raw
+        .xadd(t.as_str(), false, None::<()>, "*", vec![("sensor", "7")])
+        .await
+        .unwrap();
+    let mut stream = b
+        .subscribe(
+            Subscription::new(&t)
+                .group("g")
+                .start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    let mut first = next(&mut stream).await;
+    assert!(first.message().payload().is_empty());
+    let id = first.message().id();
+    first.nack().await.unwrap();
+    let mut again = next(&mut stream).await;
+    assert_eq!(
+        again.message().id(),
+        id,
+        "the derived id changed across redeliveries"
+    );
+    again.ack().await.unwrap();
+}
+
+#[tokio::test]
+async fn patterns_and_tls_urls_are_clear_errors() {
+    let b = broker(|c| c).await;
+    match b.subscribe(Subscription::new("orders.*")).await {
+        Err(msg_core::Error::Unsupported(_)) => {}
+        Err(other) => panic!("expected Unsupported, got {other:?}"),
+        Ok(_) => panic!("a pattern subscription was accepted"),
+    }
+    assert!(RedisConfig::from_url("rediss://h:6380").is_err());
+}
+
+#[tokio::test]
+async fn connecting_to_nothing_fails_with_a_connection_error() {
+    let config = RedisConfig::from_url("redis://127.0.0.1:1")
+        .unwrap()
+        .command_timeout(Duration::from_secs(2));
+    let err = tokio::time::timeout(WAIT, RedisBroker::connect(config))
+        .await
+        .expect("fails in time")
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+}
