@@ -362,7 +362,6 @@ impl Reader {
             Some(ms) => metadata.with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
             None => metadata,
         };
-        self.member.unacked.fetch_add(1, AtomicOrdering::AcqRel);
         let acker = RedisAcker {
             shared: self.shared.clone(),
             key: key.to_owned(),
@@ -390,6 +389,8 @@ impl Reader {
             }
             return;
         }
+        // Counted before it is handed out: its settle releases the slot.
+        self.member.unacked.fetch_add(1, AtomicOrdering::AcqRel);
         // Fails only when the stream was dropped: the entry stays pending
         // and is claimed again later.
         let _ = self
