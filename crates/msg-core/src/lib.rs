@@ -22,6 +22,7 @@ mod error;
 pub mod event;
 pub mod headers;
 mod message;
+mod prefetch;
 pub mod router;
 mod subscription;
 pub mod time;
@@ -37,6 +38,7 @@ pub use delivery::{
 pub use error::{BoxError, Error, Result, error_chain};
 pub use event::{CloudEventsBinding, Event};
 pub use message::{Headers, Message, validate_header};
+pub use prefetch::Prefetch;
 pub use router::handler::{
     BoxBatchHandler, BoxHandler, Disposition, HandlerError, Outgoing, box_handler, event_handler,
     handler_fn, json_handler, typed_handler,

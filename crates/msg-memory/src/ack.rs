@@ -17,12 +17,11 @@ use std::time::Duration;
 use msg_core::{Acker, Metadata, Received, SettleFuture, Settlement, dead_letter_message};
 
 use crate::broker::{Admission, Entry, Queue, Shared};
-use crate::subscriber::Member;
 
 pub(crate) struct MemoryAcker {
     pub(crate) shared: Arc<Shared>,
     pub(crate) queue: Arc<Queue>,
-    pub(crate) member: Arc<Member>,
+    pub(crate) member: Arc<msg_core::Prefetch>,
     pub(crate) entry: Entry,
 }
 

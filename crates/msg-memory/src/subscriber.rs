@@ -8,37 +8,19 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::task::{Context, Poll, ready};
 
 use futures::{Stream, StreamExt};
 use msg_core::{
-    Capabilities, Delivery, DeliveryStream, Metadata, Result, StartPosition, Subscriber,
+    Capabilities, Delivery, DeliveryStream, Metadata, Prefetch, Result, StartPosition, Subscriber,
     Subscription,
 };
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::ack::MemoryAcker;
 use crate::broker::{Entry, Queue, Shared, lock};
 use crate::{Handle, MemoryBroker, error};
-
-/// One subscriber's share of a queue: how many deliveries it holds.
-pub(crate) struct Member {
-    unacked: AtomicUsize,
-    prefetch: usize,
-    /// Wakes the subscriber when a settle frees a prefetch slot.
-    freed: Notify,
-}
-
-impl Member {
-    /// One delivery was settled.
-    pub(crate) fn release(&self) {
-        if self.unacked.fetch_sub(1, AtomicOrdering::AcqRel) >= self.prefetch {
-            self.freed.notify_one();
-        }
-    }
-}
 
 impl Subscriber for MemoryBroker {
     async fn subscribe(&self, subscription: Subscription) -> Result<DeliveryStream> {
@@ -53,11 +35,7 @@ impl Subscriber for MemoryBroker {
         );
         let consumer = Consumer {
             shared: self.shared.clone(),
-            member: Arc::new(Member {
-                unacked: AtomicUsize::new(0),
-                prefetch: subscription.prefetch_count(),
-                freed: Notify::new(),
-            }),
+            member: Arc::new(Prefetch::new(subscription.prefetch_count())),
             broadcast: queue.group.is_none(),
             queue,
             buffer: VecDeque::new(),
@@ -84,7 +62,7 @@ impl Subscriber for MemoryBroker {
 struct Consumer {
     shared: Arc<Shared>,
     queue: Arc<Queue>,
-    member: Arc<Member>,
+    member: Arc<Prefetch>,
     /// Entries taken from the queue in one go (up to the prefetch), not yet
     /// handed out.
     buffer: VecDeque<Entry>,
@@ -110,21 +88,19 @@ impl Stream for Consumer {
             if let Some(entry) = this.buffer.pop_front() {
                 return Poll::Ready(Some(Ok(this.deliver(entry))));
             }
-            let held = this.member.unacked.load(AtomicOrdering::Acquire);
+            let room = this.member.room();
             let mut next_due = None;
-            if held < this.member.prefetch {
+            if room > 0 {
                 let mut state = lock(&this.queue.state);
                 next_due = state.promote_due(Instant::now());
                 let len_before = state.ready.len();
-                let take = (this.member.prefetch - held).min(len_before);
+                let take = room.min(len_before);
                 this.buffer.extend(state.ready.drain(..take));
                 this.queue
                     .made_room(len_before, this.shared.config.capacity);
             }
             if !this.buffer.is_empty() {
-                this.member
-                    .unacked
-                    .fetch_add(this.buffer.len(), AtomicOrdering::AcqRel);
+                this.member.take(this.buffer.len());
                 continue;
             }
             this.waiting = Some(Box::pin(wait_for_work(
@@ -142,18 +118,18 @@ impl Stream for Consumer {
 /// registers for every wake-up before looking again, so none is missed.
 async fn wait_for_work(
     queue: Arc<Queue>,
-    member: Arc<Member>,
+    member: Arc<Prefetch>,
     handle: Arc<Handle>,
     next_due: Option<Instant>,
 ) {
     let available = queue.available.notified();
-    let freed = member.freed.notified();
+    let freed = member.freed();
     let closing = handle.closing.notified();
     tokio::pin!(available, freed, closing);
     available.as_mut().enable();
     freed.as_mut().enable();
     closing.as_mut().enable();
-    let full = member.unacked.load(AtomicOrdering::Acquire) >= member.prefetch;
+    let full = member.room() == 0;
     if handle.subscriber_closed.load(AtomicOrdering::Acquire)
         || (!full && !lock(&queue.state).ready.is_empty())
     {

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::Shared;
 use crate::error;
-use crate::subscriber::{Member, deferred_key, now_ms};
+use crate::subscriber::{deferred_key, now_ms};
 
 pub(crate) struct RedisAcker {
     pub(crate) shared: Arc<Shared>,
@@ -29,7 +29,7 @@ pub(crate) struct RedisAcker {
     pub(crate) group: String,
     pub(crate) id: String,
     pub(crate) received: Received,
-    pub(crate) member: Arc<Member>,
+    pub(crate) member: Arc<msg_core::Prefetch>,
     pub(crate) retry: mpsc::UnboundedSender<(String, String)>,
 }
 

@@ -13,7 +13,7 @@
 //! is the attempt number; past `max_deliveries` an entry is dead-lettered.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -21,10 +21,10 @@ use fred::prelude::{Client, ClientLike, KeysInterface, SortedSetsInterface, Stre
 use fred::types::Value;
 use futures::StreamExt;
 use msg_core::{
-    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Result,
+    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Prefetch, Result,
     StartPosition, Subscriber, Subscription, Uuid,
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
 use crate::ack::RedisAcker;
 use crate::publisher::{FIELD_ID, FIELD_KEY, FIELD_PAYLOAD, HEADER_PREFIX};
@@ -34,22 +34,6 @@ use crate::{RedisBroker, Shared, error};
 /// occur in a topic name, so it never collides with a stream.
 pub(crate) fn deferred_key(stream: &str, group: &str) -> String {
     format!("{stream}:msg-deferred:{group}")
-}
-
-/// How many deliveries one subscriber holds unsettled (the prefetch).
-pub(crate) struct Member {
-    unacked: AtomicUsize,
-    prefetch: usize,
-    freed: Notify,
-}
-
-impl Member {
-    /// One delivery was settled.
-    pub(crate) fn release(&self) {
-        if self.unacked.fetch_sub(1, AtomicOrdering::AcqRel) >= self.prefetch {
-            self.freed.notify_one();
-        }
-    }
 }
 
 impl Subscriber for RedisBroker {
@@ -100,11 +84,7 @@ impl Subscriber for RedisBroker {
             consumer: format!("msg-{}", Uuid::new_v4().simple()),
             broadcast,
             group,
-            member: Arc::new(Member {
-                unacked: AtomicUsize::new(0),
-                prefetch,
-                freed: Notify::new(),
-            }),
+            member: Arc::new(Prefetch::new(prefetch)),
             retry_tx,
             retry_rx,
             tx,
@@ -143,7 +123,7 @@ pub(crate) struct Reader {
     group: String,
     consumer: String,
     broadcast: bool,
-    member: Arc<Member>,
+    member: Arc<Prefetch>,
     retry_tx: mpsc::UnboundedSender<(String, String)>,
     retry_rx: mpsc::UnboundedReceiver<(String, String)>,
     tx: mpsc::Sender<Result<Delivery>>,
@@ -184,9 +164,9 @@ impl Reader {
 
     /// One round: wait for room, claim what is due, read what is new.
     async fn step(&mut self, next_poll: &mut tokio::time::Instant) -> Result<()> {
-        let held = self.member.unacked.load(AtomicOrdering::Acquire);
-        if held >= self.member.prefetch {
-            let freed = self.member.freed.notified();
+        let room = self.member.room() as u64;
+        if room == 0 {
+            let freed = self.member.freed();
             let closing = self.shared.closing.notified();
             tokio::select! {
                 () = freed => {}
@@ -196,7 +176,6 @@ impl Reader {
             }
             return Ok(());
         }
-        let room = (self.member.prefetch - held) as u64;
         // Nacked by our own handlers: deliver again at once.
         let mut retries = Vec::new();
         while let Ok(retry) = self.retry_rx.try_recv() {
@@ -390,7 +369,7 @@ impl Reader {
             return;
         }
         // Counted before it is handed out: its settle releases the slot.
-        self.member.unacked.fetch_add(1, AtomicOrdering::AcqRel);
+        self.member.take(1);
         // Fails only when the stream was dropped: the entry stays pending
         // and is claimed again later.
         let _ = self
