@@ -37,6 +37,10 @@
 
 pub use msg_core::*;
 
+/// Handler middleware as `tower` layers: retry, timeout, dead letter,
+/// correlation id.
+pub use msg_middleware as middleware;
+
 /// The in-process broker.
 #[cfg(feature = "memory")]
 pub use msg_memory as memory;

@@ -1,0 +1,41 @@
+//! Handler middleware for **msg**, as `tower` layers.
+//!
+//! Each middleware is a [`tower::Layer`] over the router's handlers (any
+//! `tower::Service<Received>` whose error converts into `HandlerError`), so
+//! it stacks with `tower::timeout`, `tower::limit` and your own layers:
+//!
+//! ```
+//! use std::time::Duration;
+//! use msg_core::{handler_fn, BoxError, Received};
+//! use msg_middleware::{CorrelationIdLayer, RetryLayer, TimeoutLayer};
+//! use tower::ServiceBuilder;
+//!
+//! let handler = ServiceBuilder::new()
+//!     .layer(CorrelationIdLayer::new())
+//!     .layer(RetryLayer::in_process().max_attempts(3))
+//!     .layer(TimeoutLayer::new(Duration::from_secs(5)))
+//!     .service(handler_fn(|msg: Received| async move {
+//!         println!("{}", msg.id());
+//!         Ok::<_, BoxError>(())
+//!     }));
+//! # let _ = handler;
+//! ```
+//!
+//! - [`retry`]: retries with exponential backoff and jitter, in process or
+//!   handed to the broker (`defer`).
+//! - [`timeout`]: a handler that takes too long fails with a retryable error.
+//! - [`dead_letter`]: after the last attempt or on a permanent error,
+//!   publishes to the dead-letter topic and acks.
+//! - [`correlation`]: reads or creates the `correlation-id` header and
+//!   copies it onto the messages the handler publishes.
+#![forbid(unsafe_code)]
+
+pub mod correlation;
+pub mod dead_letter;
+pub mod retry;
+pub mod timeout;
+
+pub use correlation::{CorrelationId, CorrelationIdLayer};
+pub use dead_letter::{DeadLetter, DeadLetterLayer};
+pub use retry::{Retry, RetryLayer};
+pub use timeout::{Timeout, TimeoutLayer};

@@ -1,0 +1,379 @@
+//! Retries with exponential backoff and jitter.
+//!
+//! Two ways to wait between attempts:
+//! - [`RetryLayer::in_process`]: the handler is called again after the
+//!   backoff, within the same delivery. Quick, but the message holds its
+//!   in-flight slot while waiting.
+//! - [`RetryLayer::via_broker`]: the failure becomes a
+//!   `retry_after(backoff)` for the delivery's attempt number, so the
+//!   transport redelivers it later (`defer`) and a long backoff holds no
+//!   slot.
+//!
+//! Only failures the predicate accepts are retried; by default those whose
+//! disposition is not dead-letter (a retryable `msg_core::Error`, any
+//! other error, a timeout), never a permanent one.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::future::BoxFuture;
+use msg_core::{Disposition, HandlerError, Outgoing, Received};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+type Predicate = Arc<dyn Fn(&HandlerError) -> bool + Send + Sync>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    InProcess,
+    ViaBroker,
+}
+
+/// Retries failed handler calls; see the [module docs](self).
+#[derive(Clone)]
+pub struct RetryLayer {
+    mode: Mode,
+    max_attempts: u32,
+    min_delay: Duration,
+    max_delay: Duration,
+    factor: f32,
+    jitter: bool,
+    max_elapsed: Option<Duration>,
+    predicate: Predicate,
+}
+
+impl std::fmt::Debug for RetryLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("mode", &self.mode)
+            .field("max_attempts", &self.max_attempts)
+            .field("min_delay", &self.min_delay)
+            .field("max_delay", &self.max_delay)
+            .field("factor", &self.factor)
+            .field("jitter", &self.jitter)
+            .field("max_elapsed", &self.max_elapsed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RetryLayer {
+    /// Retries within the delivery: 3 attempts, 100 ms doubling to 10 s,
+    /// with jitter.
+    pub fn in_process() -> Self {
+        Self::new(Mode::InProcess)
+    }
+
+    /// Hands each retry to the broker as a `retry_after` with the backoff
+    /// of the delivery's attempt: 10 attempts, 1 s doubling to 5 min, with
+    /// jitter.
+    pub fn via_broker() -> Self {
+        Self::new(Mode::ViaBroker)
+            .max_attempts(10)
+            .min_delay(Duration::from_secs(1))
+            .max_delay(Duration::from_secs(300))
+    }
+
+    fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            max_attempts: 3,
+            min_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            factor: 2.0,
+            jitter: true,
+            max_elapsed: None,
+            predicate: Arc::new(|e: &HandlerError| e.disposition() != Disposition::DeadLetter),
+        }
+    }
+
+    /// Attempts in all, the first one included (at least 1).
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// The first backoff.
+    pub fn min_delay(mut self, d: Duration) -> Self {
+        self.min_delay = d;
+        self
+    }
+
+    /// The longest backoff.
+    pub fn max_delay(mut self, d: Duration) -> Self {
+        self.max_delay = d;
+        self
+    }
+
+    /// How much each backoff grows (default 2).
+    pub fn factor(mut self, factor: f32) -> Self {
+        self.factor = factor.max(1.0);
+        self
+    }
+
+    /// Whether to add random jitter to each backoff (default on), so that
+    /// consumers failing together do not retry together.
+    pub fn jitter(mut self, on: bool) -> Self {
+        self.jitter = on;
+        self
+    }
+
+    /// In process: give up once this much time has passed since the first
+    /// attempt, counting the next backoff.
+    pub fn max_elapsed(mut self, d: Duration) -> Self {
+        self.max_elapsed = Some(d);
+        self
+    }
+
+    /// Which failures to retry.
+    pub fn retry_if(
+        mut self,
+        predicate: impl Fn(&HandlerError) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.predicate = Arc::new(predicate);
+        self
+    }
+
+    /// The backoffs after attempts 1, 2, ...
+    fn delays(&self) -> impl Iterator<Item = Duration> {
+        let mut builder = ExponentialBuilder::default()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_factor(self.factor)
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize);
+        if self.jitter {
+            builder = builder.with_jitter();
+        }
+        builder.build()
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+    fn layer(&self, inner: S) -> Retry<S> {
+        Retry {
+            inner,
+            config: self.clone(),
+        }
+    }
+}
+
+/// See [`RetryLayer`].
+#[derive(Clone, Debug)]
+pub struct Retry<S> {
+    inner: S,
+    config: RetryLayer,
+}
+
+impl<S> Service<Received> for Retry<S>
+where
+    S: Service<Received> + Clone + Send + 'static,
+    S::Response: Into<Outgoing>,
+    S::Error: Into<HandlerError>,
+    S::Future: Send + 'static,
+{
+    type Response = Outgoing;
+    type Error = HandlerError;
+    type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, received: Received) -> Self::Future {
+        // The ready service takes the first attempt; clones take the rest.
+        let ready = self.inner.clone();
+        let first = std::mem::replace(&mut self.inner, ready);
+        let config = self.config.clone();
+        match config.mode {
+            Mode::InProcess => Box::pin(in_process(first, received, config)),
+            Mode::ViaBroker => Box::pin(async move {
+                let attempt = received.attempt();
+                let mut first = first;
+                let result = first
+                    .call(received)
+                    .await
+                    .map(Into::into)
+                    .map_err(Into::into);
+                via_broker(result, attempt, &config)
+            }),
+        }
+    }
+}
+
+async fn in_process<S>(
+    mut first: S,
+    received: Received,
+    config: RetryLayer,
+) -> Result<Outgoing, HandlerError>
+where
+    S: Service<Received> + Clone,
+    S::Response: Into<Outgoing>,
+    S::Error: Into<HandlerError>,
+{
+    let started = Instant::now();
+    let mut delays = config.delays();
+    let mut result = first
+        .call(received.clone())
+        .await
+        .map(Into::into)
+        .map_err(Into::into);
+    loop {
+        let error = match result {
+            Ok(out) => return Ok(out),
+            Err(e) => e,
+        };
+        if !(config.predicate)(&error) {
+            return Err(error);
+        }
+        let Some(delay) = delays.next() else {
+            return Err(error);
+        };
+        if config
+            .max_elapsed
+            .is_some_and(|max| started.elapsed() + delay > max)
+        {
+            return Err(error);
+        }
+        tracing::debug!(error = %error, ?delay, "handler failed; retrying in process");
+        tokio::time::sleep(delay).await;
+        result = first
+            .clone()
+            .oneshot(received.clone())
+            .await
+            .map(Into::into)
+            .map_err(Into::into);
+    }
+}
+
+fn via_broker(
+    result: Result<Outgoing, HandlerError>,
+    attempt: u32,
+    config: &RetryLayer,
+) -> Result<Outgoing, HandlerError> {
+    let error = match result {
+        Ok(out) => return Ok(out),
+        Err(e) => e,
+    };
+    if !(config.predicate)(&error) {
+        return Err(error);
+    }
+    // The backoff of this attempt; past the last one, leave it to the
+    // transport (its max deliveries) or a dead-letter layer.
+    match config.delays().nth(attempt.saturating_sub(1) as usize) {
+        Some(delay) => Err(HandlerError::retry_after(error.into_source(), delay)),
+        None => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msg_core::{BoxError, Message, Metadata, handler_fn};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn received(attempt: u32) -> Received {
+        Received {
+            message: Message::new("x"),
+            metadata: Metadata::new("t").with_attempt(attempt),
+        }
+    }
+
+    fn failing_until(ok_at: u32, calls: Arc<AtomicU32>) -> msg_core::BoxHandler {
+        msg_core::box_handler(handler_fn(move |_r: Received| {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if n >= ok_at {
+                    Ok::<_, BoxError>(())
+                } else {
+                    Err::<(), BoxError>(format!("failure {n}").into())
+                }
+            }
+        }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_process_retries_until_success_with_growing_backoff() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let retry = RetryLayer::in_process()
+            .max_attempts(4)
+            .jitter(false)
+            .layer(failing_until(3, calls.clone()));
+        let started = Instant::now();
+        retry.oneshot(received(1)).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // 100 ms, then 200 ms (the paused clock rounds each timer up to
+        // the next millisecond).
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_millis(310),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_process_gives_up_after_max_attempts_with_the_last_error() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let retry = RetryLayer::in_process()
+            .max_attempts(3)
+            .layer(failing_until(99, calls.clone()));
+        let err = retry.oneshot(received(1)).await.unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(err.to_string(), "failure 3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_process_respects_max_elapsed() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let retry = RetryLayer::in_process()
+            .max_attempts(10)
+            .jitter(false)
+            .max_elapsed(Duration::from_millis(350))
+            .layer(failing_until(99, calls.clone()));
+        retry.oneshot(received(1)).await.unwrap_err();
+        // 100 + 200 = 300 ms fits; 300 + 400 does not.
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn permanent_errors_are_never_retried() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let permanent = handler_fn(move |_r: Received| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(HandlerError::dead_letter("bad input")) }
+        });
+        let err = RetryLayer::in_process()
+            .layer(permanent)
+            .oneshot(received(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.disposition(), Disposition::DeadLetter);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn via_broker_turns_failures_into_growing_defers() {
+        let layer = RetryLayer::via_broker()
+            .max_attempts(4)
+            .min_delay(Duration::from_secs(1))
+            .jitter(false);
+        let mut delays = Vec::new();
+        for attempt in 1..=4 {
+            let calls = Arc::new(AtomicU32::new(0));
+            let err = layer
+                .clone()
+                .layer(failing_until(99, calls))
+                .oneshot(received(attempt))
+                .await
+                .unwrap_err();
+            delays.push(match err.disposition() {
+                Disposition::RetryAfter(d) => Some(d),
+                _ => None,
+            });
+        }
+        let s = Duration::from_secs;
+        assert_eq!(delays, vec![Some(s(1)), Some(s(2)), Some(s(4)), None]);
+    }
+}

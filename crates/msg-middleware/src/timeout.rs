@@ -1,0 +1,106 @@
+//! A handler that takes too long fails with a retryable error.
+
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use msg_core::{Error, HandlerError, Outgoing, Received};
+use tower::{Layer, Service};
+
+/// Fails a handler call that takes longer than the timeout with a
+/// retryable [`Error::Timeout`]; the message is then retried (nack).
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutLayer {
+    timeout: Duration,
+}
+
+impl TimeoutLayer {
+    /// Handler calls may take at most `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout }
+    }
+}
+
+impl<S> Layer<S> for TimeoutLayer {
+    type Service = Timeout<S>;
+    fn layer(&self, inner: S) -> Timeout<S> {
+        Timeout {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// See [`TimeoutLayer`].
+#[derive(Debug, Clone)]
+pub struct Timeout<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> Service<Received> for Timeout<S>
+where
+    S: Service<Received>,
+    S::Response: Into<Outgoing>,
+    S::Error: Into<HandlerError>,
+    S::Future: Send + 'static,
+{
+    type Response = Outgoing;
+    type Error = HandlerError;
+    type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, received: Received) -> Self::Future {
+        let call = self.inner.call(received);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result.map(Into::into).map_err(Into::into),
+                Err(_) => Err(HandlerError::retry(Error::Timeout(timeout))),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msg_core::{BoxError, Disposition, Message, Metadata, handler_fn};
+    use tower::ServiceExt;
+
+    fn received() -> Received {
+        Received {
+            message: Message::new("x"),
+            metadata: Metadata::new("t"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_handler_times_out_as_a_retry() {
+        let slow = handler_fn(|_r: Received| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, BoxError>(())
+        });
+        let err = TimeoutLayer::new(Duration::from_secs(1))
+            .layer(slow)
+            .oneshot(received())
+            .await
+            .unwrap_err();
+        assert_eq!(err.disposition(), Disposition::Retry);
+        assert!(err.to_string().contains("timed out"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_fast_handler_passes_through() {
+        let fast = handler_fn(|_r: Received| async { Ok::<_, BoxError>(()) });
+        let out = TimeoutLayer::new(Duration::from_secs(1))
+            .layer(fast)
+            .oneshot(received())
+            .await
+            .unwrap();
+        assert!(out.is_empty());
+    }
+}
