@@ -26,16 +26,20 @@
 //! - [`timeout`]: a handler that takes too long fails with a retryable error.
 //! - [`dead_letter`]: after the last attempt or on a permanent error,
 //!   publishes to the dead-letter topic and acks.
+//! - [`dedup`]: skips messages whose id was already processed within a
+//!   window ([`DedupStore`]; [`MemoryDedupStore`] in memory).
 //! - [`correlation`]: reads or creates the `correlation-id` header and
 //!   copies it onto the messages the handler publishes.
 #![forbid(unsafe_code)]
 
 pub mod correlation;
 pub mod dead_letter;
+pub mod dedup;
 pub mod retry;
 pub mod timeout;
 
 pub use correlation::{CorrelationId, CorrelationIdLayer};
 pub use dead_letter::{DeadLetter, DeadLetterLayer};
+pub use dedup::{Dedup, DedupLayer, DedupStore, MemoryDedupStore};
 pub use retry::{Retry, RetryLayer};
 pub use timeout::{Timeout, TimeoutLayer};

@@ -1,0 +1,261 @@
+//! Idempotent handling: skip messages whose id was already processed.
+//!
+//! Before the handler runs, the store is asked whether the message id was
+//! processed within the window; if so the delivery is acked without calling
+//! the handler. The id is recorded only after the handler succeeded, so a
+//! failure is retried, never skipped. At-least-once delivery therefore
+//! runs a handler once per id within the window (or twice, if two
+//! deliveries of one id run at the very same time).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use msg_core::{HandlerError, Outgoing, Received, Result, Uuid};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+/// Where processed message ids are remembered.
+pub trait DedupStore: Send + Sync + 'static {
+    /// Whether `id` was marked processed within the window.
+    fn contains(&self, id: Uuid) -> BoxFuture<'_, Result<bool>>;
+    /// Records `id` as processed.
+    fn mark(&self, id: Uuid) -> BoxFuture<'_, Result<()>>;
+}
+
+/// Processed ids in memory: each for `ttl`, at most `capacity` of them,
+/// the least recently seen evicted first.
+#[derive(Debug)]
+pub struct MemoryDedupStore {
+    ttl: Duration,
+    capacity: usize,
+    state: Mutex<Lru>,
+}
+
+#[derive(Debug, Default)]
+struct Lru {
+    /// id -> (expires, generation of its newest queue entry)
+    entries: HashMap<Uuid, (Instant, u64)>,
+    /// Recency order; entries whose generation is stale are skipped.
+    order: VecDeque<(Uuid, u64)>,
+    generation: u64,
+}
+
+impl MemoryDedupStore {
+    /// Remembers each id for `ttl`, at most `capacity` ids.
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            capacity: capacity.max(1),
+            state: Mutex::new(Lru::default()),
+        }
+    }
+
+    fn touch(lru: &mut Lru, id: Uuid, expires: Instant) {
+        lru.generation += 1;
+        let generation = lru.generation;
+        lru.entries.insert(id, (expires, generation));
+        lru.order.push_back((id, generation));
+    }
+}
+
+impl DedupStore for MemoryDedupStore {
+    fn contains(&self, id: Uuid) -> BoxFuture<'_, Result<bool>> {
+        let now = Instant::now();
+        let mut lru = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let found = match lru.entries.get(&id) {
+            Some((expires, _)) if *expires > now => {
+                let expires = *expires;
+                Self::touch(&mut lru, id, expires);
+                true
+            }
+            Some(_) => {
+                lru.entries.remove(&id);
+                false
+            }
+            None => false,
+        };
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn mark(&self, id: Uuid) -> BoxFuture<'_, Result<()>> {
+        let mut lru = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let expires = Instant::now() + self.ttl;
+        Self::touch(&mut lru, id, expires);
+        while lru.entries.len() > self.capacity {
+            let Some((old, generation)) = lru.order.pop_front() else {
+                break;
+            };
+            if lru.entries.get(&old).is_some_and(|(_, g)| *g == generation) {
+                lru.entries.remove(&old);
+            }
+        }
+        // Keep the queue from growing without bound through stale entries.
+        if lru.order.len() > 4 * self.capacity {
+            let Lru { entries, order, .. } = &mut *lru;
+            order.retain(|(id, g)| entries.get(id).is_some_and(|(_, current)| current == g));
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// Skips messages already processed; see the [module docs](self).
+#[derive(Clone)]
+pub struct DedupLayer {
+    store: Arc<dyn DedupStore>,
+}
+
+impl std::fmt::Debug for DedupLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DedupLayer").finish_non_exhaustive()
+    }
+}
+
+impl DedupLayer {
+    /// Remembers processed ids in `store`.
+    pub fn new(store: impl DedupStore) -> Self {
+        Self {
+            store: Arc::new(store),
+        }
+    }
+}
+
+impl<S> Layer<S> for DedupLayer {
+    type Service = Dedup<S>;
+    fn layer(&self, inner: S) -> Dedup<S> {
+        Dedup {
+            inner,
+            store: self.store.clone(),
+        }
+    }
+}
+
+/// See [`DedupLayer`].
+#[derive(Clone)]
+pub struct Dedup<S> {
+    inner: S,
+    store: Arc<dyn DedupStore>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Dedup<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dedup")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Service<Received> for Dedup<S>
+where
+    S: Service<Received> + Clone + Send + 'static,
+    S::Response: Into<Outgoing>,
+    S::Error: Into<HandlerError>,
+    S::Future: Send + 'static,
+{
+    type Response = Outgoing;
+    type Error = HandlerError;
+    type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, received: Received) -> Self::Future {
+        // The ready service runs this call; a clone waits for the next.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let store = self.store.clone();
+        Box::pin(async move {
+            let id = received.message.id();
+            if store.contains(id).await? {
+                tracing::debug!(%id, topic = received.topic(), "duplicate skipped");
+                return Ok(Outgoing::none());
+            }
+            let out: Outgoing = inner.call(received).await.map_err(Into::into)?.into();
+            store.mark(id).await?;
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msg_core::{BoxError, Message, Metadata, handler_fn};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tower::ServiceExt;
+
+    fn received(message: &Message) -> Received {
+        Received {
+            message: message.clone(),
+            metadata: Metadata::new("t"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_processed_id_is_skipped_and_a_failed_one_is_not() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let handler = handler_fn(move |r: Received| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if r.payload().as_ref() == b"fails once" && n == 0 {
+                    return Err::<(), BoxError>("transient".into());
+                }
+                Ok(())
+            }
+        });
+        let layer = DedupLayer::new(MemoryDedupStore::new(Duration::from_secs(60), 100));
+        let flaky = Message::new("fails once");
+        assert!(
+            layer
+                .layer(handler.clone())
+                .oneshot(received(&flaky))
+                .await
+                .is_err()
+        );
+        layer
+            .layer(handler.clone())
+            .oneshot(received(&flaky))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "a failure is not recorded");
+        layer
+            .layer(handler.clone())
+            .oneshot(received(&flaky))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "the duplicate was skipped");
+        layer
+            .layer(handler)
+            .oneshot(received(&Message::new("other")))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ids_expire_after_the_ttl() {
+        let store = MemoryDedupStore::new(Duration::from_secs(10), 100);
+        let id = Uuid::now_v7();
+        store.mark(id).await.unwrap();
+        assert!(store.contains(id).await.unwrap());
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(!store.contains(id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_least_recently_seen_id_is_evicted_first() {
+        let store = MemoryDedupStore::new(Duration::from_secs(60), 2);
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        store.mark(a).await.unwrap();
+        store.mark(b).await.unwrap();
+        assert!(store.contains(a).await.unwrap(), "a is now the most recent");
+        store.mark(c).await.unwrap();
+        assert!(store.contains(a).await.unwrap());
+        assert!(!store.contains(b).await.unwrap(), "b was evicted");
+        assert!(store.contains(c).await.unwrap());
+    }
+}
