@@ -28,16 +28,20 @@
 //!   publishes to the dead-letter topic and acks.
 //! - [`dedup`]: skips messages whose id was already processed within a
 //!   window ([`DedupStore`]; [`MemoryDedupStore`] in memory).
+//! - [`circuit_breaker`]: after repeated failures, defers messages instead
+//!   of calling a failing downstream, then tries again.
 //! - [`correlation`]: reads or creates the `correlation-id` header and
 //!   copies it onto the messages the handler publishes.
 #![forbid(unsafe_code)]
 
+pub mod circuit_breaker;
 pub mod correlation;
 pub mod dead_letter;
 pub mod dedup;
 pub mod retry;
 pub mod timeout;
 
+pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitOpen};
 pub use correlation::{CorrelationId, CorrelationIdLayer};
 pub use dead_letter::{DeadLetter, DeadLetterLayer};
 pub use dedup::{Dedup, DedupLayer, DedupStore, MemoryDedupStore};

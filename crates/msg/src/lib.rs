@@ -38,7 +38,7 @@
 pub use msg_core::*;
 
 /// Handler middleware as `tower` layers: retry, timeout, dead letter,
-/// correlation id.
+/// dedup, circuit breaker, correlation id.
 pub use msg_middleware as middleware;
 
 /// The in-process broker.

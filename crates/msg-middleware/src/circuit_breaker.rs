@@ -1,0 +1,259 @@
+//! A circuit breaker: stop calling a handler whose downstream is failing.
+//!
+//! Closed: calls go through; `failure_threshold` failures in a row open
+//! the circuit. Open: messages are not handled but deferred
+//! (`retry_after` the time left until the reset), so they come back
+//! instead of failing. After `reset_timeout` the circuit is half-open: one
+//! trial call goes through (others are deferred); its success closes the
+//! circuit, its failure opens it again.
+//!
+//! Only failures that may heal count: a dead-letter failure (a bad
+//! message, not a bad downstream) neither trips nor resets the breaker.
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use msg_core::{Disposition, HandlerError, Outgoing, Received};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { trial_running: bool },
+}
+
+/// The error of a message deferred while the circuit is open.
+#[derive(Debug, Clone, Copy)]
+pub struct CircuitOpen;
+
+impl std::fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("circuit open: the handler is not called until it resets")
+    }
+}
+
+impl std::error::Error for CircuitOpen {}
+
+/// Opens after repeated failures; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct CircuitBreakerLayer {
+    failure_threshold: u32,
+    reset_timeout: Duration,
+}
+
+impl Default for CircuitBreakerLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CircuitBreakerLayer {
+    /// Opens after 5 failures in a row; half-open after 30 s.
+    pub fn new() -> Self {
+        Self {
+            failure_threshold: 5,
+            reset_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Failures in a row that open the circuit (at least 1).
+    pub fn failure_threshold(mut self, n: u32) -> Self {
+        self.failure_threshold = n.max(1);
+        self
+    }
+
+    /// How long the circuit stays open before a trial call.
+    pub fn reset_timeout(mut self, d: Duration) -> Self {
+        self.reset_timeout = d;
+        self
+    }
+}
+
+impl<S> Layer<S> for CircuitBreakerLayer {
+    type Service = CircuitBreaker<S>;
+    fn layer(&self, inner: S) -> CircuitBreaker<S> {
+        CircuitBreaker {
+            inner,
+            config: self.clone(),
+            state: Arc::new(Mutex::new(State::Closed { failures: 0 })),
+        }
+    }
+}
+
+/// See [`CircuitBreakerLayer`]. Clones share the circuit; each `layer`
+/// call starts a circuit of its own.
+#[derive(Debug, Clone)]
+pub struct CircuitBreaker<S> {
+    inner: S,
+    config: CircuitBreakerLayer,
+    state: Arc<Mutex<State>>,
+}
+
+/// May this call go through? If not, how long until it may.
+fn admit(state: &Mutex<State>, reset_timeout: Duration) -> Result<bool, Duration> {
+    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    match *state {
+        State::Closed { .. } => Ok(false),
+        State::Open { until } if now < until => Err(until - now),
+        State::Open { .. }
+        | State::HalfOpen {
+            trial_running: false,
+        } => {
+            *state = State::HalfOpen {
+                trial_running: true,
+            };
+            Ok(true)
+        }
+        // A trial is running: come back when it may have ended.
+        State::HalfOpen {
+            trial_running: true,
+        } => Err(reset_timeout.min(Duration::from_secs(1))),
+    }
+}
+
+fn record(state: &Mutex<State>, config: &CircuitBreakerLayer, trial: bool, outcome: Option<bool>) {
+    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+    let open = State::Open {
+        until: Instant::now() + config.reset_timeout,
+    };
+    *state = match (outcome, *state) {
+        // A failure that says nothing about the downstream.
+        (None, State::HalfOpen { .. }) if trial => State::HalfOpen {
+            trial_running: false,
+        },
+        (None, s) => s,
+        (Some(true), _) => State::Closed { failures: 0 },
+        (Some(false), State::HalfOpen { .. }) if trial => open,
+        (Some(false), State::Closed { failures }) if failures + 1 >= config.failure_threshold => {
+            open
+        }
+        (Some(false), State::Closed { failures }) => State::Closed {
+            failures: failures + 1,
+        },
+        (Some(false), s) => s,
+    };
+}
+
+impl<S> Service<Received> for CircuitBreaker<S>
+where
+    S: Service<Received>,
+    S::Response: Into<Outgoing>,
+    S::Error: Into<HandlerError>,
+    S::Future: Send + 'static,
+{
+    type Response = Outgoing;
+    type Error = HandlerError;
+    type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, received: Received) -> Self::Future {
+        let trial = match admit(&self.state, self.config.reset_timeout) {
+            Ok(trial) => trial,
+            Err(wait) => {
+                return Box::pin(async move { Err(HandlerError::retry_after(CircuitOpen, wait)) });
+            }
+        };
+        let call = self.inner.call(received);
+        let (state, config) = (self.state.clone(), self.config.clone());
+        Box::pin(async move {
+            let result: Result<Outgoing, HandlerError> =
+                call.await.map(Into::into).map_err(Into::into);
+            let outcome = match &result {
+                Ok(_) => Some(true),
+                Err(e) if e.disposition() == Disposition::DeadLetter => None,
+                Err(_) => Some(false),
+            };
+            record(&state, &config, trial, outcome);
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msg_core::{BoxError, Message, Metadata, handler_fn};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use tower::ServiceExt;
+
+    fn received() -> Received {
+        Received {
+            message: Message::new("x"),
+            metadata: Metadata::new("t"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_after_the_threshold_defers_while_open_and_closes_after_a_good_trial() {
+        let healthy = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicU32::new(0));
+        let (h, c) = (healthy.clone(), calls.clone());
+        let handler = handler_fn(move |_r: Received| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let ok = h.load(Ordering::SeqCst);
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err::<(), BoxError>("downstream down".into())
+                }
+            }
+        });
+        let breaker = CircuitBreakerLayer::new()
+            .failure_threshold(3)
+            .reset_timeout(Duration::from_secs(10))
+            .layer(handler);
+        for _ in 0..3 {
+            let e = breaker.clone().oneshot(received()).await.unwrap_err();
+            assert_eq!(e.disposition(), Disposition::Retry);
+        }
+        // Open: the handler is not called; the message is deferred.
+        let e = breaker.clone().oneshot(received()).await.unwrap_err();
+        assert_eq!(
+            e.disposition(),
+            Disposition::RetryAfter(Duration::from_secs(10))
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // Half-open after the reset timeout: a failed trial opens it again.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        breaker.clone().oneshot(received()).await.unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert!(matches!(
+            breaker
+                .clone()
+                .oneshot(received())
+                .await
+                .unwrap_err()
+                .disposition(),
+            Disposition::RetryAfter(_)
+        ));
+        // A good trial closes it.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        healthy.store(true, Ordering::SeqCst);
+        breaker.clone().oneshot(received()).await.unwrap();
+        breaker.clone().oneshot(received()).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+    }
+
+    #[tokio::test]
+    async fn bad_messages_do_not_trip_the_breaker() {
+        let handler = handler_fn(|_r: Received| async {
+            Err::<(), _>(HandlerError::dead_letter("bad payload"))
+        });
+        let breaker = CircuitBreakerLayer::new()
+            .failure_threshold(1)
+            .layer(handler);
+        for _ in 0..3 {
+            let e = breaker.clone().oneshot(received()).await.unwrap_err();
+            assert_eq!(e.disposition(), Disposition::DeadLetter, "still closed");
+        }
+    }
+}
