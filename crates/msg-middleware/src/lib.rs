@@ -31,6 +31,8 @@
 //! - [`circuit_breaker`]: after repeated failures, defers messages instead
 //!   of calling a failing downstream, then tries again.
 //! - [`rate_limit`]: a token bucket; calls wait for a token.
+//! - [`metrics`]: Prometheus counters, histograms and a gauge of handling
+//!   and publishing, in a registry you pass.
 //! - [`correlation`]: reads or creates the `correlation-id` header and
 //!   copies it onto the messages the handler publishes.
 #![forbid(unsafe_code)]
@@ -39,6 +41,7 @@ pub mod circuit_breaker;
 pub mod correlation;
 pub mod dead_letter;
 pub mod dedup;
+pub mod metrics;
 pub mod rate_limit;
 pub mod retry;
 pub mod timeout;
@@ -47,6 +50,7 @@ pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitOpen};
 pub use correlation::{CorrelationId, CorrelationIdLayer};
 pub use dead_letter::{DeadLetter, DeadLetterLayer};
 pub use dedup::{Dedup, DedupLayer, DedupStore, MemoryDedupStore};
+pub use metrics::{Metered, MeteredPublisher, Metrics, MetricsLayer};
 pub use rate_limit::{RateLimit, RateLimitLayer};
 pub use retry::{Retry, RetryLayer};
 pub use timeout::{Timeout, TimeoutLayer};
