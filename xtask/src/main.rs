@@ -168,7 +168,7 @@ fn bench(args: &[String]) -> Result<()> {
         _ => bail!("cargo xtask bench takes only --quick\n\n{USAGE}"),
     };
     let mut cmd = Command::new(cargo_bin());
-    cmd.args(["bench", "-p", "msg-memory", "--bench", "throughput", "--"]);
+    cmd.args(["bench", "-p", "msg-memory", "-p", "msg-middleware", "--"]);
     if quick {
         cmd.args([
             "--warm-up-time",
