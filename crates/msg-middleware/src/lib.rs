@@ -23,6 +23,9 @@
 //!
 //! - [`retry`]: retries with exponential backoff and jitter, in process or
 //!   handed to the broker (`defer`).
+//! - [`tracing`](mod@tracing): a span per handled message, child of the
+//!   producer's span through the W3C `traceparent` header, and a publisher
+//!   that writes it.
 //! - [`timeout`]: a handler that takes too long fails with a retryable error.
 //! - [`dead_letter`]: after the last attempt or on a permanent error,
 //!   publishes to the dead-letter topic and acks.
@@ -45,6 +48,7 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod retry;
 pub mod timeout;
+pub mod tracing;
 
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitOpen};
 pub use correlation::{CorrelationId, CorrelationIdLayer};
@@ -54,3 +58,4 @@ pub use metrics::{Metered, MeteredPublisher, Metrics, MetricsLayer};
 pub use rate_limit::{RateLimit, RateLimitLayer};
 pub use retry::{Retry, RetryLayer};
 pub use timeout::{Timeout, TimeoutLayer};
+pub use tracing::{Traced, TracedPublisher, TracingLayer};
