@@ -33,6 +33,8 @@
 //!   window ([`DedupStore`]; [`MemoryDedupStore`] in memory).
 //! - [`circuit_breaker`]: after repeated failures, defers messages instead
 //!   of calling a failing downstream, then tries again.
+//! - [`poison`]: counts failures per message id across deliveries and
+//!   quarantines a message after N, until released.
 //! - [`rate_limit`]: a token bucket; calls wait for a token.
 //! - [`metrics`]: Prometheus counters, histograms and a gauge of handling
 //!   and publishing, in a registry you pass.
@@ -45,6 +47,7 @@ pub mod correlation;
 pub mod dead_letter;
 pub mod dedup;
 pub mod metrics;
+pub mod poison;
 pub mod rate_limit;
 pub mod retry;
 pub mod timeout;
@@ -55,6 +58,7 @@ pub use correlation::{CorrelationId, CorrelationIdLayer};
 pub use dead_letter::{DeadLetter, DeadLetterLayer};
 pub use dedup::{Dedup, DedupLayer, DedupStore, MemoryDedupStore};
 pub use metrics::{Metered, MeteredPublisher, Metrics, MetricsLayer};
+pub use poison::{MemoryPoisonStore, Poison, PoisonLayer, PoisonStore};
 pub use rate_limit::{RateLimit, RateLimitLayer};
 pub use retry::{Retry, RetryLayer};
 pub use timeout::{Timeout, TimeoutLayer};

@@ -1,0 +1,306 @@
+//! Poison messages: quarantine a message that keeps failing.
+//!
+//! Failures are counted per message id across deliveries (in a
+//! [`PoisonStore`]), so a message is caught even where the broker does not
+//! count attempts, or when a copy with the same id is published again.
+//! After `threshold` failures the message is quarantined: published to
+//! `<topic>.quarantine` with the reserved dead-letter headers and acked;
+//! later deliveries of a quarantined id are acked without calling the
+//! handler. [`PoisonStore::release`] lets it through again, e.g. after a
+//! fix, when it is republished from the quarantine topic. A success clears
+//! the count. Permanent (dead-letter) failures are left to the
+//! dead-letter path and not counted.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use msg_core::{
+    Disposition, DynPublisher, HandlerError, Outgoing, Publisher, Received, Result, Uuid,
+    dead_letter_message, error_chain,
+};
+use tower::{Layer, Service};
+
+/// Where failure counts and quarantined ids are kept.
+pub trait PoisonStore: Send + Sync + 'static {
+    /// Counts one more failure of `id`; returns the count.
+    fn record_failure(&self, id: Uuid) -> BoxFuture<'_, Result<u32>>;
+    /// Forgets the failures of `id` (it succeeded).
+    fn clear(&self, id: Uuid) -> BoxFuture<'_, Result<()>>;
+    /// Marks `id` quarantined.
+    fn quarantine(&self, id: Uuid) -> BoxFuture<'_, Result<()>>;
+    /// Whether `id` is quarantined.
+    fn is_quarantined(&self, id: Uuid) -> BoxFuture<'_, Result<bool>>;
+    /// The quarantined ids.
+    fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Uuid>>>;
+    /// Lets `id` through again, with no failures counted; returns whether
+    /// it was quarantined.
+    fn release(&self, id: Uuid) -> BoxFuture<'_, Result<bool>>;
+}
+
+/// Failure counts and quarantined ids in memory.
+#[derive(Debug, Default)]
+pub struct MemoryPoisonStore {
+    state: Mutex<(HashMap<Uuid, u32>, HashSet<Uuid>)>,
+}
+
+impl MemoryPoisonStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<Uuid, u32>, &mut HashSet<Uuid>) -> T,
+    ) -> BoxFuture<'_, Result<T>>
+    where
+        T: Send + 'static,
+    {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (counts, quarantined) = &mut *guard;
+        let out = f(counts, quarantined);
+        Box::pin(std::future::ready(Ok(out)))
+    }
+}
+
+impl PoisonStore for MemoryPoisonStore {
+    fn record_failure(&self, id: Uuid) -> BoxFuture<'_, Result<u32>> {
+        self.with(|counts, _| {
+            let n = counts.entry(id).or_default();
+            *n += 1;
+            *n
+        })
+    }
+    fn clear(&self, id: Uuid) -> BoxFuture<'_, Result<()>> {
+        self.with(|counts, _| {
+            counts.remove(&id);
+        })
+    }
+    fn quarantine(&self, id: Uuid) -> BoxFuture<'_, Result<()>> {
+        self.with(|counts, quarantined| {
+            counts.remove(&id);
+            quarantined.insert(id);
+        })
+    }
+    fn is_quarantined(&self, id: Uuid) -> BoxFuture<'_, Result<bool>> {
+        self.with(|_, quarantined| quarantined.contains(&id))
+    }
+    fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Uuid>>> {
+        self.with(|_, quarantined| quarantined.iter().copied().collect())
+    }
+    fn release(&self, id: Uuid) -> BoxFuture<'_, Result<bool>> {
+        self.with(|counts, quarantined| {
+            counts.remove(&id);
+            quarantined.remove(&id)
+        })
+    }
+}
+
+/// Quarantines messages that keep failing; see the [module docs](self).
+#[derive(Clone)]
+pub struct PoisonLayer {
+    store: Arc<dyn PoisonStore>,
+    publisher: Arc<dyn DynPublisher>,
+    threshold: u32,
+}
+
+impl std::fmt::Debug for PoisonLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoisonLayer")
+            .field("threshold", &self.threshold)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoisonLayer {
+    /// Quarantines a message after `threshold` failures (at least 1),
+    /// publishing it to `<topic>.quarantine` through `publisher`.
+    pub fn new(store: Arc<dyn PoisonStore>, publisher: impl Publisher, threshold: u32) -> Self {
+        Self {
+            store,
+            publisher: Arc::new(publisher),
+            threshold: threshold.max(1),
+        }
+    }
+}
+
+impl<S> Layer<S> for PoisonLayer {
+    type Service = Poison<S>;
+    fn layer(&self, inner: S) -> Poison<S> {
+        Poison {
+            inner,
+            config: self.clone(),
+        }
+    }
+}
+
+/// See [`PoisonLayer`].
+#[derive(Clone)]
+pub struct Poison<S> {
+    inner: S,
+    config: PoisonLayer,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Poison<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poison")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Service<Received> for Poison<S>
+where
+    S: Service<Received> + Clone + Send + 'static,
+    S::Response: Into<Outgoing>,
+    S::Error: Into<HandlerError>,
+    S::Future: Send + 'static,
+{
+    type Response = Outgoing;
+    type Error = HandlerError;
+    type Future = BoxFuture<'static, std::result::Result<Outgoing, HandlerError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), HandlerError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, received: Received) -> Self::Future {
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let config = self.config.clone();
+        Box::pin(async move {
+            let id = received.message.id();
+            if config.store.is_quarantined(id).await? {
+                tracing::warn!(%id, topic = received.topic(), "quarantined message skipped");
+                return Ok(Outgoing::none());
+            }
+            let original = received.clone();
+            let result: std::result::Result<Outgoing, HandlerError> = inner
+                .call(received)
+                .await
+                .map(Into::into)
+                .map_err(Into::into);
+            let error = match result {
+                Ok(out) => {
+                    config.store.clear(id).await?;
+                    return Ok(out);
+                }
+                Err(e) => e,
+            };
+            if error.disposition() == Disposition::DeadLetter {
+                return Err(error);
+            }
+            let failures = config.store.record_failure(id).await?;
+            if failures < config.threshold {
+                return Err(error);
+            }
+            let reason = format!("quarantined after {failures} failures: {error}");
+            let message = dead_letter_message(&original, &reason, Some(&error_chain(&error)));
+            let topic = format!("{}.quarantine", original.topic());
+            // Published first: if that fails, the delivery is retried and
+            // nothing is lost.
+            config
+                .publisher
+                .publish_boxed(&topic, message)
+                .await
+                .map_err(HandlerError::retry)?;
+            config.store.quarantine(id).await?;
+            tracing::warn!(%id, topic = original.topic(), quarantine = topic, "message quarantined");
+            Ok(Outgoing::none())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msg_core::{BoxError, Message, Metadata, handler_fn, headers};
+    use msg_memory::{MemoryBroker, MemoryConfig};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use tower::ServiceExt;
+
+    fn received(message: &Message) -> Received {
+        Received {
+            message: message.clone(),
+            metadata: Metadata::new("orders"),
+        }
+    }
+
+    #[tokio::test]
+    async fn quarantined_after_the_threshold_skipped_then_released() {
+        let broker = MemoryBroker::with_config(MemoryConfig::default().retention(10)).unwrap();
+        let store: Arc<MemoryPoisonStore> = Arc::new(MemoryPoisonStore::new());
+        let fixed = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicU32::new(0));
+        let (f, c) = (fixed.clone(), calls.clone());
+        let handler = handler_fn(move |_r: Received| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let ok = f.load(Ordering::SeqCst);
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err::<(), BoxError>("boom".into())
+                }
+            }
+        });
+        let service = PoisonLayer::new(store.clone(), broker.clone(), 3).layer(handler);
+        let m = Message::new("order 1");
+        for _ in 0..2 {
+            let e = service.clone().oneshot(received(&m)).await.unwrap_err();
+            assert_eq!(e.disposition(), Disposition::Retry);
+        }
+        // The third failure quarantines it: published aside, acked.
+        service.clone().oneshot(received(&m)).await.unwrap();
+        let parked = broker.published("orders.quarantine");
+        assert_eq!(parked.len(), 1);
+        assert_eq!(parked[0].id(), m.id());
+        assert_eq!(
+            parked[0].header(headers::DEAD_LETTER_REASON),
+            Some("quarantined after 3 failures: boom")
+        );
+        assert_eq!(store.quarantined().await.unwrap(), vec![m.id()]);
+        // Further deliveries are skipped without calling the handler.
+        service.clone().oneshot(received(&m)).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // Released after a fix: handled again.
+        fixed.store(true, Ordering::SeqCst);
+        assert!(store.release(m.id()).await.unwrap());
+        service.clone().oneshot(received(&m)).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert!(store.quarantined().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_success_clears_the_count_and_permanent_failures_are_not_counted() {
+        let broker = MemoryBroker::new();
+        let store: Arc<MemoryPoisonStore> = Arc::new(MemoryPoisonStore::new());
+        let n = Arc::new(AtomicU32::new(0));
+        let c = n.clone();
+        let handler = handler_fn(move |r: Received| {
+            let call = c.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match (r.payload().as_ref(), call) {
+                    (b"bad", _) => Err(HandlerError::dead_letter("bad payload")),
+                    (_, 1) => Ok(()),
+                    _ => Err(HandlerError::retry("flaky")),
+                }
+            }
+        });
+        let service = PoisonLayer::new(store.clone(), broker.clone(), 2).layer(handler);
+        let m = Message::new("ok");
+        assert!(service.clone().oneshot(received(&m)).await.is_err());
+        service.clone().oneshot(received(&m)).await.unwrap();
+        // Count cleared by the success: one more failure does not quarantine.
+        assert!(service.clone().oneshot(received(&m)).await.is_err());
+        assert!(store.quarantined().await.unwrap().is_empty());
+        let bad = Message::new("bad");
+        for _ in 0..3 {
+            let e = service.clone().oneshot(received(&bad)).await.unwrap_err();
+            assert_eq!(e.disposition(), Disposition::DeadLetter);
+        }
+        assert!(store.quarantined().await.unwrap().is_empty());
+    }
+}
