@@ -62,10 +62,12 @@ fn workspace_root() -> Result<PathBuf> {
         .to_path_buf())
 }
 
-/// The transport crates and the brokers their integration tests need.
+/// The crates whose tests need brokers, by name, and those brokers.
 const TRANSPORTS: &[(&str, &str, &[&str])] = &[
     ("memory", "msg-memory", &[]),
     ("redis", "msg-redis", &["redis"]),
+    // The Redis stores and rate limit of the middleware.
+    ("middleware", "msg-middleware", &["redis"]),
     ("nats", "msg-nats", &["nats"]),
     ("amqp", "msg-amqp", &["rabbitmq"]),
     ("kafka", "msg-kafka", &["kafka"]),

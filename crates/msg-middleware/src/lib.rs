@@ -36,6 +36,8 @@
 //! - [`poison`]: counts failures per message id across deliveries and
 //!   quarantines a message after N, until released.
 //! - [`rate_limit`]: a token bucket; calls wait for a token.
+//! - `redis` (feature `redis`): a dedup store, a poison store and a rate
+//!   limit shared by every instance, on Redis.
 //! - [`metrics`]: Prometheus counters, histograms and a gauge of handling
 //!   and publishing, in a registry you pass.
 //! - [`correlation`]: reads or creates the `correlation-id` header and
@@ -49,6 +51,8 @@ pub mod dedup;
 pub mod metrics;
 pub mod poison;
 pub mod rate_limit;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod retry;
 pub mod timeout;
 pub mod tracing;
