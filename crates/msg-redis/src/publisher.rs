@@ -50,12 +50,17 @@ pub(crate) fn fields(message: &Message) -> Vec<(String, Value)> {
 }
 
 impl Shared {
+    /// The stream cap of every XADD.
+    fn cap(&self) -> Result<XCap> {
+        match self.config.max_len {
+            Some(n) => ("MAXLEN", "~", n as i64).try_into().map_err(error::map),
+            None => Ok(None::<()>.into()),
+        }
+    }
+
     /// XADD of one message to the stream `topic`.
     pub(crate) async fn append(&self, topic: &str, message: &Message) -> Result<()> {
-        let cap: XCap = match self.config.max_len {
-            Some(n) => ("MAXLEN", "~", n as i64).try_into().map_err(error::map)?,
-            None => None::<()>.into(),
-        };
+        let cap = self.cap()?;
         let _: Value = self
             .client
             .xadd(topic, false, cap, "*", fields(message))
@@ -73,6 +78,34 @@ impl Publisher for RedisBroker {
         validate_topic(topic)?;
         message.validate()?;
         self.shared.append(topic, &message).await
+    }
+
+    /// One round trip for the whole batch (a pipeline of XADDs, applied in
+    /// order). On error, the other entries of the batch may have been
+    /// added: a connection error fails them all, while a refused entry does
+    /// not stop the ones after it.
+    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        if self.shared.publisher_closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::Closed);
+        }
+        validate_topic(topic)?;
+        messages.iter().try_for_each(Message::validate)?;
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let cap = self.shared.cap()?;
+        let pipeline = self.shared.client.pipeline();
+        for message in &messages {
+            let () = pipeline
+                .xadd(topic, false, cap.clone(), "*", fields(message))
+                .await
+                .map_err(error::map)?;
+        }
+        let results: Vec<std::result::Result<Value, fred::error::Error>> = pipeline.try_all().await;
+        match results.into_iter().find_map(|r| r.err()) {
+            Some(e) => Err(error::map(e)),
+            None => Ok(()),
+        }
     }
 
     async fn flush(&self) -> Result<()> {

@@ -156,3 +156,33 @@ async fn connecting_to_nothing_fails_with_a_connection_error() {
         .unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_published_in_order_in_one_round_trip() {
+    let b = broker(|c| c).await;
+    let t = topic("batch");
+    let sent: Vec<Message> = (0..100)
+        .map(|i| Message::new(format!("{i}")).with_header("seq", i.to_string()))
+        .collect();
+    b.publish_batch(&t, sent.clone()).await.unwrap();
+    let mut stream = b
+        .subscribe(
+            Subscription::new(&t)
+                .group("g")
+                .start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    for expected in &sent {
+        let mut d = next(&mut stream).await;
+        assert_eq!(d.message().id(), expected.id());
+        assert_eq!(d.message().header("seq"), expected.header("seq"));
+        d.ack().await.unwrap();
+    }
+    assert!(
+        b.publish_batch(&t, vec![Message::new("x").with_header("bad name", "v")])
+            .await
+            .is_err()
+    );
+    b.publish_batch(&t, Vec::new()).await.unwrap();
+}
