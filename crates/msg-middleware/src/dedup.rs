@@ -163,9 +163,7 @@ where
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
-        // The ready service runs this call; a clone waits for the next.
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let mut inner = crate::take_ready(&mut self.inner);
         let store = self.store.clone();
         Box::pin(async move {
             let id = received.message.id();

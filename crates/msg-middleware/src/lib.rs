@@ -67,3 +67,11 @@ pub use rate_limit::{RateLimit, RateLimitLayer};
 pub use retry::{Retry, RetryLayer};
 pub use timeout::{Timeout, TimeoutLayer};
 pub use tracing::{Traced, TracedPublisher, TracingLayer};
+
+/// The service that was polled ready, for this call, leaving a clone in its
+/// place for the next one (tower's clone-and-swap: the clone may not be
+/// ready yet, the one returned is).
+pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}

@@ -92,8 +92,7 @@ where
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let mut inner = crate::take_ready(&mut self.inner);
         let (bucket, config) = (self.bucket.clone(), self.config.clone());
         Box::pin(async move {
             while let Some(wait) = take(&bucket, &config) {

@@ -182,9 +182,7 @@ where
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
-        // The ready service takes the first attempt; clones take the rest.
-        let ready = self.inner.clone();
-        let first = std::mem::replace(&mut self.inner, ready);
+        let first = crate::take_ready(&mut self.inner);
         let config = self.config.clone();
         match config.mode {
             Mode::InProcess => Box::pin(in_process(first, received, config)),
