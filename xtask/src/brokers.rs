@@ -438,8 +438,14 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
             if !works(&paths.nats_server()) {
                 return Err(missing(b));
             }
+            // The default max_payload (1 MiB) counts headers too, so a
+            // 1 MiB payload would not fit; 8 MiB is the server's maximum.
+            let conf = dir.join("nats.conf");
+            fs::write(&conf, "max_payload: 8MB\n")?;
             let mut cmd = Command::new(paths.nats_server());
-            cmd.args(["-a", "127.0.0.1", "-p", &b.port().to_string()])
+            cmd.arg("-c")
+                .arg(&conf)
+                .args(["-a", "127.0.0.1", "-p", &b.port().to_string()])
                 .args(["-m", &b.extra_ports()[0].to_string(), "-js", "-sd"])
                 .arg(dir.join("data"));
             spawn(paths, b, cmd)?;

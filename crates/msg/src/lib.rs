@@ -33,6 +33,7 @@
 //! |---|---|---|
 //! | `memory` (default) | `memory://`, `memory://NAME` | `memory` |
 //! | `redis` | `redis://[user:password@]host:port[/db]` | `redis` |
+//! | `nats` | `nats://host:port` (core), `nats+js://host:port` (JetStream); `tls://`, `tls+js://` | `nats` |
 #![forbid(unsafe_code)]
 
 pub use msg_core::*;
@@ -48,6 +49,10 @@ pub use msg_memory as memory;
 /// The Redis Streams transport.
 #[cfg(feature = "redis")]
 pub use msg_redis as redis;
+
+/// The NATS transport, core and JetStream.
+#[cfg(feature = "nats")]
+pub use msg_nats as nats;
 
 /// Connects to the broker a URL names, with the transport its scheme picks.
 ///
@@ -68,6 +73,10 @@ pub async fn connect(url: &str) -> Result<Connection> {
         "redis" | "rediss" => Ok(Connection::new(
             msg_redis::RedisBroker::connect_url(url).await?,
         )),
+        #[cfg(feature = "nats")]
+        "nats" | "tls" | "nats+js" | "tls+js" => Ok(Connection::new(
+            msg_nats::NatsBroker::connect_url(url).await?,
+        )),
         other => Err(Error::InvalidConfig(format!(
             "no transport for URL scheme {other:?}; compiled in: {}",
             SCHEMES.join(", ")
@@ -81,4 +90,6 @@ const SCHEMES: &[&str] = &[
     "memory",
     #[cfg(feature = "redis")]
     "redis",
+    #[cfg(feature = "nats")]
+    "nats, tls, nats+js, tls+js",
 ];

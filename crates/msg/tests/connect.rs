@@ -58,3 +58,19 @@ async fn a_redis_that_cannot_be_reached_is_a_retryable_error_without_secrets() {
         "{err:?}"
     );
 }
+
+#[cfg(feature = "nats")]
+#[tokio::test]
+async fn a_nats_that_cannot_be_reached_is_a_retryable_error_without_secrets() {
+    for url in [
+        "nats://user:s3cret@127.0.0.1:1",
+        "nats+js://s3cret@127.0.0.1:1",
+    ] {
+        let err = msg::connect(url).await.unwrap_err();
+        assert!(err.is_retryable(), "{url}: {err:?}");
+        assert!(
+            !format!("{err:?} {}", err.chain()).contains("s3cret"),
+            "{err:?}"
+        );
+    }
+}

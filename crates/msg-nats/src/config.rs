@@ -1,0 +1,539 @@
+//! Configuration of the NATS transport.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use msg_core::{Error, Result};
+
+/// Which NATS the transport speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Core NATS: at most once, nothing stored. Settling is a no-op, except
+    /// that a reject still publishes the dead letter.
+    #[default]
+    Core,
+    /// JetStream: persistent streams, at least once, acks, redelivery.
+    JetStream,
+}
+
+/// How the client proves who it is. Secrets are never printed.
+#[derive(Clone, Default)]
+pub enum Auth {
+    /// No credentials.
+    #[default]
+    None,
+    /// A token (`nats://TOKEN@host`).
+    Token(String),
+    /// A user and password (`nats://user:password@host`).
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// A `.creds` file with a user JWT and its nkey seed (`?creds=PATH`).
+    CredentialsFile(PathBuf),
+    /// An nkey seed (`SU...`); from a URL, the path of a file that holds it
+    /// (`?nkey=PATH`).
+    NkeySeed(String),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Token(_) => f.write_str("Token(***)"),
+            Auth::UserPassword { user, .. } => write!(f, "UserPassword({user}, ***)"),
+            Auth::CredentialsFile(path) => write!(f, "CredentialsFile({})", path.display()),
+            Auth::NkeySeed(_) => f.write_str("NkeySeed(***)"),
+        }
+    }
+}
+
+/// TLS settings. Certificates are PEM files.
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// Refuse to talk to a server without TLS.
+    pub required: bool,
+    /// Extra root certificates to trust (`?tls_ca=PATH`).
+    pub root_certificates: Vec<PathBuf>,
+    /// A client certificate and its key, for mutual TLS
+    /// (`?tls_cert=PATH&tls_key=PATH`).
+    pub client_certificate: Option<(PathBuf, PathBuf)>,
+}
+
+/// Where JetStream stores the streams this transport creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Storage {
+    /// On disk: survives a server restart.
+    #[default]
+    File,
+    /// In memory: lost on restart.
+    Memory,
+}
+
+/// When a stream this transport creates drops messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Retention {
+    /// Kept until `max_age` or the size limits remove them; consumers do not
+    /// remove anything. Replay works.
+    #[default]
+    Limits,
+    /// Removed once every consumer acknowledged them.
+    Interest,
+}
+
+/// The streams of the JetStream mode.
+///
+/// A topic is a subject. Before its first publish or subscription the
+/// transport finds the stream that holds the subject; if there is none, it
+/// creates one named after the topic's first segment, holding that segment
+/// and everything below it (`orders` holds `orders` and `orders.>`), with
+/// the settings here. [`bind`](Self::bind) puts every topic into one stream
+/// of your choosing instead.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub(crate) bind: Option<(String, Vec<String>)>,
+    pub(crate) storage: Storage,
+    pub(crate) retention: Retention,
+    pub(crate) max_age: Option<Duration>,
+    pub(crate) duplicate_window: Duration,
+    pub(crate) replicas: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            bind: None,
+            storage: Storage::File,
+            retention: Retention::Limits,
+            max_age: None,
+            duplicate_window: Duration::from_secs(120),
+            replicas: 1,
+        }
+    }
+}
+
+impl StreamSettings {
+    /// Every topic goes to the stream `name`, created with `subjects` when
+    /// it does not exist (an existing stream is used as it is). Topics
+    /// outside its subjects fail to publish.
+    pub fn bind(mut self, name: impl Into<String>, subjects: Vec<String>) -> Self {
+        self.bind = Some((name.into(), subjects));
+        self
+    }
+
+    /// Storage of created streams (default file).
+    pub fn storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Retention of created streams (default limits).
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// How long created streams keep a message (default forever).
+    pub fn max_age(mut self, max_age: Option<Duration>) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// How long the server remembers message ids to drop republished
+    /// duplicates (default 2 minutes).
+    pub fn duplicate_window(mut self, window: Duration) -> Self {
+        self.duplicate_window = window;
+        self
+    }
+
+    /// Replicas of created streams (default 1; up to 5 on a cluster).
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self
+    }
+}
+
+/// Configuration of a [`NatsBroker`](crate::NatsBroker).
+///
+/// ```
+/// use std::time::Duration;
+/// use msg_nats::{Mode, NatsConfig};
+/// let config = NatsConfig::from_url("nats+js://alice:s3cret@127.0.0.1:4222")
+///     .unwrap()
+///     .ack_wait(Duration::from_secs(60));
+/// assert_eq!(config.mode(), Mode::JetStream);
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+pub struct NatsConfig {
+    pub(crate) servers: Vec<String>,
+    pub(crate) mode: Mode,
+    pub(crate) auth: Auth,
+    pub(crate) tls: Tls,
+    pub(crate) name: Option<String>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) streams: StreamSettings,
+    pub(crate) ack_wait: Duration,
+    pub(crate) max_deliveries: Option<u32>,
+    pub(crate) dead_letter_suffix: String,
+    pub(crate) pull_expiry: Duration,
+}
+
+impl NatsConfig {
+    /// A configuration for the servers in `url`:
+    ///
+    /// `SCHEME://[user:password@ | token@]host:port[,host:port...][?options]`
+    ///
+    /// | scheme | mode | TLS |
+    /// |---|---|---|
+    /// | `nats` | core | if the server asks |
+    /// | `tls` | core | required |
+    /// | `nats+js` | JetStream | if the server asks |
+    /// | `tls+js` | JetStream | required |
+    ///
+    /// Options: `creds=PATH` (credentials file), `nkey=PATH` (file with an
+    /// nkey seed), `tls_ca=PATH`, `tls_cert=PATH` and `tls_key=PATH`,
+    /// `name=NAME` (client name). User, password and token are
+    /// percent-decoded.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let bad =
+            |why: String| Error::InvalidConfig(format!("invalid NATS URL {}: {why}", redact(url)));
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("expected nats://, tls://, nats+js:// or tls+js://".into()))?;
+        let (mode, tls_required) = match scheme {
+            "nats" => (Mode::Core, false),
+            "tls" => (Mode::Core, true),
+            "nats+js" => (Mode::JetStream, false),
+            "tls+js" => (Mode::JetStream, true),
+            other => {
+                return Err(bad(format!(
+                    "unknown scheme {other:?}; expected nats, tls, nats+js or tls+js"
+                )));
+            }
+        };
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let rest = rest.trim_end_matches('/');
+        let (userinfo, hosts) = match rest.rsplit_once('@') {
+            Some((userinfo, hosts)) => (Some(userinfo), hosts),
+            None => (None, rest),
+        };
+        let mut config = Self::new(Vec::new());
+        config.mode = mode;
+        config.tls.required = tls_required;
+        for host in hosts.split(',') {
+            let host = host.trim();
+            if host.is_empty() {
+                return Err(bad("no server address".into()));
+            }
+            if host.contains('/') {
+                return Err(bad(format!("{host:?} is not host:port")));
+            }
+            if let Some((_, port)) = host.rsplit_once(':')
+                && !host.ends_with(']')
+                && port.parse::<u16>().is_err()
+            {
+                return Err(bad(format!("port {port:?} is not a number")));
+            }
+            config.servers.push(host.to_owned());
+        }
+        config.auth = match userinfo {
+            None => Auth::None,
+            Some(userinfo) => match userinfo.split_once(':') {
+                Some((user, password)) => Auth::UserPassword {
+                    user: percent_decode(user).map_err(|e| bad(e.into()))?,
+                    password: percent_decode(password).map_err(|e| bad(e.into()))?,
+                },
+                None => Auth::Token(percent_decode(userinfo).map_err(|e| bad(e.into()))?),
+            },
+        };
+        let mut cert = None;
+        let mut key = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value).map_err(|e| bad(e.into()))?;
+            if value.is_empty() {
+                return Err(bad(format!("option {name:?} needs a value")));
+            }
+            match name {
+                "creds" => config.auth = Auth::CredentialsFile(value.into()),
+                "nkey" => {
+                    let seed = std::fs::read_to_string(&value)
+                        .map_err(|e| bad(format!("cannot read the nkey file {value:?}: {e}")))?;
+                    config.auth = Auth::NkeySeed(seed.trim().to_owned());
+                }
+                "tls_ca" => config.tls.root_certificates.push(value.into()),
+                "tls_cert" => cert = Some(PathBuf::from(value)),
+                "tls_key" => key = Some(PathBuf::from(value)),
+                "name" => config.name = Some(value),
+                other => {
+                    return Err(bad(format!(
+                        "unknown option {other:?}; known: creds, nkey, tls_ca, tls_cert, tls_key, name"
+                    )));
+                }
+            }
+        }
+        match (cert, key) {
+            (Some(cert), Some(key)) => config.tls.client_certificate = Some((cert, key)),
+            (None, None) => {}
+            _ => return Err(bad("tls_cert and tls_key go together".into())),
+        }
+        Ok(config)
+    }
+
+    /// A core NATS configuration for `servers` (`host:port`), with defaults.
+    pub fn new(servers: Vec<String>) -> Self {
+        Self {
+            servers,
+            mode: Mode::Core,
+            auth: Auth::None,
+            tls: Tls::default(),
+            name: None,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            streams: StreamSettings::default(),
+            ack_wait: Duration::from_secs(30),
+            max_deliveries: Some(10),
+            dead_letter_suffix: ".dlq".to_owned(),
+            pull_expiry: Duration::from_millis(500),
+        }
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Sets the mode.
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the credentials.
+    pub fn auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Sets the TLS settings.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The client name the server shows in its monitoring.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How long the first connection may take (default 5 s). Once
+    /// connected, the client reconnects on its own, forever.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a request to the server (a JetStream publish waiting for its
+    /// acknowledgement, a stream lookup) may take before it fails with a
+    /// retryable error (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The JetStream streams (JetStream mode only).
+    pub fn streams(mut self, streams: StreamSettings) -> Self {
+        self.streams = streams;
+        self
+    }
+
+    /// How long the server waits for a settle before it delivers a message
+    /// again (JetStream `ack_wait`, default 30 s). A handler that runs
+    /// longer is kept alive by progress signals the transport sends.
+    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+        self.ack_wait = ack_wait.max(Duration::from_millis(100));
+        self
+    }
+
+    /// After this many deliveries, a nack or defer dead-letters the message
+    /// instead (default 10; `None` redelivers forever). JetStream mode.
+    pub fn max_deliveries(mut self, max: Option<u32>) -> Self {
+        self.max_deliveries = max;
+        self
+    }
+
+    /// Appended to a topic to name its dead-letter topic (default `.dlq`).
+    pub fn dead_letter_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.dead_letter_suffix = suffix.into();
+        self
+    }
+
+    /// How long one pull request waits for messages before it is renewed
+    /// (default 500 ms). Shorter notices a closed subscriber sooner.
+    pub fn pull_expiry(mut self, expiry: Duration) -> Self {
+        self.pull_expiry = expiry.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The options async-nats connects with.
+    pub(crate) async fn connect_options(&self) -> Result<async_nats::ConnectOptions> {
+        let mut options = async_nats::ConnectOptions::new()
+            .connection_timeout(self.connect_timeout)
+            .request_timeout(Some(self.request_timeout))
+            // A retry every attempt, forever: outages never end a subscription.
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempt| {
+                Duration::from_millis((50u64 << attempt.min(6)).min(2_000))
+            });
+        options = match &self.auth {
+            Auth::None => options,
+            Auth::Token(token) => options.token(token.clone()),
+            Auth::UserPassword { user, password } => {
+                options.user_and_password(user.clone(), password.clone())
+            }
+            Auth::CredentialsFile(path) => options.credentials_file(path).await.map_err(|e| {
+                Error::InvalidConfig(format!(
+                    "cannot read the NATS credentials file {}: {e}",
+                    path.display()
+                ))
+            })?,
+            Auth::NkeySeed(seed) => options.nkey(seed.clone()),
+        };
+        if self.tls.required {
+            options = options.require_tls(true);
+        }
+        for ca in &self.tls.root_certificates {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let Some((cert, key)) = &self.tls.client_certificate {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        if let Some(name) = &self.name {
+            options = options.name(name);
+        }
+        Ok(options)
+    }
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("servers", &self.servers)
+            .field("mode", &self.mode)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("name", &self.name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("streams", &self.streams)
+            .field("ack_wait", &self.ack_wait)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("dead_letter_suffix", &self.dead_letter_suffix)
+            .field("pull_expiry", &self.pull_expiry)
+            .finish()
+    }
+}
+
+/// The URL with its user info reduced to the user name.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{hosts}{tail}"),
+            None => format!("{scheme}://***@{hosts}{tail}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// Decodes `%XX` escapes.
+fn percent_decode(s: &str) -> std::result::Result<String, &'static str> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or("a % escape is cut short")?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| "a % escape is not hexadecimal")?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "a % escape is not UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c = NatsConfig::from_url("nats://127.0.0.1:4222").unwrap();
+        assert_eq!((c.mode, c.tls.required), (Mode::Core, false));
+        assert_eq!(c.servers, ["127.0.0.1:4222"]);
+        let c = NatsConfig::from_url("tls+js://a:1,b:2/?name=svc").unwrap();
+        assert_eq!((c.mode, c.tls.required), (Mode::JetStream, true));
+        assert_eq!(c.servers, ["a:1", "b:2"]);
+        assert_eq!(c.name.as_deref(), Some("svc"));
+        let c = NatsConfig::from_url("nats://al%40ice:p%3Aw@h:1").unwrap();
+        assert!(
+            matches!(c.auth, Auth::UserPassword { ref user, ref password } if user == "al@ice" && password == "p:w")
+        );
+        let c = NatsConfig::from_url("nats://tok@h:1").unwrap();
+        assert!(matches!(c.auth, Auth::Token(ref t) if t == "tok"));
+        let c = NatsConfig::from_url("nats://h:1?creds=/etc/x.creds&tls_ca=/ca.pem").unwrap();
+        assert!(
+            matches!(c.auth, Auth::CredentialsFile(ref p) if p == std::path::Path::new("/etc/x.creds"))
+        );
+        assert_eq!(c.tls.root_certificates, [PathBuf::from("/ca.pem")]);
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors_without_secrets() {
+        for bad in [
+            "http://h:1",
+            "h:4222",
+            "nats://u:pw@",
+            "nats://u:pw@h:port",
+            "nats://u:pw@h:1?bogus=1",
+            "nats://u:pw@h:1?tls_cert=/c.pem",
+            "nats://u:pw@h:1?nkey=/no/such/file",
+            "nats://u:pw%zz@h:1",
+        ] {
+            match NatsConfig::from_url(bad) {
+                Err(Error::InvalidConfig(text)) => {
+                    assert!(!text.contains("pw"), "{bad}: {text}");
+                    assert!(text.contains("invalid NATS URL"), "{text}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        assert_eq!(
+            redact("nats://u:pw@h:1,h:2?x=1"),
+            "nats://u:***@h:1,h:2?x=1"
+        );
+        assert_eq!(redact("nats://token@h:1"), "nats://***@h:1");
+        let seed = NatsConfig::new(vec!["h:1".into()]).auth(Auth::NkeySeed("SUSEED".into()));
+        let token = NatsConfig::from_url("nats://tokentoken@h:1").unwrap();
+        let pw = NatsConfig::from_url("nats://u:hunter2@h:1").unwrap();
+        for (config, secret) in [(seed, "SUSEED"), (token, "tokentoken"), (pw, "hunter2")] {
+            assert!(!format!("{config:?}").contains(secret));
+        }
+    }
+}

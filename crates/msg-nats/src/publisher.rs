@@ -1,0 +1,182 @@
+//! Publishing: one NATS message per message, on the topic's subject.
+//!
+//! The message id and key travel in headers:
+//!
+//! | header | value |
+//! |---|---|
+//! | `Nats-Msg-Id` | `<message id>:<topic>` |
+//! | `msg-key` | the ordering key, when there is one |
+//! | every other header | as given |
+//!
+//! JetStream drops a publish whose `Nats-Msg-Id` it saw within the
+//! stream's duplicate window, so publishing the same message to the same
+//! topic twice stores it once. The topic is part of the id because one
+//! stream holds several topics: the same message dead-lettered to
+//! `<topic>.dlq`, or forwarded to another topic, is a different publish.
+//!
+//! Messages of other clients are read too: without a `Nats-Msg-Id` that
+//! starts with a UUID, the id is derived from the stream sequence
+//! (JetStream; stable across redeliveries) or new (core NATS).
+
+use std::str::FromStr;
+use std::sync::atomic::Ordering as AtomicOrdering;
+
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::{HeaderMap, HeaderName, HeaderValue};
+use futures::future::try_join_all;
+use msg_core::topic::validate_topic;
+use msg_core::{Capabilities, Error, Message, Publisher, Result, headers};
+
+use crate::config::Mode;
+use crate::{NatsBroker, Shared, error};
+
+/// The header of the message id (`<message id>:<topic>`).
+pub const HEADER_ID: &str = "Nats-Msg-Id";
+
+/// The NATS headers of `message` published to `topic`.
+pub(crate) fn nats_headers(topic: &str, message: &Message) -> Result<HeaderMap> {
+    let mut map = HeaderMap::new();
+    let invalid = |name: &str, reason| Error::InvalidHeader {
+        name: name.to_owned(),
+        reason,
+    };
+    for (name, value) in message.headers().iter() {
+        let header = HeaderName::from_str(name)
+            .map_err(|_| invalid(name, "not a valid NATS header name"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| invalid(name, "not a valid NATS header value"))?;
+        map.append(header, value);
+    }
+    if let Some(key) = message.key() {
+        let value = HeaderValue::from_str(key)
+            .map_err(|_| invalid(headers::MSG_KEY, "the key holds a line break"))?;
+        map.insert(headers::MSG_KEY, value);
+    }
+    map.insert(
+        HEADER_ID,
+        HeaderValue::from(format!("{}:{topic}", message.id())),
+    );
+    Ok(map)
+}
+
+impl Shared {
+    /// Checks the topic and message, and that the publisher is open.
+    fn check(&self, topic: &str, message: &Message) -> Result<()> {
+        if self.publisher_closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::Closed);
+        }
+        validate_topic(topic)?;
+        message.validate()?;
+        let max = self.max_payload();
+        if message.payload().len() > max {
+            return Err(Error::MessageTooLarge {
+                size: message.payload().len(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    /// Core NATS: hands the message to the connection.
+    pub(crate) async fn publish_core(&self, topic: &str, message: &Message) -> Result<()> {
+        let headers = nats_headers(topic, message)?;
+        self.client
+            .publish_with_headers(topic.to_owned(), headers, message.payload().clone())
+            .await
+            .map_err(|e| error::publish(e, message.payload().len(), self.max_payload()))
+    }
+
+    /// JetStream: sends the message; the returned future waits for the
+    /// server's acknowledgement.
+    pub(crate) async fn send_js(
+        &self,
+        topic: &str,
+        message: &Message,
+    ) -> Result<async_nats::jetstream::context::PublishAckFuture> {
+        self.stream_for(topic).await?;
+        let publish = PublishMessage::build()
+            .payload(message.payload().clone())
+            .headers(nats_headers(topic, message)?);
+        self.jetstream
+            .send_publish(topic.to_owned(), publish)
+            .await
+            .map_err(|e| error::js_publish(e, message.payload().len(), self.max_payload()))
+    }
+
+    /// JetStream: publishes and waits for the acknowledgement.
+    pub(crate) async fn publish_js(&self, topic: &str, message: &Message) -> Result<()> {
+        let ack = self.send_js(topic, message).await?;
+        ack.await
+            .map_err(|e| error::js_publish(e, message.payload().len(), self.max_payload()))?;
+        Ok(())
+    }
+
+    /// Publishes in this broker's mode.
+    pub(crate) async fn publish(&self, topic: &str, message: &Message) -> Result<()> {
+        match self.config.mode {
+            Mode::Core => self.publish_core(topic, message).await,
+            Mode::JetStream => self.publish_js(topic, message).await,
+        }
+    }
+}
+
+impl Publisher for NatsBroker {
+    /// Core NATS: returns once the connection has the message (call
+    /// [`flush`](Publisher::flush) to wait for the server). JetStream:
+    /// returns once the stream stored it.
+    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+        self.shared.check(topic, &message)?;
+        self.shared.publish(topic, &message).await
+    }
+
+    /// JetStream: sends the whole batch, then waits for the
+    /// acknowledgements, so the batch costs about one round trip. The
+    /// stream stores the messages in order. On error, others of the batch
+    /// may have been stored.
+    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        for message in &messages {
+            self.shared.check(topic, message)?;
+        }
+        match self.shared.config.mode {
+            Mode::Core => {
+                for message in &messages {
+                    self.shared.publish_core(topic, message).await?;
+                }
+                Ok(())
+            }
+            Mode::JetStream => {
+                let mut acks = Vec::with_capacity(messages.len());
+                for message in &messages {
+                    let ack = self.shared.send_js(topic, message).await?;
+                    let (size, max) = (message.payload().len(), self.shared.max_payload());
+                    acks.push(async move {
+                        ack.await
+                            .map(drop)
+                            .map_err(|e| error::js_publish(e, size, max))
+                    });
+                }
+                try_join_all(acks).await.map(drop)
+            }
+        }
+    }
+
+    /// Waits until the server has everything published so far.
+    async fn flush(&self) -> Result<()> {
+        self.shared
+            .client
+            .flush()
+            .await
+            .map_err(|e| Error::Connection(Box::new(e)))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shared
+            .publisher_closed
+            .store(true, AtomicOrdering::Release);
+        self.flush().await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities()
+    }
+}

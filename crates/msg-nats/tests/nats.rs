@@ -1,0 +1,254 @@
+//! NATS-specific behaviour, against a real nats-server started by
+//! `cargo xtask brokers up nats`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use msg_core::{
+    DeliveryStream, Error, Message, Publisher, StartPosition, Subscriber, Subscription,
+    dead_letter_topic, headers,
+};
+use msg_nats::{Mode, NatsBroker, NatsConfig, StreamSettings};
+use msg_testkit::{BrokerEnv, broker_lock, recv};
+
+const WAIT: Duration = Duration::from_secs(10);
+const QUIET: Duration = Duration::from_millis(700);
+
+fn config(mode: Mode) -> NatsConfig {
+    NatsConfig::from_url(BrokerEnv::get("nats").url())
+        .expect("URL")
+        .with_mode(mode)
+}
+
+async fn broker(config: NatsConfig) -> NatsBroker {
+    NatsBroker::connect(config).await.expect("connect")
+}
+
+/// A root segment of its own per test, so that each test has its own stream.
+fn topic(name: &str) -> String {
+    let id = msg_core::Uuid::new_v4().simple().to_string();
+    format!("nt{}.{name}", &id[..10])
+}
+
+fn earliest(topic: &str) -> Subscription {
+    Subscription::new(topic).start(StartPosition::Earliest)
+}
+
+async fn next(stream: &mut DeliveryStream) -> msg_core::Delivery {
+    recv(stream, WAIT).await.expect("a delivery")
+}
+
+#[tokio::test]
+async fn jetstream_drops_a_republished_message() {
+    let _shared = broker_lock("dedup").await;
+    let b = broker(config(Mode::JetStream)).await;
+    let t = topic("dedup");
+    let m = Message::new("once");
+    b.publish(&t, m.clone()).await.unwrap();
+    b.publish(&t, m.clone()).await.unwrap();
+    // The same message on another topic is another publish.
+    let other = format!("{t}.copy");
+    b.publish(&other, m.clone()).await.unwrap();
+    let mut stream = b.subscribe(earliest(&t)).await.unwrap();
+    let mut d = next(&mut stream).await;
+    assert_eq!(d.message().id(), m.id());
+    d.ack().await.unwrap();
+    assert!(recv(&mut stream, QUIET).await.is_none(), "stored twice");
+    let mut copy = b.subscribe(earliest(&other)).await.unwrap();
+    assert_eq!(next(&mut copy).await.message().id(), m.id());
+}
+
+#[tokio::test]
+async fn jetstream_dead_letters_the_last_failed_attempt() {
+    let _shared = broker_lock("max-deliveries").await;
+    let b = broker(config(Mode::JetStream).max_deliveries(Some(2))).await;
+    let t = topic("max");
+    let mut stream = b.subscribe(earliest(&t).group("g")).await.unwrap();
+    let mut dead = b.subscribe(earliest(&dead_letter_topic(&t))).await.unwrap();
+    b.publish(&t, Message::new("fails")).await.unwrap();
+    let mut first = next(&mut stream).await;
+    first.nack().await.unwrap();
+    let mut second = next(&mut stream).await;
+    assert_eq!(second.metadata().attempt, 2);
+    second.defer(Duration::from_millis(10)).await.unwrap();
+    let dl = next(&mut dead).await;
+    assert_eq!(dl.message().id(), first.message().id());
+    assert_eq!(
+        dl.message().header(headers::DEAD_LETTER_REASON),
+        Some("max deliveries (2) reached")
+    );
+    assert_eq!(dl.message().header(headers::ATTEMPTS), Some("2"));
+    assert!(recv(&mut stream, QUIET).await.is_none(), "delivered again");
+}
+
+#[tokio::test]
+async fn jetstream_long_handlers_are_not_redelivered() {
+    let _shared = broker_lock("progress").await;
+    let ack_wait = Duration::from_millis(600);
+    let b = broker(config(Mode::JetStream).ack_wait(ack_wait)).await;
+    let t = topic("slow");
+    let mut one = b.subscribe(earliest(&t).group("g")).await.unwrap();
+    let other = broker(config(Mode::JetStream).ack_wait(ack_wait)).await;
+    let mut two = other.subscribe(earliest(&t).group("g")).await.unwrap();
+    b.publish(&t, Message::new("slow")).await.unwrap();
+    let mut held = tokio::select! {
+        d = next(&mut one) => d,
+        d = next(&mut two) => d,
+    };
+    // Four times ack_wait without a settle: progress signals keep it ours.
+    let (a, b2) = tokio::join!(recv(&mut one, ack_wait * 4), recv(&mut two, ack_wait * 4));
+    assert!(a.is_none() && b2.is_none(), "redelivered while in progress");
+    held.ack().await.unwrap();
+}
+
+#[tokio::test]
+async fn foreign_messages_get_a_stable_id() {
+    let _shared = broker_lock("foreign").await;
+    let b = broker(config(Mode::JetStream)).await;
+    let t = topic("foreign");
+    // Create the stream through msg, then publish with the raw client.
+    b.publish(&t, Message::new("ours")).await.unwrap();
+    let js = async_nats::jetstream::new(b.client().clone());
+    js.publish(t.clone(), "theirs".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut stream = b.subscribe(earliest(&t).group("g")).await.unwrap();
+    let mut ours = next(&mut stream).await;
+    ours.ack().await.unwrap();
+    let mut theirs = next(&mut stream).await;
+    assert_eq!(theirs.message().payload().as_ref(), b"theirs");
+    let id = theirs.message().id();
+    theirs.nack().await.unwrap();
+    let again = next(&mut stream).await;
+    assert_eq!(again.message().id(), id);
+    assert_eq!(again.metadata().attempt, 2);
+}
+
+#[tokio::test]
+async fn wildcards_in_both_modes() {
+    let _shared = broker_lock("wildcards").await;
+    for mode in [Mode::Core, Mode::JetStream] {
+        let b = broker(config(mode)).await;
+        let root = topic("w");
+        let mut one = b.subscribe(earliest(&format!("{root}.*"))).await.unwrap();
+        let mut all = b.subscribe(earliest(&format!("{root}.>"))).await.unwrap();
+        for leaf in ["a", "b", "c.deep"] {
+            b.publish(&format!("{root}.{leaf}"), Message::new(leaf))
+                .await
+                .unwrap();
+        }
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let mut d = next(&mut one).await;
+            got.push(d.metadata().topic.to_string());
+            d.ack().await.unwrap();
+        }
+        got.sort();
+        assert_eq!(got, [format!("{root}.a"), format!("{root}.b")], "{mode:?}");
+        assert!(
+            recv(&mut one, QUIET).await.is_none(),
+            "{mode:?}: * matched two segments"
+        );
+        for _ in 0..3 {
+            next(&mut all).await.ack().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn jetstream_bound_stream() {
+    let _shared = broker_lock("bind").await;
+    let root = topic("bound");
+    let root = root.split('.').next().unwrap().to_owned();
+    let name = format!("BOUND_{root}");
+    let b = broker(
+        config(Mode::JetStream)
+            .streams(StreamSettings::default().bind(&name, vec![format!("{root}.>")])),
+    )
+    .await;
+    let t = format!("{root}.x");
+    b.publish(&t, Message::new("in the bound stream"))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(b.client().clone());
+    let mut stream = js.get_stream(&name).await.expect("the bound stream exists");
+    assert_eq!(stream.info().await.unwrap().state.messages, 1);
+    // A topic outside the bound stream's subjects cannot be stored.
+    match b.publish(&topic("outside"), Message::new("x")).await {
+        Err(e) => assert!(!e.is_retryable(), "{e:?}"),
+        Ok(()) => panic!("published outside the bound stream"),
+    }
+}
+
+#[tokio::test]
+async fn core_reject_publishes_the_dead_letter() {
+    let _shared = broker_lock("core-reject").await;
+    let b = broker(config(Mode::Core)).await;
+    let t = topic("reject");
+    let mut stream = b.subscribe(Subscription::new(&t)).await.unwrap();
+    let mut dead = b
+        .subscribe(Subscription::new(dead_letter_topic(&t)))
+        .await
+        .unwrap();
+    b.publish(&t, Message::new("bad")).await.unwrap();
+    let mut d = next(&mut stream).await;
+    d.reject("cannot decode").await.unwrap();
+    let dl = next(&mut dead).await;
+    assert_eq!(dl.message().id(), d.message().id());
+    assert_eq!(
+        dl.message().header(headers::DEAD_LETTER_REASON),
+        Some("cannot decode")
+    );
+}
+
+#[tokio::test]
+async fn core_subscription_survives_a_restart() {
+    let _alone = broker_lock("reconnect_after_restart").await;
+    let b = broker(config(Mode::Core)).await;
+    let t = topic("restart");
+    let mut stream = b.subscribe(Subscription::new(&t).group("g")).await.unwrap();
+    BrokerEnv::get("nats").restart().await.expect("restart");
+    // The client resubscribes once it is back; publish until one arrives.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing after the restart"
+        );
+        let _ = b.publish(&t, Message::new("after")).await;
+        let _ = b.flush().await;
+        if let Ok(Some(Ok(d))) =
+            tokio::time::timeout(Duration::from_millis(200), stream.next()).await
+        {
+            assert_eq!(d.message().payload().as_ref(), b"after");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_a_clear_error() {
+    let _shared = broker_lock("bad-input").await;
+    // Nothing listens on port 1.
+    let refused = NatsBroker::connect(
+        NatsConfig::from_url("nats://127.0.0.1:1")
+            .unwrap()
+            .connect_timeout(Duration::from_secs(1)),
+    )
+    .await
+    .expect_err("connected to nothing");
+    assert!(refused.is_retryable(), "{refused:?}");
+    let b = broker(config(Mode::JetStream)).await;
+    let too_big = vec![0u8; b.client().server_info().max_payload + 1];
+    assert!(matches!(
+        b.publish(&topic("big"), Message::new(too_big)).await,
+        Err(Error::MessageTooLarge { .. })
+    ));
+    match b.subscribe(earliest("*.x")).await {
+        Err(Error::InvalidConfig(text)) => assert!(text.contains("bind"), "{text}"),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("subscribed to a pattern no stream holds"),
+    }
+}
