@@ -33,6 +33,7 @@
 //! |---|---|---|
 //! | `memory` (default) | `memory://`, `memory://NAME` | `memory` |
 //! | `redis` | `redis://[user:password@]host:port[/db]` | `redis` |
+//! | `amqp` | `amqp[s]://[user:password@]host:port[/vhost]` | `amqp` |
 //! | `nats` | `nats://host:port` (core), `nats+js://host:port` (JetStream); `tls://`, `tls+js://` | `nats` |
 #![forbid(unsafe_code)]
 
@@ -53,6 +54,10 @@ pub use msg_redis as redis;
 /// The NATS transport, core and JetStream.
 #[cfg(feature = "nats")]
 pub use msg_nats as nats;
+
+/// The RabbitMQ / AMQP 0-9-1 transport.
+#[cfg(feature = "amqp")]
+pub use msg_amqp as amqp;
 
 /// Connects to the broker a URL names, with the transport its scheme picks.
 ///
@@ -77,6 +82,10 @@ pub async fn connect(url: &str) -> Result<Connection> {
         "nats" | "tls" | "nats+js" | "tls+js" => Ok(Connection::new(
             msg_nats::NatsBroker::connect_url(url).await?,
         )),
+        #[cfg(feature = "amqp")]
+        "amqp" | "amqps" => Ok(Connection::new(
+            msg_amqp::AmqpBroker::connect_url(url).await?,
+        )),
         other => Err(Error::InvalidConfig(format!(
             "no transport for URL scheme {other:?}; compiled in: {}",
             SCHEMES.join(", ")
@@ -92,4 +101,6 @@ const SCHEMES: &[&str] = &[
     "redis",
     #[cfg(feature = "nats")]
     "nats, tls, nats+js, tls+js",
+    #[cfg(feature = "amqp")]
+    "amqp, amqps",
 ];

@@ -74,3 +74,16 @@ async fn a_nats_that_cannot_be_reached_is_a_retryable_error_without_secrets() {
         );
     }
 }
+
+#[cfg(feature = "amqp")]
+#[tokio::test]
+async fn an_amqp_broker_that_cannot_be_reached_is_a_retryable_error_without_secrets() {
+    let err = msg::connect("amqp://user:s3cret@127.0.0.1:1/%2f")
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        !format!("{err:?} {}", err.chain()).contains("s3cret"),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,147 @@
+//! How ack, nack, defer and reject map onto AMQP.
+//!
+//! - ack: `basic.ack`.
+//! - nack: `basic.nack` with requeue: the broker delivers it again.
+//! - defer(d): a copy goes to the retry queue `<queue>.retry.<ms>` (message
+//!   TTL `d`, dead-lettered back into the work queue when it expires), then
+//!   the original is acked.
+//! - reject(reason): the dead letter, with the reserved headers, goes to
+//!   the dead-letter queue `<queue>.dlq` (groups) and to the topic
+//!   `<topic>.dlq` on the exchange, then the original is acked.
+//!
+//! A nack or defer of a message whose attempt reached `max_deliveries`
+//! dead-letters it instead.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use msg_core::{Acker, Received, Result, SettleFuture, Settlement, Uuid, dead_letter_message};
+
+use crate::Shared;
+use crate::topology::{WorkQueue, declare_retry_queue};
+
+/// Deliveries of the current copy of each message this subscription saw,
+/// for brokers that do not count requeues (classic queues).
+#[derive(Default)]
+pub(crate) struct Requeues(Mutex<HashMap<Uuid, u32>>);
+
+impl Requeues {
+    /// Counts one delivery of the copy of `id`; `redelivered` says whether
+    /// the broker delivered this copy before.
+    pub(crate) fn count(&self, id: Uuid, redelivered: bool) -> u32 {
+        let mut seen = self.0.lock().expect("requeues lock");
+        let n = seen.entry(id).or_insert(0);
+        *n = if redelivered { (*n + 1).max(2) } else { 1 };
+        *n
+    }
+
+    /// The copy is gone (acked, deferred, dead-lettered).
+    pub(crate) fn forget(&self, id: Uuid) {
+        self.0.lock().expect("requeues lock").remove(&id);
+    }
+}
+
+pub(crate) struct AmqpAcker {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) acker: lapin::Acker,
+    pub(crate) received: Received,
+    pub(crate) queue: Arc<WorkQueue>,
+    pub(crate) requeues: Arc<Requeues>,
+}
+
+impl AmqpAcker {
+    async fn ack(&self) -> Result<()> {
+        self.requeues.forget(self.received.message.id());
+        self.acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(crate::error::map)
+    }
+
+    /// Publishes the dead letter, then acks: a crash in between leaves a
+    /// duplicate dead letter, never a lost message.
+    pub(crate) async fn dead_letter(&self, reason: &str) -> Result<()> {
+        let config = &self.shared.config;
+        // A dead letter starts at attempt 1 on its own topic; its
+        // `msg-attempts` header keeps the history.
+        let letter = dead_letter_message(&self.received, reason, None);
+        let topic = format!(
+            "{}{}",
+            self.received.metadata.topic, config.dead_letter_suffix
+        );
+        if self.queue.group.is_some() {
+            let dlq = self.queue.dead_letter_queue(&config.dead_letter_suffix);
+            self.shared.publish_to("", &dlq, &letter, 0, true).await?;
+            // Subscribers of the dead-letter topic, if any.
+            self.shared
+                .publish_to(&config.exchange, &topic, &letter, 0, false)
+                .await?;
+        } else {
+            // A broadcast queue has no dead-letter queue: the topic must
+            // reach someone, or the reject fails rather than lose it.
+            self.shared
+                .publish_to(&config.exchange, &topic, &letter, 0, true)
+                .await?;
+        }
+        self.ack().await
+    }
+
+    async fn settle_now(self, settlement: Settlement) -> Result<()> {
+        let attempt = self.received.metadata.attempt;
+        let max = self.shared.config.max_deliveries;
+        let over = max.is_some_and(|max| attempt >= max);
+        match settlement {
+            Settlement::Ack => self.ack().await,
+            Settlement::Nack | Settlement::Defer(_) if over => {
+                self.dead_letter(&format!(
+                    "max deliveries ({}) reached",
+                    max.unwrap_or_default()
+                ))
+                .await
+            }
+            Settlement::Nack => self
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+                .map(drop)
+                .map_err(crate::error::map),
+            Settlement::Defer(delay) => {
+                let ms = (delay.as_millis().min(u128::from(u32::MAX)) as u64).max(1);
+                let channel = self.shared.publish_channel().await?;
+                let known = self
+                    .shared
+                    .retry_queues
+                    .lock()
+                    .expect("retry queues lock")
+                    .contains(&format!("{}.retry.{ms}", self.queue.name));
+                let retry = if known {
+                    format!("{}.retry.{ms}", self.queue.name)
+                } else {
+                    let name = declare_retry_queue(&channel, &self.queue.name, ms).await?;
+                    self.shared
+                        .retry_queues
+                        .lock()
+                        .expect("retry queues lock")
+                        .insert(name.clone());
+                    name
+                };
+                self.shared
+                    .publish_to("", &retry, &self.received.message, attempt, true)
+                    .await?;
+                self.ack().await
+            }
+            Settlement::Reject(reason) => self.dead_letter(&reason).await,
+        }
+    }
+}
+
+impl Acker for AmqpAcker {
+    fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture {
+        SettleFuture::pending(self.settle_now(settlement))
+    }
+}

@@ -1,0 +1,178 @@
+//! RabbitMQ / AMQP 0-9-1 transport for **msg**, on lapin.
+//!
+//! Topics are routing keys on one durable topic exchange; a group is a
+//! durable queue per (topics, group) bound to it; a broadcast subscriber
+//! gets an exclusive queue of its own. Publishes are persistent and wait
+//! for the broker's confirm. `docs/transports/amqp.md` has the topology
+//! picture and how each settle maps.
+//!
+//! ```no_run
+//! # async fn example() -> msg_core::Result<()> {
+//! use msg_core::{Message, Publisher};
+//! use msg_amqp::{AmqpBroker, AmqpConfig};
+//! let broker = AmqpBroker::connect(AmqpConfig::from_url("amqp://guest:guest@127.0.0.1:5672/%2f")?).await?;
+//! broker.publish("orders.created", Message::new("hello")).await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod ack;
+mod config;
+mod error;
+pub mod publisher;
+mod subscriber;
+mod topology;
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use lapin::{Channel, Connection, ConnectionProperties};
+use msg_core::{Capabilities, CloudEventsBinding, Error, Ordering, Result};
+use tokio::sync::watch;
+
+pub use config::AmqpConfig;
+
+/// A connection to a RabbitMQ broker, publishing and subscribing.
+///
+/// Clones share the connection and the closed state. After an outage the
+/// connection is opened again on next use; subscriptions re-declare their
+/// topology and go on.
+#[derive(Clone)]
+pub struct AmqpBroker {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: AmqpConfig,
+    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// The channel publishes go through, in confirm mode.
+    publish_channel: tokio::sync::Mutex<Option<Channel>>,
+    /// Retry queues declared on the current publish channel.
+    pub(crate) retry_queues: Mutex<HashSet<String>>,
+    pub(crate) publisher_closed: AtomicBool,
+    pub(crate) subscriber_closed: AtomicBool,
+    /// Becomes true when the subscriber closes; every stream watches it.
+    pub(crate) closing: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for AmqpBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpBroker")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AmqpBroker {
+    /// Connects to the broker and declares the exchange. Fails if the
+    /// broker cannot be reached now.
+    pub async fn connect(config: AmqpConfig) -> Result<Self> {
+        let shared = Arc::new(Shared {
+            config,
+            connection: tokio::sync::Mutex::new(None),
+            publish_channel: tokio::sync::Mutex::new(None),
+            retry_queues: Mutex::new(HashSet::new()),
+            publisher_closed: AtomicBool::new(false),
+            subscriber_closed: AtomicBool::new(false),
+            closing: watch::channel(false).0,
+        });
+        shared.publish_channel().await?;
+        Ok(Self { shared })
+    }
+
+    /// Connects by URL with the default configuration.
+    pub async fn connect_url(url: &str) -> Result<Self> {
+        Self::connect(AmqpConfig::from_url(url)?).await
+    }
+
+    /// What this transport guarantees.
+    pub const CAPABILITIES: Capabilities = Capabilities::minimal()
+        .with_persistent(true)
+        .with_at_least_once(true)
+        .with_consumer_groups(true)
+        // A queue is FIFO; a nack puts the message back at its place.
+        .with_ordering(Ordering::PerTopic)
+        .with_wildcards(true)
+        // RabbitMQ's default max_message_size.
+        .with_max_message_size(Some(128 * 1024 * 1024))
+        .with_cloudevents(CloudEventsBinding::Amqp);
+
+    /// What this transport guarantees.
+    pub fn capabilities(&self) -> Capabilities {
+        Self::CAPABILITIES
+    }
+}
+
+impl Shared {
+    /// The open connection, or a new one when there is none or it broke.
+    pub(crate) async fn connection(&self) -> Result<Arc<Connection>> {
+        let mut current = self.connection.lock().await;
+        if let Some(connection) = current.as_ref()
+            && connection.status().connected()
+        {
+            return Ok(connection.clone());
+        }
+        let mut tls = lapin::tcp::OwnedTLSConfig::default();
+        if let Some(path) = &self.config.tls_ca {
+            tls.cert_chain = Some(std::fs::read_to_string(path).map_err(|e| {
+                Error::InvalidConfig(format!("cannot read the CA file {}: {e}", path.display()))
+            })?);
+        }
+        let runtime = lapin::runtime::default_runtime().map_err(error::map)?;
+        let connection = Connection::connect_with_config(
+            &self.config.url,
+            ConnectionProperties::default().with_connection_name("msg".into()),
+            tls,
+            runtime,
+        )
+        .await
+        .map_err(error::map)?;
+        let connection = Arc::new(connection);
+        *current = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// A new channel on the connection.
+    pub(crate) async fn channel(&self) -> Result<Channel> {
+        self.connection()
+            .await?
+            .create_channel()
+            .await
+            .map_err(error::map)
+    }
+
+    /// The publishing channel, opened (confirm mode, exchange declared)
+    /// when there is none or it broke.
+    pub(crate) async fn publish_channel(&self) -> Result<Channel> {
+        let mut current = self.publish_channel.lock().await;
+        if let Some(channel) = current.as_ref()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let channel = self.channel().await?;
+        channel
+            .confirm_select(Default::default())
+            .await
+            .map_err(error::map)?;
+        topology::declare_exchange(&channel, &self.config.exchange).await?;
+        self.retry_queues.lock().expect("retry queues lock").clear();
+        *current = Some(channel.clone());
+        Ok(channel)
+    }
+}
+
+impl Drop for Shared {
+    /// Closes the connection cleanly, so that the broker requeues at once
+    /// what this connection held unsettled.
+    fn drop(&mut self) {
+        let connection = self.connection.get_mut().take();
+        if let (Some(connection), Ok(runtime)) = (connection, tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                let _ = connection.close(200, "bye".into()).await;
+            });
+        }
+    }
+}

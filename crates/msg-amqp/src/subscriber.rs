@@ -1,0 +1,264 @@
+//! Consuming: one channel and one consumer per subscription, read by a
+//! task that opens them again after an outage.
+//!
+//! The channel's `basic.qos` is the subscription's prefetch, so the broker
+//! never has more out with one subscriber than it may hold. A group's
+//! queue is durable and shared by its members; a broadcast subscriber's
+//! queue is exclusive and goes away with it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use msg_core::{
+    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Received, Result,
+    Subscriber, Subscription, Uuid,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::ack::{AmqpAcker, Requeues};
+use crate::publisher::HEADER_ATTEMPT;
+use crate::topology::{WorkQueue, declare_exchange};
+use crate::{AmqpBroker, Shared, error};
+
+impl Subscriber for AmqpBroker {
+    async fn subscribe(&self, subscription: Subscription) -> Result<DeliveryStream> {
+        subscription.validate()?;
+        if self.shared.subscriber_closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let (tx, rx) = mpsc::channel(subscription.prefetch_count());
+        let mut reader = Reader {
+            shared: self.shared.clone(),
+            queue: Arc::new(WorkQueue::new(&subscription)),
+            topics: subscription.topics().to_vec(),
+            prefetch: subscription.prefetch_count().min(usize::from(u16::MAX)) as u16,
+            requeues: Arc::default(),
+            tx,
+            closing: self.shared.closing.subscribe(),
+        };
+        // The first consumer is set up before this returns, so that nothing
+        // published afterwards is missed; later ones by the reader.
+        let consumer = reader.open().await?;
+        tokio::spawn(reader.run(consumer));
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            let item = rx.recv().await?;
+            Some((item, rx))
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shared
+            .subscriber_closed
+            .store(true, AtomicOrdering::Release);
+        self.shared.closing.send_replace(true);
+        Ok(())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities()
+    }
+}
+
+struct Reader {
+    shared: Arc<Shared>,
+    queue: Arc<WorkQueue>,
+    topics: Vec<String>,
+    prefetch: u16,
+    requeues: Arc<Requeues>,
+    tx: mpsc::Sender<Result<Delivery>>,
+    closing: watch::Receiver<bool>,
+}
+
+type Open = (lapin::Channel, lapin::Consumer);
+
+impl Reader {
+    fn done(&self) -> bool {
+        *self.closing.borrow() || self.tx.is_closed()
+    }
+
+    /// A channel with the prefetch, the topology declared, and a consumer.
+    async fn open(&mut self) -> Result<Open> {
+        let channel = self.shared.channel().await?;
+        channel
+            .basic_qos(self.prefetch, Default::default())
+            .await
+            .map_err(error::map)?;
+        let config = &self.shared.config;
+        declare_exchange(&channel, &config.exchange).await?;
+        self.queue
+            .declare(
+                &channel,
+                &config.exchange,
+                &self.topics,
+                config.quorum,
+                &config.dead_letter_suffix,
+            )
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                self.queue.name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(error::map)?;
+        Ok((channel, consumer))
+    }
+
+    async fn run(mut self, first: Open) {
+        let mut open = Some(first);
+        let mut backoff = Duration::from_millis(100);
+        while !self.done() {
+            let result = match open.take() {
+                Some(o) => Ok(o),
+                None => self.open().await,
+            };
+            let failure = match result {
+                Ok(o) => match self.consume(o).await {
+                    Ok(()) => break,
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            // Report and go on: an outage never ends the stream.
+            tracing::warn!(error = %failure.chain(), queue = %self.queue.name, "AMQP consumer failed; reopening");
+            let _ = self.tx.try_send(Err(failure));
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = self.closing.changed() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Hands out deliveries until the subscription ends (`Ok`) or the
+    /// channel breaks (`Err`).
+    async fn consume(&mut self, (channel, mut consumer): Open) -> Result<()> {
+        loop {
+            tokio::select! {
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => self.deliver(delivery).await,
+                    Some(Err(e)) => return Err(error::map(e)),
+                    None => return Err(Error::Connection("the broker cancelled the consumer".into())),
+                },
+                _ = self.closing.changed() => break,
+                () = self.tx.closed() => break,
+            }
+        }
+        // Unsettled deliveries go back to the queue when the channel closes.
+        let _ = channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await;
+        let _ = channel.close(200, "subscription closed".into()).await;
+        Ok(())
+    }
+
+    async fn deliver(&self, delivery: lapin::message::Delivery) {
+        let (message, copies_before, broker_count) = decode(&delivery);
+        let this_copy = match broker_count {
+            // Quorum queues count deliveries (x-delivery-count: earlier ones).
+            Some(earlier) => earlier + 1,
+            None => self.requeues.count(message.id(), delivery.redelivered),
+        };
+        let attempt = copies_before + this_copy;
+        let mut metadata = Metadata::new(delivery.routing_key.as_str())
+            .with_attempt(attempt)
+            .with_group(self.queue.group.as_deref().map(Arc::from));
+        if let Some(seconds) = delivery.properties.timestamp() {
+            metadata =
+                metadata.with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(*seconds));
+        }
+        let acker = AmqpAcker {
+            shared: self.shared.clone(),
+            acker: delivery.acker,
+            received: Received {
+                message: message.clone(),
+                metadata: metadata.clone(),
+            },
+            queue: self.queue.clone(),
+            requeues: self.requeues.clone(),
+        };
+        if let Some(max) = self.shared.config.max_deliveries
+            && attempt > max
+        {
+            if let Err(e) = acker
+                .dead_letter(&format!("max deliveries ({max}) reached"))
+                .await
+            {
+                tracing::warn!(error = %e.chain(), "dead-lettering failed; the message stays unsettled");
+            }
+            return;
+        }
+        // Fails only when the stream was dropped: the delivery is dropped
+        // with the error, which nacks it.
+        let _ = self
+            .tx
+            .send(Ok(Delivery::new(message, metadata, acker)))
+            .await;
+    }
+}
+
+/// The message, the deliveries before this copy (`msg-attempt`), and the
+/// broker's count of earlier deliveries of this copy (quorum queues).
+fn decode(delivery: &lapin::message::Delivery) -> (Message, u32, Option<u32>) {
+    let properties = &delivery.properties;
+    let id = properties
+        .message_id()
+        .as_ref()
+        .and_then(|id| Uuid::parse_str(id.as_str()).ok())
+        .unwrap_or_else(Uuid::now_v7);
+    let mut headers = Headers::new();
+    let mut key = None;
+    let mut copies_before = 0;
+    let mut broker_count = None;
+    if let Some(table) = properties.headers() {
+        for (name, value) in table.inner() {
+            let name = name.as_str();
+            match name {
+                HEADER_ATTEMPT => copies_before = number(value).unwrap_or(0),
+                "x-delivery-count" => broker_count = number(value),
+                msg_core::headers::MSG_KEY => key = text(value),
+                _ => {
+                    if let Some(value) = text(value) {
+                        headers.insert(name, value);
+                    }
+                }
+            }
+        }
+    }
+    let mut message = Message::with_id(id, Bytes::from(delivery.data.clone()));
+    if let Some(key) = key {
+        message = message.with_key(key);
+    }
+    *message.headers_mut() = headers;
+    (message, copies_before, broker_count)
+}
+
+fn text(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn number(value: &AMQPValue) -> Option<u32> {
+    let n: i64 = match value {
+        AMQPValue::ShortShortUInt(n) => (*n).into(),
+        AMQPValue::ShortUInt(n) => (*n).into(),
+        AMQPValue::LongUInt(n) => (*n).into(),
+        AMQPValue::ShortShortInt(n) => (*n).into(),
+        AMQPValue::ShortInt(n) => (*n).into(),
+        AMQPValue::LongInt(n) => (*n).into(),
+        AMQPValue::LongLongInt(n) => *n,
+        _ => return None,
+    };
+    u32::try_from(n).ok()
+}

@@ -1,0 +1,190 @@
+//! RabbitMQ-specific behaviour, against a real broker started by
+//! `cargo xtask brokers up rabbitmq`.
+
+use std::time::Duration;
+
+use lapin::options::BasicGetOptions;
+use msg_amqp::{AmqpBroker, AmqpConfig};
+use msg_core::{
+    DeliveryStream, Error, Message, Publisher, Subscriber, Subscription, dead_letter_topic, headers,
+};
+use msg_testkit::{BrokerEnv, broker_lock, recv};
+
+const WAIT: Duration = Duration::from_secs(10);
+const QUIET: Duration = Duration::from_millis(500);
+
+fn url() -> String {
+    BrokerEnv::get("rabbitmq").url().to_owned()
+}
+
+async fn broker(config: AmqpConfig) -> AmqpBroker {
+    AmqpBroker::connect(config).await.expect("connect")
+}
+
+fn config() -> AmqpConfig {
+    AmqpConfig::from_url(&url()).expect("URL")
+}
+
+fn topic(name: &str) -> String {
+    let id = msg_core::Uuid::new_v4().simple().to_string();
+    format!("at.{name}.{}", &id[..10])
+}
+
+async fn next(stream: &mut DeliveryStream) -> msg_core::Delivery {
+    recv(stream, WAIT).await.expect("a delivery")
+}
+
+#[tokio::test]
+async fn mandatory_publishes_to_nowhere_fail() {
+    let _shared = broker_lock("mandatory").await;
+    let b = broker(config().mandatory(true)).await;
+    let err = b
+        .publish(&topic("nowhere"), Message::new("lost?"))
+        .await
+        .expect_err("a publish no queue takes");
+    assert!(!err.is_retryable(), "{err:?}");
+    assert!(err.chain().contains("no queue is bound"), "{}", err.chain());
+    // The default drops it, as publishing to an unheard topic is fine elsewhere.
+    broker(config())
+        .await
+        .publish(&topic("nowhere"), Message::new("dropped"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn wildcards_map_to_amqp_binding_keys() {
+    let _shared = broker_lock("wildcards").await;
+    let b = broker(config()).await;
+    let root = topic("w");
+    let mut one = b
+        .subscribe(Subscription::new(format!("{root}.*")))
+        .await
+        .unwrap();
+    let mut many = b
+        .subscribe(Subscription::new(format!("{root}.>")))
+        .await
+        .unwrap();
+    for t in [root.clone(), format!("{root}.a"), format!("{root}.b.c")] {
+        b.publish(&t, Message::new(t.clone())).await.unwrap();
+    }
+    let d = next(&mut one).await;
+    assert_eq!(&*d.metadata().topic, format!("{root}.a"));
+    assert!(recv(&mut one, QUIET).await.is_none(), "* matched another");
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let mut d = next(&mut many).await;
+        got.push(d.metadata().topic.to_string());
+        d.ack().await.unwrap();
+    }
+    got.sort();
+    assert_eq!(got, [format!("{root}.a"), format!("{root}.b.c")]);
+    if let Some(extra) = recv(&mut many, QUIET).await {
+        panic!("> matched {} too", extra.metadata().topic);
+    }
+}
+
+#[tokio::test]
+async fn attempts_survive_requeues_and_retry_queues() {
+    let _shared = broker_lock("attempts").await;
+    let b = broker(config()).await;
+    let t = topic("attempts");
+    let mut stream = b.subscribe(Subscription::new(&t).group("g")).await.unwrap();
+    b.publish(&t, Message::new("x").with_key("k"))
+        .await
+        .unwrap();
+    let mut first = next(&mut stream).await;
+    assert_eq!(first.metadata().attempt, 1);
+    first.nack().await.unwrap();
+    let mut second = next(&mut stream).await;
+    assert_eq!(second.metadata().attempt, 2);
+    second.defer(Duration::from_millis(200)).await.unwrap();
+    let mut third = next(&mut stream).await;
+    assert_eq!(third.metadata().attempt, 3);
+    assert_eq!(third.message().id(), first.message().id());
+    assert_eq!(third.message().key(), Some("k"));
+    assert_eq!(third.message().header("msg-attempt"), None);
+    third.ack().await.unwrap();
+}
+
+#[tokio::test]
+async fn quorum_queues_count_deliveries() {
+    let _shared = broker_lock("quorum").await;
+    let b = broker(config().quorum_queues(true)).await;
+    let t = topic("quorum");
+    let mut stream = b.subscribe(Subscription::new(&t).group("q")).await.unwrap();
+    b.publish(&t, Message::new("x")).await.unwrap();
+    for attempt in 1..=3 {
+        let mut d = next(&mut stream).await;
+        assert_eq!(d.metadata().attempt, attempt);
+        d.nack().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn group_dead_letters_park_in_the_queue_dlq() {
+    let _shared = broker_lock("dlq").await;
+    let b = broker(config().max_deliveries(Some(2))).await;
+    let t = topic("dlq");
+    let mut stream = b.subscribe(Subscription::new(&t).group("g")).await.unwrap();
+    let mut dead = b
+        .subscribe(Subscription::new(dead_letter_topic(&t)))
+        .await
+        .unwrap();
+    b.publish(&t, Message::new("poison")).await.unwrap();
+    next(&mut stream).await.nack().await.unwrap();
+    let mut last = next(&mut stream).await;
+    last.nack().await.unwrap();
+    // Subscribers of the dead-letter topic get it...
+    let dl = next(&mut dead).await;
+    assert_eq!(
+        dl.message().header(headers::DEAD_LETTER_REASON),
+        Some("max deliveries (2) reached")
+    );
+    assert!(recv(&mut stream, QUIET).await.is_none(), "delivered again");
+    // ...and the group's dead-letter queue keeps it.
+    let raw = lapin::Connection::connect(&url(), Default::default())
+        .await
+        .unwrap();
+    let channel = raw.create_channel().await.unwrap();
+    let parked = channel
+        .basic_get(
+            format!("{t}:g.dlq").as_str().into(),
+            BasicGetOptions::default(),
+        )
+        .await
+        .unwrap()
+        .expect("a message in the dead-letter queue");
+    assert_eq!(
+        parked
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        last.message().id().to_string()
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_a_clear_error() {
+    let _shared = broker_lock("bad-input").await;
+    let refused = AmqpBroker::connect_url("amqp://guest:guest@127.0.0.1:1/%2f")
+        .await
+        .expect_err("connected to nothing");
+    assert!(refused.is_retryable(), "{refused:?}");
+    let wrong = url().replacen("guest:guest", "guest:wrong-s3cret", 1);
+    match AmqpBroker::connect_url(&wrong).await {
+        Err(e) => assert!(
+            !format!("{e:?} {}", e.chain()).contains("wrong-s3cret"),
+            "{e:?}"
+        ),
+        Ok(_) => panic!("connected with a wrong password"),
+    }
+    let b = broker(config()).await;
+    assert!(matches!(
+        b.publish("bad topic", Message::new("x")).await,
+        Err(Error::InvalidTopic { .. })
+    ));
+}
