@@ -77,22 +77,24 @@ impl Broker {
     }
 
     /// The port clients use. Private ports, far from the defaults, so that a
-    /// broker the machine runs anyway is never touched.
+    /// broker the machine runs anyway is never touched, and below Linux's
+    /// ephemeral range (32768-60999), where a client socket could hold the
+    /// port and make the broker's bind fail.
     fn port(self) -> u16 {
         match self {
-            Broker::Redis => 36379,
-            Broker::Nats => 34222,
-            Broker::Rabbitmq => 35672,
-            Broker::Postgres => 35432,
-            Broker::Kafka => 39092,
+            Broker::Redis => 26391,
+            Broker::Nats => 24231,
+            Broker::Rabbitmq => 25691,
+            Broker::Postgres => 25441,
+            Broker::Kafka => 29101,
         }
     }
 
     /// Further ports the broker binds (monitoring, Erlang distribution).
     fn extra_ports(self) -> &'static [u16] {
         match self {
-            Broker::Nats => &[38222],
-            Broker::Rabbitmq => &[45672, 34369],
+            Broker::Nats => &[28231],
+            Broker::Rabbitmq => &[25791, 24391],
             _ => &[],
         }
     }
