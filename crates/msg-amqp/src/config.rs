@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lapin::uri::AMQPUri;
+use msg_core::url::redact;
 use msg_core::{Error, Result};
 
 /// Configuration of an [`AmqpBroker`](crate::AmqpBroker).
@@ -118,22 +119,6 @@ impl fmt::Debug for AmqpConfig {
             .field("publish_timeout", &self.publish_timeout)
             .field("mandatory", &self.mandatory)
             .finish()
-    }
-}
-
-/// The URL with its password replaced by `***`.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        None => url.to_owned(),
     }
 }
 

@@ -28,6 +28,7 @@ mod subscription;
 pub mod time;
 pub mod topic;
 mod transport;
+pub mod url;
 
 pub use capabilities::{Capabilities, Ordering};
 pub use codec::{Codec, Decoder, Encoder, JsonCodec, RawCodec};

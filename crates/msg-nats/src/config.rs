@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use msg_core::url::{percent_decode, redact};
 use msg_core::{Error, Result};
 
 /// Which NATS the transport speaks.
@@ -438,40 +439,6 @@ impl fmt::Debug for NatsConfig {
             .field("pull_expiry", &self.pull_expiry)
             .finish()
     }
-}
-
-/// The URL with its user info reduced to the user name.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{hosts}{tail}"),
-            None => format!("{scheme}://***@{hosts}{tail}"),
-        },
-        None => url.to_owned(),
-    }
-}
-
-/// Decodes `%XX` escapes.
-fn percent_decode(s: &str) -> std::result::Result<String, &'static str> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or("a % escape is cut short")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| "a % escape is not hexadecimal")?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "a % escape is not UTF-8")
 }
 
 #[cfg(test)]

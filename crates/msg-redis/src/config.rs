@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use msg_core::url::redact;
 use msg_core::{Error, Result};
 
 /// Configuration of a [`RedisBroker`](crate::RedisBroker).
@@ -126,21 +127,6 @@ impl std::fmt::Debug for RedisConfig {
             .field("dead_letter_suffix", &self.dead_letter_suffix)
             .field("command_timeout", &self.command_timeout)
             .finish()
-    }
-}
-
-/// The URL with its password replaced by `***`.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => url.to_owned(),
     }
 }
 
