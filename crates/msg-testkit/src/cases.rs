@@ -149,7 +149,7 @@ pub async fn concurrent_publish_subscribe(h: &Harness) {
         let c = h.connect().await;
         let s = sub(&topic);
         let s = if subscribers > 1 {
-            s.group("workers")
+            s.group(h.group("workers"))
         } else {
             s
         };
@@ -268,7 +268,7 @@ pub async fn consumer_groups(h: &Harness) {
     for group in ["group-a", "group-b"] {
         for _ in 0..2 {
             let c = h.connect().await;
-            let s = sub(&topic).group(group).prefetch(1);
+            let s = sub(&topic).group(h.group(group)).prefetch(1);
             members.push((group, c.subscribe(s).await.expect("subscribe"), c));
         }
     }
@@ -492,7 +492,8 @@ pub async fn no_next_while_unacked(h: &Harness) {
         .subscribe(sub(&topic).prefetch(1))
         .await
         .expect("subscribe");
-    let sent: Vec<Message> = (0..2).map(numbered).collect();
+    // One key: transports that order per key promise nothing across keys.
+    let sent: Vec<Message> = (0..2).map(|i| numbered(i).with_key("one")).collect();
     publish_all(&c, &topic, &sent).await;
     let mut first = recv(&mut stream, h.timeout()).await.expect("first");
     assert_eq!(first.message().id(), sent[0].id());
@@ -556,12 +557,13 @@ pub async fn continue_after_subscriber_close(h: &Harness) {
         );
     }
     let topic = h.topic("resume");
+    let group = h.group("resume");
     let sent: Vec<Message> = (0..30).map(numbered).collect();
     let mut acked = HashSet::new();
     {
         let c = h.connect().await;
         let mut stream = c
-            .subscribe(sub(&topic).group("resume"))
+            .subscribe(sub(&topic).group(&group))
             .await
             .expect("subscribe");
         publish_all(&c, &topic, &sent).await;
@@ -577,7 +579,7 @@ pub async fn continue_after_subscriber_close(h: &Harness) {
     }
     let c = h.connect().await;
     let mut stream = c
-        .subscribe(sub(&topic).group("resume"))
+        .subscribe(sub(&topic).group(&group))
         .await
         .expect("subscribe again");
     let missing: HashSet<Uuid> = ids(&sent).difference(&acked).copied().collect();
@@ -704,6 +706,7 @@ pub async fn graceful_shutdown_loses_nothing(h: &Harness) {
         );
     }
     let topic = h.topic("shutdown");
+    let group = h.group("shutdown");
     let sent: Vec<Message> = (0..60).map(numbered).collect();
     let done: Arc<Mutex<HashSet<Uuid>>> = Default::default();
     let handler = {
@@ -719,7 +722,7 @@ pub async fn graceful_shutdown_loses_nothing(h: &Harness) {
     };
     let c = h.connect().await;
     let first = Router::new(c.clone(), c.clone())
-        .handle(sub(&topic).group("shutdown"), handler.clone())
+        .handle(sub(&topic).group(&group), handler.clone())
         .shutdown_timeout(Duration::from_secs(5))
         .start()
         .await
@@ -733,7 +736,7 @@ pub async fn graceful_shutdown_loses_nothing(h: &Harness) {
     first.shutdown().await;
     let c2 = h.connect().await;
     let second = Router::new(c2.clone(), c2.clone())
-        .handle(sub(&topic).group("shutdown"), handler)
+        .handle(sub(&topic).group(&group), handler)
         .start()
         .await
         .expect("start second router");
@@ -761,7 +764,7 @@ pub async fn reconnect_after_restart(h: &Harness) {
     let c = h.connect().await;
     let group = Subscription::new(&topic)
         .start(StartPosition::Earliest)
-        .group("restart");
+        .group(h.group("restart"));
     let mut stream = c.subscribe(group).await.expect("subscribe");
     let before: Vec<Message> = (0..10).map(numbered).collect();
     publish_all(&c, &topic, &before).await;

@@ -22,6 +22,8 @@ pub struct Harness {
     restart: Option<Arc<RestartFn>>,
     timeout: Duration,
     quiet: Duration,
+    /// Tells this harness's consumer groups from those of earlier runs.
+    run: String,
 }
 
 impl std::fmt::Debug for Harness {
@@ -49,6 +51,7 @@ impl Harness {
             restart: None,
             timeout: Duration::from_secs(15),
             quiet: Duration::from_millis(300),
+            run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
         }
     }
 
@@ -108,6 +111,13 @@ impl Harness {
             Some(restart) => Some(restart().await),
             None => None,
         }
+    }
+
+    /// A consumer group name unique to this harness: `<name>-<random>`.
+    /// Groups outlive a test run on the broker, and one run must not join
+    /// the groups another left behind.
+    pub fn group(&self, name: &str) -> String {
+        format!("{name}-{}", self.run)
     }
 
     /// A topic name unique to this run: `ct.<case>.<random>`.

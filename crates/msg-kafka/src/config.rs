@@ -1,0 +1,441 @@
+//! Configuration of the Kafka transport.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use msg_core::url::{is_secret, percent_decode, redact};
+use msg_core::{Error, Result};
+use rdkafka::ClientConfig;
+
+/// How record batches are compressed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// No compression.
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    Lz4,
+}
+
+impl Compression {
+    fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
+
+/// Configuration of a [`KafkaBroker`](crate::KafkaBroker).
+///
+/// ```
+/// use std::time::Duration;
+/// use msg_kafka::{Compression, KafkaConfig};
+/// let config = KafkaConfig::from_url(
+///     "kafka://alice:s3cret@10.0.0.1:9092,10.0.0.2:9092?partitions=6&compression=lz4",
+/// )
+/// .unwrap()
+/// .linger(Duration::from_millis(10))
+/// .property("security.protocol", "sasl_ssl");
+/// assert_eq!(config.brokers(), ["10.0.0.1:9092", "10.0.0.2:9092"]);
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+pub struct KafkaConfig {
+    pub(crate) brokers: Vec<String>,
+    pub(crate) client_id: String,
+    pub(crate) partitions: i32,
+    pub(crate) replication_factor: i32,
+    pub(crate) create_topics: bool,
+    pub(crate) linger: Duration,
+    pub(crate) batch_size: Option<usize>,
+    pub(crate) compression: Compression,
+    pub(crate) publish_timeout: Duration,
+    pub(crate) commit_interval: Duration,
+    pub(crate) subscribe_timeout: Duration,
+    pub(crate) dead_letter_suffix: String,
+    pub(crate) properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// A configuration for `brokers` (`host:port` each), with defaults.
+    pub fn new(brokers: Vec<String>) -> Self {
+        Self {
+            brokers,
+            client_id: "msg".into(),
+            partitions: 3,
+            replication_factor: 1,
+            create_topics: true,
+            linger: Duration::from_millis(5),
+            batch_size: None,
+            compression: Compression::None,
+            publish_timeout: Duration::from_secs(30),
+            commit_interval: Duration::from_millis(500),
+            subscribe_timeout: Duration::from_secs(30),
+            dead_letter_suffix: ".dlq".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// A configuration from a URL:
+    ///
+    /// `kafka://[user:password@]host:port[,host:port...][?options]`
+    ///
+    /// User and password set SASL PLAIN over plaintext (change the
+    /// mechanism and protocol with the properties below). Options:
+    /// `client_id`, `partitions`, `replication_factor`, `linger_ms`,
+    /// `batch_size`, `compression` (`none`, `gzip`, `snappy`, `lz4`),
+    /// `create_topics` (`true`/`false`). An option whose name has a `.` is a
+    /// librdkafka property, passed through as it is
+    /// (`?security.protocol=sasl_ssl&sasl.mechanism=SCRAM-SHA-512`).
+    /// Values are percent-decoded.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let bad =
+            |why: String| Error::InvalidConfig(format!("invalid Kafka URL {}: {why}", redact(url)));
+        let rest = url
+            .strip_prefix("kafka://")
+            .ok_or_else(|| bad("expected kafka://host:port[,host:port...]".into()))?;
+        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let rest = rest.trim_end_matches('/');
+        let (userinfo, hosts) = match rest.rsplit_once('@') {
+            Some((userinfo, hosts)) => (Some(userinfo), hosts),
+            None => (None, rest),
+        };
+        let mut config = Self::new(Vec::new());
+        for host in hosts.split(',').map(str::trim) {
+            let Some((name, port)) = host.rsplit_once(':') else {
+                return Err(bad(format!("{host:?} is not host:port")));
+            };
+            if name.is_empty() || host.contains('/') {
+                return Err(bad(format!("{host:?} is not host:port")));
+            }
+            if port.parse::<u16>().is_err() {
+                return Err(bad(format!("port {port:?} is not a number")));
+            }
+            config.brokers.push(host.to_owned());
+        }
+        if let Some(userinfo) = userinfo {
+            let (user, password) = userinfo
+                .split_once(':')
+                .ok_or_else(|| bad("user info needs user:password".into()))?;
+            let decode = |s| percent_decode(s).map_err(|e| bad(e.into()));
+            config = config
+                .property("security.protocol", "sasl_plaintext")
+                .property("sasl.mechanism", "PLAIN")
+                .property("sasl.username", decode(user)?)
+                .property("sasl.password", decode(password)?);
+        }
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value).map_err(|e| bad(e.into()))?;
+            if value.is_empty() {
+                return Err(bad(format!("option {name:?} needs a value")));
+            }
+            let number = |what: &str| {
+                value
+                    .parse::<u64>()
+                    .map_err(|_| bad(format!("{what} must be a whole number, not {value:?}")))
+            };
+            match name {
+                "client_id" => config.client_id = value.clone(),
+                "partitions" => {
+                    config.partitions = i32::try_from(number(name)?)
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad("partitions must be at least 1".into()))?;
+                }
+                "replication_factor" => {
+                    config.replication_factor = i32::try_from(number(name)?)
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad("replication_factor must be at least 1".into()))?;
+                }
+                "linger_ms" => config.linger = Duration::from_millis(number(name)?),
+                "batch_size" => config.batch_size = Some(number(name)? as usize),
+                "compression" => {
+                    config.compression = match value.as_str() {
+                        "none" => Compression::None,
+                        "gzip" => Compression::Gzip,
+                        "snappy" => Compression::Snappy,
+                        "lz4" => Compression::Lz4,
+                        other => {
+                            return Err(bad(format!(
+                                "unknown compression {other:?}; known: none, gzip, snappy, lz4"
+                            )));
+                        }
+                    }
+                }
+                "create_topics" => {
+                    config.create_topics = value
+                        .parse()
+                        .map_err(|_| bad("create_topics is true or false".into()))?;
+                }
+                property if property.contains('.') => config = config.property(property, value),
+                other => {
+                    return Err(bad(format!(
+                        "unknown option {other:?}; known: client_id, partitions, replication_factor, \
+                         linger_ms, batch_size, compression, create_topics, or a librdkafka property"
+                    )));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The bootstrap brokers.
+    pub fn brokers(&self) -> &[String] {
+        &self.brokers
+    }
+
+    /// The client id the brokers see (default `msg`).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = id.into();
+        self
+    }
+
+    /// Partitions of the topics this transport creates (default 3). Members
+    /// of one group share a topic by partition, so this is how many of them
+    /// can work at once.
+    pub fn partitions(mut self, partitions: u16) -> Self {
+        self.partitions = i32::from(partitions.max(1));
+        self
+    }
+
+    /// Replicas of the topics this transport creates (default 1; use 3 on a
+    /// production cluster).
+    pub fn replication_factor(mut self, replicas: u16) -> Self {
+        self.replication_factor = i32::from(replicas.max(1));
+        self
+    }
+
+    /// Whether missing topics are created through the admin API (default
+    /// true). Off, publishing to a missing topic fails (unless the brokers
+    /// create topics on first use).
+    pub fn create_topics(mut self, create: bool) -> Self {
+        self.create_topics = create;
+        self
+    }
+
+    /// How long the producer waits to fill a batch (`linger.ms`, default 5 ms).
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// The most bytes in one batch (`batch.size`; librdkafka's default when unset).
+    pub fn batch_size(mut self, bytes: usize) -> Self {
+        self.batch_size = Some(bytes);
+        self
+    }
+
+    /// How batches are compressed (default none).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// How long a publish may take, retries included, before it fails with a
+    /// retryable error (`message.timeout.ms`, default 30 s).
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_timeout = timeout;
+        self
+    }
+
+    /// How often settled offsets are committed (default 500 ms). They are also
+    /// committed when partitions are taken away and on close.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// How long `subscribe` waits for the group to assign partitions
+    /// (default 30 s).
+    pub fn subscribe_timeout(mut self, timeout: Duration) -> Self {
+        self.subscribe_timeout = timeout;
+        self
+    }
+
+    /// Appended to a topic to name its dead-letter topic (default `.dlq`).
+    pub fn dead_letter_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.dead_letter_suffix = suffix.into();
+        self
+    }
+
+    /// Sets any librdkafka property (SASL, SSL, timeouts...), for producer
+    /// and consumer alike. Values of secret properties are never printed.
+    pub fn property(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.insert(name.into(), value.into());
+        self
+    }
+
+    /// The librdkafka settings every client shares.
+    fn common(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", self.brokers.join(","))
+            .set("client.id", &self.client_id);
+        for (name, value) in &self.properties {
+            config.set(name, value);
+        }
+        config
+    }
+
+    /// The producer's settings: idempotent, acks from all in-sync replicas.
+    pub(crate) fn producer(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            // Keyed records land where Java clients put them.
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", self.linger.as_millis().to_string())
+            .set("compression.type", self.compression.as_str())
+            .set(
+                "message.timeout.ms",
+                self.publish_timeout.as_millis().max(1).to_string(),
+            );
+        if let Some(bytes) = self.batch_size {
+            config.set("batch.size", bytes.to_string());
+        }
+        // The user's properties win.
+        for (name, value) in self.common().config_map() {
+            config.set(name, value);
+        }
+        config
+    }
+
+    /// The consumer's settings: offsets are stored and committed by the
+    /// transport, never automatically.
+    pub(crate) fn consumer(&self, group: &str, earliest: bool) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            // Members learn of a rebalance at their next heartbeat: 3 s by
+            // default, which makes every join and leave take that long.
+            .set("heartbeat.interval.ms", "1000")
+            .set(
+                "auto.offset.reset",
+                if earliest { "earliest" } else { "latest" },
+            );
+        for (name, value) in self.common().config_map() {
+            config.set(name, value);
+        }
+        config
+    }
+
+    /// The admin client's settings.
+    pub(crate) fn admin(&self) -> ClientConfig {
+        self.common()
+    }
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(name, value)| {
+                let shown = if is_secret(name) { "***" } else { value };
+                (name.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("client_id", &self.client_id)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("create_topics", &self.create_topics)
+            .field("linger", &self.linger)
+            .field("batch_size", &self.batch_size)
+            .field("compression", &self.compression)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("commit_interval", &self.commit_interval)
+            .field("subscribe_timeout", &self.subscribe_timeout)
+            .field("dead_letter_suffix", &self.dead_letter_suffix)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c = KafkaConfig::from_url(
+            "kafka://h1:9092,h2:9093/?client_id=app&partitions=6&replication_factor=3&linger_ms=0\
+             &batch_size=1000&compression=lz4&create_topics=false&socket.timeout.ms=5000",
+        )
+        .unwrap();
+        assert_eq!(c.brokers, ["h1:9092", "h2:9093"]);
+        assert_eq!(
+            (c.client_id.as_str(), c.partitions, c.replication_factor),
+            ("app", 6, 3)
+        );
+        assert_eq!(c.linger, Duration::ZERO);
+        assert_eq!(c.batch_size, Some(1000));
+        assert_eq!(c.compression, Compression::Lz4);
+        assert!(!c.create_topics);
+        let producer = c.producer();
+        assert_eq!(producer.get("socket.timeout.ms"), Some("5000"));
+        assert_eq!(producer.get("bootstrap.servers"), Some("h1:9092,h2:9093"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(producer.get("compression.type"), Some("lz4"));
+        let consumer = c.consumer("g", true);
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        assert_eq!(consumer.get("auto.offset.reset"), Some("earliest"));
+    }
+
+    #[test]
+    fn user_info_is_sasl_plain() {
+        let c = KafkaConfig::from_url("kafka://al%40ice:p%3Ass@h:9092").unwrap();
+        let consumer = c.consumer("g", false);
+        assert_eq!(consumer.get("sasl.username"), Some("al@ice"));
+        assert_eq!(consumer.get("sasl.password"), Some("p:ss"));
+        assert_eq!(consumer.get("security.protocol"), Some("sasl_plaintext"));
+    }
+
+    #[test]
+    fn bad_urls_are_config_errors_without_secrets() {
+        for url in [
+            "nats://h:1",
+            "kafka://",
+            "kafka://h",
+            "kafka://h:port",
+            "kafka://h:1?partitions=0",
+            "kafka://h:1?compression=brotli",
+            "kafka://h:1?what=1",
+            "kafka://h:1?linger_ms=",
+            "kafka://u:s3cret@h:x",
+            "kafka://h:x?sasl.password=s3cret",
+        ] {
+            match KafkaConfig::from_url(url) {
+                Err(Error::InvalidConfig(why)) => assert!(!why.contains("s3cret"), "{why}"),
+                other => panic!("{url}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let c = KafkaConfig::from_url("kafka://u:s3cret@h:1?ssl.key.password=k3y")
+            .unwrap()
+            .property("sasl.oauthbearer.client.secret", "t0p");
+        let shown = format!("{c:?}");
+        for secret in ["s3cret", "k3y", "t0p"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("sasl.username"), "{shown}");
+    }
+}

@@ -1,0 +1,209 @@
+//! Publishing: one Kafka record per message.
+//!
+//! | record part | value |
+//! |---|---|
+//! | key | the message key, as UTF-8 bytes |
+//! | header `msg-id` | the message id |
+//! | every other header | as given, UTF-8 |
+//!
+//! Records of other clients are read too: a key that is not UTF-8 is kept
+//! as hex in the header `msg-key-hex` (and written back as those bytes when
+//! the message is published again, to a dead-letter topic say); a record
+//! without `msg-id` gets an id derived from its topic, partition and
+//! offset, the same on every redelivery.
+
+use std::sync::atomic::Ordering as AtomicOrdering;
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use msg_core::topic::validate_topic;
+use msg_core::{Capabilities, Error, Message, Publisher, Result, headers};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
+use tokio::time::Instant;
+
+use crate::{KafkaBroker, Shared, error};
+
+/// The header that holds a key that is not UTF-8, as hex.
+pub const HEADER_KEY_HEX: &str = "msg-key-hex";
+
+/// The record headers of `message`: `msg-id` first, then its own.
+pub(crate) fn record_headers(message: &Message) -> OwnedHeaders {
+    let id = message.id().to_string();
+    let mut out = OwnedHeaders::new_with_capacity(message.headers().len() + 1).insert(Header {
+        key: headers::MSG_ID,
+        value: Some(id.as_str()),
+    });
+    for (name, value) in message.headers().iter() {
+        if name != HEADER_KEY_HEX {
+            out = out.insert(Header {
+                key: name,
+                value: Some(value),
+            });
+        }
+    }
+    out
+}
+
+/// The record key of `message`: its key, or the bytes a foreign record's
+/// binary key had.
+pub(crate) fn record_key(message: &Message) -> Option<Vec<u8>> {
+    match message.key() {
+        Some(key) => Some(key.as_bytes().to_vec()),
+        None => message.header(HEADER_KEY_HEX).and_then(from_hex),
+    }
+}
+
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl Shared {
+    /// Checks the topic and message, and that the publisher is open.
+    fn check(&self, topic: &str, message: &Message) -> Result<()> {
+        if self.publisher_closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::Closed);
+        }
+        validate_topic(topic)?;
+        message.validate()
+    }
+
+    /// Hands one record to the producer, creating the topic first if this
+    /// handle has not seen it; the future completes when the record is
+    /// acknowledged. While librdkafka's queue is full it waits, up to the
+    /// publish timeout.
+    pub(crate) async fn enqueue(&self, topic: &str, message: &Message) -> Result<DeliveryFuture> {
+        self.ensure_topics(&[topic]).await?;
+        let key = record_key(message);
+        let mut record = FutureRecord::to(topic)
+            .payload(message.payload().as_ref())
+            .headers(record_headers(message));
+        if let Some(key) = &key {
+            record = record.key(key.as_slice());
+        }
+        let deadline = Instant::now() + self.config.publish_timeout;
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again))
+                    if Instant::now() < deadline =>
+                {
+                    record = again;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, _)) => return Err(error::publish(e, message.payload().len())),
+            }
+        }
+    }
+
+    /// Waits for the acknowledgement of one enqueued record.
+    pub(crate) async fn acknowledged(delivery: DeliveryFuture, size: usize) -> Result<()> {
+        match delivery.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(error::publish(e, size)),
+            // The producer went away with the record still queued.
+            Err(canceled) => Err(Error::Connection(Box::new(canceled))),
+        }
+    }
+
+    /// Publishes and waits for the acknowledgement, whether or not the
+    /// publisher is closed (dead letters of the subscriber use this).
+    pub(crate) async fn produce(&self, topic: &str, message: &Message) -> Result<()> {
+        let delivery = self.enqueue(topic, message).await?;
+        Self::acknowledged(delivery, message.payload().len()).await
+    }
+
+    /// Waits until every queued record is acknowledged or failed.
+    async fn flush_producer(&self) -> Result<()> {
+        let producer = self.producer.clone();
+        let timeout = self.config.publish_timeout;
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|e| Error::Connection(Box::new(e)))?
+            .map_err(error::kafka)
+    }
+}
+
+impl Publisher for KafkaBroker {
+    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+        self.shared.check(topic, &message)?;
+        self.shared.produce(topic, &message).await
+    }
+
+    /// Enqueues every record, then waits for all acknowledgements: the
+    /// records share batches instead of waiting one round trip each.
+    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+        for message in &messages {
+            self.shared.check(topic, message)?;
+        }
+        let mut pending = Vec::with_capacity(messages.len());
+        for message in &messages {
+            let delivery = self.shared.enqueue(topic, message).await?;
+            pending.push(Shared::acknowledged(delivery, message.payload().len()));
+        }
+        try_join_all(pending).await.map(|_| ())
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.shared.flush_producer().await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shared
+            .publisher_closed
+            .store(true, AtomicOrdering::Release);
+        self.shared.flush_producer().await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        KafkaBroker::capabilities(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::Headers;
+
+    #[test]
+    fn headers_and_key() {
+        let m = Message::new("p").with_key("k").with_header("a", "1");
+        let h = record_headers(&m);
+        let got: Vec<(String, String)> = h
+            .iter()
+            .map(|h| {
+                let value = String::from_utf8(h.value.unwrap().to_vec()).unwrap();
+                (h.key.to_owned(), value)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("msg-id".to_owned(), m.id().to_string()),
+                ("a".to_owned(), "1".to_owned())
+            ]
+        );
+        assert_eq!(record_key(&m).as_deref(), Some(&b"k"[..]));
+    }
+
+    #[test]
+    fn binary_keys_go_through_hex() {
+        let raw = [0u8, 0xff, 0x10];
+        let m = Message::new("p").with_header(HEADER_KEY_HEX, to_hex(&raw));
+        assert_eq!(record_key(&m).as_deref(), Some(&raw[..]));
+        assert_eq!(record_headers(&m).count(), 1, "msg-key-hex is not a header");
+        assert_eq!(from_hex("abc"), None);
+        assert_eq!(from_hex("zz"), None);
+    }
+}

@@ -1,0 +1,21 @@
+//! The conformance suite against the Kafka-API broker started by
+//! `cargo xtask brokers up kafka`.
+//!
+//! No restart command: tansu on the native path keeps its data in memory,
+//! so a restart loses it and the reconnect case would test nothing but the
+//! loss. The fault tests in `tests/kafka.rs` take brokers down and up on
+//! librdkafka's mock cluster instead.
+
+use msg_core::Connection;
+use msg_kafka::{KafkaBroker, KafkaConfig};
+use msg_testkit::{BrokerEnv, Harness};
+
+fn harness() -> Harness {
+    let config = KafkaConfig::from_url(BrokerEnv::get("kafka").url()).expect("URL");
+    Harness::new("kafka", KafkaBroker::CAPABILITIES, move || {
+        let config = config.clone();
+        async move { Ok(Connection::new(KafkaBroker::connect(config).await?)) }
+    })
+}
+
+msg_testkit::conformance_suite!(harness());
