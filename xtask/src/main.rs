@@ -98,6 +98,7 @@ fn test(args: &[String]) -> Result<()> {
         _ => bail!("cargo xtask test takes only --transport NAME\n\n{USAGE}"),
     };
     let started = Instant::now();
+    step("prerequisites", prerequisites)?;
     if let Some(transport) = only {
         step(&format!("transport {}", transport.0), || {
             transport_tests(&root, transport)
@@ -161,6 +162,29 @@ fn transport_tests(root: &Path, (_, krate, brokers): (&str, &str, &[&str])) -> R
         return stopped;
     }
     tested
+}
+
+/// C headers the workspace's -sys crates build against: librdkafka (in
+/// msg-kafka) needs libcurl's, and OpenSSL's for its `ssl` feature.
+fn prerequisites() -> Result<()> {
+    let header = |path: &str| {
+        [
+            "/usr/include",
+            "/usr/include/x86_64-linux-gnu",
+            "/usr/include/aarch64-linux-gnu",
+        ]
+        .iter()
+        .any(|dir| Path::new(dir).join(path).exists())
+    };
+    let missing: Vec<&str> = [
+        ("curl/curl.h", "libcurl4-openssl-dev"),
+        ("openssl/ssl.h", "libssl-dev"),
+    ]
+    .into_iter()
+    .filter(|(h, _)| !header(h))
+    .map(|(_, package)| package)
+    .collect();
+    brokers::apt_install(&missing)
 }
 
 fn bench(args: &[String]) -> Result<()> {

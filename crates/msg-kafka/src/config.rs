@@ -60,6 +60,7 @@ pub struct KafkaConfig {
     pub(crate) publish_timeout: Duration,
     pub(crate) commit_interval: Duration,
     pub(crate) subscribe_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     pub(crate) dead_letter_suffix: String,
     pub(crate) properties: BTreeMap<String, String>,
 }
@@ -79,6 +80,7 @@ impl KafkaConfig {
             publish_timeout: Duration::from_secs(30),
             commit_interval: Duration::from_millis(500),
             subscribe_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
             dead_letter_suffix: ".dlq".into(),
             properties: BTreeMap::new(),
         }
@@ -92,7 +94,7 @@ impl KafkaConfig {
     /// mechanism and protocol with the properties below). Options:
     /// `client_id`, `partitions`, `replication_factor`, `linger_ms`,
     /// `batch_size`, `compression` (`none`, `gzip`, `snappy`, `lz4`),
-    /// `create_topics` (`true`/`false`). An option whose name has a `.` is a
+    /// `create_topics` (`true`/`false`), `connect_timeout_ms`. An option whose name has a `.` is a
     /// librdkafka property, passed through as it is
     /// (`?security.protocol=sasl_ssl&sasl.mechanism=SCRAM-SHA-512`).
     /// Values are percent-decoded.
@@ -158,6 +160,9 @@ impl KafkaConfig {
                         .ok_or_else(|| bad("replication_factor must be at least 1".into()))?;
                 }
                 "linger_ms" => config.linger = Duration::from_millis(number(name)?),
+                "connect_timeout_ms" => {
+                    config.connect_timeout = Duration::from_millis(number(name)?);
+                }
                 "batch_size" => config.batch_size = Some(number(name)? as usize),
                 "compression" => {
                     config.compression = match value.as_str() {
@@ -181,7 +186,8 @@ impl KafkaConfig {
                 other => {
                     return Err(bad(format!(
                         "unknown option {other:?}; known: client_id, partitions, replication_factor, \
-                         linger_ms, batch_size, compression, create_topics, or a librdkafka property"
+                         linger_ms, batch_size, compression, create_topics, connect_timeout_ms, \
+                         or a librdkafka property"
                     )));
                 }
             }
@@ -262,6 +268,12 @@ impl KafkaConfig {
         self
     }
 
+    /// How long `connect` waits for the cluster to answer (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
     /// Appended to a topic to name its dead-letter topic (default `.dlq`).
     pub fn dead_letter_suffix(mut self, suffix: impl Into<String>) -> Self {
         self.dead_letter_suffix = suffix.into();
@@ -275,9 +287,9 @@ impl KafkaConfig {
         self
     }
 
-    /// The librdkafka settings every client shares.
-    fn common(&self) -> ClientConfig {
-        let mut config = ClientConfig::new();
+    /// The settings every client shares, over `config`: the user's
+    /// properties come last, so they win.
+    fn with_common(&self, mut config: ClientConfig) -> ClientConfig {
         config
             .set("bootstrap.servers", self.brokers.join(","))
             .set("client.id", &self.client_id);
@@ -304,11 +316,7 @@ impl KafkaConfig {
         if let Some(bytes) = self.batch_size {
             config.set("batch.size", bytes.to_string());
         }
-        // The user's properties win.
-        for (name, value) in self.common().config_map() {
-            config.set(name, value);
-        }
-        config
+        self.with_common(config)
     }
 
     /// The consumer's settings: offsets are stored and committed by the
@@ -327,15 +335,12 @@ impl KafkaConfig {
                 "auto.offset.reset",
                 if earliest { "earliest" } else { "latest" },
             );
-        for (name, value) in self.common().config_map() {
-            config.set(name, value);
-        }
-        config
+        self.with_common(config)
     }
 
     /// The admin client's settings.
     pub(crate) fn admin(&self) -> ClientConfig {
-        self.common()
+        self.with_common(ClientConfig::new())
     }
 }
 
@@ -361,6 +366,7 @@ impl fmt::Debug for KafkaConfig {
             .field("publish_timeout", &self.publish_timeout)
             .field("commit_interval", &self.commit_interval)
             .field("subscribe_timeout", &self.subscribe_timeout)
+            .field("connect_timeout", &self.connect_timeout)
             .field("dead_letter_suffix", &self.dead_letter_suffix)
             .field("properties", &properties)
             .finish()

@@ -83,7 +83,7 @@ impl std::fmt::Debug for KafkaBroker {
 
 impl KafkaBroker {
     /// Creates the producer and checks that the cluster answers (its
-    /// metadata within `subscribe_timeout`). Once connected, librdkafka
+    /// metadata within the connect timeout). Once connected, librdkafka
     /// reconnects on its own after an outage.
     pub async fn connect(config: KafkaConfig) -> Result<Self> {
         let producer: FutureProducer = config.producer().create().map_err(error::kafka)?;
@@ -92,7 +92,7 @@ impl KafkaBroker {
         // Ask for the cluster's metadata, so that an unreachable cluster is
         // an error now rather than a publish that times out later.
         let probe = producer.clone();
-        let timeout = config.subscribe_timeout;
+        let timeout = config.connect_timeout;
         tokio::task::spawn_blocking(move || {
             use rdkafka::producer::Producer;
             probe

@@ -554,9 +554,14 @@ impl KafkaBroker {
             assigned: AtomicBool::new(false),
             assigned_notify: Notify::new(),
         };
-        let consumer: KafkaConsumer = shared
-            .config
-            .consumer(&group, earliest)
+        let mut consumer_config = shared.config.consumer(&group, earliest);
+        const REFRESH: &str = "topic.metadata.refresh.interval.ms";
+        if patterns.len() > plain.len() && !shared.config.properties.contains_key(REFRESH) {
+            // librdkafka matches patterns against its metadata, refreshed
+            // every 5 minutes by default: new matching topics join sooner.
+            consumer_config.set(REFRESH, "10000");
+        }
+        let consumer: KafkaConsumer = consumer_config
             .create_with_context(context)
             .map_err(error::kafka)?;
         let topics: Vec<String> = patterns.iter().map(|p| kafka_topic(p)).collect();

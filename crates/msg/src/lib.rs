@@ -35,6 +35,7 @@
 //! | `redis` | `redis://[user:password@]host:port[/db]` | `redis` |
 //! | `amqp` | `amqp[s]://[user:password@]host:port[/vhost]` | `amqp` |
 //! | `nats` | `nats://host:port` (core), `nats+js://host:port` (JetStream); `tls://`, `tls+js://` | `nats` |
+//! | `kafka` | `kafka://[user:password@]host:port[,host:port...]` | `kafka` |
 #![forbid(unsafe_code)]
 
 pub use msg_core::*;
@@ -58,6 +59,10 @@ pub use msg_nats as nats;
 /// The RabbitMQ / AMQP 0-9-1 transport.
 #[cfg(feature = "amqp")]
 pub use msg_amqp as amqp;
+
+/// The Kafka transport.
+#[cfg(feature = "kafka")]
+pub use msg_kafka as kafka;
 
 /// Connects to the broker a URL names, with the transport its scheme picks.
 ///
@@ -86,6 +91,10 @@ pub async fn connect(url: &str) -> Result<Connection> {
         "amqp" | "amqps" => Ok(Connection::new(
             msg_amqp::AmqpBroker::connect_url(url).await?,
         )),
+        #[cfg(feature = "kafka")]
+        "kafka" => Ok(Connection::new(
+            msg_kafka::KafkaBroker::connect_url(url).await?,
+        )),
         other => Err(Error::InvalidConfig(format!(
             "no transport for URL scheme {other:?}; compiled in: {}",
             SCHEMES.join(", ")
@@ -103,4 +112,6 @@ const SCHEMES: &[&str] = &[
     "nats, tls, nats+js, tls+js",
     #[cfg(feature = "amqp")]
     "amqp, amqps",
+    #[cfg(feature = "kafka")]
+    "kafka",
 ];
