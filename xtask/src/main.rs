@@ -26,7 +26,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test [--transport NAME]\n                  fmt check, clippy -D warnings, cargo-deny, all tests;\n                  each transport's tests with its brokers up (or only NAME's)
   deny            cargo-deny: licenses, bans, sources
-  bench [--quick] criterion benchmarks (--quick: a short run)
+  bench [--quick] [--transport NAME]\n                  criterion benchmarks, then msg next to the raw clients on\n                  real brokers (--quick: a short run; a full run rewrites\n                  docs/benchmarks.md)
   brokers ...     real brokers for integration tests (see `cargo xtask brokers --help`)";
 
 fn main() {
@@ -187,12 +187,75 @@ fn prerequisites() -> Result<()> {
     brokers::apt_install(&missing)
 }
 
+/// The side-by-side benchmarks (msg-bench) by transport, and the brokers
+/// each needs.
+const BENCHED: &[(&str, &[&str])] = &[("memory", &[]), ("kafka", &["kafka"])];
+
 fn bench(args: &[String]) -> Result<()> {
-    let quick = match args {
-        [] => false,
-        [flag] if flag == "--quick" => true,
-        _ => bail!("cargo xtask bench takes only --quick\n\n{USAGE}"),
+    let mut quick = false;
+    let mut only = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match (arg.as_str(), it.clone().next()) {
+            ("--quick", _) => quick = true,
+            ("--transport", Some(name)) => {
+                if !BENCHED.iter().any(|(n, _)| n == name) {
+                    let names: Vec<_> = BENCHED.iter().map(|(n, _)| *n).collect();
+                    bail!("no benchmark for {name:?}; there are: {}", names.join(", "));
+                }
+                only = Some(name.clone());
+                it.next();
+            }
+            _ => bail!("cargo xtask bench takes --quick and --transport NAME\n\n{USAGE}"),
+        }
+    }
+    let root = std::env::current_dir()?;
+    step("prerequisites", prerequisites)?;
+    if only.is_none() {
+        step("criterion benchmarks", || criterion(quick))?;
+    }
+    let brokers: Vec<String> = BENCHED
+        .iter()
+        .filter(|(n, _)| only.as_deref().is_none_or(|o| o == *n))
+        .flat_map(|(_, b)| b.iter().map(|b| (*b).to_owned()))
+        .collect();
+    let with = |command: &str| {
+        let mut args = vec![command.to_owned()];
+        args.extend(brokers.iter().cloned());
+        args
     };
+    if !brokers.is_empty() {
+        brokers::run(&root, &with("install"))?;
+        brokers::run(&root, &with("up"))?;
+    }
+    let ran = step("side by side with the raw clients", || {
+        let mut cmd = Command::new(cargo_bin());
+        cmd.args(["run", "--release", "-p", "msg-bench", "--"]);
+        if quick {
+            cmd.arg("--quick");
+        }
+        match &only {
+            Some(name) => {
+                cmd.args(["--transport", name]);
+            }
+            // Only a whole, full run rewrites the docs.
+            None if !quick => {
+                cmd.arg("--docs");
+            }
+            None => {}
+        }
+        status(cmd)
+    });
+    if !brokers.is_empty() {
+        let stopped = brokers::run(&root, &with("down"));
+        ran?;
+        return stopped;
+    }
+    ran
+}
+
+/// The criterion micro-benchmarks of the in-process broker and middleware.
+fn criterion(quick: bool) -> Result<()> {
     let mut cmd = Command::new(cargo_bin());
     cmd.args(["bench", "-p", "msg-memory", "-p", "msg-middleware", "--"]);
     if quick {

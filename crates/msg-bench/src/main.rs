@@ -1,0 +1,79 @@
+//! Side-by-side benchmarks: msg over each transport next to the raw client
+//! it wraps, on the same broker, in one run. `cargo xtask bench` starts the
+//! brokers and runs this; see `docs/benchmarks.md`.
+//!
+//! ```text
+//! msg-bench [--quick] [--transport NAME] [--docs]
+//! ```
+//!
+//! Each scenario runs on both sides alternately (A B A B ...) and reports
+//! medians, since these machines are noisy. `--docs` rewrites the results
+//! section of `docs/benchmarks.md` and the chart `docs/benchmarks.svg`.
+
+mod measure;
+mod raw;
+mod report;
+mod side;
+
+use anyhow::{Result, bail};
+use measure::{Row, Sizes};
+use side::MsgSide;
+
+/// The transports this build compares, and how each gets its broker URL.
+const TRANSPORTS: &[&str] = &["memory", "kafka"];
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut quick = false;
+    let mut docs = false;
+    let mut only = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--docs" => docs = true,
+            "--transport" => match it.next() {
+                Some(name) if TRANSPORTS.contains(&name.as_str()) => only = Some(name.clone()),
+                other => bail!(
+                    "--transport takes one of {}; got {other:?}",
+                    TRANSPORTS.join(", ")
+                ),
+            },
+            other => bail!(
+                "unknown argument {other:?}; usage: msg-bench [--quick] [--transport NAME] [--docs]"
+            ),
+        }
+    }
+    let sizes = if quick { Sizes::quick() } else { Sizes::full() };
+    let mut rows: Vec<Row> = Vec::new();
+    for transport in TRANSPORTS
+        .iter()
+        .filter(|t| only.as_deref().is_none_or(|o| o == **t))
+    {
+        rows.extend(run(transport, sizes).await?);
+        report::print(&rows);
+    }
+    if docs {
+        report::write_docs(&rows, quick)?;
+    }
+    Ok(())
+}
+
+async fn run(transport: &str, sizes: Sizes) -> Result<Vec<Row>> {
+    match transport {
+        "memory" => {
+            let conn = msg::connect("memory://bench?retention=1000000&capacity=1000000").await?;
+            let raw = raw::memory::RawMemory::default();
+            measure::compare(transport, &MsgSide { conn }, &raw, sizes).await
+        }
+        "kafka" => {
+            let url = msg_testkit::BrokerEnv::get("kafka").url().to_owned();
+            let conn = msg::connect(&url).await?;
+            let brokers = url.trim_start_matches("kafka://");
+            let raw = raw::kafka::RawKafka::new(brokers)?;
+            measure::compare(transport, &MsgSide { conn }, &raw, sizes).await
+        }
+        other => bail!("no benchmark for {other}"),
+    }
+}
