@@ -248,12 +248,20 @@ pub async fn broadcast_reaches_every_subscriber(h: &Harness) {
         .expect("subscribe");
     let sent: Vec<Message> = (0..10).map(numbered).collect();
     publish_all(&c, &topic, &sent).await;
-    for stream in [&mut one, &mut two] {
-        let got = collect(stream, sent.len(), h.timeout()).await;
-        assert_eq!(
-            got.iter().map(|d| d.message().id()).collect::<HashSet<_>>(),
-            ids(&sent)
-        );
+    for (name, stream) in [("first", &mut one), ("second", &mut two)] {
+        let mut got = HashSet::new();
+        while got.len() < sent.len() {
+            let Some(mut d) = recv(stream, h.timeout()).await else {
+                panic!(
+                    "the {name} subscriber received {} of {} messages",
+                    got.len(),
+                    sent.len()
+                );
+            };
+            d.ack().await.expect("ack");
+            got.insert(d.message().id());
+        }
+        assert_eq!(got, ids(&sent));
     }
 }
 
