@@ -189,7 +189,13 @@ fn prerequisites() -> Result<()> {
 
 /// The side-by-side benchmarks (msg-bench) by transport, and the brokers
 /// each needs.
-const BENCHED: &[(&str, &[&str])] = &[("memory", &[]), ("kafka", &["kafka"])];
+const BENCHED: &[(&str, &[&str])] = &[
+    ("memory", &[]),
+    ("redis", &["redis"]),
+    ("nats", &["nats"]),
+    ("amqp", &["rabbitmq"]),
+    ("kafka", &["kafka"]),
+];
 
 fn bench(args: &[String]) -> Result<()> {
     let mut quick = false;

@@ -20,7 +20,7 @@ use measure::{Row, Sizes};
 use side::MsgSide;
 
 /// The transports this build compares, and how each gets its broker URL.
-const TRANSPORTS: &[&str] = &["memory", "kafka"];
+const TRANSPORTS: &[&str] = &["memory", "redis", "nats", "amqp", "kafka"];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
@@ -65,6 +65,27 @@ async fn run(transport: &str, sizes: Sizes) -> Result<Vec<Row>> {
         "memory" => {
             let conn = msg::connect("memory://bench?retention=1000000&capacity=1000000").await?;
             let raw = raw::memory::RawMemory::default();
+            measure::compare(transport, &MsgSide { conn }, &raw, sizes).await
+        }
+        "redis" => {
+            let url = msg_testkit::BrokerEnv::get("redis").url().to_owned();
+            let conn = msg::connect(&url).await?;
+            let raw = raw::redis::RawRedis::connect(&url).await?;
+            measure::compare(transport, &MsgSide { conn }, &raw, sizes).await
+        }
+        "nats" => {
+            // JetStream: confirmed publishes and acked consumption, as the
+            // other transports.
+            let url = msg_testkit::BrokerEnv::get("nats").url().to_owned();
+            let js_url = url.replacen("nats://", "nats+js://", 1);
+            let conn = msg::connect(&js_url).await?;
+            let raw = raw::nats::RawNats::connect(&url).await?;
+            measure::compare(transport, &MsgSide { conn }, &raw, sizes).await
+        }
+        "amqp" => {
+            let url = msg_testkit::BrokerEnv::get("rabbitmq").url().to_owned();
+            let conn = msg::connect(&url).await?;
+            let raw = raw::amqp::RawAmqp::connect(&url).await?;
             measure::compare(transport, &MsgSide { conn }, &raw, sizes).await
         }
         "kafka" => {

@@ -110,7 +110,13 @@ async fn batch_rate(side: &dyn Side, topic: &str, sizes: Sizes) -> Result<f64> {
     Ok(sizes.messages as f64 / started.elapsed().as_secs_f64())
 }
 
+fn group() -> String {
+    format!("bench-{}", msg::Uuid::new_v4().simple())
+}
+
 async fn consume_rate(side: &dyn Side, topic: &str, sizes: Sizes) -> Result<f64> {
+    let group = group();
+    side.declare(topic, &group).await?;
     let mut left = sizes.messages;
     while left > 0 {
         let n = left.min(1_000);
@@ -118,7 +124,7 @@ async fn consume_rate(side: &dyn Side, topic: &str, sizes: Sizes) -> Result<f64>
             .await?;
         left -= n;
     }
-    let consumed = side.consume(topic, sizes.messages).await?.await?;
+    let consumed = side.consume(topic, &group, sizes.messages).await?.await?;
     let (first, last) = consumed
         .first
         .zip(consumed.last)
@@ -129,7 +135,7 @@ async fn consume_rate(side: &dyn Side, topic: &str, sizes: Sizes) -> Result<f64>
 /// Latencies in microseconds: p50, p99, p999.
 async fn latencies(side: &dyn Side, topic: &str, sizes: Sizes) -> Result<[f64; 3]> {
     let n = (f64::from(sizes.rate) * sizes.latency_for.as_secs_f64()) as usize;
-    let consuming = side.consume(topic, n).await?;
+    let consuming = side.consume(topic, &group(), n).await?;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(sizes.rate)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for _ in 0..n {

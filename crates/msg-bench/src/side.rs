@@ -9,7 +9,8 @@ use anyhow::Result;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use msg::{
-    BoxError, Connection, Message, Publisher, Received, Router, StartPosition, Subscription,
+    BoxError, Connection, Message, Publisher, Received, Router, StartPosition, Subscriber,
+    Subscription,
 };
 use std::sync::Mutex;
 
@@ -64,12 +65,16 @@ pub(crate) trait Side: Send + Sync {
         topic: &'a str,
         payloads: Vec<Bytes>,
     ) -> BoxFuture<'a, Result<()>>;
-    /// Subscribes from the earliest position; returns once the
+    /// Makes `group` on `topic` exist, so that what is published from now
+    /// on waits for it (an AMQP queue drops nothing once it is bound).
+    fn declare<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Consumes as `group` from the earliest position; returns once the
     /// subscription is live, with a future that completes after `n`
     /// messages were received and acked.
     fn consume<'a>(
         &'a self,
         topic: &'a str,
+        group: &'a str,
         n: usize,
     ) -> BoxFuture<'a, Result<BoxFuture<'static, Result<Consumed>>>>;
 }
@@ -95,9 +100,21 @@ impl Side for MsgSide {
         })
     }
 
+    fn declare<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let subscription = Subscription::new(topic)
+                .group(group)
+                .start(StartPosition::Earliest);
+            // Subscribing declares the group; dropping the stream leaves it.
+            drop(self.conn.subscribe(subscription).await?);
+            Ok(())
+        })
+    }
+
     fn consume<'a>(
         &'a self,
         topic: &'a str,
+        group: &'a str,
         n: usize,
     ) -> BoxFuture<'a, Result<BoxFuture<'static, Result<Consumed>>>> {
         Box::pin(async move {
@@ -118,7 +135,7 @@ impl Side for MsgSide {
                 })
             };
             let subscription = Subscription::new(topic)
-                .group(format!("bench-{}", msg::Uuid::new_v4().simple()))
+                .group(group)
                 .start(StartPosition::Earliest);
             let router = Router::new(self.conn.clone(), self.conn.clone())
                 .handle(subscription, handler)

@@ -95,17 +95,22 @@ impl Side for RawKafka {
         })
     }
 
+    fn declare<'a>(&'a self, topic: &'a str, _group: &'a str) -> BoxFuture<'a, Result<()>> {
+        // A new group starts at the earliest offset (auto.offset.reset).
+        Box::pin(self.ensure(topic))
+    }
+
     fn consume<'a>(
         &'a self,
         topic: &'a str,
+        group: &'a str,
         n: usize,
     ) -> BoxFuture<'a, Result<BoxFuture<'static, Result<Consumed>>>> {
         Box::pin(async move {
             self.ensure(topic).await?;
-            let group = format!("bench-raw-{}", msg::Uuid::new_v4().simple());
             let consumer: StreamConsumer = ClientConfig::new()
                 .set("bootstrap.servers", &self.brokers)
-                .set("group.id", &group)
+                .set("group.id", group)
                 .set("auto.offset.reset", "earliest")
                 .set("heartbeat.interval.ms", "1000")
                 .create()?;

@@ -57,9 +57,17 @@ impl Side for RawMemory {
         })
     }
 
+    fn declare<'a>(&'a self, topic: &'a str, _group: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.sender(topic);
+            Ok(())
+        })
+    }
+
     fn consume<'a>(
         &'a self,
         topic: &'a str,
+        _group: &'a str,
         n: usize,
     ) -> BoxFuture<'a, Result<BoxFuture<'static, Result<Consumed>>>> {
         Box::pin(async move {
