@@ -1,6 +1,8 @@
 //! How ack, nack, defer and reject map onto Redis.
 //!
-//! - ack: `XACK`.
+//! - ack: `XACK`. The acks of one subscriber go through one task that
+//!   sends them in batches: while one `XACK` is on its way, the acks that
+//!   come in wait and go together in the next, one command for many.
 //! - nack: the entry stays pending; the subscriber claims it again at once
 //!   (`XCLAIM`, which counts the delivery).
 //! - defer(d): the entry stays pending and its id goes into the sorted set
@@ -17,28 +19,80 @@ use std::sync::Arc;
 use fred::prelude::{SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
 use msg_core::{Acker, Received, Result, SettleFuture, Settlement, dead_letter_message};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::Shared;
 use crate::error;
 use crate::subscriber::{deferred_key, now_ms};
 
+/// The most entry ids one batched `XACK` carries.
+const MAX_ACK_BATCH: usize = 1024;
+
+/// One ack waiting for its batch.
+pub(crate) struct PendingAck {
+    key: Arc<str>,
+    id: String,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// Starts the task that acks for one subscriber's group; it ends once
+/// every sender (the reader's and each delivery's) is gone.
+pub(crate) fn spawn_acks(
+    shared: Arc<Shared>,
+    group: Arc<str>,
+) -> mpsc::UnboundedSender<PendingAck> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<PendingAck>();
+    tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while rx.recv_many(&mut batch, MAX_ACK_BATCH).await > 0 {
+            // Usually one stream; a subscription to several gets one XACK each.
+            while let Some(first) = batch.first() {
+                let key = first.key.clone();
+                let (same, rest): (Vec<_>, Vec<_>) = batch.drain(..).partition(|a| a.key == key);
+                batch = rest;
+                let ids: Vec<&str> = same.iter().map(|a| a.id.as_str()).collect();
+                let result: std::result::Result<Value, _> =
+                    shared.client.xack(&*key, &*group, ids).await;
+                for ack in same {
+                    let _ = ack
+                        .done
+                        .send(result.as_ref().map(drop).map_err(|e| error::map(e.clone())));
+                }
+            }
+        }
+    });
+    tx
+}
+
 pub(crate) struct RedisAcker {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) key: String,
-    pub(crate) group: String,
+    pub(crate) key: Arc<str>,
+    pub(crate) group: Arc<str>,
     pub(crate) id: String,
     pub(crate) received: Received,
     pub(crate) member: Arc<msg_core::Prefetch>,
     pub(crate) retry: mpsc::UnboundedSender<(String, String)>,
+    pub(crate) acks: mpsc::UnboundedSender<PendingAck>,
 }
 
 impl RedisAcker {
     async fn ack(&self) -> Result<()> {
+        let (done, acked) = oneshot::channel();
+        let pending = PendingAck {
+            key: self.key.clone(),
+            id: self.id.clone(),
+            done,
+        };
+        if self.acks.send(pending).is_ok()
+            && let Ok(result) = acked.await
+        {
+            return result;
+        }
+        // The ack task is gone (the runtime is shutting down): ack directly.
         let _: Value = self
             .shared
             .client
-            .xack(self.key.as_str(), self.group.as_str(), self.id.as_str())
+            .xack(&*self.key, &*self.group, self.id.as_str())
             .await
             .map_err(error::map)?;
         Ok(())
@@ -71,7 +125,7 @@ impl RedisAcker {
             Settlement::Nack => {
                 // If the subscriber is gone, the entry stays pending and a
                 // live consumer claims it after `claim_idle`.
-                let _ = self.retry.send((self.key.clone(), self.id.clone()));
+                let _ = self.retry.send((self.key.to_string(), self.id.clone()));
                 Ok(())
             }
             Settlement::Defer(delay) => {

@@ -26,7 +26,7 @@ use msg_core::{
 };
 use tokio::sync::mpsc;
 
-use crate::ack::RedisAcker;
+use crate::ack::{PendingAck, RedisAcker, spawn_acks};
 use crate::publisher::{FIELD_ID, FIELD_KEY, FIELD_PAYLOAD, HEADER_PREFIX};
 use crate::{RedisBroker, Shared, error};
 
@@ -77,7 +77,10 @@ impl Subscriber for RedisBroker {
         let prefetch = subscription.prefetch_count();
         let (tx, rx) = mpsc::channel(prefetch);
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
+        let group_arc: Arc<str> = Arc::from(group.as_str());
         let reader = Reader {
+            acks: spawn_acks(self.shared.clone(), group_arc.clone()),
+            group_arc,
             shared: self.shared.clone(),
             blocking,
             keys,
@@ -121,12 +124,15 @@ pub(crate) struct Reader {
     blocking: Client,
     keys: Vec<String>,
     group: String,
+    /// The group once more, shared by every delivery.
+    group_arc: Arc<str>,
     consumer: String,
     broadcast: bool,
     member: Arc<Prefetch>,
     retry_tx: mpsc::UnboundedSender<(String, String)>,
     retry_rx: mpsc::UnboundedReceiver<(String, String)>,
     tx: mpsc::Sender<Result<Delivery>>,
+    acks: mpsc::UnboundedSender<PendingAck>,
 }
 
 impl Reader {
@@ -336,15 +342,15 @@ impl Reader {
         let message = decode(&entry);
         let metadata = Metadata::new(key)
             .with_attempt(attempt)
-            .with_group((!self.broadcast).then(|| Arc::from(self.group.as_str())));
+            .with_group((!self.broadcast).then(|| self.group_arc.clone()));
         let metadata = match entry_millis(&entry.id) {
             Some(ms) => metadata.with_timestamp(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
             None => metadata,
         };
         let acker = RedisAcker {
             shared: self.shared.clone(),
-            key: key.to_owned(),
-            group: self.group.clone(),
+            key: metadata.topic.clone(),
+            group: self.group_arc.clone(),
             id: entry.id,
             received: msg_core::Received {
                 message: message.clone(),
@@ -352,6 +358,7 @@ impl Reader {
             },
             member: self.member.clone(),
             retry: self.retry_tx.clone(),
+            acks: self.acks.clone(),
         };
         let over = self
             .shared
