@@ -102,6 +102,11 @@ impl Side for MsgSide {
 
     fn declare<'a>(&'a self, topic: &'a str, group: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
+            // A broker that replays from the earliest position keeps what
+            // is published before the group's first subscriber.
+            if Publisher::capabilities(&self.conn).replay {
+                return Ok(());
+            }
             let subscription = Subscription::new(topic)
                 .group(group)
                 .start(StartPosition::Earliest);

@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::{BoxFuture, try_join_all};
+use futures::stream::FuturesUnordered;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -103,10 +104,10 @@ impl Side for RawAmqp {
         payloads: Vec<Bytes>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let mut confirms = Vec::with_capacity(payloads.len());
-            for payload in &payloads {
-                confirms.push(self.send(topic, payload).await?);
-            }
+            // Sent concurrently, as lapin hands each publish to its I/O
+            // loop and awaits the hand-over; then all confirms.
+            let sends = payloads.iter().map(|payload| self.send(topic, payload));
+            let confirms = try_join_all(sends).await?;
             try_join_all(confirms)
                 .await?
                 .into_iter()
@@ -141,13 +142,27 @@ impl Side for RawAmqp {
                 .await?;
             let task = tokio::spawn(async move {
                 let mut consumed = Consumed::default();
-                for _ in 0..n {
-                    let Some(delivery) = consumer.next().await else {
-                        bail!("the consumer ended");
-                    };
-                    let delivery = delivery?;
-                    consumed.record(&delivery.data);
-                    delivery.ack(BasicAckOptions::default()).await?;
+                // Acks run while the next deliveries come in, rather than
+                // one hand-over to lapin's I/O loop after another.
+                let mut acks = FuturesUnordered::new();
+                let mut received = 0;
+                while received < n || !acks.is_empty() {
+                    tokio::select! {
+                        Some(acked) = acks.next(), if !acks.is_empty() => {
+                            let acked: lapin::Result<bool> = acked;
+                            acked?;
+                        }
+                        delivery = consumer.next(), if received < n => {
+                            let Some(delivery) = delivery else {
+                                bail!("the consumer ended");
+                            };
+                            let delivery = delivery?;
+                            consumed.record(&delivery.data);
+                            received += 1;
+                            let acker = delivery.acker;
+                            acks.push(async move { acker.ack(BasicAckOptions::default()).await });
+                        }
+                    }
                 }
                 channel.close(200, "done".into()).await?;
                 anyhow::Ok(consumed)
