@@ -136,7 +136,11 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "an unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cores} cores ({cpu}), rdkafka 0.39 (librdkafka 2.12.1), tansu 0.6.0")
+    format!(
+        "{cores} cores ({cpu}); clients: fred 10.1, async-nats 0.51, lapin 4.12, \
+         rdkafka 0.39 (librdkafka 2.12.1); brokers as `cargo xtask brokers` starts them: \
+         Redis 7.0, nats-server 2.15 (JetStream, file store), RabbitMQ 3.10, tansu 0.6 (memory storage)"
+    )
 }
 
 fn today() -> String {
