@@ -234,23 +234,14 @@ fn bench(args: &[String]) -> Result<()> {
         brokers::run(&root, &with("install"))?;
         brokers::run(&root, &with("up"))?;
     }
-    let ran = step("side by side with the raw clients", || {
-        let mut cmd = Command::new(cargo_bin());
-        cmd.args(["run", "--release", "-p", "msg-bench", "--"]);
-        if quick {
-            cmd.arg("--quick");
-        }
-        match &only {
-            Some(name) => {
-                cmd.args(["--transport", name]);
-            }
-            // Only a whole, full run rewrites the docs.
-            None if !quick => {
-                cmd.arg("--docs");
-            }
-            None => {}
-        }
-        status(cmd)
+    let peers = root.join("target/msg-bench/ruststream.jsonl");
+    let ran = step("RustStream on the same brokers (bench/peers)", || {
+        ruststream_peer(&root, &peers, quick, only.as_deref())
+    })
+    .and_then(|()| {
+        step("side by side with the raw clients", || {
+            msg_bench(&peers, quick, only.as_deref())
+        })
     });
     if !brokers.is_empty() {
         let stopped = brokers::run(&root, &with("down"));
@@ -258,6 +249,63 @@ fn bench(args: &[String]) -> Result<()> {
         return stopped;
     }
     ran
+}
+
+/// The transports bench/peers measures RustStream on.
+const PEERED: &[&str] = &["memory", "redis"];
+
+/// Runs RustStream's side (a workspace of its own, so the main build never
+/// compiles it) and keeps its figures in `out` for msg-bench's table.
+fn ruststream_peer(root: &Path, out: &Path, quick: bool, only: Option<&str>) -> Result<()> {
+    let _ = std::fs::remove_file(out);
+    if only.is_some_and(|o| !PEERED.contains(&o)) {
+        return Ok(());
+    }
+    let mut cmd = Command::new(cargo_bin());
+    cmd.args(["run", "--release", "--manifest-path"])
+        .arg(root.join("bench/peers/Cargo.toml"))
+        .arg("--");
+    if quick {
+        cmd.arg("--quick");
+    }
+    if let Some(name) = only {
+        cmd.args(["--transport", name]);
+    }
+    let shown = format!("{cmd:?}");
+    let output = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("could not run {shown}"))?;
+    if !output.status.success() {
+        bail!("{shown} failed with {}", output.status);
+    }
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, &output.stdout)?;
+    Ok(())
+}
+
+fn msg_bench(peers: &Path, quick: bool, only: Option<&str>) -> Result<()> {
+    let mut cmd = Command::new(cargo_bin());
+    cmd.args(["run", "--release", "-p", "msg-bench", "--"]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    if peers.exists() {
+        cmd.arg("--peers").arg(peers);
+    }
+    match only {
+        Some(name) => {
+            cmd.args(["--transport", name]);
+        }
+        // Only a whole, full run rewrites the docs.
+        None if !quick => {
+            cmd.arg("--docs");
+        }
+        None => {}
+    }
+    status(cmd)
 }
 
 /// The criterion micro-benchmarks of the in-process broker and middleware.

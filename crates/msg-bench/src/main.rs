@@ -3,8 +3,10 @@
 //! brokers and runs this; see `docs/benchmarks.md`.
 //!
 //! ```text
-//! msg-bench [--quick] [--transport NAME] [--docs]
+//! msg-bench [--quick] [--transport NAME] [--docs] [--peers FILE]
 //! ```
+//!
+//! `--peers FILE` puts RustStream's figures (from `bench/peers`) beside msg's.
 //!
 //! Each scenario runs on both sides alternately (A B A B ...) and reports
 //! medians, since these machines are noisy. `--docs` rewrites the results
@@ -28,11 +30,16 @@ async fn main() -> Result<()> {
     let mut quick = false;
     let mut docs = false;
     let mut only = None;
+    let mut peers = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => quick = true,
             "--docs" => docs = true,
+            "--peers" => match it.next() {
+                Some(path) => peers = Some(std::path::PathBuf::from(path)),
+                None => bail!("--peers takes the file ruststream-peer wrote"),
+            },
             "--transport" => match it.next() {
                 Some(name) if TRANSPORTS.contains(&name.as_str()) => only = Some(name.clone()),
                 other => bail!(
@@ -41,7 +48,7 @@ async fn main() -> Result<()> {
                 ),
             },
             other => bail!(
-                "unknown argument {other:?}; usage: msg-bench [--quick] [--transport NAME] [--docs]"
+                "unknown argument {other:?}; usage: msg-bench [--quick] [--transport NAME] [--docs] [--peers FILE]"
             ),
         }
     }
@@ -52,6 +59,9 @@ async fn main() -> Result<()> {
         .filter(|t| only.as_deref().is_none_or(|o| o == **t))
     {
         rows.extend(run(transport, sizes).await?);
+        if let Some(path) = &peers {
+            report::add_peers(&mut rows, path)?;
+        }
         report::print(&rows);
     }
     if docs {

@@ -62,6 +62,8 @@ pub(crate) struct Row {
     /// time msg adds (lower is better).
     pub(crate) compare: f64,
     pub(crate) higher_is_better: bool,
+    /// RustStream's figure for the same metric, when it was measured.
+    pub(crate) ruststream: Option<f64>,
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -195,6 +197,7 @@ pub(crate) async fn compare(
                 msg - raw
             },
             higher_is_better,
+            ruststream: None,
         }
     };
     let [lm, lr] = latency;

@@ -23,13 +23,18 @@ fn compare(row: &Row) -> String {
     }
 }
 
-/// The results as a markdown table.
+/// The results as a markdown table, with RustStream's figures where they
+/// were measured.
 pub(crate) fn table(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| transport | metric | msg | raw client | msg vs raw |\n|---|---|---|---|---|\n",
-    );
+    let peers = rows.iter().any(|r| r.ruststream.is_some());
+    let mut out = String::from("| transport | metric | msg | raw client | msg vs raw |");
+    out.push_str(if peers {
+        " RustStream |\n|---|---|---|---|---|---|\n"
+    } else {
+        "\n|---|---|---|---|---|\n"
+    });
     for r in rows {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "| {} | {} | {} {} | {} {} | {} |",
             r.transport,
@@ -40,8 +45,39 @@ pub(crate) fn table(rows: &[Row]) -> String {
             r.unit,
             compare(r)
         );
+        if peers {
+            match r.ruststream {
+                Some(v) => {
+                    let _ = write!(out, " {} {} |", value(v, r.unit), r.unit);
+                }
+                None => out.push_str(" — |"),
+            }
+        }
+        out.push('\n');
     }
     out
+}
+
+/// Puts RustStream's figures (JSON lines of `{transport, metric, value}`,
+/// as `ruststream-peer` prints them) beside the rows they match.
+pub(crate) fn add_peers(rows: &mut [Row], path: &Path) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Figure {
+        transport: String,
+        metric: String,
+        value: f64,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    for line in text.lines().filter(|l| l.trim_start().starts_with('{')) {
+        let f: Figure = serde_json::from_str(line).with_context(|| format!("{line:?}"))?;
+        if let Some(row) = rows
+            .iter_mut()
+            .find(|r| r.transport == f.transport && r.metric == f.metric)
+        {
+            row.ruststream = Some(f.value);
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn print(rows: &[Row]) {

@@ -4,6 +4,7 @@
 //! segment, file storage).
 
 use anyhow::{Context, Result};
+use async_nats::jetstream::consumer::pull::MessagesErrorKind;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -93,14 +94,18 @@ impl Side for RawNats {
             let mut messages = consumer.messages().await?;
             let task = tokio::spawn(async move {
                 let mut consumed = Consumed::default();
-                for _ in 0..n {
-                    let message = messages
-                        .next()
-                        .await
-                        .context("the pull stream ended")?
-                        .map_err(|e| anyhow::anyhow!(e))?;
+                let mut received = 0;
+                while received < n {
+                    let message = match messages.next().await.context("the pull stream ended")? {
+                        Ok(message) => message,
+                        // A late heartbeat (a busy machine) is reported, and
+                        // the stream goes on.
+                        Err(e) if e.kind() == MessagesErrorKind::MissingHeartbeat => continue,
+                        Err(e) => return Err(anyhow::anyhow!(e)),
+                    };
                     consumed.record(&message.payload);
                     message.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+                    received += 1;
                 }
                 anyhow::Ok(consumed)
             });

@@ -1,0 +1,200 @@
+//! What every broker module shares: sizes, payloads, the consumer's
+//! counter, medians.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+/// The sizes of msg-bench, so the figures compare.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub rounds: usize,
+    pub messages: usize,
+    pub window: usize,
+    pub rate: u32,
+    pub latency_for: Duration,
+}
+
+impl Sizes {
+    pub fn full() -> Self {
+        Self {
+            rounds: 5,
+            messages: 20_000,
+            window: 64,
+            rate: 1_000,
+            latency_for: Duration::from_secs(5),
+        }
+    }
+
+    pub fn quick() -> Self {
+        Self {
+            rounds: 2,
+            messages: 2_000,
+            window: 64,
+            rate: 500,
+            latency_for: Duration::from_secs(1),
+        }
+    }
+
+    pub fn latency_messages(&self) -> usize {
+        (f64::from(self.rate) * self.latency_for.as_secs_f64()) as usize
+    }
+}
+
+/// One figure: the metric names are msg-bench's.
+#[derive(Debug, Serialize)]
+pub struct Figure {
+    pub transport: &'static str,
+    pub metric: &'static str,
+    pub value: f64,
+}
+
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// 256 bytes with the send time in the first 8.
+pub fn payload() -> Vec<u8> {
+    let mut p = vec![0x5au8; 256];
+    p[..8].copy_from_slice(&now_ns().to_le_bytes());
+    p
+}
+
+/// What the handler counts, shared as the app's state.
+#[derive(Clone, Default)]
+pub struct Counter(Arc<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    expected: AtomicUsize,
+    seen: Mutex<Seen>,
+    done: Notify,
+}
+
+#[derive(Default)]
+struct Seen {
+    count: usize,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    latencies_ns: Vec<u64>,
+}
+
+impl Counter {
+    pub fn expecting(n: usize) -> Self {
+        let c = Counter::default();
+        c.0.expected.store(n, Ordering::Release);
+        c
+    }
+
+    pub fn record(&self, payload: &[u8]) {
+        let now = Instant::now();
+        let mut seen = self.0.seen.lock().expect("lock");
+        seen.first.get_or_insert(now);
+        seen.last = Some(now);
+        if let Some(sent) = payload
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+        {
+            seen.latencies_ns.push(now_ns().saturating_sub(sent));
+        }
+        seen.count += 1;
+        if seen.count == self.0.expected.load(Ordering::Acquire) {
+            self.0.done.notify_one();
+        }
+    }
+
+    pub async fn done(&self, within: Duration) -> anyhow::Result<()> {
+        let wait = async {
+            loop {
+                let notified = self.0.done.notified();
+                if self.0.seen.lock().expect("lock").count
+                    >= self.0.expected.load(Ordering::Acquire)
+                {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(within, wait)
+            .await
+            .map_err(|_| anyhow::anyhow!("not every message arrived within {within:?}"))
+    }
+
+    /// Messages per second from the first to the last.
+    pub fn rate(&self) -> f64 {
+        let seen = self.0.seen.lock().expect("lock");
+        match (seen.first, seen.last) {
+            (Some(f), Some(l)) if l > f => (seen.count - 1) as f64 / (l - f).as_secs_f64(),
+            _ => f64::NAN,
+        }
+    }
+
+    /// p50, p99, p999 in microseconds.
+    pub fn latencies(&self) -> [f64; 3] {
+        let mut l = self.0.seen.lock().expect("lock").latencies_ns.clone();
+        l.sort_unstable();
+        [50.0, 99.0, 99.9].map(|p| {
+            if l.is_empty() {
+                return f64::NAN;
+            }
+            let rank = ((p / 100.0) * l.len() as f64).ceil() as usize;
+            l[rank.clamp(1, l.len()) - 1] as f64 / 1_000.0
+        })
+    }
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// Medians of the rounds, as figures named like msg-bench's rows.
+pub fn figures(
+    transport: &'static str,
+    publish: Vec<f64>,
+    consume: Vec<f64>,
+    latency: [Vec<f64>; 3],
+) -> Vec<Figure> {
+    let [p50, p99, p999] = latency;
+    vec![
+        Figure {
+            transport,
+            metric: "publish (confirmed, 64 in flight)",
+            value: median(publish),
+        },
+        Figure {
+            transport,
+            metric: "consume through the router",
+            value: median(consume),
+        },
+        Figure {
+            transport,
+            metric: "latency p50",
+            value: median(p50),
+        },
+        Figure {
+            transport,
+            metric: "latency p99",
+            value: median(p99),
+        },
+        Figure {
+            transport,
+            metric: "latency p999",
+            value: median(p999),
+        },
+    ]
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}.{:x}", now_ns())
+}
