@@ -224,11 +224,17 @@ pub(super) async fn run_single(
         match ready_result {
             Ok(()) => {
                 let call = call_caught(&mut handler, received);
-                in_flight.push(async move {
+                let mut handled = Box::pin(async move {
                     let settlement = settlement_for(call.await, &*publisher, &topic).await;
                     apply(&mut settle, settlement, &topic).await;
                     key
                 });
+                // Most handlers finish without waiting: settle those at
+                // once rather than through the in-flight set.
+                match futures::poll!(handled.as_mut()) {
+                    std::task::Poll::Ready(key) => release(key, &mut busy, &mut ready),
+                    std::task::Poll::Pending => in_flight.push(handled),
+                }
             }
             Err(e) => {
                 tracing::warn!(topic = &*topic, error = %error_chain(&e), "handler not ready; the message will be redelivered");
