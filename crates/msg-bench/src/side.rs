@@ -82,6 +82,17 @@ pub(crate) trait Side: Send + Sync {
 /// msg over any transport, through the router for consuming.
 pub(crate) struct MsgSide {
     pub(crate) conn: Connection,
+    /// The subscriptions' prefetch, where the default does not fit.
+    pub(crate) prefetch: Option<usize>,
+}
+
+impl MsgSide {
+    pub(crate) fn new(conn: Connection) -> Self {
+        Self {
+            conn,
+            prefetch: None,
+        }
+    }
 }
 
 impl Side for MsgSide {
@@ -139,9 +150,12 @@ impl Side for MsgSide {
                     }
                 })
             };
-            let subscription = Subscription::new(topic)
+            let mut subscription = Subscription::new(topic)
                 .group(group)
                 .start(StartPosition::Earliest);
+            if let Some(prefetch) = self.prefetch {
+                subscription = subscription.prefetch(prefetch);
+            }
             let router = Router::new(self.conn.clone(), self.conn.clone())
                 .handle(subscription, handler)
                 .start()

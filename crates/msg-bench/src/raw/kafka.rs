@@ -113,6 +113,7 @@ impl Side for RawKafka {
                 .set("group.id", group)
                 .set("auto.offset.reset", "earliest")
                 .set("heartbeat.interval.ms", "1000")
+                .set("fetch.wait.max.ms", "10")
                 .create()?;
             consumer.subscribe(&[topic])?;
             let consumer = Arc::new(consumer);
