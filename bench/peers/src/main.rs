@@ -59,8 +59,11 @@ async fn main() -> Result<()> {
             continue;
         }
         let figures = match transport {
-            "memory" => memory::run(sizes).await?,
-            _ => redis::run(&broker_url("MSG_TEST_REDIS_URL", "redis")?, sizes).await?,
+            "memory" => measure::rounds("memory", &memory::Memory, sizes).await?,
+            _ => {
+                let url = broker_url("MSG_TEST_REDIS_URL", "redis")?;
+                measure::rounds("redis", &redis::Redis::connect(&url).await?, sizes).await?
+            }
         };
         for f in figures {
             println!("{}", serde_json::to_string(&f)?);

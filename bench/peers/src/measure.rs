@@ -5,8 +5,56 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::StreamExt;
+use ruststream::prelude::*;
 use serde::Serialize;
 use tokio::sync::Notify;
+
+/// The payload as RustStream publishes bytes: they leave as they are.
+#[derive(Outgoing, Serialized)]
+struct Blob(Vec<u8>);
+
+/// Publishes one payload and waits for the broker.
+async fn publish_one<P: Publisher>(publisher: &P, topic: &str) -> anyhow::Result<()> {
+    let blob = Blob(payload());
+    publisher
+        .message(&blob)
+        .to(topic)
+        .publish()
+        .await
+        .map_err(|e| anyhow::anyhow!("publish to {topic}: {e}"))
+}
+
+/// Publishes `n` payloads with `window` in flight.
+pub async fn publish_many<P: Publisher>(
+    publisher: &P,
+    topic: &str,
+    n: usize,
+    window: usize,
+) -> anyhow::Result<()> {
+    let results: Vec<_> = futures::stream::iter(0..n)
+        .map(|_| publish_one(publisher, topic))
+        .buffer_unordered(window)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Publishes `n` payloads at `rate` per second, one after the other.
+pub async fn publish_at_rate<P: Publisher>(
+    publisher: &P,
+    topic: &str,
+    n: usize,
+    rate: u32,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for _ in 0..n {
+        tick.tick().await;
+        publish_one(publisher, topic).await?;
+    }
+    Ok(())
+}
 
 /// The sizes of msg-bench, so the figures compare.
 #[derive(Debug, Clone, Copy)]
@@ -158,8 +206,37 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// One broker's scenarios.
+pub trait Scenarios {
+    /// Confirmed publishes per second.
+    async fn publish_rate(&self, sizes: Sizes) -> anyhow::Result<f64>;
+    /// A pre-filled topic consumed through an app: messages per second.
+    async fn consume_rate(&self, sizes: Sizes) -> anyhow::Result<f64>;
+    /// Latencies at a fixed rate: p50, p99, p999 in microseconds.
+    async fn latencies(&self, sizes: Sizes) -> anyhow::Result<[f64; 3]>;
+}
+
+/// Runs every scenario `sizes.rounds` times; the medians as figures.
+pub async fn rounds(
+    transport: &'static str,
+    broker: &impl Scenarios,
+    sizes: Sizes,
+) -> anyhow::Result<Vec<Figure>> {
+    let (mut publish, mut consume) = (Vec::new(), Vec::new());
+    let mut latency = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..sizes.rounds {
+        eprintln!("ruststream-peer: {transport} round {}", round + 1);
+        publish.push(broker.publish_rate(sizes).await?);
+        consume.push(broker.consume_rate(sizes).await?);
+        for (v, l) in latency.iter_mut().zip(broker.latencies(sizes).await?) {
+            v.push(l);
+        }
+    }
+    Ok(figures(transport, publish, consume, latency))
+}
+
 /// Medians of the rounds, as figures named like msg-bench's rows.
-pub fn figures(
+fn figures(
     transport: &'static str,
     publish: Vec<f64>,
     consume: Vec<f64>,

@@ -5,16 +5,12 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use futures::StreamExt;
 use ruststream::memory::prelude::*;
 
-use crate::measure::{Counter, Figure, Sizes, figures, payload, unique};
+use crate::measure::{Counter, Scenarios, Sizes, publish_at_rate, publish_many, unique};
 
 #[derive(Deserialized)]
 struct Frame<'a>(&'a [u8]);
-
-#[derive(Outgoing, Serialized)]
-struct Blob(Vec<u8>);
 
 #[subscriber(MemorySource)]
 async fn take(frame: &Frame<'_>, ctx: &mut Context<'_, (), Counter>) -> HandlerOutcome {
@@ -22,34 +18,11 @@ async fn take(frame: &Frame<'_>, ctx: &mut Context<'_, (), Counter>) -> HandlerO
     HandlerOutcome::ack()
 }
 
+/// A new broker per scenario: shutting an app down shuts its broker down.
 fn broker() -> MemoryBroker<Retaining> {
     MemoryBroker::retaining(Retention::Messages(
         NonZeroUsize::new(1_000_000).expect("non-zero"),
     ))
-}
-
-async fn publish_rate(sizes: Sizes) -> Result<f64> {
-    // One broker per scenario: shutting an app down shuts its broker down.
-    let broker = &broker();
-    let publisher = broker.publisher();
-    let topic = unique("bench.memory.publish");
-    let started = Instant::now();
-    let results: Vec<_> = futures::stream::iter(0..sizes.messages)
-        .map(|_| {
-            let (publisher, topic) = (&publisher, &topic);
-            async move {
-                let blob = Blob(payload());
-                publisher.message(&blob).to(topic.as_str()).publish().await
-            }
-        })
-        .buffer_unordered(sizes.window)
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
-    for r in results {
-        r.map_err(|e| anyhow::anyhow!("publish: {e}"))?;
-    }
-    Ok(sizes.messages as f64 / elapsed.as_secs_f64())
 }
 
 /// Starts an app whose one handler reads `topic` into `counter`.
@@ -70,66 +43,49 @@ async fn consumer(
         .map_err(|e| anyhow::anyhow!("starting the app: {e}"))
 }
 
-async fn consume_rate(sizes: Sizes) -> Result<f64> {
-    let broker = &broker();
-    let publisher = broker.publisher();
-    let topic = unique("bench.memory.consume");
-    for _ in 0..sizes.messages {
-        let blob = Blob(payload());
-        publisher
-            .message(&blob)
-            .to(topic.as_str())
-            .publish()
-            .await
-            .map_err(|e| anyhow::anyhow!("fill: {e}"))?;
-    }
-    let counter = Counter::expecting(sizes.messages);
-    let running = consumer(broker, &topic, &counter).await?;
-    counter.done(Duration::from_secs(120)).await?;
+async fn stop(running: RunningApp) -> Result<()> {
     running
         .shutdown()
         .await
-        .map_err(|e| anyhow::anyhow!("shutdown: {e}"))?;
-    Ok(counter.rate())
+        .map_err(|e| anyhow::anyhow!("shutdown: {e}"))
 }
 
-async fn latencies(sizes: Sizes) -> Result<[f64; 3]> {
-    let broker = &broker();
-    let publisher = broker.publisher();
-    let topic = unique("bench.memory.latency");
-    let n = sizes.latency_messages();
-    let counter = Counter::expecting(n);
-    let running = consumer(broker, &topic, &counter).await?;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(sizes.rate)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    for _ in 0..n {
-        tick.tick().await;
-        let blob = Blob(payload());
-        publisher
-            .message(&blob)
-            .to(topic.as_str())
-            .publish()
-            .await
-            .map_err(|e| anyhow::anyhow!("publish: {e}"))?;
-    }
-    counter.done(Duration::from_secs(60)).await?;
-    running
-        .shutdown()
-        .await
-        .map_err(|e| anyhow::anyhow!("shutdown: {e}"))?;
-    Ok(counter.latencies())
-}
+pub struct Memory;
 
-pub async fn run(sizes: Sizes) -> Result<Vec<Figure>> {
-    let (mut publish, mut consume) = (Vec::new(), Vec::new());
-    let mut latency = [Vec::new(), Vec::new(), Vec::new()];
-    for round in 0..sizes.rounds {
-        eprintln!("ruststream-peer: memory round {}", round + 1);
-        publish.push(publish_rate(sizes).await?);
-        consume.push(consume_rate(sizes).await?);
-        for (v, l) in latency.iter_mut().zip(latencies(sizes).await?) {
-            v.push(l);
-        }
+impl Scenarios for Memory {
+    async fn publish_rate(&self, sizes: Sizes) -> Result<f64> {
+        let publisher = broker().publisher();
+        let started = Instant::now();
+        publish_many(
+            &publisher,
+            &unique("bench.memory.publish"),
+            sizes.messages,
+            sizes.window,
+        )
+        .await?;
+        Ok(sizes.messages as f64 / started.elapsed().as_secs_f64())
     }
-    Ok(figures("memory", publish, consume, latency))
+
+    async fn consume_rate(&self, sizes: Sizes) -> Result<f64> {
+        let broker = broker();
+        let topic = unique("bench.memory.consume");
+        publish_many(&broker.publisher(), &topic, sizes.messages, 1).await?;
+        let counter = Counter::expecting(sizes.messages);
+        let running = consumer(&broker, &topic, &counter).await?;
+        counter.done(Duration::from_secs(120)).await?;
+        stop(running).await?;
+        Ok(counter.rate())
+    }
+
+    async fn latencies(&self, sizes: Sizes) -> Result<[f64; 3]> {
+        let broker = broker();
+        let topic = unique("bench.memory.latency");
+        let n = sizes.latency_messages();
+        let counter = Counter::expecting(n);
+        let running = consumer(&broker, &topic, &counter).await?;
+        publish_at_rate(&broker.publisher(), &topic, n, sizes.rate).await?;
+        counter.done(Duration::from_secs(60)).await?;
+        stop(running).await?;
+        Ok(counter.latencies())
+    }
 }
