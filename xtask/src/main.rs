@@ -3,7 +3,8 @@
 //! - `test`: format check, clippy (warnings are errors), cargo-deny, and
 //!   every test of the workspace. Each step prints its elapsed time.
 //! - `deny`: cargo-deny alone (licenses, bans, sources).
-//! - `bench [--quick]`: the criterion benchmarks.
+//! - `bench [--quick] [--transport NAME]`: the criterion benchmarks, then
+//!   RustStream (bench/peers) and msg next to the raw clients on real brokers.
 //!
 //! Tools it needs and the machine lacks (cargo-deny) are installed into a
 //! cache outside `target/` (`$MSG_XTASK_CACHE`, else
@@ -26,7 +27,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test [--transport NAME]\n                  fmt check, clippy -D warnings, cargo-deny, all tests;\n                  each transport's tests with its brokers up (or only NAME's)
   deny            cargo-deny: licenses, bans, sources
-  bench [--quick] [--transport NAME]\n                  criterion benchmarks, then msg next to the raw clients on\n                  real brokers (--quick: a short run; a full run rewrites\n                  docs/benchmarks.md)
+  bench [--quick] [--transport NAME]\n                  criterion benchmarks, then RustStream and msg next to the\n                  raw clients on real brokers (--quick: a short run; a full\n                  run rewrites docs/benchmarks.md)
   brokers ...     real brokers for integration tests (see `cargo xtask brokers --help`)";
 
 fn main() {

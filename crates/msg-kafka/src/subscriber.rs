@@ -35,6 +35,10 @@ use crate::ack::{Fetched, KafkaAcker};
 use crate::publisher::{HEADER_KEY_HEX, to_hex};
 use crate::{KafkaBroker, Shared, error};
 
+/// How long closing a subscription waits for its final commit and for
+/// leaving the group.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
+
 /// What is known of one assigned partition.
 #[derive(Debug)]
 struct PartitionState {
@@ -501,25 +505,37 @@ impl Consume {
         }
     }
 
-    /// Commits what is settled and leaves the group, off the runtime's
-    /// threads (both wait for the broker).
+    /// Commits what is settled and leaves the group, on a thread of its
+    /// own: both wait for the broker, without a bound when the group's
+    /// coordinator is in trouble, and a runtime that shuts down waits for
+    /// its blocking pool. Waits at most [`CLOSE_WAIT`]; past it, the close
+    /// goes on in the background (what it could not commit is redelivered).
     async fn finish(self) {
         let Consume {
             consumer, tracker, ..
         } = self;
-        let left = tokio::task::spawn_blocking(move || {
-            let resume_at = tracker.revoke(None);
-            if resume_at.count() > 0
-                && let Err(e) = consumer.commit(&resume_at, CommitMode::Sync)
-            {
-                tracing::warn!(error = %e, "final commit failed; the group may redeliver");
-            }
-            consumer.unsubscribe();
-            drop(consumer);
-        })
-        .await;
-        if let Err(e) = left {
-            tracing::warn!(error = %e, "closing a consumer failed");
+        let (left_tx, left_rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("msg-kafka-close".into())
+            .spawn(move || {
+                let resume_at = tracker.revoke(None);
+                if resume_at.count() > 0
+                    && let Err(e) = consumer.commit(&resume_at, CommitMode::Sync)
+                {
+                    tracing::warn!(error = %e, "final commit failed; the group may redeliver");
+                }
+                consumer.unsubscribe();
+                drop(consumer);
+                let _ = left_tx.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to close a consumer on");
+            return;
+        }
+        if tokio::time::timeout(CLOSE_WAIT, left_rx).await.is_err() {
+            tracing::warn!(
+                "closing a consumer took longer than {CLOSE_WAIT:?}; it goes on in the background"
+            );
         }
     }
 }
