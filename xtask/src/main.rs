@@ -252,16 +252,10 @@ fn bench(args: &[String]) -> Result<()> {
     ran
 }
 
-/// The transports bench/peers measures RustStream on.
-const PEERED: &[&str] = &["memory", "redis"];
-
 /// Runs RustStream's side (a workspace of its own, so the main build never
 /// compiles it) and keeps its figures in `out` for msg-bench's table.
 fn ruststream_peer(root: &Path, out: &Path, quick: bool, only: Option<&str>) -> Result<()> {
     let _ = std::fs::remove_file(out);
-    if only.is_some_and(|o| !PEERED.contains(&o)) {
-        return Ok(());
-    }
     let mut cmd = Command::new(cargo_bin());
     cmd.args(["run", "--release", "--manifest-path"])
         .arg(root.join("bench/peers/Cargo.toml"))

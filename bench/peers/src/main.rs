@@ -5,11 +5,14 @@
 //! msg-bench's report puts beside msg's.
 //!
 //! ```text
-//! ruststream-peer [--quick] [--transport memory|redis]
+//! ruststream-peer [--quick] [--transport memory|redis|nats|amqp|kafka]
 //! ```
 
+mod amqp;
+mod kafka;
 mod measure;
 mod memory;
+mod nats;
 mod redis;
 
 use anyhow::{Result, bail};
@@ -54,15 +57,27 @@ async fn main() -> Result<()> {
     } else {
         measure::Sizes::full()
     };
-    for transport in ["memory", "redis"] {
+    for transport in ["memory", "redis", "nats", "amqp", "kafka"] {
         if only.as_deref().is_some_and(|o| o != transport) {
             continue;
         }
         let figures = match transport {
             "memory" => measure::rounds("memory", &memory::Memory, sizes).await?,
-            _ => {
+            "redis" => {
                 let url = broker_url("MSG_TEST_REDIS_URL", "redis")?;
                 measure::rounds("redis", &redis::Redis::connect(&url).await?, sizes).await?
+            }
+            "nats" => {
+                let url = broker_url("MSG_TEST_NATS_URL", "nats")?;
+                measure::rounds("nats", &nats::Nats::connect(&url).await?, sizes).await?
+            }
+            "amqp" => {
+                let url = broker_url("MSG_TEST_RABBITMQ_URL", "rabbitmq")?;
+                measure::rounds("amqp", &amqp::Amqp::connect(&url).await?, sizes).await?
+            }
+            _ => {
+                let url = broker_url("MSG_TEST_KAFKA_URL", "kafka")?;
+                measure::rounds("kafka", &kafka::Kafka::connect(&url).await?, sizes).await?
             }
         };
         for f in figures {

@@ -275,3 +275,7 @@ fn figures(
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}.{:x}", now_ns())
 }
+
+/// Unsettled deliveries one subscriber may hold where the broker has such a
+/// limit: msg's default, and what msg-bench's raw sides use.
+pub const PREFETCH: u16 = 256;
