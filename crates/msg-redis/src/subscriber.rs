@@ -93,10 +93,13 @@ impl Subscriber for RedisBroker {
             tx,
         };
         tokio::spawn(reader.run());
+        // Deliveries arrive a read at a time: one channel hand-over (and one
+        // wake-up of the consumer) per read, not per entry.
         let stream = futures::stream::unfold(rx, |mut rx| async move {
-            let item = rx.recv().await?;
-            Some((item, rx))
-        });
+            let batch = rx.recv().await?;
+            Some((futures::stream::iter(batch), rx))
+        })
+        .flatten();
         Ok(stream.boxed())
     }
 
@@ -131,7 +134,7 @@ pub(crate) struct Reader {
     member: Arc<Prefetch>,
     retry_tx: mpsc::UnboundedSender<(String, String)>,
     retry_rx: mpsc::UnboundedReceiver<(String, String)>,
-    tx: mpsc::Sender<Result<Delivery>>,
+    tx: mpsc::Sender<Vec<Result<Delivery>>>,
     acks: mpsc::UnboundedSender<PendingAck>,
 }
 
@@ -148,7 +151,7 @@ impl Reader {
                 Err(e) => {
                     // Report and go on: an outage never ends the stream.
                     tracing::warn!(error = %e.chain(), "redis read failed; retrying");
-                    let _ = self.tx.try_send(Err(e));
+                    let _ = self.tx.try_send(vec![Err(e)]);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
@@ -216,11 +219,13 @@ impl Reader {
             )
             .await
             .map_err(error::map)?;
+        let mut batch = Vec::new();
         for (key, entries) in parse_read(reply) {
             for entry in entries {
-                self.deliver(&key, entry, 1).await;
+                batch.extend(self.delivery(&key, entry, 1).await);
             }
         }
+        self.hand_out(batch).await;
         Ok(())
     }
 
@@ -246,7 +251,8 @@ impl Reader {
             .map_err(error::map)?;
         for entry in parse_entries(reply) {
             let attempt = self.delivery_count(key, &entry.id).await?;
-            self.deliver(key, entry, attempt).await;
+            let delivery = self.delivery(key, entry, attempt).await;
+            self.hand_out(delivery.into_iter().collect()).await;
         }
         Ok(())
     }
@@ -330,15 +336,16 @@ impl Reader {
                     continue;
                 }
                 let attempt = self.delivery_count(key, &entry.id).await?;
-                self.deliver(key, entry, attempt).await;
+                let delivery = self.delivery(key, entry, attempt).await;
+                self.hand_out(delivery.into_iter().collect()).await;
             }
         }
         Ok(())
     }
 
-    /// Hands one entry to the stream, or dead-letters it when it had too
-    /// many deliveries already.
-    async fn deliver(&self, key: &str, entry: Entry, attempt: u32) {
+    /// The delivery of one entry, counted against the prefetch; none when
+    /// the entry is past its max deliveries (it is dead-lettered instead).
+    async fn delivery(&self, key: &str, entry: Entry, attempt: u32) -> Option<Result<Delivery>> {
         let message = decode(&entry);
         let metadata = Metadata::new(key)
             .with_attempt(attempt)
@@ -373,16 +380,20 @@ impl Reader {
             {
                 tracing::warn!(error = %e.chain(), "dead-lettering failed; the entry stays pending");
             }
-            return;
+            return None;
         }
         // Counted before it is handed out: its settle releases the slot.
         self.member.take(1);
-        // Fails only when the stream was dropped: the entry stays pending
-        // and is claimed again later.
-        let _ = self
-            .tx
-            .send(Ok(Delivery::new(message, metadata, acker)))
-            .await;
+        Some(Ok(Delivery::new(message, metadata, acker)))
+    }
+
+    async fn hand_out(&self, batch: Vec<Result<Delivery>>) {
+        if batch.is_empty() {
+            return;
+        }
+        // Fails only when the stream was dropped: the entries stay pending
+        // and are claimed again later.
+        let _ = self.tx.send(batch).await;
     }
 }
 
