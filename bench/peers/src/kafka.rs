@@ -4,9 +4,6 @@
 //! linger) and consumers wait at most 10 ms per fetch as theirs do, since
 //! tansu answers a fetch only when that wait is over.
 
-use std::convert::Infallible;
-use std::time::{Duration, Instant};
-
 use anyhow::{Result, bail};
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -15,16 +12,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use ruststream_rdkafka::prelude::*;
 use ruststream_rdkafka::{ConnectedKafkaBroker, KafkaPublish};
 
-use crate::measure::{Counter, Scenarios, Sizes, publish_at_rate, publish_many, unique};
-
-#[derive(Deserialized)]
-struct Frame<'a>(&'a [u8]);
-
-#[subscriber]
-async fn take(frame: &Frame<'_>, ctx: &mut Context<'_, (), Counter>) -> HandlerOutcome {
-    ctx.state().record(frame.0);
-    HandlerOutcome::ack()
-}
+use crate::measure::{Counter, Peer, app, start, take, unique};
 
 /// A broker in a consumer group of its own that starts at the beginning.
 fn broker(servers: &str) -> KafkaBroker {
@@ -72,64 +60,24 @@ impl Kafka {
         }
         Ok(())
     }
+}
 
-    async fn publish(&self, topic: &str, n: usize, window: usize) -> Result<()> {
-        let publisher = self.connected.publisher(KafkaPublish::default());
-        publish_many(&publisher, topic, n, window).await
+impl Peer for Kafka {
+    async fn topic(&self, scenario: &str, _filled: bool) -> Result<String> {
+        let topic = unique(&format!("bench.kafka.{scenario}"));
+        self.create(&topic).await?;
+        Ok(topic)
     }
 
-    /// Starts an app whose one handler reads `topic` into `counter`.
+    fn publisher(&self) -> impl Publisher {
+        self.connected.publisher(KafkaPublish::default())
+    }
+
     async fn consumer(&self, topic: &str, counter: &Counter) -> Result<RunningApp> {
-        let state = counter.clone();
         let topic = topic.to_owned();
-        let app = RustStream::new(AppInfo::new("bench", "0.0.0"))
-            .on_startup(async move |()| Ok::<_, Infallible>(state))
-            .with_broker(broker(&self.servers), move |b| {
-                b.include(take.name(topic));
-            });
-        app.start()
-            .await
-            .map_err(|e| anyhow::anyhow!("starting the app: {e}"))
-    }
-}
-
-async fn stop(running: RunningApp) -> Result<()> {
-    running
-        .shutdown()
+        start(app(counter).with_broker(broker(&self.servers), move |b| {
+            b.include(take.name(topic));
+        }))
         .await
-        .map_err(|e| anyhow::anyhow!("shutdown: {e}"))
-}
-
-impl Scenarios for Kafka {
-    async fn publish_rate(&self, sizes: Sizes) -> Result<f64> {
-        let topic = unique("bench.kafka.publish");
-        self.create(&topic).await?;
-        let started = Instant::now();
-        self.publish(&topic, sizes.messages, sizes.window).await?;
-        Ok(sizes.messages as f64 / started.elapsed().as_secs_f64())
-    }
-
-    async fn consume_rate(&self, sizes: Sizes) -> Result<f64> {
-        let topic = unique("bench.kafka.consume");
-        self.create(&topic).await?;
-        self.publish(&topic, sizes.messages, 64).await?;
-        let counter = Counter::expecting(sizes.messages);
-        let running = self.consumer(&topic, &counter).await?;
-        counter.done(Duration::from_secs(120)).await?;
-        stop(running).await?;
-        Ok(counter.rate())
-    }
-
-    async fn latencies(&self, sizes: Sizes) -> Result<[f64; 3]> {
-        let topic = unique("bench.kafka.latency");
-        self.create(&topic).await?;
-        let n = sizes.latency_messages();
-        let counter = Counter::expecting(n);
-        let running = self.consumer(&topic, &counter).await?;
-        let publisher = self.connected.publisher(KafkaPublish::default());
-        publish_at_rate(&publisher, &topic, n, sizes.rate).await?;
-        counter.done(Duration::from_secs(60)).await?;
-        stop(running).await?;
-        Ok(counter.latencies())
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use ruststream::prelude::*;
+use ruststream::runtime::{Identity, PublishIdentity, Setup};
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -26,7 +27,7 @@ async fn publish_one<P: Publisher>(publisher: &P, topic: &str) -> anyhow::Result
 }
 
 /// Publishes `n` payloads with `window` in flight.
-pub async fn publish_many<P: Publisher>(
+async fn publish_many<P: Publisher>(
     publisher: &P,
     topic: &str,
     n: usize,
@@ -41,7 +42,7 @@ pub async fn publish_many<P: Publisher>(
 }
 
 /// Publishes `n` payloads at `rate` per second, one after the other.
-pub async fn publish_at_rate<P: Publisher>(
+async fn publish_at_rate<P: Publisher>(
     publisher: &P,
     topic: &str,
     n: usize,
@@ -206,29 +207,96 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// One broker's scenarios.
-pub trait Scenarios {
-    /// Confirmed publishes per second.
-    async fn publish_rate(&self, sizes: Sizes) -> anyhow::Result<f64>;
-    /// A pre-filled topic consumed through an app: messages per second.
-    async fn consume_rate(&self, sizes: Sizes) -> anyhow::Result<f64>;
-    /// Latencies at a fixed rate: p50, p99, p999 in microseconds.
-    async fn latencies(&self, sizes: Sizes) -> anyhow::Result<[f64; 3]>;
+/// RustStream on one broker, as the scenarios use it.
+pub trait Peer {
+    /// The topic of one scenario, ready to be published to: created where
+    /// the broker needs that, declared for consumers when `filled` (the
+    /// scenario fills it before its consumer starts).
+    async fn topic(&self, scenario: &str, filled: bool) -> anyhow::Result<String>;
+    /// What publishes to the scenario's topic.
+    fn publisher(&self) -> impl Publisher;
+    /// Starts an app whose one handler reads `topic` into `counter`.
+    async fn consumer(&self, topic: &str, counter: &Counter) -> anyhow::Result<RunningApp>;
+}
+
+/// The payload as a handler sees it: the delivery's bytes.
+#[derive(Deserialized)]
+pub struct Frame<'a>(pub &'a [u8]);
+
+/// The handler the brokers that read a plain name mount: counts and acks.
+#[subscriber]
+pub async fn take(frame: &Frame<'_>, ctx: &mut Context<'_, (), Counter>) -> HandlerOutcome {
+    ctx.state().record(frame.0);
+    HandlerOutcome::ack()
+}
+
+/// An app whose state is `counter`, to mount one consumer on.
+pub fn app(counter: &Counter) -> RustStream<Identity, Counter, PublishIdentity, Setup> {
+    let state = counter.clone();
+    RustStream::new(AppInfo::new("bench", "0.0.0"))
+        .on_startup(async move |()| Ok::<_, std::convert::Infallible>(state))
+}
+
+/// Starts a consuming app.
+pub async fn start(
+    app: RustStream<ruststream::runtime::Identity, Counter>,
+) -> anyhow::Result<RunningApp> {
+    app.start()
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the app: {e}"))
+}
+
+async fn stop(running: RunningApp) -> anyhow::Result<()> {
+    running
+        .shutdown()
+        .await
+        .map_err(|e| anyhow::anyhow!("shutdown: {e}"))
+}
+
+/// Confirmed publishes per second.
+async fn publish_rate(peer: &impl Peer, sizes: Sizes) -> anyhow::Result<f64> {
+    let topic = peer.topic("publish", false).await?;
+    let started = Instant::now();
+    publish_many(&peer.publisher(), &topic, sizes.messages, sizes.window).await?;
+    Ok(sizes.messages as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A pre-filled topic consumed through an app: messages per second.
+async fn consume_rate(peer: &impl Peer, sizes: Sizes) -> anyhow::Result<f64> {
+    let topic = peer.topic("consume", true).await?;
+    publish_many(&peer.publisher(), &topic, sizes.messages, 64).await?;
+    let counter = Counter::expecting(sizes.messages);
+    let running = peer.consumer(&topic, &counter).await?;
+    counter.done(Duration::from_secs(120)).await?;
+    stop(running).await?;
+    Ok(counter.rate())
+}
+
+/// Latencies at a fixed rate: p50, p99, p999 in microseconds.
+async fn latencies(peer: &impl Peer, sizes: Sizes) -> anyhow::Result<[f64; 3]> {
+    let topic = peer.topic("latency", false).await?;
+    let n = sizes.latency_messages();
+    let counter = Counter::expecting(n);
+    let running = peer.consumer(&topic, &counter).await?;
+    publish_at_rate(&peer.publisher(), &topic, n, sizes.rate).await?;
+    counter.done(Duration::from_secs(60)).await?;
+    stop(running).await?;
+    Ok(counter.latencies())
 }
 
 /// Runs every scenario `sizes.rounds` times; the medians as figures.
 pub async fn rounds(
     transport: &'static str,
-    broker: &impl Scenarios,
+    peer: &impl Peer,
     sizes: Sizes,
 ) -> anyhow::Result<Vec<Figure>> {
     let (mut publish, mut consume) = (Vec::new(), Vec::new());
     let mut latency = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..sizes.rounds {
         eprintln!("ruststream-peer: {transport} round {}", round + 1);
-        publish.push(broker.publish_rate(sizes).await?);
-        consume.push(broker.consume_rate(sizes).await?);
-        for (v, l) in latency.iter_mut().zip(broker.latencies(sizes).await?) {
+        publish.push(publish_rate(peer, sizes).await?);
+        consume.push(consume_rate(peer, sizes).await?);
+        for (v, l) in latency.iter_mut().zip(latencies(peer, sizes).await?) {
             v.push(l);
         }
     }

@@ -1,13 +1,12 @@
 //! RustStream's in-process broker, next to msg's (`memory://`).
 
-use std::convert::Infallible;
 use std::num::NonZeroUsize;
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
 
 use anyhow::Result;
 use ruststream::memory::prelude::*;
 
-use crate::measure::{Counter, Scenarios, Sizes, publish_at_rate, publish_many, unique};
+use crate::measure::{Counter, Peer, app, start, unique};
 
 #[derive(Deserialized)]
 struct Frame<'a>(&'a [u8]);
@@ -18,74 +17,41 @@ async fn take(frame: &Frame<'_>, ctx: &mut Context<'_, (), Counter>) -> HandlerO
     HandlerOutcome::ack()
 }
 
-/// A new broker per scenario: shutting an app down shuts its broker down.
+/// A broker per scenario: shutting an app down shuts its broker down, so
+/// each scenario's topic comes with a new one.
+pub struct Memory(Mutex<MemoryBroker<Retaining>>);
+
+impl Memory {
+    pub fn new() -> Self {
+        Self(Mutex::new(broker()))
+    }
+
+    fn current(&self) -> MemoryBroker<Retaining> {
+        self.0.lock().expect("lock").clone()
+    }
+}
+
 fn broker() -> MemoryBroker<Retaining> {
     MemoryBroker::retaining(Retention::Messages(
         NonZeroUsize::new(1_000_000).expect("non-zero"),
     ))
 }
 
-/// Starts an app whose one handler reads `topic` into `counter`.
-async fn consumer(
-    broker: &MemoryBroker<Retaining>,
-    topic: &str,
-    counter: &Counter,
-) -> Result<RunningApp> {
-    let state = counter.clone();
-    let topic = topic.to_owned();
-    let app = RustStream::new(AppInfo::new("bench", "0.0.0"))
-        .on_startup(async move |()| Ok::<_, Infallible>(state))
-        .with_broker(broker.clone(), move |b| {
+impl Peer for Memory {
+    async fn topic(&self, scenario: &str, _filled: bool) -> Result<String> {
+        *self.0.lock().expect("lock") = broker();
+        Ok(unique(&format!("bench.memory.{scenario}")))
+    }
+
+    fn publisher(&self) -> impl Publisher {
+        self.current().publisher()
+    }
+
+    async fn consumer(&self, topic: &str, counter: &Counter) -> Result<RunningApp> {
+        let topic = topic.to_owned();
+        start(app(counter).with_broker(self.current(), move |b| {
             b.include(take.name(topic).start_at(MemoryPosition::start()));
-        });
-    app.start()
+        }))
         .await
-        .map_err(|e| anyhow::anyhow!("starting the app: {e}"))
-}
-
-async fn stop(running: RunningApp) -> Result<()> {
-    running
-        .shutdown()
-        .await
-        .map_err(|e| anyhow::anyhow!("shutdown: {e}"))
-}
-
-pub struct Memory;
-
-impl Scenarios for Memory {
-    async fn publish_rate(&self, sizes: Sizes) -> Result<f64> {
-        let publisher = broker().publisher();
-        let started = Instant::now();
-        publish_many(
-            &publisher,
-            &unique("bench.memory.publish"),
-            sizes.messages,
-            sizes.window,
-        )
-        .await?;
-        Ok(sizes.messages as f64 / started.elapsed().as_secs_f64())
-    }
-
-    async fn consume_rate(&self, sizes: Sizes) -> Result<f64> {
-        let broker = broker();
-        let topic = unique("bench.memory.consume");
-        publish_many(&broker.publisher(), &topic, sizes.messages, 1).await?;
-        let counter = Counter::expecting(sizes.messages);
-        let running = consumer(&broker, &topic, &counter).await?;
-        counter.done(Duration::from_secs(120)).await?;
-        stop(running).await?;
-        Ok(counter.rate())
-    }
-
-    async fn latencies(&self, sizes: Sizes) -> Result<[f64; 3]> {
-        let broker = broker();
-        let topic = unique("bench.memory.latency");
-        let n = sizes.latency_messages();
-        let counter = Counter::expecting(n);
-        let running = consumer(&broker, &topic, &counter).await?;
-        publish_at_rate(&broker.publisher(), &topic, n, sizes.rate).await?;
-        counter.done(Duration::from_secs(60)).await?;
-        stop(running).await?;
-        Ok(counter.latencies())
     }
 }

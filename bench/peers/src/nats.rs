@@ -2,18 +2,12 @@
 //! `nats+js://` mode: publishes await the stream's acknowledgement, and the
 //! app reads a durable pull consumer of the stream msg and the raw side use.
 
-use std::convert::Infallible;
-use std::time::{Duration, Instant};
-
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use async_nats::jetstream::stream;
 use ruststream_nats::prelude::*;
 use ruststream_nats::{ConnectedNatsBroker, JetStreamPublish};
 
-use crate::measure::{Counter, PREFETCH, Scenarios, Sizes, publish_at_rate, publish_many, unique};
-
-#[derive(Deserialized)]
-struct Frame<'a>(&'a [u8]);
+use crate::measure::{Counter, Frame, PREFETCH, Peer, app, start, unique};
 
 /// The handler: a JetStream subject has no plain-name form (it needs its
 /// stream), so it is mounted through the macro-free `subscriber(source, body)`.
@@ -65,68 +59,29 @@ impl Nats {
             .map_err(|e| anyhow::anyhow!("creating stream {root}: {e}"))?;
         Ok(root)
     }
+}
 
-    async fn publish(&self, topic: &str, n: usize, window: usize) -> Result<()> {
-        let publisher = self.connected.publisher(JetStreamPublish::default());
-        publish_many(&publisher, topic, n, window).await
+impl Peer for Nats {
+    async fn topic(&self, scenario: &str, _filled: bool) -> Result<String> {
+        let topic = unique(&format!("bench.nats.{scenario}"));
+        self.stream(&topic).await?;
+        Ok(topic)
     }
 
-    /// Starts an app whose one handler reads `topic` into `counter`.
+    fn publisher(&self) -> impl Publisher {
+        self.connected.publisher(JetStreamPublish::default())
+    }
+
     async fn consumer(&self, topic: &str, counter: &Counter) -> Result<RunningApp> {
         let stream = self.stream(topic).await?;
-        let state = counter.clone();
         let source = JetStreamSubject::new(topic, stream)
             .durable(unique("bench").replace('.', "-"))
             .max_ack_pending(i64::from(PREFETCH));
-        let app = RustStream::new(AppInfo::new("bench", "0.0.0"))
-            .on_startup(async move |()| Ok::<_, Infallible>(state))
-            .with_broker(NatsBroker::new(self.url.clone()), move |b| {
+        start(
+            app(counter).with_broker(NatsBroker::new(self.url.clone()), move |b| {
                 b.include(subscriber(source, Take).build());
-            });
-        app.start()
-            .await
-            .map_err(|e| anyhow::anyhow!("starting the app: {e}"))
-    }
-}
-
-async fn stop(running: RunningApp) -> Result<()> {
-    running
-        .shutdown()
+            }),
+        )
         .await
-        .map_err(|e| anyhow::anyhow!("shutdown: {e}"))
-}
-
-impl Scenarios for Nats {
-    async fn publish_rate(&self, sizes: Sizes) -> Result<f64> {
-        let topic = unique("bench.nats.publish");
-        self.stream(&topic).await?;
-        let started = Instant::now();
-        self.publish(&topic, sizes.messages, sizes.window).await?;
-        Ok(sizes.messages as f64 / started.elapsed().as_secs_f64())
-    }
-
-    async fn consume_rate(&self, sizes: Sizes) -> Result<f64> {
-        let topic = unique("bench.nats.consume");
-        self.stream(&topic).await?;
-        self.publish(&topic, sizes.messages, 64).await?;
-        let counter = Counter::expecting(sizes.messages);
-        let running = self.consumer(&topic, &counter).await?;
-        counter.done(Duration::from_secs(120)).await?;
-        stop(running).await?;
-        Ok(counter.rate())
-    }
-
-    async fn latencies(&self, sizes: Sizes) -> Result<[f64; 3]> {
-        let topic = unique("bench.nats.latency");
-        let n = sizes.latency_messages();
-        let counter = Counter::expecting(n);
-        let running = self.consumer(&topic, &counter).await?;
-        let publisher = self.connected.publisher(JetStreamPublish::default());
-        publish_at_rate(&publisher, &topic, n, sizes.rate)
-            .await
-            .context("publishing at a fixed rate")?;
-        counter.done(Duration::from_secs(60)).await?;
-        stop(running).await?;
-        Ok(counter.latencies())
     }
 }
