@@ -306,7 +306,20 @@ fn msg_bench(peers: &Path, quick: bool, only: Option<&str>) -> Result<()> {
 /// The criterion micro-benchmarks of the in-process broker and middleware.
 fn criterion(quick: bool) -> Result<()> {
     let mut cmd = Command::new(cargo_bin());
-    cmd.args(["bench", "-p", "msg-memory", "-p", "msg-middleware", "--"]);
+    // The criterion targets by name: the libraries' libtest harness would
+    // refuse criterion's options.
+    cmd.args([
+        "bench",
+        "-p",
+        "msg-memory",
+        "-p",
+        "msg-middleware",
+        "--bench",
+        "throughput",
+        "--bench",
+        "stack",
+        "--",
+    ]);
     if quick {
         cmd.args([
             "--warm-up-time",
