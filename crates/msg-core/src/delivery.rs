@@ -204,9 +204,15 @@ impl Settle {
 
     /// Settles the delivery as `settlement` says.
     pub async fn settle(&mut self, settlement: Settlement) -> Result<()> {
+        self.start(settlement).await
+    }
+
+    /// Starts settling: the transport's future, which the router polls in
+    /// place, boxing nothing when the transport settled at once.
+    pub(crate) fn start(&mut self, settlement: Settlement) -> SettleFuture {
         match self.acker.take() {
-            Some(acker) => acker.settle(settlement).await,
-            None => Err(Error::AlreadySettled),
+            Some(acker) => acker.settle(settlement),
+            None => SettleFuture::ready(Err(Error::AlreadySettled)),
         }
     }
 

@@ -16,24 +16,23 @@ use std::time::Duration;
 
 use msg_core::{Acker, Metadata, Received, SettleFuture, Settlement, dead_letter_message};
 
-use crate::broker::{Admission, Entry, Queue, Shared};
+use crate::broker::{Admission, Entry};
+use crate::subscriber::Member;
 
 pub(crate) struct MemoryAcker {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) queue: Arc<Queue>,
-    pub(crate) member: Arc<msg_core::Prefetch>,
+    pub(crate) member: Arc<Member>,
     pub(crate) entry: Entry,
 }
 
 impl MemoryAcker {
     fn settle_now(self, settlement: Settlement) {
-        let MemoryAcker {
+        let MemoryAcker { member, mut entry } = self;
+        let Member {
             shared,
             queue,
-            member,
-            mut entry,
-        } = self;
-        member.release();
+            prefetch,
+        } = &*member;
+        prefetch.release();
         let counters = &entry.topic.counters;
         let over_limit = shared
             .config

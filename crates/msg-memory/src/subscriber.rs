@@ -34,10 +34,12 @@ impl Subscriber for MemoryBroker {
             subscription.start_position() == StartPosition::Earliest,
         );
         let consumer = Consumer {
-            shared: self.shared.clone(),
-            member: Arc::new(Prefetch::new(subscription.prefetch_count())),
             broadcast: queue.group.is_none(),
-            queue,
+            member: Arc::new(Member {
+                shared: self.shared.clone(),
+                queue,
+                prefetch: Prefetch::new(subscription.prefetch_count()),
+            }),
             buffer: VecDeque::new(),
             handle: self.handle.clone(),
             waiting: None,
@@ -58,11 +60,17 @@ impl Subscriber for MemoryBroker {
     }
 }
 
+/// What one subscription's stream and its deliveries' ackers share: one
+/// reference count per delivery rather than three.
+pub(crate) struct Member {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) queue: Arc<Queue>,
+    pub(crate) prefetch: Prefetch,
+}
+
 /// The state behind one subscription's stream.
 struct Consumer {
-    shared: Arc<Shared>,
-    queue: Arc<Queue>,
-    member: Arc<Prefetch>,
+    member: Arc<Member>,
     /// Entries taken from the queue in one go (up to the prefetch), not yet
     /// handed out.
     buffer: VecDeque<Entry>,
@@ -88,23 +96,24 @@ impl Stream for Consumer {
             if let Some(entry) = this.buffer.pop_front() {
                 return Poll::Ready(Some(Ok(this.deliver(entry))));
             }
-            let room = this.member.room();
+            let member = &*this.member;
+            let room = member.prefetch.room();
             let mut next_due = None;
             if room > 0 {
-                let mut state = lock(&this.queue.state);
+                let mut state = lock(&member.queue.state);
                 next_due = state.promote_due(Instant::now());
                 let len_before = state.ready.len();
                 let take = room.min(len_before);
                 this.buffer.extend(state.ready.drain(..take));
-                this.queue
-                    .made_room(len_before, this.shared.config.capacity);
+                member
+                    .queue
+                    .made_room(len_before, member.shared.config.capacity);
             }
             if !this.buffer.is_empty() {
-                this.member.take(this.buffer.len());
+                member.prefetch.take(this.buffer.len());
                 continue;
             }
             this.waiting = Some(Box::pin(wait_for_work(
-                this.queue.clone(),
                 this.member.clone(),
                 this.handle.clone(),
                 next_due,
@@ -116,20 +125,16 @@ impl Stream for Consumer {
 /// Resolves when there may be work: an entry arrived, a prefetch slot was
 /// freed, a deferred entry is due, or the subscriber was closed. It
 /// registers for every wake-up before looking again, so none is missed.
-async fn wait_for_work(
-    queue: Arc<Queue>,
-    member: Arc<Prefetch>,
-    handle: Arc<Handle>,
-    next_due: Option<Instant>,
-) {
+async fn wait_for_work(member: Arc<Member>, handle: Arc<Handle>, next_due: Option<Instant>) {
+    let queue = &member.queue;
     let available = queue.available.notified();
-    let freed = member.freed();
+    let freed = member.prefetch.freed();
     let closing = handle.closing.notified();
     tokio::pin!(available, freed, closing);
     available.as_mut().enable();
     freed.as_mut().enable();
     closing.as_mut().enable();
-    let full = member.room() == 0;
+    let full = member.prefetch.room() == 0;
     if handle.subscriber_closed.load(AtomicOrdering::Acquire)
         || (!full && !lock(&queue.state).ready.is_empty())
     {
@@ -156,19 +161,17 @@ impl Consumer {
             .counters
             .delivered
             .fetch_add(1, AtomicOrdering::Release);
-        self.shared.counters_changed();
+        self.member.shared.counters_changed();
         let metadata = Metadata::new(entry.topic.name.clone())
             .with_offset(entry.offset)
             .with_timestamp(entry.timestamp)
             .with_attempt(entry.attempt)
-            .with_group(self.queue.group.clone());
+            .with_group(self.member.queue.group.clone());
         let message = entry.message.clone();
         Delivery::new(
             message,
             metadata,
             MemoryAcker {
-                shared: self.shared.clone(),
-                queue: self.queue.clone(),
                 member: self.member.clone(),
                 entry,
             },
@@ -180,16 +183,16 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         // Entries taken but never handed out go back, in order, unchanged.
         if !self.buffer.is_empty() {
-            let mut state = lock(&self.queue.state);
+            let mut state = lock(&self.member.queue.state);
             for entry in self.buffer.drain(..).rev() {
                 state.ready.push_front(entry);
             }
         }
         if self.broadcast {
-            self.shared.unbind(&self.queue);
+            self.member.shared.unbind(&self.member.queue);
         } else {
             // This member may have taken a wake-up meant for another one.
-            self.queue.available.notify_one();
+            self.member.queue.available.notify_one();
         }
     }
 }

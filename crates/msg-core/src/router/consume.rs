@@ -3,18 +3,23 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
 use super::handler::{BoxBatchHandler, BoxHandler, Disposition, HandlerError, Outgoing};
 use super::{BatchOptions, HandlerOptions};
 use crate::error::error_chain;
-use crate::{DeliveryStream, DynPublisher, Error, Received, Settle, Settlement};
+use crate::{
+    Delivery, DeliveryStream, DynPublisher, Error, Received, Settle, SettleFuture, Settlement,
+};
 
 pub(super) struct Context {
     pub(super) publisher: Arc<dyn DynPublisher>,
@@ -48,17 +53,42 @@ async fn until_deadline(ctx: &mut Context, work: impl Future<Output = ()>) -> bo
 /// What a handler call ended with: its result, or the panic it raised.
 type Outcome = std::thread::Result<Result<Outgoing, HandlerError>>;
 
-/// Calls `handler`, turning a panic in `call` or in the future into an
-/// `Err` outcome.
-fn call_caught<R>(
-    handler: &mut tower::util::BoxCloneSyncService<R, Outgoing, HandlerError>,
-    request: R,
-) -> impl Future<Output = Outcome> + Send + 'static {
-    let call = std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(request)));
-    async move {
-        match call {
-            Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-            Err(panic) => Err(panic),
+/// One handler call: its future, or the panic `call` raised. Polling turns
+/// a panic of the future into an `Err` outcome too. It is small and
+/// `Unpin`, so the router polls it in place and boxes nothing more for a
+/// handler that finishes at once.
+enum Call {
+    Running(BoxFuture<'static, Result<Outgoing, HandlerError>>),
+    Panicked(Option<Box<dyn std::any::Any + Send>>),
+}
+
+impl Call {
+    fn start<R>(
+        handler: &mut tower::util::BoxCloneSyncService<R, Outgoing, HandlerError>,
+        request: R,
+    ) -> Self {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.call(request))) {
+            Ok(future) => Call::Running(future),
+            Err(panic) => Call::Panicked(Some(panic)),
+        }
+    }
+}
+
+impl Future for Call {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Outcome> {
+        match self.get_mut() {
+            Call::Running(future) => {
+                match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                    Ok(Poll::Pending) => Poll::Pending,
+                    Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+                    Err(panic) => Poll::Ready(Err(panic)),
+                }
+            }
+            Call::Panicked(panic) => Poll::Ready(Err(panic
+                .take()
+                .unwrap_or_else(|| Box::new("handler call polled after it completed")))),
         }
     }
 }
@@ -71,22 +101,15 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "handler panicked".to_owned())
 }
 
-/// Turns an outcome into a settlement, publishing the handler's messages
-/// first: they must be out before the input is acked.
-async fn settlement_for(outcome: Outcome, publisher: &dyn DynPublisher, topic: &str) -> Settlement {
+/// The settlement an outcome calls for, or the handler's messages, which
+/// must be published before the input is acked.
+fn settlement_now(outcome: Outcome, topic: &str) -> std::result::Result<Settlement, Outgoing> {
     match outcome {
-        Ok(Ok(outgoing)) => {
-            for (to, message) in outgoing {
-                if let Err(e) = publisher.publish_boxed(&to, message).await {
-                    tracing::warn!(topic, to, error = %e.chain(), "publishing a handler's message failed; the input will be redelivered");
-                    return Settlement::Nack;
-                }
-            }
-            Settlement::Ack
-        }
+        Ok(Ok(outgoing)) if outgoing.is_empty() => Ok(Settlement::Ack),
+        Ok(Ok(outgoing)) => Err(outgoing),
         Ok(Err(e)) => {
             let reason = error_chain(&e);
-            match e.disposition() {
+            Ok(match e.disposition() {
                 Disposition::Retry => {
                     tracing::debug!(topic, error = %reason, "handler failed; retrying");
                     Settlement::Nack
@@ -99,19 +122,93 @@ async fn settlement_for(outcome: Outcome, publisher: &dyn DynPublisher, topic: &
                     tracing::warn!(topic, error = %reason, "handler failed permanently; dead-lettering");
                     Settlement::Reject(reason)
                 }
-            }
+            })
         }
         Err(panic) => {
             let text = panic_text(&*panic);
             tracing::error!(topic, panic = %text, "handler panicked; the message will be redelivered");
-            Settlement::Nack
+            Ok(Settlement::Nack)
         }
     }
 }
 
-async fn apply(settle: &mut Settle, settlement: Settlement, topic: &str) {
-    if let Err(e) = settle.settle(settlement).await {
+/// Publishes a handler's messages: ack the input if all went out.
+async fn publish_outgoing(
+    outgoing: Outgoing,
+    publisher: &dyn DynPublisher,
+    topic: &str,
+) -> Settlement {
+    for (to, message) in outgoing {
+        if let Err(e) = publisher.publish_boxed(&to, message).await {
+            tracing::warn!(topic, to, error = %e.chain(), "publishing a handler's message failed; the input will be redelivered");
+            return Settlement::Nack;
+        }
+    }
+    Settlement::Ack
+}
+
+/// Turns an outcome into a settlement, publishing the handler's messages
+/// first.
+async fn settlement_for(outcome: Outcome, publisher: &dyn DynPublisher, topic: &str) -> Settlement {
+    match settlement_now(outcome, topic) {
+        Ok(settlement) => settlement,
+        Err(outgoing) => publish_outgoing(outgoing, publisher, topic).await,
+    }
+}
+
+fn settled(result: crate::Result<()>, topic: &str) {
+    if let Err(e) = result {
         tracing::warn!(topic, error = %e.chain(), "settling a delivery failed; the broker will redeliver it");
+    }
+}
+
+async fn apply(settle: &mut Settle, settlement: Settlement, topic: &str) {
+    settled(settle.settle(settlement).await, topic);
+}
+
+/// The rest of one message's handling, when it could not finish at once;
+/// yields the key it held, if any.
+type Rest = BoxFuture<'static, Option<Arc<str>>>;
+
+/// Finishes one message's handling as far as it goes without waiting: a
+/// handler that finished at first poll (`outcome`) and a transport that
+/// settles at once allocate nothing here. Returns the key it held, or
+/// [`Rest`], what has to wait.
+fn handle(
+    call: Call,
+    outcome: Option<Outcome>,
+    mut settle: Settle,
+    publisher: &Arc<dyn DynPublisher>,
+    topic: Arc<str>,
+    key: Option<Arc<str>>,
+) -> std::result::Result<Option<Arc<str>>, Rest> {
+    let Some(outcome) = outcome else {
+        let publisher = publisher.clone();
+        return Err(Box::pin(async move {
+            let settlement = settlement_for(call.await, &*publisher, &topic).await;
+            apply(&mut settle, settlement, &topic).await;
+            key
+        }));
+    };
+    match settlement_now(outcome, &topic) {
+        Ok(settlement) => match settle.start(settlement) {
+            SettleFuture::Ready(result) => {
+                settled(result.unwrap_or(Err(Error::AlreadySettled)), &topic);
+                Ok(key)
+            }
+            pending => Err(Box::pin(async move {
+                settled(pending.await, &topic);
+                key
+            })),
+        },
+        Err(outgoing) => {
+            let publisher = publisher.clone();
+            Err(Box::pin(async move {
+                let settlement = publish_outgoing(outgoing, &*publisher, &topic).await;
+                apply(&mut settle, settlement, &topic).await;
+                key
+            }))
+        }
     }
 }
 
@@ -143,16 +240,16 @@ pub(super) async fn run_single(
     options: HandlerOptions,
 ) {
     // Futures of handled messages; each yields the key it held, if any.
-    let mut in_flight = FuturesUnordered::new();
+    let mut in_flight: FuturesUnordered<Rest> = FuturesUnordered::new();
     // Keys with a message in flight, and the messages waiting for them.
-    let mut busy: HashMap<Arc<str>, VecDeque<(Received, Settle)>> = HashMap::new();
+    let mut busy: HashMap<Arc<str>, VecDeque<Delivery>> = HashMap::new();
     // Messages whose key was released, to start before fetching more.
-    let mut ready: VecDeque<(Received, Settle)> = VecDeque::new();
+    let mut ready: VecDeque<Delivery> = VecDeque::new();
     let mut waiting = 0usize;
 
     let release = |key: Option<Arc<str>>,
-                   busy: &mut HashMap<Arc<str>, VecDeque<(Received, Settle)>>,
-                   ready: &mut VecDeque<(Received, Settle)>| {
+                   busy: &mut HashMap<Arc<str>, VecDeque<Delivery>>,
+                   ready: &mut VecDeque<Delivery>| {
         if let Some(key) = key {
             match busy.get_mut(&key).and_then(VecDeque::pop_front) {
                 Some(next) => ready.push_back(next),
@@ -171,34 +268,40 @@ pub(super) async fn run_single(
 
     'consume: loop {
         // Start what was waiting for its key, or fetch the next message.
-        let (received, settle) = if let Some(next) = ready.pop_front() {
+        // A delivery stays whole until the handler gets it: every move of
+        // it is a copy of some 150 bytes, a cost per message.
+        let delivery = if let Some(next) = ready.pop_front() {
             waiting -= 1;
             next
         } else {
             let room = in_flight.len() + waiting < options.concurrency;
-            tokio::select! {
+            let delivery = tokio::select! {
                 biased;
                 () = &mut stop => break 'consume,
                 Some(key) = in_flight.next(), if !in_flight.is_empty() => {
                     release(key, &mut busy, &mut ready);
                     continue;
                 }
-                item = stream.next(), if room => match next_item(item) {
-                    Next::Delivery(received, settle) => {
-                        if options.ordered_by_key && let Some(key) = received.message.key_arc() {
-                            if let Some(queue) = busy.get_mut(&key) {
-                                queue.push_back((received, settle));
-                                waiting += 1;
-                                continue;
-                            }
-                            busy.insert(key, VecDeque::new());
-                        }
-                        (received, settle)
+                item = stream.next(), if room => match item {
+                    Some(Ok(delivery)) => delivery,
+                    None | Some(Err(Error::Closed)) => break 'consume,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e.chain(), "subscription error; consuming goes on");
+                        continue;
                     }
-                    Next::Skip => continue,
-                    Next::End => break 'consume,
                 },
+            };
+            if options.ordered_by_key
+                && let Some(key) = delivery.message().key_arc()
+            {
+                if let Some(queue) = busy.get_mut(&key) {
+                    queue.push_back(delivery);
+                    waiting += 1;
+                    continue;
+                }
+                busy.insert(key, VecDeque::new());
             }
+            delivery
         };
 
         // Wait until the handler is ready, completing in-flight work meanwhile
@@ -214,26 +317,27 @@ pub(super) async fn run_single(
             }
         };
         let key = if options.ordered_by_key {
-            received.message.key_arc()
+            delivery.message().key_arc()
         } else {
             None
         };
-        let topic = received.metadata.topic.clone();
-        let publisher = ctx.publisher.clone();
-        let mut settle = settle;
+        let topic = delivery.metadata().topic.clone();
+        let (received, mut settle) = delivery.into_parts();
         match ready_result {
             Ok(()) => {
-                let call = call_caught(&mut handler, received);
-                let mut handled = Box::pin(async move {
-                    let settlement = settlement_for(call.await, &*publisher, &topic).await;
-                    apply(&mut settle, settlement, &topic).await;
-                    key
-                });
+                let mut call = Call::start(&mut handler, received);
                 // Most handlers finish without waiting: settle those at
                 // once rather than through the in-flight set.
-                match futures::poll!(handled.as_mut()) {
-                    std::task::Poll::Ready(key) => release(key, &mut busy, &mut ready),
-                    std::task::Poll::Pending => in_flight.push(handled),
+                let outcome = match futures::poll!(&mut call) {
+                    Poll::Ready(outcome) => Some(outcome),
+                    Poll::Pending => None,
+                };
+                match handle(call, outcome, settle, &ctx.publisher, topic, key) {
+                    Ok(key) => release(key, &mut busy, &mut ready),
+                    Err(mut rest) => match futures::poll!(rest.as_mut()) {
+                        Poll::Ready(key) => release(key, &mut busy, &mut ready),
+                        Poll::Pending => in_flight.push(rest),
+                    },
                 }
             }
             Err(e) => {
@@ -321,7 +425,7 @@ async fn flush(
         .unwrap_or_else(|| Arc::from(""));
     let settlement = match handler.ready().await {
         Ok(_) => {
-            let outcome = call_caught(handler, received).await;
+            let outcome = Call::start(handler, received).await;
             settlement_for(outcome, &**publisher, &topic).await
         }
         Err(e) => {
