@@ -168,25 +168,38 @@ async fn dispositions_map_to_nack_defer_and_reject() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_does_not_stop_the_loop() {
+    // A panic in the call itself, in the future's first poll, and in a
+    // later poll (the router polls the first in place, the others in its
+    // in-flight set): each is a retry, and the loop goes on.
     let b = broker();
     let router = Router::new(b.clone(), b.clone())
         .handle(
             Subscription::new("p").group("svc"),
-            handler_fn(|r: Received| async move {
-                if r.payload().as_ref() == b"boom" && r.attempt() == 1 {
-                    panic!("handler bug");
+            handler_fn(|r: Received| {
+                let first = r.attempt() == 1;
+                let payload = r.payload().clone();
+                assert!(!(first && payload.as_ref() == b"in call"), "handler bug");
+                async move {
+                    if first && payload.as_ref() == b"at once" {
+                        panic!("handler bug");
+                    }
+                    if first && payload.as_ref() == b"later" {
+                        tokio::task::yield_now().await;
+                        panic!("handler bug");
+                    }
+                    ok()
                 }
-                ok()
             }),
         )
         .start()
         .await
         .unwrap();
-    b.publish("p", Message::new("boom")).await.unwrap();
-    b.publish("p", Message::new("fine")).await.unwrap();
-    let stats = b.wait_for("p", |s| s.acked == 2, WAIT).await.unwrap();
+    for payload in ["in call", "at once", "later", "fine"] {
+        b.publish("p", Message::new(payload)).await.unwrap();
+    }
+    let stats = b.wait_for("p", |s| s.acked == 4, WAIT).await.unwrap();
     router.shutdown().await;
-    assert_eq!(stats.nacked, 1, "the panic was a retry");
+    assert_eq!(stats.nacked, 3, "each panic was a retry");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -170,26 +170,32 @@ async fn apply(settle: &mut Settle, settlement: Settlement, topic: &str) {
 /// yields the key it held, if any.
 type Rest = BoxFuture<'static, Option<Arc<str>>>;
 
-/// Finishes one message's handling as far as it goes without waiting: a
-/// handler that finished at first poll (`outcome`) and a transport that
-/// settles at once allocate nothing here. Returns the key it held, or
-/// [`Rest`], what has to wait.
-fn handle(
+/// The rest of a handling whose handler call has to wait.
+fn after_call(
     call: Call,
-    outcome: Option<Outcome>,
+    mut settle: Settle,
+    publisher: &Arc<dyn DynPublisher>,
+    topic: Arc<str>,
+    key: Option<Arc<str>>,
+) -> Rest {
+    let publisher = publisher.clone();
+    Box::pin(async move {
+        let settlement = settlement_for(call.await, &*publisher, &topic).await;
+        apply(&mut settle, settlement, &topic).await;
+        key
+    })
+}
+
+/// Finishes a handling whose handler call completed, as far as it goes
+/// without waiting: a transport that settles at once allocates nothing
+/// here. Returns the key it held, or [`Rest`], what has to wait.
+fn after_outcome(
+    outcome: Outcome,
     mut settle: Settle,
     publisher: &Arc<dyn DynPublisher>,
     topic: Arc<str>,
     key: Option<Arc<str>>,
 ) -> std::result::Result<Option<Arc<str>>, Rest> {
-    let Some(outcome) = outcome else {
-        let publisher = publisher.clone();
-        return Err(Box::pin(async move {
-            let settlement = settlement_for(call.await, &*publisher, &topic).await;
-            apply(&mut settle, settlement, &topic).await;
-            key
-        }));
-    };
     match settlement_now(outcome, &topic) {
         Ok(settlement) => match settle.start(settlement) {
             SettleFuture::Ready(result) => {
@@ -328,16 +334,19 @@ pub(super) async fn run_single(
                 let mut call = Call::start(&mut handler, received);
                 // Most handlers finish without waiting: settle those at
                 // once rather than through the in-flight set.
-                let outcome = match futures::poll!(&mut call) {
-                    Poll::Ready(outcome) => Some(outcome),
-                    Poll::Pending => None,
-                };
-                match handle(call, outcome, settle, &ctx.publisher, topic, key) {
-                    Ok(key) => release(key, &mut busy, &mut ready),
-                    Err(mut rest) => match futures::poll!(rest.as_mut()) {
-                        Poll::Ready(key) => release(key, &mut busy, &mut ready),
-                        Poll::Pending => in_flight.push(rest),
-                    },
+                match futures::poll!(&mut call) {
+                    Poll::Pending => {
+                        in_flight.push(after_call(call, settle, &ctx.publisher, topic, key));
+                    }
+                    Poll::Ready(outcome) => {
+                        match after_outcome(outcome, settle, &ctx.publisher, topic, key) {
+                            Ok(key) => release(key, &mut busy, &mut ready),
+                            Err(mut rest) => match futures::poll!(rest.as_mut()) {
+                                Poll::Ready(key) => release(key, &mut busy, &mut ready),
+                                Poll::Pending => in_flight.push(rest),
+                            },
+                        }
+                    }
                 }
             }
             Err(e) => {
