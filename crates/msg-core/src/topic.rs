@@ -29,6 +29,16 @@ pub fn is_pattern(pattern: &str) -> bool {
 }
 
 fn validate(topic: &str, wildcards: bool) -> Result<()> {
+    // Every publish checks its topic: take the common case, a plain name,
+    // in one pass over the bytes. Wildcards and errors go the segment-wise
+    // way below, which says what is wrong.
+    if is_plain_name(topic) {
+        return Ok(());
+    }
+    validate_segments(topic, wildcards)
+}
+
+fn validate_segments(topic: &str, wildcards: bool) -> Result<()> {
     let invalid = |reason| {
         Err(Error::InvalidTopic {
             topic: topic.to_owned(),
@@ -66,6 +76,27 @@ fn validate(topic: &str, wildcards: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `topic` is a valid name without wildcards.
+fn is_plain_name(topic: &str) -> bool {
+    if topic.len() > MAX_TOPIC_LEN {
+        return false;
+    }
+    let mut segment_len = 0usize;
+    for &b in topic.as_bytes() {
+        if b == b'.' {
+            if segment_len == 0 {
+                return false;
+            }
+            segment_len = 0;
+        } else if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            segment_len += 1;
+        } else {
+            return false;
+        }
+    }
+    segment_len > 0
 }
 
 /// Whether the topic name `topic` matches `pattern`.
@@ -123,8 +154,31 @@ mod tests {
             }
         }
         assert!(validate_topic(&"a".repeat(250)).is_err());
+        validate_topic(&"a".repeat(249)).unwrap();
         assert!(validate_pattern("a.>.b").is_err());
         assert!(validate_pattern("a.b*").is_err());
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_segment_wise_check() {
+        // Every string of up to four characters from an alphabet with
+        // each kind of byte that matters.
+        let alphabet = ['a', 'Z', '9', '_', '-', '.', '*', '>', ' ', 'é'];
+        let mut strings = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = strings
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            strings.extend(longer);
+        }
+        for s in strings.iter().filter(|s| s.chars().count() <= 4) {
+            assert_eq!(
+                is_plain_name(s),
+                validate_segments(s, false).is_ok(),
+                "{s:?}"
+            );
+        }
     }
 
     #[test]

@@ -259,7 +259,11 @@ impl Shared {
             let full = {
                 let mut state = lock(&self.state);
                 let mut seq = state.next_seq;
-                let ts = self.topic_state(&mut state, topic);
+                // One lookup (one hash of the name) when the topic exists.
+                let ts = match state.topics.get_mut(topic) {
+                    Some(ts) => ts,
+                    None => Self::new_topic(&mut state, topic),
+                };
                 // Under the topology lock no other publish reaches these
                 // queues, and consumers only shrink them: the room measured
                 // here is there for the pushes below. (A nack's requeue may
@@ -331,30 +335,25 @@ impl Shared {
         Ok(())
     }
 
-    fn topic_state<'a>(&self, state: &'a mut State, topic: &str) -> &'a mut TopicState {
-        if !state.topics.contains_key(topic) {
-            let name: Arc<str> = Arc::from(topic);
-            let queues = state
-                .groups
-                .values()
-                .chain(state.broadcast.iter())
-                .filter(|q| q.matches(topic))
-                .cloned()
-                .collect();
-            state.topics.insert(
-                name.clone(),
-                TopicState {
-                    topic: Arc::new(Topic {
-                        name,
-                        counters: Counters::default(),
-                        next_offset: AtomicU64::new(0),
-                    }),
-                    queues,
-                    log: VecDeque::new(),
-                },
-            );
-        }
-        state.topics.get_mut(topic).expect("inserted above")
+    /// Creates `topic`, bound to every queue whose filters match it.
+    fn new_topic<'a>(state: &'a mut State, topic: &str) -> &'a mut TopicState {
+        let name: Arc<str> = Arc::from(topic);
+        let queues = state
+            .groups
+            .values()
+            .chain(state.broadcast.iter())
+            .filter(|q| q.matches(topic))
+            .cloned()
+            .collect();
+        state.topics.entry(name.clone()).or_insert(TopicState {
+            topic: Arc::new(Topic {
+                name,
+                counters: Counters::default(),
+                next_offset: AtomicU64::new(0),
+            }),
+            queues,
+            log: VecDeque::new(),
+        })
     }
 
     /// The queue for a subscription: the group's (created on first use), or
