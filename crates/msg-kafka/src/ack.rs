@@ -13,13 +13,9 @@
 
 use std::sync::Arc;
 
-use msg_core::{
-    Acker, Delivery, Prefetch, Received, SettleFuture, Settlement, dead_letter_message,
-};
-use tokio::sync::mpsc;
+use msg_core::{Acker, Delivery, Received, SettleFuture, Settlement, dead_letter_message};
 
-use crate::Shared;
-use crate::subscriber::Tracker;
+use crate::subscriber::Member;
 
 /// A record taken from a partition and not yet settled.
 #[derive(Debug)]
@@ -33,10 +29,7 @@ pub(crate) struct Fetched {
 
 /// Settles one delivery.
 pub(crate) struct KafkaAcker {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) tracker: Arc<Tracker>,
-    pub(crate) prefetch: Arc<Prefetch>,
-    pub(crate) redeliver: mpsc::UnboundedSender<Fetched>,
+    pub(crate) member: Arc<Member>,
     pub(crate) fetched: Fetched,
 }
 
@@ -54,24 +47,24 @@ impl KafkaAcker {
 
     fn done(&self) {
         let f = &self.fetched;
-        self.tracker.settled(
+        self.member.tracker.settled(
             &f.received.metadata.topic,
             f.partition,
             f.offset,
             f.generation,
         );
-        self.prefetch.release();
+        self.member.prefetch.release();
     }
 
     /// Back to the consume task, one attempt more.
     fn again(self) {
-        self.prefetch.release();
+        self.member.prefetch.release();
         let mut fetched = self.fetched;
         let attempt = fetched.received.metadata.attempt.saturating_add(1);
         fetched.received.metadata = fetched.received.metadata.with_attempt(attempt);
         // Fails only when the subscription ended: the offset stays
         // uncommitted and the group reads the message again.
-        let _ = self.redeliver.send(fetched);
+        let _ = self.member.redeliver.send(fetched);
     }
 }
 
@@ -111,9 +104,9 @@ impl Acker for KafkaAcker {
                 headers.insert(HEADER_ORIGINAL_OFFSET, f.offset.to_string());
                 let topic = format!(
                     "{}{}",
-                    f.received.metadata.topic, self.shared.config.dead_letter_suffix
+                    f.received.metadata.topic, self.member.shared.config.dead_letter_suffix
                 );
-                match self.shared.produce(&topic, &dead).await {
+                match self.member.shared.produce(&topic, &dead).await {
                     Ok(()) => {
                         self.done();
                         Ok(())

@@ -382,15 +382,22 @@ enum Event {
     Freed,
 }
 
+/// What a subscription's consume task and the ackers of its deliveries
+/// share: one reference count per delivery rather than four.
+pub(crate) struct Member {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) tracker: Arc<Tracker>,
+    pub(crate) prefetch: Prefetch,
+    /// Nacked and deferred deliveries, back to the consume task.
+    pub(crate) redeliver: mpsc::UnboundedSender<Fetched>,
+}
+
 /// What a consume task needs besides its consumer.
 pub(crate) struct Consume {
-    shared: Arc<Shared>,
+    member: Arc<Member>,
     consumer: Arc<KafkaConsumer>,
-    tracker: Arc<Tracker>,
-    prefetch: Arc<Prefetch>,
     group: Option<Arc<str>>,
     tx: mpsc::Sender<Result<Delivery>>,
-    redeliver_tx: mpsc::UnboundedSender<Fetched>,
     redeliver_rx: mpsc::UnboundedReceiver<Fetched>,
     closing: watch::Receiver<bool>,
     /// Fetched while the prefetch was full (before the pause took hold).
@@ -399,19 +406,20 @@ pub(crate) struct Consume {
 
 impl Consume {
     async fn run(mut self) {
-        let mut tick = tokio::time::interval(self.shared.config.commit_interval);
+        let mut tick = tokio::time::interval(self.member.shared.config.commit_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let room = self.prefetch.room() > 0;
+            let prefetch = &self.member.prefetch;
+            let room = prefetch.room() > 0;
             self.set_paused(!room);
             if room && let Some(next) = self.overflow.pop_front() {
-                self.emit(next).await;
+                self.emit_if_live(next).await;
                 continue;
             }
-            let freed = self.prefetch.freed();
+            let freed = prefetch.freed();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if !room && self.prefetch.room() > 0 {
+            if !room && prefetch.room() > 0 {
                 continue;
             }
             let event = tokio::select! {
@@ -421,16 +429,18 @@ impl Consume {
                 Some(again) = self.redeliver_rx.recv(), if room => Event::Again(again),
                 _ = tick.tick() => Event::Commit,
                 record = self.consumer.recv() => match record {
-                    Ok(record) => Event::Fetched(fetched(&self.tracker, &self.group, &record)),
+                    Ok(record) => Event::Fetched(fetched(&self.member.tracker, &self.group, &record)),
                     Err(e) => Event::Error(e),
                 },
                 () = &mut freed, if !room => Event::Freed,
             };
             match event {
                 Event::Stop => break,
-                Event::Again(again) => self.emit(again).await,
+                Event::Again(again) => self.emit_if_live(again).await,
                 Event::Commit => self.commit(CommitMode::Async),
-                Event::Fetched(Some(fetched)) if self.prefetch.room() > 0 => {
+                // Just tracked, with no rebalance since (the rebalance
+                // callback runs inside `recv`, on this task): live.
+                Event::Fetched(Some(fetched)) if self.member.prefetch.room() > 0 => {
                     self.emit(fetched).await;
                 }
                 Event::Fetched(Some(fetched)) => self.overflow.push_back(fetched),
@@ -460,21 +470,24 @@ impl Consume {
         }
     }
 
-    /// Hands a delivery to the stream, unless its partition moved away.
-    async fn emit(&self, delivery: Fetched) {
-        let topic = delivery.received.metadata.topic.clone();
-        if !self
+    /// Hands a delivery to the stream, unless its partition moved away
+    /// since it was fetched.
+    async fn emit_if_live(&self, delivery: Fetched) {
+        let metadata = &delivery.received.metadata;
+        if self
+            .member
             .tracker
-            .live(&topic, delivery.partition, delivery.generation)
+            .live(&metadata.topic, delivery.partition, delivery.generation)
         {
-            return;
+            self.emit(delivery).await;
         }
-        self.prefetch.take(1);
+    }
+
+    /// Hands a delivery of a live partition to the stream.
+    async fn emit(&self, delivery: Fetched) {
+        self.member.prefetch.take(1);
         let acker = KafkaAcker {
-            shared: self.shared.clone(),
-            tracker: self.tracker.clone(),
-            prefetch: self.prefetch.clone(),
-            redeliver: self.redeliver_tx.clone(),
+            member: self.member.clone(),
             fetched: delivery,
         };
         let delivery = acker.into_delivery();
@@ -497,7 +510,7 @@ impl Consume {
     }
 
     fn commit(&self, mode: CommitMode) {
-        let due = self.tracker.due();
+        let due = self.member.tracker.due();
         if due.count() > 0
             && let Err(e) = self.consumer.commit(&due, mode)
         {
@@ -512,8 +525,9 @@ impl Consume {
     /// goes on in the background (what it could not commit is redelivered).
     async fn finish(self) {
         let Consume {
-            consumer, tracker, ..
+            consumer, member, ..
         } = self;
+        let tracker = member.tracker.clone();
         let (left_tx, left_rx) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()
             .name("msg-kafka-close".into())
@@ -585,17 +599,18 @@ impl KafkaBroker {
         consumer.subscribe(&topic_refs).map_err(error::kafka)?;
         let consumer = Arc::new(consumer);
 
-        let prefetch = Arc::new(Prefetch::new(subscription.prefetch_count()));
         let (tx, rx) = mpsc::channel(subscription.prefetch_count().min(4096));
-        let (redeliver_tx, redeliver_rx) = mpsc::unbounded_channel();
+        let (redeliver, redeliver_rx) = mpsc::unbounded_channel();
         let task = Consume {
-            shared: shared.clone(),
+            member: Arc::new(Member {
+                shared: shared.clone(),
+                tracker,
+                prefetch: Prefetch::new(subscription.prefetch_count()),
+                redeliver,
+            }),
             consumer: consumer.clone(),
-            tracker,
-            prefetch,
             group: group_name,
             tx,
-            redeliver_tx,
             redeliver_rx,
             closing: shared.closing.subscribe(),
             overflow: VecDeque::new(),
