@@ -170,50 +170,55 @@ async fn apply(settle: &mut Settle, settlement: Settlement, topic: &str) {
 /// yields the key it held, if any.
 type Rest = BoxFuture<'static, Option<Arc<str>>>;
 
-/// The rest of a handling whose handler call has to wait.
-fn after_call(
-    call: Call,
-    mut settle: Settle,
-    publisher: &Arc<dyn DynPublisher>,
+/// One message whose handler was called: what settling it needs.
+struct Handled<'a> {
+    settle: Settle,
+    publisher: &'a Arc<dyn DynPublisher>,
     topic: Arc<str>,
     key: Option<Arc<str>>,
-) -> Rest {
-    let publisher = publisher.clone();
-    Box::pin(async move {
-        let settlement = settlement_for(call.await, &*publisher, &topic).await;
-        apply(&mut settle, settlement, &topic).await;
-        key
-    })
 }
 
-/// Finishes a handling whose handler call completed, as far as it goes
-/// without waiting: a transport that settles at once allocates nothing
-/// here. Returns the key it held, or [`Rest`], what has to wait.
-fn after_outcome(
-    outcome: Outcome,
-    mut settle: Settle,
-    publisher: &Arc<dyn DynPublisher>,
-    topic: Arc<str>,
-    key: Option<Arc<str>>,
-) -> std::result::Result<Option<Arc<str>>, Rest> {
-    match settlement_now(outcome, &topic) {
-        Ok(settlement) => match settle.start(settlement) {
-            SettleFuture::Ready(result) => {
-                settled(result.unwrap_or(Err(Error::AlreadySettled)), &topic);
-                Ok(key)
+impl Handled<'_> {
+    /// The rest of the handling, once `outcome` is there.
+    fn later(self, outcome: impl Future<Output = Outcome> + Send + 'static) -> Rest {
+        let Handled {
+            mut settle,
+            publisher,
+            topic,
+            key,
+        } = self;
+        let publisher = publisher.clone();
+        Box::pin(async move {
+            let settlement = settlement_for(outcome.await, &*publisher, &topic).await;
+            apply(&mut settle, settlement, &topic).await;
+            key
+        })
+    }
+
+    /// Finishes the handling as far as it goes without waiting: a
+    /// transport that settles at once allocates nothing here. Returns the
+    /// key it held, or [`Rest`], what has to wait.
+    fn now(self, outcome: Outcome) -> std::result::Result<Option<Arc<str>>, Rest> {
+        match settlement_now(outcome, &self.topic) {
+            Ok(settlement) => {
+                let Handled {
+                    mut settle,
+                    topic,
+                    key,
+                    ..
+                } = self;
+                match settle.start(settlement) {
+                    SettleFuture::Ready(result) => {
+                        settled(result.unwrap_or(Err(Error::AlreadySettled)), &topic);
+                        Ok(key)
+                    }
+                    pending => Err(Box::pin(async move {
+                        settled(pending.await, &topic);
+                        key
+                    })),
+                }
             }
-            pending => Err(Box::pin(async move {
-                settled(pending.await, &topic);
-                key
-            })),
-        },
-        Err(outgoing) => {
-            let publisher = publisher.clone();
-            Err(Box::pin(async move {
-                let settlement = publish_outgoing(outgoing, &*publisher, &topic).await;
-                apply(&mut settle, settlement, &topic).await;
-                key
-            }))
+            Err(outgoing) => Err(self.later(std::future::ready(Ok(Ok(outgoing))))),
         }
     }
 }
@@ -332,21 +337,23 @@ pub(super) async fn run_single(
         match ready_result {
             Ok(()) => {
                 let mut call = Call::start(&mut handler, received);
+                let handled = Handled {
+                    settle,
+                    publisher: &ctx.publisher,
+                    topic,
+                    key,
+                };
                 // Most handlers finish without waiting: settle those at
                 // once rather than through the in-flight set.
                 match futures::poll!(&mut call) {
-                    Poll::Pending => {
-                        in_flight.push(after_call(call, settle, &ctx.publisher, topic, key));
-                    }
-                    Poll::Ready(outcome) => {
-                        match after_outcome(outcome, settle, &ctx.publisher, topic, key) {
-                            Ok(key) => release(key, &mut busy, &mut ready),
-                            Err(mut rest) => match futures::poll!(rest.as_mut()) {
-                                Poll::Ready(key) => release(key, &mut busy, &mut ready),
-                                Poll::Pending => in_flight.push(rest),
-                            },
-                        }
-                    }
+                    Poll::Pending => in_flight.push(handled.later(call)),
+                    Poll::Ready(outcome) => match handled.now(outcome) {
+                        Ok(key) => release(key, &mut busy, &mut ready),
+                        Err(mut rest) => match futures::poll!(rest.as_mut()) {
+                            Poll::Ready(key) => release(key, &mut busy, &mut ready),
+                            Poll::Pending => in_flight.push(rest),
+                        },
+                    },
                 }
             }
             Err(e) => {
