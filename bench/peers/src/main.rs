@@ -62,7 +62,9 @@ async fn main() -> Result<()> {
             continue;
         }
         let figures = match transport {
-            "memory" => measure::rounds("memory", &memory::Memory::new(), sizes).await?,
+            "memory" => {
+                measure::rounds("memory", &memory::Memory::new(), sizes.in_process()).await?
+            }
             "redis" => {
                 let url = broker_url("MSG_TEST_REDIS_URL", "redis")?;
                 measure::rounds("redis", &redis::Redis::connect(&url).await?, sizes).await?

@@ -75,7 +75,7 @@ async fn run(transport: &str, sizes: Sizes) -> Result<Vec<Row>> {
         "memory" => {
             let conn = msg::connect("memory://bench?retention=1000000&capacity=1000000").await?;
             let raw = raw::memory::RawMemory::default();
-            measure::compare(transport, &MsgSide::new(conn), &raw, sizes).await
+            measure::compare(transport, &MsgSide::new(conn), &raw, sizes.in_process()).await
         }
         "redis" => {
             let url = msg_testkit::BrokerEnv::get("redis").url().to_owned();
