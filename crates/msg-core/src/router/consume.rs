@@ -225,22 +225,20 @@ impl Handled<'_> {
 
 /// What to do with an item of the delivery stream.
 enum Next {
-    Delivery(Received, Settle),
+    Delivery(Delivery),
     Skip,
     End,
 }
 
-fn next_item(item: Option<crate::Result<crate::Delivery>>) -> Next {
+#[inline]
+fn next_item(item: Option<crate::Result<Delivery>>) -> Next {
     match item {
         None | Some(Err(Error::Closed)) => Next::End,
         Some(Err(e)) => {
             tracing::warn!(error = %e.chain(), "subscription error; consuming goes on");
             Next::Skip
         }
-        Some(Ok(delivery)) => {
-            let (received, settle) = delivery.into_parts();
-            Next::Delivery(received, settle)
-        }
+        Some(Ok(delivery)) => Next::Delivery(delivery),
     }
 }
 
@@ -293,13 +291,10 @@ pub(super) async fn run_single(
                     release(key, &mut busy, &mut ready);
                     continue;
                 }
-                item = stream.next(), if room => match item {
-                    Some(Ok(delivery)) => delivery,
-                    None | Some(Err(Error::Closed)) => break 'consume,
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e.chain(), "subscription error; consuming goes on");
-                        continue;
-                    }
+                item = stream.next(), if room => match next_item(item) {
+                    Next::Delivery(delivery) => delivery,
+                    Next::Skip => continue,
+                    Next::End => break 'consume,
                 },
             };
             if options.ordered_by_key
@@ -399,11 +394,11 @@ pub(super) async fn run_batch(
             () = &mut stop => break,
             () = &mut timer, if !batch.is_empty() => flush_now = true,
             item = stream.next() => match next_item(item) {
-                Next::Delivery(received, settle) => {
+                Next::Delivery(delivery) => {
                     if batch.is_empty() {
                         timer.as_mut().reset(tokio::time::Instant::now() + options.max_wait);
                     }
-                    batch.push((received, settle));
+                    batch.push(delivery.into_parts());
                     flush_now = batch.len() >= options.max_size;
                 }
                 Next::Skip => {}
