@@ -389,9 +389,7 @@ impl NatsConfig {
             .request_timeout(Some(self.request_timeout))
             // A retry every attempt, forever: outages never end a subscription.
             .max_reconnects(None)
-            .reconnect_delay_callback(|attempt| {
-                Duration::from_millis((50u64 << attempt.min(6)).min(2_000))
-            });
+            .reconnect_delay_callback(reconnect_delay);
         options = match &self.auth {
             Auth::None => options,
             Auth::Token(token) => options.token(token.clone()),
@@ -441,9 +439,28 @@ impl fmt::Debug for NatsConfig {
     }
 }
 
+/// The wait before connection attempt `attempt` (counted from 1, for the
+/// first connect as for every reconnect): none before the first, then
+/// 50 ms doubling up to 2 s, so that a restarted server is found quickly
+/// and a server that stays down is not hammered.
+fn reconnect_delay(attempt: usize) -> Duration {
+    match attempt {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis((50u64 << (n - 2).min(6)).min(2_000)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_connect_is_not_delayed() {
+        let delays: Vec<u64> = (1..=9)
+            .map(|n| reconnect_delay(n).as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [0, 50, 100, 200, 400, 800, 1600, 2000, 2000]);
+    }
 
     #[test]
     fn urls() {
