@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::Subject;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use bytes::Bytes;
 use futures::StreamExt;
 use msg_core::{
     Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Prefetch, Received,
@@ -64,6 +65,34 @@ impl Subscriber for NatsBroker {
     }
 }
 
+/// Returns once the server has read everything this connection sent
+/// before, subscriptions included. `flush` only writes to the socket: a
+/// message published on another connection right after could still reach
+/// the server before the subscription and miss it. The server handles one
+/// connection's commands in order, so the answer to a request sent after
+/// them proves they were read; a request to an inbox nobody listens on is
+/// answered at once with "no responders".
+async fn server_caught_up(client: &async_nats::Client) -> Result<()> {
+    use async_nats::RequestErrorKind;
+    match client.request(client.new_inbox(), Bytes::new()).await {
+        Ok(_) => Ok(()),
+        Err(e) => match e.kind() {
+            RequestErrorKind::NoResponders => Ok(()),
+            // No answer: most likely the account may not publish to its own
+            // inbox. The subscription stands; only that it was in place
+            // before this returned is unconfirmed.
+            RequestErrorKind::TimedOut => {
+                tracing::warn!(
+                    "NATS did not answer a request to an inbox; a message published right \
+                     after subscribing may be missed (may this account publish to _INBOX?)"
+                );
+                Ok(())
+            }
+            _ => Err(Error::Connection(Box::new(e))),
+        },
+    }
+}
+
 /// Completes when the subscriber closes.
 fn closed(shared: &Shared) -> impl Future<Output = ()> + Send + 'static {
     let mut closing = shared.closing.subscribe();
@@ -89,10 +118,7 @@ impl NatsBroker {
         }
         // The server knows of the subscription once this returns, so that
         // nothing published afterwards is missed.
-        client
-            .flush()
-            .await
-            .map_err(|e| Error::Connection(Box::new(e)))?;
+        server_caught_up(client).await?;
         let shared = self.shared.clone();
         let group: Option<Arc<str>> = subscription.group_name().map(Arc::from);
         let stream = futures::stream::select_all(subscribers).map(move |nats| {

@@ -252,3 +252,33 @@ async fn bad_input_is_a_clear_error() {
         Ok(_) => panic!("subscribed to a pattern no stream holds"),
     }
 }
+
+/// A core subscription is on the server when `subscribe` returns: a
+/// message published right after on another connection reaches it. The
+/// race is narrowest on a connection the server has just accepted, so it
+/// is run many times, each on a fresh connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_subscription_is_in_place_when_subscribe_returns() {
+    let _shared = broker_lock("in-place").await;
+    let publisher = broker(config(Mode::Core)).await;
+    let mut missed = 0;
+    for round in 0..300 {
+        let subscriber = broker(config(Mode::Core)).await;
+        let topic = topic("in-place");
+        let mut stream = subscriber
+            .subscribe(Subscription::new(&topic))
+            .await
+            .expect("subscribe");
+        publisher
+            .publish(&topic, Message::new(format!("round {round}")))
+            .await
+            .expect("publish");
+        if recv(&mut stream, Duration::from_secs(2)).await.is_none() {
+            missed += 1;
+        }
+    }
+    assert_eq!(
+        missed, 0,
+        "messages published right after subscribing were missed"
+    );
+}
