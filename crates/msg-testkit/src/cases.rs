@@ -514,6 +514,47 @@ pub async fn no_next_while_unacked(h: &Harness) {
     assert_eq!(second[0].message().id(), sent[1].id());
 }
 
+/// A subscriber holds at most its prefetch of unsettled deliveries, however
+/// many wait; settling one lets the next come, and nothing is lost.
+pub async fn prefetch_bounds_what_is_held(h: &Harness) {
+    if !needs_at_least_once(h, "prefetch_bounds_what_is_held") {
+        return;
+    }
+    let topic = h.topic("prefetch");
+    let c = h.connect().await;
+    let mut stream = c
+        .subscribe(sub(&topic).prefetch(4))
+        .await
+        .expect("subscribe");
+    let sent: Vec<Message> = (0..12).map(numbered).collect();
+    publish_all(&c, &topic, &sent).await;
+    let mut held = Vec::new();
+    while held.len() < 4 {
+        let d = recv(&mut stream, h.timeout()).await;
+        held.push(d.expect("the prefetch's worth of deliveries"));
+    }
+    assert!(
+        recv(&mut stream, h.quiet()).await.is_none(),
+        "a fifth delivery came while the prefetch of four was held"
+    );
+    let mut got: HashSet<Uuid> = held.iter().map(|d| d.message().id()).collect();
+    held.pop().expect("held").ack().await.expect("ack");
+    let fifth = recv(&mut stream, h.timeout()).await;
+    held.push(fifth.expect("a delivery once one of the four was settled"));
+    for mut d in held {
+        d.ack().await.expect("ack");
+        got.insert(d.message().id());
+    }
+    while got.len() < sent.len() {
+        let Some(mut d) = recv(&mut stream, h.timeout()).await else {
+            panic!("{} of {} messages arrived", got.len(), sent.len());
+        };
+        d.ack().await.expect("ack");
+        got.insert(d.message().id());
+    }
+    assert_eq!(got, ids(&sent));
+}
+
 /// Order is kept: per key, or for the whole topic, as the transport says.
 pub async fn order_kept(h: &Harness) {
     let ordering = h.capabilities().ordering;

@@ -48,6 +48,7 @@ macro_rules! conformance_suite {
             defer_not_before_delay,
             reject_dead_letters,
             no_next_while_unacked,
+            prefetch_bounds_what_is_held,
             order_kept,
             continue_after_subscriber_close,
             concurrent_close,
