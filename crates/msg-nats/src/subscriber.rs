@@ -14,8 +14,10 @@
 //! deliver the message again while work goes on.
 
 use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use async_nats::Subject;
@@ -337,7 +339,7 @@ impl Reader {
     async fn run(mut self) {
         let mut backoff = Duration::from_millis(100);
         while !self.done() {
-            match self.step().await {
+            match self.pump().await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     // Report and go on: an outage never ends the stream.
@@ -363,59 +365,66 @@ impl Reader {
         }
     }
 
-    /// One pull: wait for room, ask for as many messages as fit, hand them
-    /// out as they come.
-    async fn step(&mut self) -> Result<()> {
+    /// Keeps pulls in flight for the room the subscription has, and hands
+    /// out what they bring, until the subscription closes (`Ok`) or a pull
+    /// fails. A new pull goes out once half the prefetch is neither held nor
+    /// asked for, before the pulls in flight are done: waiting for each pull
+    /// to finish before the next would leave the consumer idle for a round
+    /// trip per batch.
+    async fn pump(&mut self) -> Result<()> {
         if self.redeclare {
             self.consumer = self.declare.run(&self.shared).await?;
             self.redeclare = false;
         }
-        let room = self.held.prefetch.room();
-        if room == 0 {
-            let freed = self.held.prefetch.freed();
-            tokio::select! {
-                () = freed => {}
-                _ = self.closing.changed() => {}
-                () = self.tx.closed() => {}
-                () = tokio::time::sleep(self.shared.config.pull_expiry) => {}
-            }
-            return Ok(());
-        }
         let expiry = self.shared.config.pull_expiry;
-        let mut batch = self
-            .consumer
-            .batch()
-            .max_messages(room)
-            .expires(expiry)
-            .messages()
-            .await
-            .map_err(error::request)?;
-        // The server ends the pull at its expiry; if that answer is lost
-        // (an outage), give up on it a little later.
-        let deadline = tokio::time::sleep(expiry + Duration::from_secs(2));
-        tokio::pin!(deadline);
+        let low_water = (self.held.prefetch.limit() / 2).max(1);
+        let mut pulls = futures::stream::SelectAll::<Pull>::new();
+        // Asked for and not yet brought, over all pulls in flight; with
+        // what is held, never more than the prefetch.
+        let mut asked = 0;
         loop {
+            let free = self.held.prefetch.room().saturating_sub(asked);
+            if free >= low_water || (asked == 0 && free > 0) {
+                let batch = self
+                    .consumer
+                    .batch()
+                    .max_messages(free)
+                    .expires(expiry)
+                    .messages()
+                    .await
+                    .map_err(error::request)?;
+                pulls.push(Pull::new(batch, free, expiry));
+                asked += free;
+                continue;
+            }
             tokio::select! {
-                next = batch.next() => match next {
-                    None => return Ok(()),
-                    Some(Err(e)) => return Err(Error::broker_retryable(e)),
-                    Some(Ok(message)) => self.deliver(message).await,
+                pulled = pulls.next(), if !pulls.is_empty() => match pulled {
+                    Some(Pulled::Message(message)) => {
+                        asked -= 1;
+                        self.deliver(message).await;
+                    }
+                    Some(Pulled::Ended { unbrought }) => asked -= unbrought,
+                    Some(Pulled::Failed(e)) => return Err(Error::broker_retryable(e)),
+                    None => {}
                 },
-                () = &mut deadline => return Ok(()),
+                // Nothing asked for and no room: all is held.
+                () = self.held.prefetch.freed(), if asked == 0 => {}
                 _ = self.closing.changed() => break,
                 () = self.tx.closed() => break,
             }
         }
-        // Closing: what the server sends for this pull until it expires
-        // goes back rather than waiting out `ack_wait`. Delayed past the
-        // pull's expiry, or the server would hand it straight back to this
-        // very pull, again and again.
+        // Closing: what the server sends for the pulls in flight until they
+        // expire goes back rather than waiting out `ack_wait`. Delayed past
+        // the pulls' expiry, or the server would hand it straight back to
+        // one of these very pulls, again and again.
         let back_after = expiry + Duration::from_millis(500);
         let _ = tokio::time::timeout(expiry + Duration::from_secs(1), async {
-            while let Some(Ok(message)) = batch.next().await {
-                let _ = message
-                    .ack_with(async_nats::jetstream::AckKind::Nak(Some(back_after)))
-                    .await;
+            while let Some(pulled) = pulls.next().await {
+                if let Pulled::Message(message) = pulled {
+                    let _ = message
+                        .ack_with(async_nats::jetstream::AckKind::Nak(Some(back_after)))
+                        .await;
+                }
             }
         })
         .await;
@@ -482,6 +491,68 @@ impl Reader {
             .tx
             .send(Ok(Delivery::new(message, metadata, acker)))
             .await;
+    }
+}
+
+/// One pull request in flight: the messages it brings, then how many of
+/// those it asked for it did not bring.
+struct Pull {
+    batch: pull::Batch,
+    unbrought: usize,
+    /// The server ends a pull at its expiry; if that answer is lost (an
+    /// outage), the pull is given up a little later.
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    ended: bool,
+}
+
+// Nearly every item is a message: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Pulled {
+    Message(async_nats::jetstream::Message),
+    Ended { unbrought: usize },
+    Failed(async_nats::Error),
+}
+
+impl Pull {
+    fn new(batch: pull::Batch, asked: usize, expiry: Duration) -> Self {
+        Self {
+            batch,
+            unbrought: asked,
+            deadline: Box::pin(tokio::time::sleep(expiry + Duration::from_secs(2))),
+            ended: false,
+        }
+    }
+
+    fn end(&mut self) -> Poll<Option<Pulled>> {
+        self.ended = true;
+        Poll::Ready(Some(Pulled::Ended {
+            unbrought: self.unbrought,
+        }))
+    }
+}
+
+impl futures::Stream for Pull {
+    type Item = Pulled;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Pulled>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.batch.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(message))) => {
+                self.unbrought = self.unbrought.saturating_sub(1);
+                Poll::Ready(Some(Pulled::Message(message)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.ended = true;
+                Poll::Ready(Some(Pulled::Failed(e)))
+            }
+            Poll::Ready(None) => self.end(),
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => self.end(),
+                Poll::Pending => Poll::Pending,
+            },
+        }
     }
 }
 
