@@ -26,7 +26,7 @@ const USAGE: &str = "usage: cargo xtask brokers <command> [--native | --docker] 
 commands:
   install [NAME...]  install what the native path needs (Debian packages, PyPI, cargo)
   up [NAME...]       start brokers and wait until they answer; writes target/brokers/env
-  down [NAME...]     stop brokers started by `up`
+  down [NAME...]     stop brokers started by `up` and delete their data
   restart NAME       stop and start one broker, keeping its data
   status             which brokers run, and where
 
@@ -208,7 +208,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             write_env(&paths, p)
         }
         ("down", Via::Native) => {
-            brokers.iter().try_for_each(|b| down_native(&paths, *b))?;
+            for b in &brokers {
+                down_native(&paths, *b)?;
+                discard_data(&paths, *b)?;
+            }
             write_env(&paths, Via::Native)
         }
         ("down", Via::Docker) => {
@@ -667,6 +670,19 @@ fn probe(b: Broker) -> Result<()> {
 }
 
 // ----------------------------------------------------------- native down
+
+/// What tests and benchmarks wrote is scratch: left behind, it grows with
+/// every run (gigabytes of benchmark streams) and slows the broker's next
+/// start. `restart` keeps it, which is what it is for.
+fn discard_data(paths: &Paths, b: Broker) -> Result<()> {
+    let data = paths.dir(b).join("data");
+    match fs::remove_dir_all(&data) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("deleting {}", data.display()))
+        }
+        _ => Ok(()),
+    }
+}
 
 fn down_native(paths: &Paths, b: Broker) -> Result<()> {
     let was_up = pid_alive(paths, b);
