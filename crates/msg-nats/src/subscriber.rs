@@ -399,11 +399,13 @@ impl Reader {
             }
             tokio::select! {
                 pulled = pulls.next(), if !pulls.is_empty() => match pulled {
+                    // Saturating: a server that brought more than asked
+                    // must not leave the count wrapped and the reader stalled.
                     Some(Pulled::Message(message)) => {
-                        asked -= 1;
+                        asked = asked.saturating_sub(1);
                         self.deliver(message).await;
                     }
-                    Some(Pulled::Ended { unbrought }) => asked -= unbrought,
+                    Some(Pulled::Ended { unbrought }) => asked = asked.saturating_sub(unbrought),
                     Some(Pulled::Failed(e)) => return Err(Error::broker_retryable(e)),
                     None => {}
                 },
