@@ -393,7 +393,7 @@ impl Reader {
                     .messages()
                     .await
                     .map_err(error::request)?;
-                pulls.push(Pull::new(batch, free, expiry));
+                pulls.push(Pull::new(batch, free));
                 asked += free;
                 continue;
             }
@@ -497,13 +497,12 @@ impl Reader {
 }
 
 /// One pull request in flight: the messages it brings, then how many of
-/// those it asked for it did not bring.
+/// those it asked for it did not bring. The server ends a pull at its
+/// expiry; should that answer be lost (an outage), async-nats' batch gives
+/// up on its own 5 s later.
 struct Pull {
     batch: pull::Batch,
     unbrought: usize,
-    /// The server ends a pull at its expiry; if that answer is lost (an
-    /// outage), the pull is given up a little later.
-    deadline: Pin<Box<tokio::time::Sleep>>,
     ended: bool,
 }
 
@@ -516,20 +515,12 @@ enum Pulled {
 }
 
 impl Pull {
-    fn new(batch: pull::Batch, asked: usize, expiry: Duration) -> Self {
+    fn new(batch: pull::Batch, asked: usize) -> Self {
         Self {
             batch,
             unbrought: asked,
-            deadline: Box::pin(tokio::time::sleep(expiry + Duration::from_secs(2))),
             ended: false,
         }
-    }
-
-    fn end(&mut self) -> Poll<Option<Pulled>> {
-        self.ended = true;
-        Poll::Ready(Some(Pulled::Ended {
-            unbrought: self.unbrought,
-        }))
     }
 }
 
@@ -549,11 +540,13 @@ impl futures::Stream for Pull {
                 self.ended = true;
                 Poll::Ready(Some(Pulled::Failed(e)))
             }
-            Poll::Ready(None) => self.end(),
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => self.end(),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(Some(Pulled::Ended {
+                    unbrought: self.unbrought,
+                }))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
