@@ -5,20 +5,19 @@
 //! - defer(d): a copy goes to the retry queue `<queue>.retry.<ms>` (message
 //!   TTL `d`, dead-lettered back into the work queue when it expires), then
 //!   the original is acked.
-//! - reject(reason): the dead letter, with the reserved headers, goes to
-//!   the dead-letter queue `<queue>.dlq` (groups) and to the topic
-//!   `<topic>.dlq` on the exchange, then the original is acked.
-//!
-//! A nack or defer of a message whose attempt reached `max_deliveries`
-//! dead-letters it instead.
+//! - dead letter: the dead letter, with the reserved headers, goes to the
+//!   dead-letter queue `<queue>.dlq` (groups) and to the dead-letter topic
+//!   on the exchange, then the original is acked.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use msg_core::{Acker, Received, Result, SettleFuture, Settlement, Uuid, dead_letter_message};
+use msg_core::raw::{Acker, Action, SettleFuture, dead_letter_message};
+use msg_core::{Received, Result, Uuid};
 
 use crate::Shared;
+use crate::publisher::HEADER_TOPIC;
 use crate::topology::{WorkQueue, declare_retry_queue};
 
 /// Deliveries of the current copy of each message this subscription saw,
@@ -62,46 +61,35 @@ impl AmqpAcker {
 
     /// Publishes the dead letter, then acks: a crash in between leaves a
     /// duplicate dead letter, never a lost message.
-    pub(crate) async fn dead_letter(&self, reason: &str) -> Result<()> {
+    async fn dead_letter(&self, topic: &str, reason: &str) -> Result<()> {
         let config = &self.shared.config;
         // A dead letter starts at attempt 1 on its own topic; its
         // `msg-attempts` header keeps the history.
         let letter = dead_letter_message(&self.received, reason, None);
-        let topic = format!(
-            "{}{}",
-            self.received.metadata.topic, config.dead_letter_suffix
-        );
         if self.queue.group.is_some() {
-            let dlq = self.queue.dead_letter_queue(&config.dead_letter_suffix);
+            let dlq = self
+                .queue
+                .dead_letter_queue(&config.delivery.dead_letter_suffix);
             self.shared.publish_to("", &dlq, &letter, 0, true).await?;
             // Subscribers of the dead-letter topic, if any.
             self.shared
-                .publish_to(&config.exchange, &topic, &letter, 0, false)
+                .publish_to(&config.exchange, topic, &letter, 0, false)
                 .await?;
         } else {
             // A broadcast queue has no dead-letter queue: the topic must
             // reach someone, or the reject fails rather than lose it.
             self.shared
-                .publish_to(&config.exchange, &topic, &letter, 0, true)
+                .publish_to(&config.exchange, topic, &letter, 0, true)
                 .await?;
         }
         self.ack().await
     }
 
-    async fn settle_now(self, settlement: Settlement) -> Result<()> {
+    async fn settle_now(self, action: Action) -> Result<()> {
         let attempt = self.received.metadata.attempt;
-        let max = self.shared.config.max_deliveries;
-        let over = max.is_some_and(|max| attempt >= max);
-        match settlement {
-            Settlement::Ack => self.ack().await,
-            Settlement::Nack | Settlement::Defer(_) if over => {
-                self.dead_letter(&format!(
-                    "max deliveries ({}) reached",
-                    max.unwrap_or_default()
-                ))
-                .await
-            }
-            Settlement::Nack => self
+        match action {
+            Action::Ack => self.ack().await,
+            Action::Nack => self
                 .acker
                 .nack(BasicNackOptions {
                     requeue: true,
@@ -110,7 +98,7 @@ impl AmqpAcker {
                 .await
                 .map(drop)
                 .map_err(crate::error::map),
-            Settlement::Defer(delay) => {
+            Action::Defer(delay) => {
                 let ms = (delay.as_millis().min(u128::from(u32::MAX)) as u64).max(1);
                 let channel = self.shared.publish_channel().await?;
                 let known = self
@@ -130,23 +118,28 @@ impl AmqpAcker {
                         .insert(name.clone());
                     name
                 };
+                // The copy comes back with the queue's name as routing key:
+                // its topic travels in a header.
+                let mut copy = self.received.message.clone();
+                copy.headers_mut()
+                    .insert(HEADER_TOPIC, &*self.received.metadata.topic);
                 self.shared
-                    .publish_to("", &retry, &self.received.message, attempt, true)
+                    .publish_to("", &retry, &copy, attempt, true)
                     .await?;
                 self.ack().await
             }
-            Settlement::Reject(reason) => self.dead_letter(&reason).await,
+            Action::DeadLetter { topic, reason } => self.dead_letter(&topic, &reason).await,
         }
     }
 }
 
 impl Acker for AmqpAcker {
-    fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture {
-        match settlement {
+    fn settle(self: Box<Self>, action: Action) -> SettleFuture {
+        match action {
             // The common case gets a future of its own that holds only the
             // acker: boxing `settle_now`'s (kilobytes, for the dead letter
             // publishes it may make) was a copy per message.
-            Settlement::Ack => {
+            Action::Ack => {
                 self.requeues.forget(self.received.message.id());
                 let acker = self.acker;
                 SettleFuture::pending(async move {

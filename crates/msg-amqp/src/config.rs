@@ -6,7 +6,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lapin::uri::AMQPUri;
-use msg_core::url::redact;
+use msg_core::DeliveryPolicy;
+use msg_core::raw::url::redact;
 use msg_core::{Error, Result};
 
 /// Configuration of an [`AmqpBroker`](crate::AmqpBroker).
@@ -24,8 +25,7 @@ pub struct AmqpConfig {
     pub(crate) url: String,
     pub(crate) exchange: String,
     pub(crate) quorum: bool,
-    pub(crate) max_deliveries: Option<u32>,
-    pub(crate) dead_letter_suffix: String,
+    pub(crate) delivery: DeliveryPolicy,
     pub(crate) tls_ca: Option<PathBuf>,
     pub(crate) publish_timeout: Duration,
     pub(crate) mandatory: bool,
@@ -48,8 +48,7 @@ impl AmqpConfig {
             url: url.to_owned(),
             exchange: "msg".to_owned(),
             quorum: false,
-            max_deliveries: Some(10),
-            dead_letter_suffix: ".dlq".to_owned(),
+            delivery: DeliveryPolicy::default(),
             tls_ca: None,
             publish_timeout: Duration::from_secs(10),
             mandatory: false,
@@ -73,14 +72,14 @@ impl AmqpConfig {
     /// After this many deliveries, a nack or defer dead-letters the message
     /// instead (default 10; `None` redelivers forever).
     pub fn max_deliveries(mut self, max: Option<u32>) -> Self {
-        self.max_deliveries = max;
+        self.delivery.max_deliveries = max;
         self
     }
 
     /// Appended to a topic to name its dead-letter topic, and to a queue to
     /// name its dead-letter queue (default `.dlq`).
     pub fn dead_letter_suffix(mut self, suffix: impl Into<String>) -> Self {
-        self.dead_letter_suffix = suffix.into();
+        self.delivery.dead_letter_suffix = suffix.into();
         self
     }
 
@@ -113,8 +112,7 @@ impl fmt::Debug for AmqpConfig {
             .field("url", &redact(&self.url))
             .field("exchange", &self.exchange)
             .field("quorum", &self.quorum)
-            .field("max_deliveries", &self.max_deliveries)
-            .field("dead_letter_suffix", &self.dead_letter_suffix)
+            .field("delivery", &self.delivery)
             .field("tls_ca", &self.tls_ca)
             .field("publish_timeout", &self.publish_timeout)
             .field("mandatory", &self.mandatory)

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Confirmation};
-use msg_core::topic::validate_topic;
+use msg_core::raw::topic::validate_topic;
 use msg_core::{Capabilities, Error, Message, Publisher, Result, headers};
 
 use crate::topology::key;
@@ -27,6 +27,9 @@ use crate::{AmqpBroker, Shared, error};
 
 /// The header that counts the deliveries before a deferred copy.
 pub const HEADER_ATTEMPT: &str = "msg-attempt";
+/// The header with the topic of a deferred copy: it comes back from its
+/// retry queue with the work queue's name as routing key.
+pub const HEADER_TOPIC: &str = "msg-topic";
 
 /// The AMQP properties of `message`; `attempts` are the deliveries it had
 /// before this copy.

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use msg_core::raw::govern;
 use msg_core::{
     Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Received, Result,
     Subscriber, Subscription, Uuid,
@@ -21,7 +22,7 @@ use msg_core::{
 use tokio::sync::{mpsc, watch};
 
 use crate::ack::{AmqpAcker, Requeues};
-use crate::publisher::HEADER_ATTEMPT;
+use crate::publisher::{HEADER_ATTEMPT, HEADER_TOPIC};
 use crate::topology::{WorkQueue, declare_exchange};
 use crate::{AmqpBroker, Shared, error};
 
@@ -49,7 +50,8 @@ impl Subscriber for AmqpBroker {
             let item = rx.recv().await?;
             Some((item, rx))
         });
-        Ok(stream.boxed())
+        let policy = self.shared.config.delivery.for_subscription(&subscription);
+        Ok(govern(stream.boxed(), policy))
     }
 
     async fn close(&self) -> Result<()> {
@@ -97,7 +99,7 @@ impl Reader {
                 &config.exchange,
                 &self.topics,
                 config.quorum,
-                &config.dead_letter_suffix,
+                &config.delivery.dead_letter_suffix,
             )
             .await?;
         let consumer = channel
@@ -161,14 +163,15 @@ impl Reader {
     }
 
     async fn deliver(&self, delivery: lapin::message::Delivery) {
-        let (message, copies_before, broker_count) = decode(&delivery);
+        let (message, copies_before, broker_count, topic) = decode(&delivery);
         let this_copy = match broker_count {
             // Quorum queues count deliveries (x-delivery-count: earlier ones).
             Some(earlier) => earlier + 1,
             None => self.requeues.count(message.id(), delivery.redelivered),
         };
         let attempt = copies_before + this_copy;
-        let mut metadata = Metadata::new(delivery.routing_key.as_str())
+        let topic = topic.as_deref().unwrap_or(delivery.routing_key.as_str());
+        let mut metadata = Metadata::new(topic)
             .with_attempt(attempt)
             .with_group(self.queue.group.as_deref().map(Arc::from));
         if let Some(seconds) = delivery.properties.timestamp() {
@@ -185,17 +188,6 @@ impl Reader {
             queue: self.queue.clone(),
             requeues: self.requeues.clone(),
         };
-        if let Some(max) = self.shared.config.max_deliveries
-            && attempt > max
-        {
-            if let Err(e) = acker
-                .dead_letter(&format!("max deliveries ({max}) reached"))
-                .await
-            {
-                tracing::warn!(error = %e.chain(), "dead-lettering failed; the message stays unsettled");
-            }
-            return;
-        }
         // Fails only when the stream was dropped: the delivery is dropped
         // with the error, which nacks it.
         let _ = self
@@ -205,9 +197,10 @@ impl Reader {
     }
 }
 
-/// The message, the deliveries before this copy (`msg-attempt`), and the
-/// broker's count of earlier deliveries of this copy (quorum queues).
-fn decode(delivery: &lapin::message::Delivery) -> (Message, u32, Option<u32>) {
+/// The message, the deliveries before this copy (`msg-attempt`), the
+/// broker's count of earlier deliveries of this copy (quorum queues), and
+/// the topic of a deferred copy (`msg-topic`).
+fn decode(delivery: &lapin::message::Delivery) -> (Message, u32, Option<u32>, Option<String>) {
     let properties = &delivery.properties;
     let id = properties
         .message_id()
@@ -218,12 +211,14 @@ fn decode(delivery: &lapin::message::Delivery) -> (Message, u32, Option<u32>) {
     let mut key = None;
     let mut copies_before = 0;
     let mut broker_count = None;
+    let mut topic = None;
     if let Some(table) = properties.headers() {
         for (name, value) in table.inner() {
             let name = name.as_str();
             match name {
                 HEADER_ATTEMPT => copies_before = number(value).unwrap_or(0),
                 "x-delivery-count" => broker_count = number(value),
+                HEADER_TOPIC => topic = text(value),
                 msg_core::headers::MSG_KEY => key = text(value),
                 _ => {
                     if let Some(value) = text(value) {
@@ -238,7 +233,7 @@ fn decode(delivery: &lapin::message::Delivery) -> (Message, u32, Option<u32>) {
         message = message.with_key(key);
     }
     *message.headers_mut() = headers;
-    (message, copies_before, broker_count)
+    (message, copies_before, broker_count, topic)
 }
 
 fn text(value: &AMQPValue) -> Option<String> {

@@ -13,6 +13,7 @@
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
+use msg_core::raw::stable_id;
 use msg_core::{Result, Subscription, Uuid};
 
 use crate::error;
@@ -60,7 +61,7 @@ impl WorkQueue {
                 // ':' occurs in no topic or group name, so names never collide.
                 let mut name = format!("{}:{group}", subscription.topics().join("+"));
                 if name.len() > 200 {
-                    name = format!("msg:{group}:{:016x}", fnv(name.as_bytes()));
+                    name = format!("msg:{group}:{}", stable_id(&name).simple());
                 }
                 Self {
                     name,
@@ -174,12 +175,6 @@ fn long(s: &str) -> AMQPValue {
 /// A field-table key.
 pub(crate) fn key(s: &str) -> ShortString {
     s.into()
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

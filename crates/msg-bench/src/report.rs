@@ -180,5 +180,5 @@ fn machine() -> String {
 }
 
 fn today() -> String {
-    msg::time::rfc3339(std::time::SystemTime::now())[..10].to_owned()
+    msg::raw::time::rfc3339(std::time::SystemTime::now())[..10].to_owned()
 }

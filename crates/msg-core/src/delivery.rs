@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 
+use crate::policy::SubscriptionPolicy;
 use crate::{Error, Message, Result, headers};
 
 /// What the broker says about a received message.
@@ -162,20 +163,42 @@ impl fmt::Debug for SettleFuture {
     }
 }
 
+/// What a transport is asked to do with one delivery: the user's
+/// [`Settlement`] after the delivery policy was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Processed: never deliver again.
+    Ack,
+    /// Deliver again soon.
+    Nack,
+    /// Deliver again, but not before the delay.
+    Defer(Duration),
+    /// Publish the dead letter (the message with the reserved headers, see
+    /// [`dead_letter_message`]) to `topic`, then never deliver again.
+    DeadLetter {
+        /// The dead-letter topic, chosen by the subscription's policy.
+        topic: String,
+        /// Why: the handler's reason, or `max deliveries (N) reached`.
+        reason: String,
+    },
+}
+
 /// The transport's side of settling one delivery.
 ///
 /// Each transport implements this once; [`Delivery`] and [`Settle`] make
-/// sure it is called at most once.
+/// sure it is called at most once, and turn the user's settlement into an
+/// [`Action`] under the subscription's delivery policy.
 pub trait Acker: Send + 'static {
-    /// Settles the delivery on the broker.
-    fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture;
+    /// Carries out `action` on the broker.
+    fn settle(self: Box<Self>, action: Action) -> SettleFuture;
 
     /// Called when a delivery is dropped unsettled: the broker must deliver it
-    /// again. The default spawns a [`Settlement::Nack`] on the current Tokio
-    /// runtime; transports that redeliver unsettled messages on their own, or
-    /// can nack without waiting, override it.
+    /// again (a dropped delivery is never dead-lettered: its next delivery
+    /// is, if it is past the limit). The default spawns an [`Action::Nack`]
+    /// on the current Tokio runtime; transports that redeliver unsettled
+    /// messages on their own, or can nack without waiting, override it.
     fn drop_unsettled(self: Box<Self>) {
-        let nack = self.settle(Settlement::Nack);
+        let nack = self.settle(Action::Nack);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Err(e) = nack.await {
@@ -189,19 +212,16 @@ pub trait Acker: Send + 'static {
 /// The handle that settles one delivery: ack, nack, defer or reject.
 ///
 /// Settling twice returns [`Error::AlreadySettled`]. Dropping it unsettled
-/// nacks the delivery, so that nothing is lost.
+/// nacks the delivery, so that nothing is lost. A nack or defer of the last
+/// delivery the subscription's policy allows dead-letters instead.
 pub struct Settle {
     acker: Option<Box<dyn Acker>>,
+    topic: Arc<str>,
+    attempt: u32,
+    policy: Option<Arc<SubscriptionPolicy>>,
 }
 
 impl Settle {
-    /// Wraps a transport's acker.
-    pub fn new(acker: impl Acker) -> Self {
-        Self {
-            acker: Some(Box::new(acker)),
-        }
-    }
-
     /// Settles the delivery as `settlement` says.
     pub async fn settle(&mut self, settlement: Settlement) -> Result<()> {
         self.start(settlement).await
@@ -210,8 +230,45 @@ impl Settle {
     /// Starts settling: the transport's future, which the router polls in
     /// place, boxing nothing when the transport settled at once.
     pub(crate) fn start(&mut self, settlement: Settlement) -> SettleFuture {
+        let Some(acker) = self.acker.take() else {
+            return SettleFuture::ready(Err(Error::AlreadySettled));
+        };
+        let policy = self.policy.as_deref();
+        let exhausted = policy
+            .and_then(SubscriptionPolicy::max_deliveries)
+            .filter(|max| self.attempt >= *max);
+        let action = match (settlement, exhausted) {
+            (Settlement::Ack, _) => Action::Ack,
+            (Settlement::Nack | Settlement::Defer(_), Some(max)) => {
+                self.dead_letter_action(SubscriptionPolicy::exhausted_reason(max))
+            }
+            (Settlement::Nack, None) => Action::Nack,
+            (Settlement::Defer(delay), None) => Action::Defer(delay),
+            (Settlement::Reject(reason), _) => self.dead_letter_action(reason),
+        };
+        acker.settle(action)
+    }
+
+    fn dead_letter_action(&self, reason: String) -> Action {
+        let topic = match &self.policy {
+            Some(policy) => policy.dead_letter_topic(&self.topic),
+            None => dead_letter_topic(&self.topic),
+        };
+        Action::DeadLetter { topic, reason }
+    }
+
+    /// Dead-letters at once under `policy` (a delivery past its limit).
+    pub(crate) fn start_dead_letter(
+        &mut self,
+        policy: &SubscriptionPolicy,
+        topic: &str,
+        reason: String,
+    ) -> SettleFuture {
         match self.acker.take() {
-            Some(acker) => acker.settle(settlement),
+            Some(acker) => acker.settle(Action::DeadLetter {
+                topic: policy.dead_letter_topic(topic),
+                reason,
+            }),
             None => SettleFuture::ready(Err(Error::AlreadySettled)),
         }
     }
@@ -254,6 +311,7 @@ impl fmt::Debug for Settle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settle")
             .field("settled", &self.is_settled())
+            .field("policy", &self.policy)
             .finish()
     }
 }
@@ -268,10 +326,21 @@ pub struct Delivery {
 impl Delivery {
     /// A delivery of `message` with `metadata`, settled through `acker`.
     pub fn new(message: Message, metadata: Metadata, acker: impl Acker) -> Self {
+        let settle = Settle {
+            acker: Some(Box::new(acker)),
+            topic: metadata.topic.clone(),
+            attempt: metadata.attempt,
+            policy: None,
+        };
         Self {
             received: Received { message, metadata },
-            settle: Settle::new(acker),
+            settle,
         }
+    }
+
+    /// Puts the delivery under its subscription's policy.
+    pub(crate) fn govern(&mut self, policy: Arc<SubscriptionPolicy>) {
+        self.settle.policy = Some(policy);
     }
 
     /// The message.
@@ -333,7 +402,7 @@ pub fn dead_letter_message(received: &Received, reason: &str, error: Option<&str
     headers.insert(headers::ATTEMPTS, received.metadata.attempt.to_string());
     headers.insert(
         headers::DEAD_LETTERED_AT,
-        crate::time::rfc3339(SystemTime::now()),
+        crate::raw::time::rfc3339(SystemTime::now()),
     );
     if let Some(error) = error {
         headers.insert(headers::ERROR, one_line(error));
@@ -354,15 +423,15 @@ mod tests {
     use std::sync::Mutex;
 
     #[derive(Clone, Default)]
-    struct Record(Arc<Mutex<Vec<Settlement>>>);
+    struct Record(Arc<Mutex<Vec<Action>>>);
 
     impl Acker for Record {
-        fn settle(self: Box<Self>, s: Settlement) -> SettleFuture {
+        fn settle(self: Box<Self>, s: Action) -> SettleFuture {
             self.0.lock().unwrap().push(s);
             SettleFuture::ready(Ok(()))
         }
         fn drop_unsettled(self: Box<Self>) {
-            self.0.lock().unwrap().push(Settlement::Nack);
+            self.0.lock().unwrap().push(Action::Nack);
         }
     }
 
@@ -374,7 +443,7 @@ mod tests {
         assert!(matches!(d.nack().await, Err(Error::AlreadySettled)));
         assert!(matches!(d.reject("r").await, Err(Error::AlreadySettled)));
         drop(d);
-        assert_eq!(*rec.0.lock().unwrap(), vec![Settlement::Ack]);
+        assert_eq!(*rec.0.lock().unwrap(), vec![Action::Ack]);
     }
 
     #[tokio::test]
@@ -383,7 +452,78 @@ mod tests {
         let d = Delivery::new(Message::new("x"), Metadata::new("t"), rec.clone());
         let (_received, settle) = d.into_parts();
         drop(settle);
-        assert_eq!(*rec.0.lock().unwrap(), vec![Settlement::Nack]);
+        assert_eq!(*rec.0.lock().unwrap(), vec![Action::Nack]);
+    }
+
+    fn governed(attempt: u32, max: Option<u32>, rec: &Record) -> Delivery {
+        let mut d = Delivery::new(
+            Message::new("x"),
+            Metadata::new("orders").with_attempt(attempt),
+            rec.clone(),
+        );
+        let policy = crate::DeliveryPolicy {
+            max_deliveries: max,
+            ..Default::default()
+        };
+        d.govern(policy.for_subscription(&crate::Subscription::new("orders")));
+        d
+    }
+
+    #[tokio::test]
+    async fn the_last_allowed_failure_dead_letters() {
+        let rec = Record::default();
+        governed(2, Some(3), &rec).nack().await.unwrap();
+        governed(3, Some(3), &rec).nack().await.unwrap();
+        governed(3, Some(3), &rec)
+            .defer(Duration::from_secs(1))
+            .await
+            .unwrap();
+        governed(3, None, &rec).nack().await.unwrap();
+        governed(3, Some(3), &rec).ack().await.unwrap();
+        let exhausted = Action::DeadLetter {
+            topic: "orders.dlq".into(),
+            reason: "max deliveries (3) reached".into(),
+        };
+        assert_eq!(
+            *rec.0.lock().unwrap(),
+            vec![
+                Action::Nack,
+                exhausted.clone(),
+                exhausted,
+                Action::Nack,
+                Action::Ack
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn reject_goes_to_the_policy_topic_and_a_drop_is_never_a_dead_letter() {
+        let rec = Record::default();
+        let mut d = Delivery::new(Message::new("x"), Metadata::new("orders"), rec.clone());
+        d.govern(
+            crate::DeliveryPolicy::default()
+                .for_subscription(&crate::Subscription::new("orders").dead_letter_topic("failed")),
+        );
+        d.reject("bad").await.unwrap();
+        // Without a policy: `<topic>.dlq`.
+        let mut plain = Delivery::new(Message::new("x"), Metadata::new("orders"), rec.clone());
+        plain.reject("worse").await.unwrap();
+        // A crash or shutdown, not a failure: redelivered, not dead-lettered.
+        drop(governed(3, Some(3), &rec));
+        assert_eq!(
+            *rec.0.lock().unwrap(),
+            vec![
+                Action::DeadLetter {
+                    topic: "failed".into(),
+                    reason: "bad".into()
+                },
+                Action::DeadLetter {
+                    topic: "orders.dlq".into(),
+                    reason: "worse".into()
+                },
+                Action::Nack
+            ]
+        );
     }
 
     #[test]

@@ -92,6 +92,12 @@ impl<T> Event<T> {
         }
     }
 
+    /// Sets the id (unique per source), e.g. a business key.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
     /// Sets the subject.
     pub fn with_subject(mut self, subject: impl Into<String>) -> Self {
         self.subject = Some(subject.into());
@@ -107,8 +113,10 @@ impl<T> Event<T> {
 
     /// Encodes the event in binary content mode for `binding`.
     ///
-    /// The message id is the event id when that is a UUID, so that retries
-    /// and relays keep it; otherwise a new one.
+    /// The message id is the event id when that is a UUID; otherwise one
+    /// derived from source and id (a UUID v5), so that every encoding of
+    /// the same event has the same message id and retries and relays are
+    /// deduplicated.
     pub fn to_message(
         &self,
         codec: &impl Encoder<T>,
@@ -123,7 +131,7 @@ impl<T> Event<T> {
         h.insert(format!("{p}source"), &self.source);
         h.insert(format!("{p}type"), &self.ty);
         if let Some(time) = self.time {
-            h.insert(format!("{p}time"), crate::time::rfc3339(time));
+            h.insert(format!("{p}time"), crate::raw::time::rfc3339(time));
         }
         if let Some(subject) = &self.subject {
             h.insert(format!("{p}subject"), subject);
@@ -178,7 +186,7 @@ impl<T> Event<T> {
             })
         };
         let time = attr("time")
-            .map(|t| crate::time::parse_rfc3339(&t))
+            .map(|t| crate::raw::time::parse_rfc3339(&t))
             .transpose()?;
         let known = [
             "specversion",
@@ -221,7 +229,7 @@ impl<T> Event<T> {
         doc.insert("source".into(), self.source.clone().into());
         doc.insert("type".into(), self.ty.clone().into());
         if let Some(time) = self.time {
-            doc.insert("time".into(), crate::time::rfc3339(time).into());
+            doc.insert("time".into(), crate::raw::time::rfc3339(time).into());
         }
         if let Some(subject) = &self.subject {
             doc.insert("subject".into(), subject.clone().into());
@@ -274,7 +282,7 @@ impl<T> Event<T> {
         let source = take("source")?.ok_or_else(|| missing("source"))?;
         let ty = take("type")?.ok_or_else(|| missing("type"))?;
         let time = take("time")?
-            .map(|t| crate::time::parse_rfc3339(&t))
+            .map(|t| crate::raw::time::parse_rfc3339(&t))
             .transpose()?;
         let subject = take("subject")?;
         let dataschema = take("dataschema")?;
@@ -307,7 +315,9 @@ impl<T> Event<T> {
     }
 
     fn message_id(&self) -> Uuid {
-        Uuid::parse_str(&self.id).unwrap_or_else(|_| Uuid::now_v7())
+        Uuid::parse_str(&self.id).unwrap_or_else(|_| {
+            crate::raw::stable_id(&format!("cloudevents/\n{}\n{}", self.source, self.id))
+        })
     }
 }
 
@@ -334,6 +344,28 @@ fn decode_error(reason: impl Into<String>) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_id_that_is_no_uuid_gives_a_stable_message_id() {
+        let event = Event::new("/sensors/7", "reading", 1).with_id("reading-1");
+        let a = event
+            .to_message(&JsonCodec, CloudEventsBinding::Kafka)
+            .unwrap();
+        let b = event
+            .to_message(&JsonCodec, CloudEventsBinding::Http)
+            .unwrap();
+        assert_eq!(a.id(), b.id());
+        // Python: uuid5(uuid5(NAMESPACE_URL, "msg"), "cloudevents/\n/sensors/7\nreading-1")
+        assert_eq!(a.id().to_string(), "07d822e8-d77e-5aee-b866-7652c1fd4b90");
+        let other = Event::new("/sensors/8", "reading", 1).with_id("reading-1");
+        assert_ne!(
+            other
+                .to_message(&JsonCodec, CloudEventsBinding::Kafka)
+                .unwrap()
+                .id(),
+            a.id()
+        );
+    }
     use crate::codec::JsonCodec;
 
     #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

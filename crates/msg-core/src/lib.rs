@@ -22,24 +22,19 @@ mod error;
 pub mod event;
 pub mod headers;
 mod message;
-mod prefetch;
+mod policy;
+pub mod raw;
 pub mod router;
 mod subscription;
-pub mod time;
-pub mod topic;
 mod transport;
-pub mod url;
 
 pub use capabilities::{Capabilities, Ordering};
 pub use codec::{Codec, Decoder, Encoder, JsonCodec, RawCodec};
-pub use delivery::{
-    Acker, Delivery, Metadata, Received, Settle, SettleFuture, Settlement, dead_letter_message,
-    dead_letter_topic,
-};
+pub use delivery::{Delivery, Metadata, Received, Settle, Settlement, dead_letter_topic};
 pub use error::{BoxError, Error, Result, error_chain};
 pub use event::{CloudEventsBinding, Event};
-pub use message::{Headers, Message, validate_header};
-pub use prefetch::Prefetch;
+pub use message::{Headers, Message, MessageParts};
+pub use policy::{DEFAULT_MAX_DELIVERIES, DeliveryPolicy};
 pub use router::handler::{
     BoxBatchHandler, BoxHandler, Disposition, HandlerError, Outgoing, box_handler, event_handler,
     handler_fn, json_handler, typed_handler,

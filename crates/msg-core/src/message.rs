@@ -139,6 +139,20 @@ pub fn validate_header(name: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// Everything a [`Message`] is made of, for stores (outbox, scheduler,
+/// dead letters) that persist a message and restore it exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageParts {
+    /// The message id.
+    pub id: Uuid,
+    /// The ordering / partition key.
+    pub key: Option<String>,
+    /// The payload.
+    pub payload: Bytes,
+    /// The headers, in order.
+    pub headers: Vec<(String, String)>,
+}
+
 /// A message: what is published and what a handler receives.
 ///
 /// Cloning is cheap: the payload is [`Bytes`], the headers and key are
@@ -155,6 +169,39 @@ impl Message {
     /// A message with a new UUID v7 id (time-ordered) and no key or headers.
     pub fn new(payload: impl Into<Bytes>) -> Self {
         Self::with_id(Uuid::now_v7(), payload)
+    }
+
+    /// A message from its parts, as [`into_parts`](Self::into_parts) gave
+    /// them. Nothing is checked, so that what was stored comes back as it
+    /// was; a name given twice keeps its last value, in the first one's
+    /// place.
+    pub fn from_parts(parts: MessageParts) -> Self {
+        let MessageParts {
+            id,
+            key,
+            payload,
+            headers,
+        } = parts;
+        let mut message = Self::with_id(id, payload);
+        message.key = key.map(Arc::from);
+        for (name, value) in headers {
+            message.headers.insert(name, value);
+        }
+        message
+    }
+
+    /// The message's parts: id, key, payload, headers in order.
+    pub fn into_parts(self) -> MessageParts {
+        MessageParts {
+            id: self.id,
+            key: self.key.map(|k| k.to_string()),
+            payload: self.payload,
+            headers: self
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                .collect(),
+        }
     }
 
     /// A message with the given id.
@@ -250,6 +297,31 @@ impl std::fmt::Debug for Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_round_trip_losslessly() {
+        let original = Message::new(vec![0u8, 255, 10, 13])
+            .with_key("k-ü")
+            .with_header("z-first", "1")
+            .with_header("a-second", "grüß \t dich")
+            .with_header("content-type", "application/octet-stream");
+        let parts = original.clone().into_parts();
+        assert_eq!(parts.id, original.id());
+        assert_eq!(parts.key.as_deref(), Some("k-ü"));
+        assert_eq!(
+            parts
+                .headers
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>(),
+            ["z-first", "a-second", "content-type"]
+        );
+        let back = Message::from_parts(parts.clone());
+        assert_eq!(back, original);
+        assert_eq!(back.into_parts(), parts);
+        let bare = Message::new("");
+        assert_eq!(Message::from_parts(bare.clone().into_parts()), bare);
+    }
 
     #[test]
     fn headers_keep_order_and_replace_in_place() {

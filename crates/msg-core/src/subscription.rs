@@ -1,6 +1,6 @@
 //! What to consume, and how.
 
-use crate::topic::validate_pattern;
+use crate::raw::topic::validate_pattern;
 use crate::{Error, Result};
 
 /// Who gets each message.
@@ -42,6 +42,8 @@ pub struct Subscription {
     mode: DeliveryMode,
     start: StartPosition,
     prefetch: usize,
+    max_deliveries: Option<Option<u32>>,
+    dead_letter_topic: Option<String>,
 }
 
 impl Subscription {
@@ -53,6 +55,8 @@ impl Subscription {
             mode: DeliveryMode::Broadcast,
             start: StartPosition::Latest,
             prefetch: DEFAULT_PREFETCH,
+            max_deliveries: None,
+            dead_letter_topic: None,
         }
     }
 
@@ -84,6 +88,31 @@ impl Subscription {
     pub fn prefetch(mut self, prefetch: usize) -> Self {
         self.prefetch = prefetch;
         self
+    }
+
+    /// Sets how often one message may be delivered before a failure
+    /// dead-letters it (`None`: redeliver forever), instead of the
+    /// transport's default ([`DeliveryPolicy`](crate::DeliveryPolicy)).
+    pub fn max_deliveries(mut self, max: Option<u32>) -> Self {
+        self.max_deliveries = Some(max);
+        self
+    }
+
+    /// Sends the dead letters of every topic of this subscription to
+    /// `topic`, instead of `<topic><dead_letter_suffix>`.
+    pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
+    /// The max deliveries this subscription sets, if it sets one.
+    pub fn max_deliveries_override(&self) -> Option<Option<u32>> {
+        self.max_deliveries
+    }
+
+    /// The dead-letter topic this subscription sets, if it sets one.
+    pub fn dead_letter_topic_override(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
     }
 
     /// The topics and patterns.
@@ -134,6 +163,14 @@ impl Subscription {
         if self.prefetch == 0 {
             return Err(Error::InvalidConfig("prefetch must be at least 1".into()));
         }
+        if self.max_deliveries == Some(Some(0)) {
+            return Err(Error::InvalidConfig(
+                "max_deliveries must be at least 1 (or None for no limit)".into(),
+            ));
+        }
+        if let Some(topic) = &self.dead_letter_topic {
+            crate::raw::topic::validate_topic(topic)?;
+        }
         Ok(())
     }
 }
@@ -154,5 +191,17 @@ mod tests {
                 .is_err()
         );
         assert!(Subscription::new("a").prefetch(0).validate().is_err());
+        assert!(
+            Subscription::new("a")
+                .max_deliveries(Some(0))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Subscription::new("a")
+                .dead_letter_topic("a.*")
+                .validate()
+                .is_err()
+        );
     }
 }

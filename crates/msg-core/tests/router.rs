@@ -115,6 +115,40 @@ async fn undecodable_payload_is_dead_lettered_with_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_can_never_be_published_dead_letters_the_input() {
+    let b = broker();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let router =
+        Router::new(b.clone(), b.clone())
+            .handle(
+                Subscription::new("orders").group("svc"),
+                handler_fn(move |_r: Received| {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        Ok::<_, BoxError>(Outgoing::none().with("not a topic", Message::new("x")))
+                    }
+                }),
+            )
+            .start()
+            .await
+            .unwrap();
+    b.publish("orders", Message::new("o-1")).await.unwrap();
+    b.wait_for("orders.dlq", |s| s.published == 1, WAIT)
+        .await
+        .unwrap();
+    router.shutdown().await;
+    let dead = b.published("orders.dlq");
+    let reason = dead[0].header(headers::DEAD_LETTER_REASON).unwrap();
+    assert!(
+        reason.contains("\"not a topic\"") && reason.contains("invalid topic"),
+        "{reason}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "never retried");
+    assert_eq!(b.stats("orders").nacked, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispositions_map_to_nack_defer_and_reject() {
     let b = broker();
     let attempts: Arc<Mutex<HashMap<String, Vec<u32>>>> = Default::default();

@@ -5,7 +5,7 @@
 //! | ack | the offset no longer holds back the partition's commit point |
 //! | nack | handed out again by this consumer, attempt + 1 |
 //! | defer(d) | handed out again by this consumer after `d`, attempt + 1 |
-//! | reject | the dead letter is produced to `<topic>.dlq`, then as ack |
+//! | dead letter | the dead letter is produced to the dead-letter topic, then as ack |
 //!
 //! A nacked or deferred message keeps its offset unsettled, so the commit
 //! point waits for it: if the consumer dies or the partition moves to
@@ -13,7 +13,8 @@
 
 use std::sync::Arc;
 
-use msg_core::{Acker, Delivery, Received, SettleFuture, Settlement, dead_letter_message};
+use msg_core::raw::{Acker, Action, SettleFuture, dead_letter_message};
+use msg_core::{Delivery, Received};
 
 use crate::subscriber::Member;
 
@@ -69,17 +70,17 @@ impl KafkaAcker {
 }
 
 impl Acker for KafkaAcker {
-    fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture {
-        match settlement {
-            Settlement::Ack => {
+    fn settle(self: Box<Self>, action: Action) -> SettleFuture {
+        match action {
+            Action::Ack => {
                 self.done();
                 SettleFuture::ready(Ok(()))
             }
-            Settlement::Nack => {
+            Action::Nack => {
                 self.again();
                 SettleFuture::ready(Ok(()))
             }
-            Settlement::Defer(delay) => {
+            Action::Defer(delay) => {
                 SettleFuture::ready(match tokio::runtime::Handle::try_current() {
                     Ok(runtime) => {
                         runtime.spawn(async move {
@@ -96,16 +97,12 @@ impl Acker for KafkaAcker {
                     }
                 })
             }
-            Settlement::Reject(reason) => SettleFuture::pending(async move {
+            Action::DeadLetter { topic, reason } => SettleFuture::pending(async move {
                 let f = &self.fetched;
                 let mut dead = dead_letter_message(&f.received, &reason, None);
                 let headers = dead.headers_mut();
                 headers.insert(HEADER_ORIGINAL_PARTITION, f.partition.to_string());
                 headers.insert(HEADER_ORIGINAL_OFFSET, f.offset.to_string());
-                let topic = format!(
-                    "{}{}",
-                    f.received.metadata.topic, self.member.shared.config.dead_letter_suffix
-                );
                 match self.member.shared.produce(&topic, &dead).await {
                     Ok(()) => {
                         self.done();

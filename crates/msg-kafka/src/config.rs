@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use msg_core::url::{is_secret, percent_decode, redact};
+use msg_core::DeliveryPolicy;
+use msg_core::raw::url::{is_secret, percent_decode, redact};
 use msg_core::{Error, Result};
 use rdkafka::ClientConfig;
 
@@ -61,7 +62,7 @@ pub struct KafkaConfig {
     pub(crate) commit_interval: Duration,
     pub(crate) subscribe_timeout: Duration,
     pub(crate) connect_timeout: Duration,
-    pub(crate) dead_letter_suffix: String,
+    pub(crate) delivery: DeliveryPolicy,
     pub(crate) properties: BTreeMap<String, String>,
 }
 
@@ -81,7 +82,7 @@ impl KafkaConfig {
             commit_interval: Duration::from_millis(500),
             subscribe_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            dead_letter_suffix: ".dlq".into(),
+            delivery: DeliveryPolicy::default(),
             properties: BTreeMap::new(),
         }
     }
@@ -274,9 +275,18 @@ impl KafkaConfig {
         self
     }
 
+    /// After this many deliveries, a nack or defer dead-letters the message
+    /// instead (default 10; `None` redelivers forever). Attempts are counted
+    /// by the consumer that holds the partition: they start again at 1 when
+    /// the partition moves to another member.
+    pub fn max_deliveries(mut self, max: Option<u32>) -> Self {
+        self.delivery.max_deliveries = max;
+        self
+    }
+
     /// Appended to a topic to name its dead-letter topic (default `.dlq`).
     pub fn dead_letter_suffix(mut self, suffix: impl Into<String>) -> Self {
-        self.dead_letter_suffix = suffix.into();
+        self.delivery.dead_letter_suffix = suffix.into();
         self
     }
 
@@ -367,7 +377,7 @@ impl fmt::Debug for KafkaConfig {
             .field("commit_interval", &self.commit_interval)
             .field("subscribe_timeout", &self.subscribe_timeout)
             .field("connect_timeout", &self.connect_timeout)
-            .field("dead_letter_suffix", &self.dead_letter_suffix)
+            .field("delivery", &self.delivery)
             .field("properties", &properties)
             .finish()
     }

@@ -86,6 +86,7 @@ impl KafkaBroker {
     /// metadata within the connect timeout). Once connected, librdkafka
     /// reconnects on its own after an outage.
     pub async fn connect(config: KafkaConfig) -> Result<Self> {
+        config.delivery.validate()?;
         let producer: FutureProducer = config.producer().create().map_err(error::kafka)?;
         let admin: AdminClient<DefaultClientContext> =
             config.admin().create().map_err(error::kafka)?;

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use msg_core::topic::validate_topic;
+use msg_core::raw::topic::validate_topic;
 use msg_core::{Capabilities, Error, Message, Publisher, Result, headers};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};

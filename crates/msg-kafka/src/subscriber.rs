@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use msg_core::topic::{is_pattern, validate_topic};
+use msg_core::raw::topic::{is_pattern, validate_topic};
+use msg_core::raw::{Prefetch, govern, stable_id};
 use msg_core::{
     Capabilities, Delivery, DeliveryMode, DeliveryStream, Error, Headers, Message, Metadata,
-    Prefetch, Received, Result, StartPosition, Subscriber, Subscription, Uuid, headers,
+    Received, Result, StartPosition, Subscriber, Subscription, Uuid, headers,
 };
 use rdkafka::ClientContext;
 use rdkafka::consumer::{
@@ -303,12 +304,6 @@ fn kafka_topic(pattern: &str) -> String {
     format!("^{}$", parts.join("\\."))
 }
 
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// The message in a record (layout in the publisher module).
 pub(crate) fn decode(record: &BorrowedMessage<'_>) -> Message {
     let mut id = None;
@@ -328,8 +323,12 @@ pub(crate) fn decode(record: &BorrowedMessage<'_>) -> Message {
     }
     let id = id.unwrap_or_else(|| {
         // The same record always gets the same id.
-        let place = (u64::from(record.partition().unsigned_abs()) << 48) ^ record.offset() as u64;
-        Uuid::from_u64_pair(fnv(record.topic().as_bytes()), place)
+        stable_id(&format!(
+            "kafka/{}/{}/{}",
+            record.topic(),
+            record.partition(),
+            record.offset()
+        ))
     });
     let payload = Bytes::copy_from_slice(record.payload().unwrap_or_default());
     let mut message = Message::with_id(id, payload);
@@ -652,7 +651,8 @@ impl KafkaBroker {
 
 impl Subscriber for KafkaBroker {
     async fn subscribe(&self, subscription: Subscription) -> Result<DeliveryStream> {
-        self.start(subscription).await
+        let policy = self.shared.config.delivery.for_subscription(&subscription);
+        Ok(govern(self.start(subscription).await?, policy))
     }
 
     /// Ends every stream; each consumer commits what was settled and leaves

@@ -1,20 +1,20 @@
-//! How ack, nack, defer and reject map onto the in-process queues.
+//! How ack, nack, defer and dead-lettering map onto the in-process queues.
 //!
 //! - ack: the entry is gone; the member may take one more (prefetch).
 //! - nack: the entry goes back to the front of its queue, attempt + 1.
 //! - defer(d): the entry waits in the queue's delay heap until due.
-//! - reject(reason): the entry is published to the dead-letter topic with
-//!   the reserved headers, then gone.
+//! - dead letter: the entry is published to the dead-letter topic with the
+//!   reserved headers, then gone.
 //!
-//! A nack or defer past `max_deliveries` dead-letters instead. Every settle
-//! is a few in-memory operations, so it is done synchronously; dropping an
-//! unsettled delivery nacks at once, without a runtime.
+//! Every settle is a few in-memory operations, so it is done synchronously;
+//! dropping an unsettled delivery nacks at once, without a runtime.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use msg_core::{Acker, Metadata, Received, SettleFuture, Settlement, dead_letter_message};
+use msg_core::raw::{Acker, Action, SettleFuture, dead_letter_message};
+use msg_core::{Metadata, Received};
 
 use crate::broker::{Admission, Entry};
 use crate::subscriber::Member;
@@ -25,7 +25,7 @@ pub(crate) struct MemoryAcker {
 }
 
 impl MemoryAcker {
-    fn settle_now(self, settlement: Settlement) {
+    fn settle_now(self, action: Action) {
         let MemoryAcker { member, mut entry } = self;
         let Member {
             shared,
@@ -34,40 +34,18 @@ impl MemoryAcker {
         } = &*member;
         prefetch.release();
         let counters = &entry.topic.counters;
-        let over_limit = shared
-            .config
-            .max_deliveries
-            .is_some_and(|max| entry.attempt >= max);
-        let dead_letter = |entry: &Entry, reason: &str| {
-            counters.dead_lettered.fetch_add(1, Ordering::Release);
-            let received = Received {
-                message: entry.message.clone(),
-                metadata: Metadata::new(entry.topic.name.clone()).with_attempt(entry.attempt),
-            };
-            let topic = format!("{}{}", entry.topic.name, shared.config.dead_letter_suffix);
-            Some((topic, dead_letter_message(&received, reason, None)))
-        };
-        let out = match settlement {
-            Settlement::Ack => {
+        let out = match action {
+            Action::Ack => {
                 counters.acked.fetch_add(1, Ordering::Release);
                 None
             }
-            Settlement::Nack | Settlement::Defer(_) if over_limit => {
-                let max = shared.config.max_deliveries.unwrap_or_default();
-                if matches!(settlement, Settlement::Nack) {
-                    counters.nacked.fetch_add(1, Ordering::Release);
-                } else {
-                    counters.deferred.fetch_add(1, Ordering::Release);
-                }
-                dead_letter(&entry, &format!("max deliveries ({max}) reached"))
-            }
-            Settlement::Nack => {
+            Action::Nack => {
                 counters.nacked.fetch_add(1, Ordering::Release);
                 entry.attempt += 1;
                 queue.requeue_front(entry);
                 None
             }
-            Settlement::Defer(delay) => {
+            Action::Defer(delay) => {
                 counters.deferred.fetch_add(1, Ordering::Release);
                 entry.attempt += 1;
                 let due =
@@ -75,7 +53,14 @@ impl MemoryAcker {
                 queue.requeue_delayed(entry, due);
                 None
             }
-            Settlement::Reject(reason) => dead_letter(&entry, &reason),
+            Action::DeadLetter { topic, reason } => {
+                counters.dead_lettered.fetch_add(1, Ordering::Release);
+                let received = Received {
+                    message: entry.message.clone(),
+                    metadata: Metadata::new(entry.topic.name.clone()).with_attempt(entry.attempt),
+                };
+                Some((topic, dead_letter_message(&received, &reason, None)))
+            }
         };
         if let Some((topic, message)) = out {
             // Internal admission never waits, so this completes on its first
@@ -92,12 +77,12 @@ impl MemoryAcker {
 }
 
 impl Acker for MemoryAcker {
-    fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture {
-        self.settle_now(settlement);
+    fn settle(self: Box<Self>, action: Action) -> SettleFuture {
+        self.settle_now(action);
         SettleFuture::ready(Ok(()))
     }
 
     fn drop_unsettled(self: Box<Self>) {
-        self.settle_now(Settlement::Nack);
+        self.settle_now(Action::Nack);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use msg_core::topic::topic_matches;
+use msg_core::raw::topic::topic_matches;
 use msg_core::{Message, Result};
 use tokio::sync::Notify;
 use tokio::time::Instant;

@@ -1,5 +1,6 @@
 //! Configuration of the in-process broker.
 
+use msg_core::DeliveryPolicy;
 use serde::Deserialize;
 
 /// What a publish does when a subscriber's queue is full.
@@ -37,10 +38,11 @@ pub struct MemoryConfig {
     /// that [`MemoryBroker::published`](crate::MemoryBroker::published) can
     /// show them. 0 keeps none.
     pub retention: usize,
-    /// After this many deliveries, a message that is nacked or deferred
-    /// again is dead-lettered instead. `None` redelivers forever.
+    /// The default of [`DeliveryPolicy::max_deliveries`]; a subscription
+    /// may set its own.
     pub max_deliveries: Option<u32>,
-    /// Appended to a topic's name to name its dead-letter topic.
+    /// The default of [`DeliveryPolicy::dead_letter_suffix`]; a subscription
+    /// may name its own dead-letter topic.
     pub dead_letter_suffix: String,
 }
 
@@ -50,8 +52,8 @@ impl Default for MemoryConfig {
             capacity: 65_536,
             when_full: WhenFull::Wait,
             retention: 0,
-            max_deliveries: Some(10),
-            dead_letter_suffix: ".dlq".to_owned(),
+            max_deliveries: DeliveryPolicy::default().max_deliveries,
+            dead_letter_suffix: DeliveryPolicy::default().dead_letter_suffix,
         }
     }
 }
@@ -83,6 +85,14 @@ impl MemoryConfig {
         self
     }
 
+    /// The delivery policy subscriptions start from.
+    pub fn delivery_policy(&self) -> DeliveryPolicy {
+        DeliveryPolicy {
+            max_deliveries: self.max_deliveries,
+            dead_letter_suffix: self.dead_letter_suffix.clone(),
+        }
+    }
+
     /// Checks the values.
     pub fn validate(&self) -> msg_core::Result<()> {
         if self.capacity == 0 {
@@ -90,16 +100,6 @@ impl MemoryConfig {
                 "memory capacity must be at least 1".into(),
             ));
         }
-        if self.max_deliveries == Some(0) {
-            return Err(msg_core::Error::InvalidConfig(
-                "max_deliveries must be at least 1 (or None for no limit)".into(),
-            ));
-        }
-        msg_core::topic::validate_topic(&format!("t{}", self.dead_letter_suffix)).map_err(|_| {
-            msg_core::Error::InvalidConfig(format!(
-                "dead_letter_suffix {:?} does not form valid topic names",
-                self.dead_letter_suffix
-            ))
-        })
+        self.delivery_policy().validate()
     }
 }

@@ -1,6 +1,6 @@
 //! Publishing into the in-process broker.
 
-use msg_core::topic::validate_topic;
+use msg_core::raw::topic::validate_topic;
 use msg_core::{Capabilities, Message, Publisher, Result};
 
 use crate::broker::Admission;

@@ -12,8 +12,9 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::task::{Context, Poll, ready};
 
 use futures::{Stream, StreamExt};
+use msg_core::raw::{Prefetch, govern};
 use msg_core::{
-    Capabilities, Delivery, DeliveryStream, Metadata, Prefetch, Result, StartPosition, Subscriber,
+    Capabilities, Delivery, DeliveryStream, Metadata, Result, StartPosition, Subscriber,
     Subscription,
 };
 use tokio::time::Instant;
@@ -44,7 +45,11 @@ impl Subscriber for MemoryBroker {
             handle: self.handle.clone(),
             waiting: None,
         };
-        Ok(consumer.boxed())
+        let policy = self.shared.config.delivery_policy();
+        Ok(govern(
+            consumer.boxed(),
+            policy.for_subscription(&subscription),
+        ))
     }
 
     async fn close(&self) -> Result<()> {

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
+use msg_core::raw::dead_letter_message;
 use msg_core::{
-    Disposition, DynPublisher, HandlerError, Outgoing, Publisher, Received, dead_letter_message,
-    error_chain,
+    Disposition, DynPublisher, HandlerError, Outgoing, Publisher, Received, error_chain,
 };
 use tower::{Layer, Service};
 

@@ -16,9 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
+use msg_core::raw::dead_letter_message;
 use msg_core::{
     Disposition, DynPublisher, HandlerError, Outgoing, Publisher, Received, Result, Uuid,
-    dead_letter_message, error_chain,
+    error_chain,
 };
 use tower::{Layer, Service};
 

@@ -8,29 +8,29 @@
 //! - ack: `+ACK`.
 //! - nack: `-NAK`: the server delivers it again at once.
 //! - defer(d): `-NAK {"delay": d}`: the server delivers it again after `d`.
-//! - reject(reason): the dead letter is published to `<topic>.dlq` with the
-//!   reserved headers (and acknowledged by its stream), then `+TERM`.
-//!
-//! A nack or defer of a message whose attempt reached `max_deliveries`
-//! dead-letters it instead.
+//! - dead letter: the dead letter is published to the dead-letter topic
+//!   with the reserved headers (and acknowledged by its stream), then
+//!   `+TERM`.
 
 use std::sync::Arc;
 
 use async_nats::jetstream::AckKind;
-use msg_core::{Acker, Error, Received, Result, SettleFuture, Settlement, dead_letter_message};
+use msg_core::raw::{Acker, Action, SettleFuture, dead_letter_message};
+use msg_core::{Error, Received, Result};
 
 use crate::Shared;
 use crate::subscriber::Held;
 
 impl Shared {
-    /// Publishes the dead letter of `received` to its topic's dead-letter
-    /// topic, in this broker's mode.
-    pub(crate) async fn dead_letter(&self, received: &Received, reason: &str) -> Result<()> {
-        let topic = format!(
-            "{}{}",
-            received.metadata.topic, self.config.dead_letter_suffix
-        );
-        self.publish(&topic, &dead_letter_message(received, reason, None))
+    /// Publishes the dead letter of `received` to `topic`, in this
+    /// broker's mode.
+    pub(crate) async fn dead_letter(
+        &self,
+        received: &Received,
+        topic: &str,
+        reason: &str,
+    ) -> Result<()> {
+        self.publish(topic, &dead_letter_message(received, reason, None))
             .await
     }
 }
@@ -42,14 +42,14 @@ pub(crate) struct CoreAcker {
 }
 
 impl Acker for CoreAcker {
-    fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture {
-        match settlement {
-            Settlement::Reject(reason) => SettleFuture::pending(async move {
-                self.shared.dead_letter(&self.received, &reason).await
+    fn settle(self: Box<Self>, action: Action) -> SettleFuture {
+        match action {
+            Action::DeadLetter { topic, reason } => SettleFuture::pending(async move {
+                self.shared
+                    .dead_letter(&self.received, &topic, &reason)
+                    .await
             }),
-            Settlement::Ack | Settlement::Nack | Settlement::Defer(_) => {
-                SettleFuture::ready(Ok(()))
-            }
+            Action::Ack | Action::Nack | Action::Defer(_) => SettleFuture::ready(Ok(())),
         }
     }
 
@@ -75,39 +75,31 @@ impl JsAcker {
     /// Publishes the dead letter, then terminates the message: a crash in
     /// between leaves the message to be delivered again, and the server
     /// drops the second dead letter as a duplicate.
-    pub(crate) async fn dead_letter(&self, reason: &str) -> Result<()> {
-        self.shared.dead_letter(&self.received, reason).await?;
+    async fn dead_letter(&self, topic: &str, reason: &str) -> Result<()> {
+        self.shared
+            .dead_letter(&self.received, topic, reason)
+            .await?;
         self.send(AckKind::Term).await
     }
 
-    async fn settle_now(self, settlement: Settlement) -> Result<()> {
+    async fn settle_now(self, action: Action) -> Result<()> {
         self.held.release(self.id);
-        let over = self
-            .shared
-            .config
-            .max_deliveries
-            .is_some_and(|max| self.received.metadata.attempt >= max);
-        match settlement {
-            Settlement::Ack => self.send(AckKind::Ack).await,
-            Settlement::Nack | Settlement::Defer(_) if over => {
-                let max = self.shared.config.max_deliveries.unwrap_or_default();
-                self.dead_letter(&format!("max deliveries ({max}) reached"))
-                    .await
-            }
-            Settlement::Nack => self.send(AckKind::Nak(None)).await,
-            Settlement::Defer(delay) => self.send(AckKind::Nak(Some(delay))).await,
-            Settlement::Reject(reason) => self.dead_letter(&reason).await,
+        match action {
+            Action::Ack => self.send(AckKind::Ack).await,
+            Action::Nack => self.send(AckKind::Nak(None)).await,
+            Action::Defer(delay) => self.send(AckKind::Nak(Some(delay))).await,
+            Action::DeadLetter { topic, reason } => self.dead_letter(&topic, &reason).await,
         }
     }
 }
 
 impl Acker for JsAcker {
-    fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture {
-        match settlement {
+    fn settle(self: Box<Self>, action: Action) -> SettleFuture {
+        match action {
             // The common case gets a future of its own that holds only the
             // reply subject: boxing `settle_now`'s (kilobytes, for the dead
             // letter publish it may make) was a copy per message.
-            Settlement::Ack => {
+            Action::Ack => {
                 self.held.release(self.id);
                 let acker = self.acker;
                 SettleFuture::pending(async move {

@@ -4,7 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use msg_core::url::{percent_decode, redact};
+use msg_core::DeliveryPolicy;
+use msg_core::raw::url::{percent_decode, redact};
 use msg_core::{Error, Result};
 
 /// Which NATS the transport speaks.
@@ -179,8 +180,7 @@ pub struct NatsConfig {
     pub(crate) request_timeout: Duration,
     pub(crate) streams: StreamSettings,
     pub(crate) ack_wait: Duration,
-    pub(crate) max_deliveries: Option<u32>,
-    pub(crate) dead_letter_suffix: String,
+    pub(crate) delivery: DeliveryPolicy,
     pub(crate) pull_expiry: Duration,
 }
 
@@ -298,8 +298,7 @@ impl NatsConfig {
             request_timeout: Duration::from_secs(10),
             streams: StreamSettings::default(),
             ack_wait: Duration::from_secs(30),
-            max_deliveries: Some(10),
-            dead_letter_suffix: ".dlq".to_owned(),
+            delivery: DeliveryPolicy::default(),
             pull_expiry: Duration::from_millis(500),
         }
     }
@@ -365,13 +364,13 @@ impl NatsConfig {
     /// After this many deliveries, a nack or defer dead-letters the message
     /// instead (default 10; `None` redelivers forever). JetStream mode.
     pub fn max_deliveries(mut self, max: Option<u32>) -> Self {
-        self.max_deliveries = max;
+        self.delivery.max_deliveries = max;
         self
     }
 
     /// Appended to a topic to name its dead-letter topic (default `.dlq`).
     pub fn dead_letter_suffix(mut self, suffix: impl Into<String>) -> Self {
-        self.dead_letter_suffix = suffix.into();
+        self.delivery.dead_letter_suffix = suffix.into();
         self
     }
 
@@ -432,8 +431,7 @@ impl fmt::Debug for NatsConfig {
             .field("request_timeout", &self.request_timeout)
             .field("streams", &self.streams)
             .field("ack_wait", &self.ack_wait)
-            .field("max_deliveries", &self.max_deliveries)
-            .field("dead_letter_suffix", &self.dead_letter_suffix)
+            .field("delivery", &self.delivery)
             .field("pull_expiry", &self.pull_expiry)
             .finish()
     }

@@ -74,6 +74,7 @@ impl NatsBroker {
     ///
     /// In JetStream mode it also checks that the server has JetStream.
     pub async fn connect(config: NatsConfig) -> Result<Self> {
+        config.delivery.validate()?;
         let options = config.connect_options().await?;
         let client = options
             .connect(config.servers.clone())

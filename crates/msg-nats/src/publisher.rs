@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use futures::future::try_join_all;
-use msg_core::topic::validate_topic;
+use msg_core::raw::topic::validate_topic;
 use msg_core::{Capabilities, Error, Message, Publisher, Result, headers};
 
 use crate::config::Mode;

@@ -24,9 +24,10 @@ use async_nats::Subject;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use bytes::Bytes;
 use futures::StreamExt;
+use msg_core::raw::{Prefetch, govern, stable_id};
 use msg_core::{
-    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Prefetch, Received,
-    Result, StartPosition, Subscriber, Subscription, Uuid,
+    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Received, Result,
+    StartPosition, Subscriber, Subscription, Uuid,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -46,10 +47,12 @@ impl Subscriber for NatsBroker {
         if self.shared.subscriber_closed.load(AtomicOrdering::Acquire) {
             return Err(Error::Closed);
         }
-        match self.shared.config.mode {
-            Mode::Core => self.subscribe_core(subscription).await,
-            Mode::JetStream => self.subscribe_js(subscription).await,
-        }
+        let policy = self.shared.config.delivery.for_subscription(&subscription);
+        let stream = match self.shared.config.mode {
+            Mode::Core => self.subscribe_core(subscription).await?,
+            Mode::JetStream => self.subscribe_js(subscription).await?,
+        };
+        Ok(govern(stream, policy))
     }
 
     async fn close(&self) -> Result<()> {
@@ -450,7 +453,7 @@ impl Reader {
         };
         let stream = self.declare.stream.clone();
         let message = decode(&nats, || {
-            Uuid::from_u64_pair(fnv(stream.as_bytes()), stream_sequence)
+            stable_id(&format!("nats/{stream}/{stream_sequence}"))
         });
         let metadata = Metadata::new(nats.subject.as_str())
             .with_offset(stream_sequence)
@@ -469,21 +472,6 @@ impl Reader {
             id: consumer_sequence,
             held: self.held.clone(),
         };
-        let over = self
-            .shared
-            .config
-            .max_deliveries
-            .is_some_and(|max| attempt > max);
-        if over {
-            let max = self.shared.config.max_deliveries.unwrap_or_default();
-            if let Err(e) = acker
-                .dead_letter(&format!("max deliveries ({max}) reached"))
-                .await
-            {
-                tracing::warn!(error = %e.chain(), "dead-lettering failed; the server delivers the message again");
-            }
-            return;
-        }
         if let Some(reply) = reply {
             self.held.hold(consumer_sequence, reply);
         }
@@ -549,12 +537,6 @@ impl futures::Stream for Pull {
             Poll::Pending => Poll::Pending,
         }
     }
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// The message in a NATS message (layout in the publisher module).

@@ -8,17 +8,15 @@
 //! - defer(d): the entry stays pending and its id goes into the sorted set
 //!   `<stream>:msg-deferred:<group>` scored by when it is due; it is
 //!   claimed again then. The set lives in Redis, so a restart keeps it.
-//! - reject(reason): `XADD` to the dead-letter stream `<stream>.dlq` with
-//!   the reserved headers, then `XACK`.
-//!
-//! A nack or defer of an entry whose attempt reached `max_deliveries`
-//! dead-letters it instead.
+//! - dead letter: `XADD` to the dead-letter stream with the reserved
+//!   headers, then `XACK`.
 
 use std::sync::Arc;
 
 use fred::prelude::{SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
-use msg_core::{Acker, Error, Received, Result, SettleFuture, Settlement, dead_letter_message};
+use msg_core::raw::{Acker, Action, SettleFuture, dead_letter_message};
+use msg_core::{Error, Received, Result};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Shared;
@@ -70,7 +68,7 @@ pub(crate) struct RedisAcker {
     pub(crate) group: Arc<str>,
     pub(crate) id: String,
     pub(crate) received: Received,
-    pub(crate) member: Arc<msg_core::Prefetch>,
+    pub(crate) member: Arc<msg_core::raw::Prefetch>,
     pub(crate) retry: mpsc::UnboundedSender<(String, String)>,
     pub(crate) acks: mpsc::UnboundedSender<PendingAck>,
 }
@@ -98,37 +96,26 @@ impl RedisAcker {
         Ok(())
     }
 
-    /// Publishes the dead letter, then acks: a crash between the two leaves
-    /// a duplicate dead letter, never a lost one.
-    pub(crate) async fn dead_letter(&self, reason: &str) -> Result<()> {
-        let topic = format!("{}{}", self.key, self.shared.config.dead_letter_suffix);
+    /// Publishes the dead letter to `topic`, then acks: a crash between the
+    /// two leaves a duplicate dead letter, never a lost one.
+    async fn dead_letter(&self, topic: &str, reason: &str) -> Result<()> {
         self.shared
-            .append(&topic, &dead_letter_message(&self.received, reason, None))
+            .append(topic, &dead_letter_message(&self.received, reason, None))
             .await?;
         self.ack().await
     }
 
-    async fn settle_now(self, settlement: Settlement) -> Result<()> {
+    async fn settle_now(self, action: Action) -> Result<()> {
         self.member.release();
-        let over = self
-            .shared
-            .config
-            .max_deliveries
-            .is_some_and(|max| self.received.metadata.attempt >= max);
-        match settlement {
-            Settlement::Ack => self.ack().await,
-            Settlement::Nack | Settlement::Defer(_) if over => {
-                let max = self.shared.config.max_deliveries.unwrap_or_default();
-                self.dead_letter(&format!("max deliveries ({max}) reached"))
-                    .await
-            }
-            Settlement::Nack => {
+        match action {
+            Action::Ack => self.ack().await,
+            Action::Nack => {
                 // If the subscriber is gone, the entry stays pending and a
                 // live consumer claims it after `claim_idle`.
                 let _ = self.retry.send((self.key.to_string(), self.id.clone()));
                 Ok(())
             }
-            Settlement::Defer(delay) => {
+            Action::Defer(delay) => {
                 let due = now_ms().saturating_add(delay.as_millis().min(i64::MAX as u128) as i64);
                 let _: Value = self
                     .shared
@@ -145,15 +132,15 @@ impl RedisAcker {
                     .map_err(error::map)?;
                 Ok(())
             }
-            Settlement::Reject(reason) => self.dead_letter(&reason).await,
+            Action::DeadLetter { topic, reason } => self.dead_letter(&topic, &reason).await,
         }
     }
 }
 
 impl Acker for RedisAcker {
-    fn settle(self: Box<Self>, settlement: Settlement) -> SettleFuture {
-        match settlement {
-            Settlement::Ack => self.queue_ack(),
+    fn settle(self: Box<Self>, action: Action) -> SettleFuture {
+        match action {
+            Action::Ack => self.queue_ack(),
             other => SettleFuture::pending(self.settle_now(other)),
         }
     }

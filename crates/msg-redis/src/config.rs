@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use msg_core::url::redact;
+use msg_core::DeliveryPolicy;
+use msg_core::raw::url::redact;
 use msg_core::{Error, Result};
 
 /// Configuration of a [`RedisBroker`](crate::RedisBroker).
@@ -23,8 +24,7 @@ pub struct RedisConfig {
     pub(crate) block: Duration,
     pub(crate) claim_idle: Duration,
     pub(crate) poll_interval: Duration,
-    pub(crate) max_deliveries: Option<u32>,
-    pub(crate) dead_letter_suffix: String,
+    pub(crate) delivery: DeliveryPolicy,
     pub(crate) command_timeout: Duration,
 }
 
@@ -60,8 +60,7 @@ impl RedisConfig {
             block: Duration::from_millis(500),
             claim_idle: Duration::from_secs(30),
             poll_interval: Duration::from_millis(100),
-            max_deliveries: Some(10),
-            dead_letter_suffix: ".dlq".to_owned(),
+            delivery: DeliveryPolicy::default(),
             command_timeout: Duration::from_secs(10),
         })
     }
@@ -97,13 +96,13 @@ impl RedisConfig {
     /// After this many deliveries, a nack or defer dead-letters the entry
     /// instead (default 10; `None` redelivers forever).
     pub fn max_deliveries(mut self, max: Option<u32>) -> Self {
-        self.max_deliveries = max;
+        self.delivery.max_deliveries = max;
         self
     }
 
     /// Appended to a topic to name its dead-letter stream (default `.dlq`).
     pub fn dead_letter_suffix(mut self, suffix: impl Into<String>) -> Self {
-        self.dead_letter_suffix = suffix.into();
+        self.delivery.dead_letter_suffix = suffix.into();
         self
     }
 
@@ -123,8 +122,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("block", &self.block)
             .field("claim_idle", &self.claim_idle)
             .field("poll_interval", &self.poll_interval)
-            .field("max_deliveries", &self.max_deliveries)
-            .field("dead_letter_suffix", &self.dead_letter_suffix)
+            .field("delivery", &self.delivery)
             .field("command_timeout", &self.command_timeout)
             .finish()
     }

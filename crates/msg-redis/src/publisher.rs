@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use fred::prelude::StreamsInterface;
 use fred::types::Value;
 use fred::types::streams::XCap;
-use msg_core::topic::validate_topic;
+use msg_core::raw::topic::validate_topic;
 use msg_core::{Capabilities, Error, Message, Publisher, Result};
 
 use crate::{RedisBroker, Shared, error};

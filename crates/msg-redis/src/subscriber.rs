@@ -10,7 +10,7 @@
 //! own handlers, deferred entries that are due (from a sorted set per
 //! stream and group), and entries left idle longer than `claim_idle` by
 //! consumers that died (XAUTOCLAIM). The delivery count of the pending list
-//! is the attempt number; past `max_deliveries` an entry is dead-lettered.
+//! is the attempt number.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering as AtomicOrdering;
@@ -20,8 +20,9 @@ use bytes::Bytes;
 use fred::prelude::{Client, ClientLike, KeysInterface, SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
 use futures::StreamExt;
+use msg_core::raw::{Prefetch, govern, stable_id};
 use msg_core::{
-    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Prefetch, Result,
+    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Result,
     StartPosition, Subscriber, Subscription, Uuid,
 };
 use tokio::sync::mpsc;
@@ -45,7 +46,7 @@ impl Subscriber for RedisBroker {
         if subscription
             .topics()
             .iter()
-            .any(|t| msg_core::topic::is_pattern(t))
+            .any(|t| msg_core::raw::topic::is_pattern(t))
         {
             return Err(Error::Unsupported(
                 "Redis streams have no topic patterns: name each stream",
@@ -100,7 +101,10 @@ impl Subscriber for RedisBroker {
             Some((futures::stream::iter(batch), rx))
         })
         .flatten();
-        Ok(stream.boxed())
+        Ok(govern(
+            stream.boxed(),
+            self.shared.config.delivery.for_subscription(&subscription),
+        ))
     }
 
     async fn close(&self) -> Result<()> {
@@ -222,7 +226,7 @@ impl Reader {
         let mut batch = Vec::new();
         for (key, entries) in parse_read(reply) {
             for entry in entries {
-                batch.extend(self.delivery(&key, entry, 1).await);
+                batch.push(Ok(self.delivery(&key, entry, 1)));
             }
         }
         self.hand_out(batch).await;
@@ -251,8 +255,8 @@ impl Reader {
             .map_err(error::map)?;
         for entry in parse_entries(reply) {
             let attempt = self.delivery_count(key, &entry.id).await?;
-            let delivery = self.delivery(key, entry, attempt).await;
-            self.hand_out(delivery.into_iter().collect()).await;
+            let delivery = self.delivery(key, entry, attempt);
+            self.hand_out(vec![Ok(delivery)]).await;
         }
         Ok(())
     }
@@ -336,17 +340,16 @@ impl Reader {
                     continue;
                 }
                 let attempt = self.delivery_count(key, &entry.id).await?;
-                let delivery = self.delivery(key, entry, attempt).await;
-                self.hand_out(delivery.into_iter().collect()).await;
+                let delivery = self.delivery(key, entry, attempt);
+                self.hand_out(vec![Ok(delivery)]).await;
             }
         }
         Ok(())
     }
 
-    /// The delivery of one entry, counted against the prefetch; none when
-    /// the entry is past its max deliveries (it is dead-lettered instead).
-    async fn delivery(&self, key: &str, entry: Entry, attempt: u32) -> Option<Result<Delivery>> {
-        let message = decode(&entry);
+    /// The delivery of one entry, counted against the prefetch.
+    fn delivery(&self, key: &str, entry: Entry, attempt: u32) -> Delivery {
+        let message = decode(key, &entry);
         let metadata = Metadata::new(key)
             .with_attempt(attempt)
             .with_group((!self.broadcast).then(|| self.group_arc.clone()));
@@ -367,24 +370,9 @@ impl Reader {
             retry: self.retry_tx.clone(),
             acks: self.acks.clone(),
         };
-        let over = self
-            .shared
-            .config
-            .max_deliveries
-            .is_some_and(|max| attempt > max);
-        if over {
-            let max = self.shared.config.max_deliveries.unwrap_or_default();
-            if let Err(e) = acker
-                .dead_letter(&format!("max deliveries ({max}) reached"))
-                .await
-            {
-                tracing::warn!(error = %e.chain(), "dead-lettering failed; the entry stays pending");
-            }
-            return None;
-        }
         // Counted before it is handed out: its settle releases the slot.
         self.member.take(1);
-        Some(Ok(Delivery::new(message, metadata, acker)))
+        Delivery::new(message, metadata, acker)
     }
 
     async fn hand_out(&self, batch: Vec<Result<Delivery>>) {
@@ -466,7 +454,7 @@ fn parse_entries(entries: Value) -> Vec<Entry> {
 }
 
 /// The message in an entry (layout in the publisher module).
-fn decode(entry: &Entry) -> Message {
+fn decode(stream: &str, entry: &Entry) -> Message {
     let mut id = None;
     let mut key = None;
     let mut payload = Bytes::new();
@@ -486,13 +474,7 @@ fn decode(entry: &Entry) -> Message {
     }
     // An entry of another client: an id derived from the entry id stays the
     // same across redeliveries.
-    let id = id.unwrap_or_else(|| {
-        let (ms, seq) = entry.id.split_once('-').unwrap_or((&entry.id, "0"));
-        Uuid::from_u64_pair(
-            ms.parse().unwrap_or_default(),
-            seq.parse().unwrap_or_default(),
-        )
-    });
+    let id = id.unwrap_or_else(|| stable_id(&format!("redis/{stream}/{}", entry.id)));
     let mut message = Message::with_id(id, payload);
     if let Some(key) = key {
         message = message.with_key(key);

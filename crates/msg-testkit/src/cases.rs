@@ -862,3 +862,295 @@ pub async fn reconnect_after_restart(h: &Harness) {
     }
     assert_eq!(got, expected);
 }
+
+/// The dead letter of `topic` that `dead` brings: checks id, original topic
+/// and reason, and acks it.
+async fn expect_dead_letter(
+    h: &Harness,
+    dead: &mut msg_core::DeliveryStream,
+    original: &Message,
+    topic: &str,
+    reason: &str,
+    attempts: u32,
+) {
+    let mut dl = recv(dead, h.timeout()).await.expect("dead letter");
+    let dm = dl.message();
+    assert_eq!(dm.id(), original.id());
+    assert_eq!(dm.payload(), original.payload());
+    assert_eq!(dm.header(headers::DEAD_LETTER_REASON), Some(reason));
+    assert_eq!(dm.header(headers::ORIGINAL_TOPIC), Some(topic));
+    assert_eq!(
+        dm.header(headers::ATTEMPTS),
+        Some(attempts.to_string().as_str())
+    );
+    dl.ack().await.expect("ack dead letter");
+}
+
+/// A subscription on a group where the transport has groups: the queue
+/// (AMQP), consumer (JetStream) or group (Redis, Kafka) every production
+/// deployment uses.
+fn group_sub(h: &Harness, topic: &str, group: &str) -> Subscription {
+    if h.capabilities().consumer_groups {
+        sub(topic).group(h.group(group))
+    } else {
+        sub(topic)
+    }
+}
+
+/// The last failure a subscription's max deliveries allows dead-letters the
+/// message with `max deliveries (N) reached`; it never comes again.
+pub async fn max_deliveries_then_dead_letter(h: &Harness) {
+    if !needs_at_least_once(h, "max_deliveries_then_dead_letter") {
+        return;
+    }
+    let topic = h.topic("max-deliveries");
+    let c = h.connect().await;
+    let mut dead = c
+        .subscribe(sub(&dead_letter_topic(&topic)))
+        .await
+        .expect("subscribe to the dead-letter topic");
+    let mut stream = c
+        .subscribe(group_sub(h, &topic, "max").max_deliveries(Some(2)))
+        .await
+        .expect("subscribe");
+    let m = Message::new("fails every time");
+    c.publish(&topic, m.clone()).await.expect("publish");
+    let mut first = recv(&mut stream, h.timeout()).await.expect("attempt 1");
+    assert_eq!(first.metadata().attempt, 1);
+    first.nack().await.expect("nack");
+    let mut second = recv(&mut stream, h.timeout()).await.expect("attempt 2");
+    assert_eq!(second.metadata().attempt, 2);
+    second
+        .defer(Duration::from_millis(50))
+        .await
+        .expect("defer");
+    expect_dead_letter(h, &mut dead, &m, &topic, "max deliveries (2) reached", 2).await;
+    assert!(
+        recv(&mut stream, h.quiet()).await.is_none(),
+        "a message past its max deliveries came again"
+    );
+}
+
+/// A message the broker delivers more often than allowed (its consumers
+/// died holding it) is dead-lettered without being handed out again.
+pub async fn redelivered_past_max_deliveries_is_dead_lettered(h: &Harness) {
+    if !needs_at_least_once(h, "redelivered_past_max_deliveries_is_dead_lettered") {
+        return;
+    }
+    let topic = h.topic("crashing");
+    let c = h.connect().await;
+    let mut dead = c
+        .subscribe(sub(&dead_letter_topic(&topic)))
+        .await
+        .expect("subscribe to the dead-letter topic");
+    let mut stream = c
+        .subscribe(group_sub(h, &topic, "crashing").max_deliveries(Some(2)))
+        .await
+        .expect("subscribe");
+    let m = Message::new("crashes its handler");
+    c.publish(&topic, m.clone()).await.expect("publish");
+    for attempt in 1..=2 {
+        let d = recv(&mut stream, h.timeout())
+            .await
+            .unwrap_or_else(|| panic!("attempt {attempt}"));
+        assert_eq!(d.metadata().attempt, attempt);
+        // A handler that crashes settles nothing.
+        drop(d);
+    }
+    // The consumer goes on reading (the third delivery is dead-lettered as
+    // the stream reads it); whatever it is handed is a failure.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let consumer = tokio::spawn(async move {
+        let mut handed_out = Vec::new();
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return handed_out,
+                item = futures::StreamExt::next(&mut stream) => match item {
+                    Some(Ok(d)) => handed_out.push(d.metadata().attempt),
+                    Some(Err(e)) => panic!("stream error: {}", e.chain()),
+                    None => return handed_out,
+                },
+            }
+        }
+    });
+    expect_dead_letter(h, &mut dead, &m, &topic, "max deliveries (2) reached", 3).await;
+    tokio::time::sleep(h.quiet()).await;
+    let _ = stop.send(());
+    let handed_out = consumer.await.expect("consumer task");
+    assert!(
+        handed_out.is_empty(),
+        "a message past its max deliveries was handed out (attempts {handed_out:?})"
+    );
+}
+
+/// A subscription may name its own dead-letter topic.
+pub async fn dead_letter_topic_per_subscription(h: &Harness) {
+    if !needs_at_least_once(h, "dead_letter_topic_per_subscription") {
+        return;
+    }
+    let topic = h.topic("own-dlq");
+    let failed = h.topic("failed");
+    let c = h.connect().await;
+    let mut dead = c.subscribe(sub(&failed)).await.expect("subscribe");
+    let mut stream = c
+        .subscribe(group_sub(h, &topic, "own-dlq").dead_letter_topic(&failed))
+        .await
+        .expect("subscribe");
+    let m = Message::new("poison");
+    c.publish(&topic, m.clone()).await.expect("publish");
+    let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
+    d.reject("no good").await.expect("reject");
+    expect_dead_letter(h, &mut dead, &m, &topic, "no good", 1).await;
+}
+
+/// A message keeps its topic when it comes again after a nack and after a
+/// defer: routes, metrics and dead-letter topics depend on it.
+pub async fn topic_kept_after_nack_and_defer(h: &Harness) {
+    if !needs_at_least_once(h, "topic_kept_after_nack_and_defer") {
+        return;
+    }
+    let topic = h.topic("kept");
+    let c = h.connect().await;
+    let mut stream = c
+        .subscribe(group_sub(h, &topic, "kept"))
+        .await
+        .expect("subscribe");
+    c.publish(&topic, Message::new("x")).await.expect("publish");
+    let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
+    assert_eq!(&*d.metadata().topic, topic.as_str());
+    d.nack().await.expect("nack");
+    let mut d = recv(&mut stream, h.timeout()).await.expect("after nack");
+    assert_eq!(&*d.metadata().topic, topic.as_str(), "topic after a nack");
+    d.defer(Duration::from_millis(100)).await.expect("defer");
+    let mut d = recv(&mut stream, h.timeout()).await.expect("after defer");
+    assert_eq!(&*d.metadata().topic, topic.as_str(), "topic after a defer");
+    assert_eq!(d.metadata().attempt, 3);
+    d.reject("done").await.expect("reject");
+}
+
+/// `*` matches one segment, `>` one or more trailing ones.
+pub async fn wildcard_subscriptions(h: &Harness) {
+    if !h.capabilities().wildcards {
+        return skip(
+            "wildcard_subscriptions",
+            "the transport has no topic patterns",
+        );
+    }
+    let root = h.topic("wild");
+    let c = h.connect().await;
+    let leaves = ["a", "b", "b.deep"];
+    let publish = || async {
+        for leaf in leaves {
+            c.publish(&format!("{root}.{leaf}"), Message::new(leaf))
+                .await
+                .expect("publish");
+        }
+    };
+    // Without replay, only a subscription made first sees the messages;
+    // with it, patterns may match only topics that exist (Kafka).
+    let replay = h.capabilities().replay;
+    if replay {
+        publish().await;
+    }
+    let mut one = c
+        .subscribe(sub(&format!("{root}.*")))
+        .await
+        .expect("subscribe *");
+    let mut all = c
+        .subscribe(sub(&format!("{root}.>")))
+        .await
+        .expect("subscribe >");
+    if !replay {
+        publish().await;
+    }
+    let got: HashSet<String> = collect(&mut one, 2, h.timeout())
+        .await
+        .iter()
+        .map(|d| d.metadata().topic.to_string())
+        .collect();
+    assert_eq!(
+        got,
+        HashSet::from([format!("{root}.a"), format!("{root}.b")])
+    );
+    assert!(
+        recv(&mut one, h.quiet()).await.is_none(),
+        "'*' matched two segments"
+    );
+    let got: HashSet<String> = collect(&mut all, 3, h.timeout())
+        .await
+        .iter()
+        .map(|d| d.metadata().topic.to_string())
+        .collect();
+    assert_eq!(got.len(), 3, "'>' got {got:?}");
+}
+
+/// A CloudEvent crosses the broker in binary mode with the transport's
+/// binding, and reads back equal.
+pub async fn cloudevent_roundtrip(h: &Harness) {
+    use msg_core::{Event, JsonCodec, PublisherExt};
+    let topic = h.topic("cloudevent");
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    let event = Event::new("/conformance", "org.msg.test.happened", vec![1u32, 2, 3])
+        .with_subject("subject-1")
+        .with_extension(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        );
+    c.publish_event(&topic, &event).await.expect("publish");
+    let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
+    let prefix = h.capabilities().cloudevents.prefix();
+    assert_eq!(
+        d.message().header(&format!("{prefix}specversion")),
+        Some("1.0"),
+        "attributes use the transport's binding"
+    );
+    let got: Event<Vec<u32>> = Event::from_message(d.message(), &JsonCodec).expect("decode");
+    assert_eq!(got.id, event.id);
+    assert_eq!(got.source, event.source);
+    assert_eq!(got.ty, event.ty);
+    assert_eq!(got.subject, event.subject);
+    assert_eq!(got.extensions, event.extensions);
+    assert_eq!(got.data, event.data);
+    // Time travels as RFC 3339 with microseconds at least.
+    let sent = event.time.expect("time");
+    let diff = got
+        .time
+        .expect("time")
+        .duration_since(sent)
+        .unwrap_or_else(|e| e.duration());
+    assert!(diff < Duration::from_millis(1), "time off by {diff:?}");
+    d.ack().await.expect("ack");
+}
+
+/// A payload over the transport's limit is refused with
+/// `Error::MessageTooLarge`, and the connection goes on working.
+pub async fn oversize_message_refused(h: &Harness) {
+    let Some(max) = h.capabilities().max_message_size else {
+        return skip(
+            "oversize_message_refused",
+            "the transport has no size limit",
+        );
+    };
+    if max > 16 << 20 {
+        return skip(
+            "oversize_message_refused",
+            "the transport's limit is over 16 MiB: too large to send in a test",
+        );
+    }
+    let topic = h.topic("oversize");
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    match c.publish(&topic, Message::new(vec![7u8; max + 1])).await {
+        Err(Error::MessageTooLarge { size, .. }) => assert!(size > max),
+        other => panic!(
+            "a payload of {} bytes: expected MessageTooLarge, got {other:?}",
+            max + 1
+        ),
+    }
+    let ok = Message::new("still works");
+    c.publish(&topic, ok.clone()).await.expect("publish after");
+    let got = collect(&mut stream, 1, h.timeout()).await;
+    assert_eq!(got[0].message().id(), ok.id());
+}

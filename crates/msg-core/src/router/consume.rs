@@ -18,7 +18,7 @@ use super::handler::{BoxBatchHandler, BoxHandler, Disposition, HandlerError, Out
 use super::{BatchOptions, HandlerOptions};
 use crate::error::error_chain;
 use crate::{
-    Delivery, DeliveryStream, DynPublisher, Error, Received, Settle, SettleFuture, Settlement,
+    Delivery, DeliveryStream, DynPublisher, Error, Received, Settle, Settlement, raw::SettleFuture,
 };
 
 pub(super) struct Context {
@@ -139,9 +139,23 @@ async fn publish_outgoing(
     topic: &str,
 ) -> Settlement {
     for (to, message) in outgoing {
-        if let Err(e) = publisher.publish_boxed(&to, message).await {
-            tracing::warn!(topic, to, error = %e.chain(), "publishing a handler's message failed; the input will be redelivered");
-            return Settlement::Nack;
+        match publisher.publish_boxed(&to, message).await {
+            Ok(()) => {}
+            // Retrying cannot help a message that can never be published
+            // (an invalid topic or header): dead-letter the input with why.
+            Err(
+                e @ (Error::InvalidTopic { .. }
+                | Error::InvalidHeader { .. }
+                | Error::MessageTooLarge { .. }),
+            ) => {
+                let reason = format!("a message for {to:?} cannot be published: {}", e.chain());
+                tracing::warn!(topic, to, error = %e.chain(), "a handler's message cannot be published; dead-lettering the input");
+                return Settlement::Reject(reason);
+            }
+            Err(e) => {
+                tracing::warn!(topic, to, error = %e.chain(), "publishing a handler's message failed; the input will be redelivered");
+                return Settlement::Nack;
+            }
         }
     }
     Settlement::Ack

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use tower::{Service, ServiceExt};
 
 use super::handler::{BoxHandler, HandlerError, Outgoing, box_handler};
-use crate::topic::{is_pattern, topic_matches, validate_pattern};
+use crate::raw::topic::{is_pattern, topic_matches, validate_pattern};
 use crate::{Error, Received};
 
 /// A handler that dispatches each message by its topic.

@@ -39,7 +39,7 @@ pub fn is_secret(name: &str) -> bool {
 /// user info becomes `***`, and so do the values of secret options.
 ///
 /// ```
-/// use msg_core::url::redact;
+/// use msg_core::raw::url::redact;
 /// assert_eq!(redact("redis://app:s3cret@host:6379/0"), "redis://app:***@host:6379/0");
 /// assert_eq!(redact("nats://t0ken@host"), "nats://***@host");
 /// assert_eq!(

@@ -1,0 +1,236 @@
+//! Delivery policy: how often a message may be delivered, and where it goes
+//! when it may not be delivered again. Enforced here, once, for every
+//! transport.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use futures::Stream;
+use serde::Deserialize;
+
+use crate::raw::SettleFuture;
+use crate::raw::topic::validate_topic;
+use crate::{Delivery, DeliveryStream, Error, Result, Subscription};
+
+/// The default [`max_deliveries`](DeliveryPolicy::max_deliveries).
+pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
+
+/// A transport's default delivery policy, part of its configuration;
+/// a [`Subscription`] may override either part.
+///
+/// ```
+/// use msg_core::DeliveryPolicy;
+/// let policy: DeliveryPolicy =
+///     serde_json::from_str(r#"{ "max_deliveries": 5, "dead_letter_suffix": ".dead" }"#).unwrap();
+/// assert_eq!(policy.max_deliveries, Some(5));
+/// policy.validate().unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryPolicy {
+    /// After this many deliveries, a message that fails again (nacked or
+    /// deferred) is dead-lettered with the reason `max deliveries (N)
+    /// reached`, and a message the broker delivers more often (its
+    /// consumers crashed) is dead-lettered without being handed out.
+    /// `None` redelivers forever.
+    pub max_deliveries: Option<u32>,
+    /// Appended to a topic's name to name its dead-letter topic.
+    pub dead_letter_suffix: String,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            max_deliveries: Some(DEFAULT_MAX_DELIVERIES),
+            dead_letter_suffix: ".dlq".to_owned(),
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    /// Checks the values: at least one delivery, and a suffix that forms
+    /// valid topic names.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_deliveries == Some(0) {
+            return Err(Error::InvalidConfig(
+                "max_deliveries must be at least 1 (or none for no limit)".into(),
+            ));
+        }
+        validate_topic(&format!("t{}", self.dead_letter_suffix)).map_err(|_| {
+            Error::InvalidConfig(format!(
+                "dead_letter_suffix {:?} does not form valid topic names",
+                self.dead_letter_suffix
+            ))
+        })
+    }
+
+    /// The policy of one subscription: its own settings where it has
+    /// them, these defaults elsewhere.
+    pub fn for_subscription(&self, subscription: &Subscription) -> Arc<SubscriptionPolicy> {
+        Arc::new(SubscriptionPolicy {
+            max_deliveries: subscription
+                .max_deliveries_override()
+                .unwrap_or(self.max_deliveries),
+            dead_letter: match subscription.dead_letter_topic_override() {
+                Some(topic) => DeadLetterTo::Topic(topic.into()),
+                None => DeadLetterTo::Suffix(self.dead_letter_suffix.as_str().into()),
+            },
+        })
+    }
+}
+
+/// Where a subscription's dead letters go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DeadLetterTo {
+    /// `<topic><suffix>`.
+    Suffix(Arc<str>),
+    /// One topic for every topic of the subscription.
+    Topic(Arc<str>),
+}
+
+/// The delivery policy in force for one subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionPolicy {
+    max_deliveries: Option<u32>,
+    dead_letter: DeadLetterTo,
+}
+
+impl Default for SubscriptionPolicy {
+    /// No limit; dead letters to `<topic>.dlq`.
+    fn default() -> Self {
+        Self {
+            max_deliveries: None,
+            dead_letter: DeadLetterTo::Suffix(".dlq".into()),
+        }
+    }
+}
+
+impl SubscriptionPolicy {
+    /// The most deliveries of one message, if limited.
+    pub fn max_deliveries(&self) -> Option<u32> {
+        self.max_deliveries
+    }
+
+    /// The dead-letter topic of messages from `topic`.
+    pub fn dead_letter_topic(&self, topic: &str) -> String {
+        match &self.dead_letter {
+            DeadLetterTo::Suffix(suffix) => format!("{topic}{suffix}"),
+            DeadLetterTo::Topic(to) => to.to_string(),
+        }
+    }
+
+    /// The reason given when a message ran out of deliveries.
+    pub(crate) fn exhausted_reason(max: u32) -> String {
+        format!("max deliveries ({max}) reached")
+    }
+}
+
+/// Applies `policy` to a transport's delivery stream: each delivery settles
+/// under it, and a delivery whose attempt is past the limit is
+/// dead-lettered at once, without being handed out.
+///
+/// Every transport ends its `subscribe` with this, so that max deliveries
+/// and dead-letter topics mean the same on every broker.
+pub fn govern(stream: DeliveryStream, policy: Arc<SubscriptionPolicy>) -> DeliveryStream {
+    Box::pin(Governed {
+        inner: stream,
+        policy,
+        dead_lettering: None,
+    })
+}
+
+struct Governed {
+    inner: DeliveryStream,
+    policy: Arc<SubscriptionPolicy>,
+    /// The dead letter of a delivery that arrived past the limit.
+    dead_lettering: Option<SettleFuture>,
+}
+
+impl Stream for Governed {
+    type Item = Result<Delivery>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(settling) = &mut this.dead_lettering {
+                let result = ready!(Pin::new(settling).poll(cx));
+                this.dead_lettering = None;
+                if let Err(e) = result {
+                    // The transport redelivers it; it is dead-lettered then.
+                    tracing::warn!(error = %e.chain(), "dead-lettering a message past its max deliveries failed");
+                }
+            }
+            let mut delivery = match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
+                Some(Ok(delivery)) => delivery,
+                other => return Poll::Ready(other),
+            };
+            match this.policy.max_deliveries {
+                Some(max) if delivery.metadata().attempt > max => {
+                    let topic = delivery.metadata().topic.clone();
+                    tracing::warn!(
+                        topic = &*topic,
+                        attempt = delivery.metadata().attempt,
+                        max,
+                        "delivered more often than allowed; dead-lettering without handing it out"
+                    );
+                    let mut settle = delivery.into_parts().1;
+                    this.dead_lettering = Some(settle.start_dead_letter(
+                        &this.policy,
+                        &topic,
+                        SubscriptionPolicy::exhausted_reason(max),
+                    ));
+                }
+                _ => {
+                    delivery.govern(this.policy.clone());
+                    return Poll::Ready(Some(Ok(delivery)));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_settings_win_over_the_defaults() {
+        let defaults = DeliveryPolicy::default();
+        let plain = defaults.for_subscription(&Subscription::new("orders"));
+        assert_eq!(plain.max_deliveries(), Some(DEFAULT_MAX_DELIVERIES));
+        assert_eq!(plain.dead_letter_topic("orders"), "orders.dlq");
+
+        let own = defaults.for_subscription(
+            &Subscription::new("orders.*")
+                .max_deliveries(None)
+                .dead_letter_topic("failed"),
+        );
+        assert_eq!(own.max_deliveries(), None);
+        assert_eq!(own.dead_letter_topic("orders.eu"), "failed");
+
+        let suffixed = DeliveryPolicy {
+            max_deliveries: Some(3),
+            dead_letter_suffix: "-dead".into(),
+        }
+        .for_subscription(&Subscription::new("a"));
+        assert_eq!(suffixed.max_deliveries(), Some(3));
+        assert_eq!(suffixed.dead_letter_topic("a"), "a-dead");
+    }
+
+    #[test]
+    fn validation() {
+        DeliveryPolicy::default().validate().unwrap();
+        let zero = DeliveryPolicy {
+            max_deliveries: Some(0),
+            ..Default::default()
+        };
+        assert!(zero.validate().is_err());
+        let bad = DeliveryPolicy {
+            dead_letter_suffix: " bad".into(),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

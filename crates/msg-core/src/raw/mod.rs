@@ -1,0 +1,21 @@
+//! What transport authors need, and users do not: the acker a transport
+//! implements, the delivery policy it applies, and helpers for topics,
+//! URLs and timestamps.
+//!
+//! A transport implements [`Publisher`](crate::Publisher) and
+//! [`Subscriber`](crate::Subscriber); each delivery it hands out carries an
+//! [`Acker`] that carries out an [`Action`]; its `subscribe` ends with
+//! [`govern`], so that max deliveries and dead-letter topics mean the same
+//! on every broker.
+
+mod id;
+mod prefetch;
+pub mod time;
+pub mod topic;
+pub mod url;
+
+pub use crate::delivery::{Acker, Action, SettleFuture, dead_letter_message};
+pub use crate::message::validate_header;
+pub use crate::policy::{SubscriptionPolicy, govern};
+pub use id::stable_id;
+pub use prefetch::Prefetch;
