@@ -148,6 +148,16 @@ impl KafkaConfig {
             };
             match name {
                 "client_id" => config.client_id = value.clone(),
+                "max_deliveries" => {
+                    config.delivery.max_deliveries = match value.as_str() {
+                        "none" => None,
+                        _ => Some(
+                            u32::try_from(number(name)?)
+                                .map_err(|_| bad(format!("max_deliveries={value} is too large")))?,
+                        ),
+                    };
+                }
+                "dead_letter_suffix" => config.delivery.dead_letter_suffix = value.clone(),
                 "partitions" => {
                     config.partitions = i32::try_from(number(name)?)
                         .ok()
@@ -391,9 +401,14 @@ mod tests {
     fn urls() {
         let c = KafkaConfig::from_url(
             "kafka://h1:9092,h2:9093/?client_id=app&partitions=6&replication_factor=3&linger_ms=0\
-             &batch_size=1000&compression=lz4&create_topics=false&socket.timeout.ms=5000",
+             &batch_size=1000&compression=lz4&create_topics=false&socket.timeout.ms=5000\
+             &max_deliveries=4&dead_letter_suffix=-dead",
         )
         .unwrap();
+        assert_eq!(c.delivery.max_deliveries, Some(4));
+        assert_eq!(c.delivery.dead_letter_suffix, "-dead");
+        let unlimited = KafkaConfig::from_url("kafka://h:1?max_deliveries=none").unwrap();
+        assert_eq!(unlimited.delivery.max_deliveries, None);
         assert_eq!(c.brokers, ["h1:9092", "h2:9093"]);
         assert_eq!(
             (c.client_id.as_str(), c.partitions, c.replication_factor),

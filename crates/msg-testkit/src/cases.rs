@@ -11,7 +11,7 @@ use msg_core::{
 };
 use tokio::time::Instant;
 
-use crate::harness::{Harness, collect, recv, skip};
+use crate::harness::{Harness, collect, recv};
 
 /// A subscription as the cases use it: from the earliest position, so that
 /// nothing published right after subscribing can be missed.
@@ -84,7 +84,7 @@ pub async fn edge_payloads_roundtrip(h: &Harness) {
         let big: Vec<u8> = (0..(1usize << 20)).map(|i| (i % 251) as u8).collect();
         sent.push(Message::new(big).with_key("big"));
     } else {
-        skip(
+        h.skip(
             "edge_payloads_roundtrip (1 MiB part)",
             "the transport's max message size is below 1 MiB",
         );
@@ -268,7 +268,7 @@ pub async fn broadcast_reaches_every_subscriber(h: &Harness) {
 /// Two groups each get everything; the members of one group share it.
 pub async fn consumer_groups(h: &Harness) {
     if !h.capabilities().consumer_groups {
-        return skip("consumer_groups", "the transport has no consumer groups");
+        return h.skip("consumer_groups", "the transport has no consumer groups");
     }
     let topic = h.topic("groups");
     let sent: Vec<Message> = (0..40).map(numbered).collect();
@@ -346,7 +346,7 @@ pub async fn consumer_groups(h: &Harness) {
 
 fn needs_at_least_once(h: &Harness, case: &str) -> bool {
     if !h.capabilities().at_least_once {
-        skip(case, "the transport delivers at most once");
+        h.skip(case, "the transport delivers at most once");
     }
     h.capabilities().at_least_once
 }
@@ -492,7 +492,7 @@ pub async fn no_next_while_unacked(h: &Harness) {
         return;
     }
     if h.capabilities().ordering == Ordering::None {
-        return skip("no_next_while_unacked", "the transport guarantees no order");
+        return h.skip("no_next_while_unacked", "the transport guarantees no order");
     }
     let topic = h.topic("no-next");
     let c = h.connect().await;
@@ -559,7 +559,7 @@ pub async fn prefetch_bounds_what_is_held(h: &Harness) {
 pub async fn order_kept(h: &Harness) {
     let ordering = h.capabilities().ordering;
     if ordering == Ordering::None {
-        return skip("order_kept", "the transport guarantees no order");
+        return h.skip("order_kept", "the transport guarantees no order");
     }
     let topic = h.topic("order");
     let c = h.connect().await;
@@ -600,7 +600,7 @@ pub async fn continue_after_subscriber_close(h: &Harness) {
         return;
     }
     if !h.capabilities().consumer_groups {
-        return skip(
+        return h.skip(
             "continue_after_subscriber_close",
             "the transport has no consumer groups",
         );
@@ -720,7 +720,7 @@ pub async fn publisher_close_loses_nothing(h: &Harness) {
 /// published before it subscribed.
 pub async fn new_subscriber_receives_old_messages(h: &Harness) {
     if !h.capabilities().replay {
-        return skip(
+        return h.skip(
             "new_subscriber_receives_old_messages",
             "the transport does not replay",
         );
@@ -749,7 +749,7 @@ pub async fn graceful_shutdown_loses_nothing(h: &Harness) {
         return;
     }
     if !h.capabilities().consumer_groups {
-        return skip(
+        return h.skip(
             "graceful_shutdown_loses_nothing",
             "the transport has no consumer groups",
         );
@@ -807,7 +807,7 @@ pub async fn graceful_shutdown_loses_nothing(h: &Harness) {
 /// acknowledged by the broker is lost.
 pub async fn reconnect_after_restart(h: &Harness) {
     if !h.capabilities().persistent {
-        return skip("reconnect_after_restart", "the transport is not persistent");
+        return h.skip("reconnect_after_restart", "the transport is not persistent");
     }
     let topic = h.topic("restart");
     let c = h.connect().await;
@@ -819,7 +819,7 @@ pub async fn reconnect_after_restart(h: &Harness) {
     publish_all(&c, &topic, &before).await;
     match h.restart().await {
         None => {
-            return skip(
+            return h.skip(
                 "reconnect_after_restart",
                 "the harness has no restart command",
             );
@@ -1032,7 +1032,7 @@ pub async fn topic_kept_after_nack_and_defer(h: &Harness) {
 /// `*` matches one segment, `>` one or more trailing ones.
 pub async fn wildcard_subscriptions(h: &Harness) {
     if !h.capabilities().wildcards {
-        return skip(
+        return h.skip(
             "wildcard_subscriptions",
             "the transport has no topic patterns",
         );
@@ -1128,13 +1128,13 @@ pub async fn cloudevent_roundtrip(h: &Harness) {
 /// `Error::MessageTooLarge`, and the connection goes on working.
 pub async fn oversize_message_refused(h: &Harness) {
     let Some(max) = h.capabilities().max_message_size else {
-        return skip(
+        return h.skip(
             "oversize_message_refused",
             "the transport has no size limit",
         );
     };
     if max > 16 << 20 {
-        return skip(
+        return h.skip(
             "oversize_message_refused",
             "the transport's limit is over 16 MiB: too large to send in a test",
         );

@@ -14,8 +14,10 @@
 //! ```
 //!
 //! Each case is its own `#[tokio::test]`, named after the case. A case the
-//! transport's [`Capabilities`](msg_core::Capabilities) rule out passes after printing
-//! `SKIP <case>: <reason>` to the terminal. Transports that deliver at least
+//! transport's [`Capabilities`](msg_core::Capabilities) rule out returns
+//! after [`Harness::skip`] recorded it: libtest has no skipped state, so
+//! `cargo xtask test` collects the records and prints how many cases of
+//! each suite were skipped, and which. Transports that deliver at least
 //! once are checked with de-duplication by message id.
 
 #![forbid(unsafe_code)]
@@ -25,7 +27,7 @@ pub mod cases;
 mod harness;
 
 pub use brokers::{BrokerEnv, env_file};
-pub use harness::{Harness, collect, recv, skip};
+pub use harness::{Harness, SKIPS_FILE, collect, recv};
 
 /// Expands to one `#[tokio::test]` per conformance case, each building the
 /// harness with the given expression. The calling crate needs `tokio` (with
