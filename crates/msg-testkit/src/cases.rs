@@ -467,19 +467,7 @@ pub async fn reject_dead_letters(h: &Harness) {
     c.publish(&topic, m.clone()).await.expect("publish");
     let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
     d.reject("payload is poison").await.expect("reject");
-    let mut dl = recv(&mut dead, h.timeout()).await.expect("dead letter");
-    let dm = dl.message();
-    assert_eq!(dm.id(), m.id());
-    assert_eq!(dm.payload(), m.payload());
-    assert_eq!(dm.header("x-app"), Some("test"));
-    assert_eq!(
-        dm.header(headers::DEAD_LETTER_REASON),
-        Some("payload is poison")
-    );
-    assert_eq!(dm.header(headers::ORIGINAL_TOPIC), Some(topic.as_str()));
-    assert_eq!(dm.header(headers::ATTEMPTS), Some("1"));
-    assert!(dm.header(headers::DEAD_LETTERED_AT).is_some());
-    dl.ack().await.expect("ack dead letter");
+    expect_dead_letter(h, &mut dead, &m, &topic, "payload is poison", 1).await;
     assert!(
         recv(&mut stream, h.quiet()).await.is_none(),
         "a rejected message was redelivered"
@@ -877,6 +865,10 @@ async fn expect_dead_letter(
     let dm = dl.message();
     assert_eq!(dm.id(), original.id());
     assert_eq!(dm.payload(), original.payload());
+    for (name, value) in original.headers().iter() {
+        assert_eq!(dm.header(name), Some(value), "header {name}");
+    }
+    assert!(dm.header(headers::DEAD_LETTERED_AT).is_some());
     assert_eq!(dm.header(headers::DEAD_LETTER_REASON), Some(reason));
     assert_eq!(dm.header(headers::ORIGINAL_TOPIC), Some(topic));
     assert_eq!(
@@ -897,24 +889,50 @@ fn group_sub(h: &Harness, topic: &str, group: &str) -> Subscription {
     }
 }
 
+/// A subscription allowing two deliveries, its dead-letter topic's
+/// stream, and one message published to it.
+struct TwoDeliveries {
+    topic: String,
+    message: Message,
+    stream: msg_core::DeliveryStream,
+    dead: msg_core::DeliveryStream,
+}
+
+impl TwoDeliveries {
+    async fn start(h: &Harness, case: &str) -> Self {
+        let topic = h.topic(case);
+        let c = h.connect().await;
+        let dead = c
+            .subscribe(sub(&dead_letter_topic(&topic)))
+            .await
+            .expect("subscribe to the dead-letter topic");
+        let stream = c
+            .subscribe(group_sub(h, &topic, case).max_deliveries(Some(2)))
+            .await
+            .expect("subscribe");
+        let message = Message::new(format!("{case}: fails every time"));
+        c.publish(&topic, message.clone()).await.expect("publish");
+        Self {
+            topic,
+            message,
+            stream,
+            dead,
+        }
+    }
+}
+
 /// The last failure a subscription's max deliveries allows dead-letters the
 /// message with `max deliveries (N) reached`; it never comes again.
 pub async fn max_deliveries_then_dead_letter(h: &Harness) {
     if !needs_at_least_once(h, "max_deliveries_then_dead_letter") {
         return;
     }
-    let topic = h.topic("max-deliveries");
-    let c = h.connect().await;
-    let mut dead = c
-        .subscribe(sub(&dead_letter_topic(&topic)))
-        .await
-        .expect("subscribe to the dead-letter topic");
-    let mut stream = c
-        .subscribe(group_sub(h, &topic, "max").max_deliveries(Some(2)))
-        .await
-        .expect("subscribe");
-    let m = Message::new("fails every time");
-    c.publish(&topic, m.clone()).await.expect("publish");
+    let TwoDeliveries {
+        topic,
+        message: m,
+        mut stream,
+        mut dead,
+    } = TwoDeliveries::start(h, "max-deliveries").await;
     let mut first = recv(&mut stream, h.timeout()).await.expect("attempt 1");
     assert_eq!(first.metadata().attempt, 1);
     first.nack().await.expect("nack");
@@ -937,18 +955,12 @@ pub async fn redelivered_past_max_deliveries_is_dead_lettered(h: &Harness) {
     if !needs_at_least_once(h, "redelivered_past_max_deliveries_is_dead_lettered") {
         return;
     }
-    let topic = h.topic("crashing");
-    let c = h.connect().await;
-    let mut dead = c
-        .subscribe(sub(&dead_letter_topic(&topic)))
-        .await
-        .expect("subscribe to the dead-letter topic");
-    let mut stream = c
-        .subscribe(group_sub(h, &topic, "crashing").max_deliveries(Some(2)))
-        .await
-        .expect("subscribe");
-    let m = Message::new("crashes its handler");
-    c.publish(&topic, m.clone()).await.expect("publish");
+    let TwoDeliveries {
+        topic,
+        message: m,
+        mut stream,
+        mut dead,
+    } = TwoDeliveries::start(h, "crashing").await;
     for attempt in 1..=2 {
         let d = recv(&mut stream, h.timeout())
             .await

@@ -27,21 +27,25 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Transports are cargo features of this crate:
+//! Transports are cargo features of this crate, each re-exported as a
+//! module:
 //!
-//! | feature | URL scheme | crate |
+//! | feature | URL scheme | module (crate) |
 //! |---|---|---|
-//! | `memory` (default) | `memory://`, `memory://NAME` | `memory` |
-//! | `redis` | `redis://[user:password@]host:port[/db]` | `redis` |
-//! | `amqp` | `amqp[s]://[user:password@]host:port[/vhost]` | `amqp` |
-//! | `nats` | `nats://host:port` (core), `nats+js://host:port` (JetStream); `tls://`, `tls+js://` | `nats` |
-//! | `kafka` | `kafka://[user:password@]host:port[,host:port...]` | `kafka` |
+//! | `memory` (default) | `memory://`, `memory://NAME` | [`memory`] (`msg-memory`) |
+//! | `redis` | `redis://[user:password@]host:port[/db]` | `redis` (`msg-redis`) |
+//! | `amqp` | `amqp[s]://[user:password@]host:port[/vhost]` | `amqp` (`msg-amqp`) |
+//! | `nats` | `nats://host:port` (core), `nats+js://host:port` (JetStream); `tls://`, `tls+js://` | `nats` (`msg-nats`) |
+//! | `kafka` | `kafka://[user:password@]host:port[,host:port...]` | `kafka` (`msg-kafka`) |
+//!
+//! What only transport authors need is in [`raw`].
 #![forbid(unsafe_code)]
 
 pub use msg_core::*;
 
 /// Handler middleware as `tower` layers: retry, timeout, dead letter,
-/// dedup, circuit breaker, correlation id.
+/// poison quarantine, dedup, circuit breaker, rate limit, metrics,
+/// tracing, correlation id.
 pub use msg_middleware as middleware;
 
 /// The in-process broker.
