@@ -18,7 +18,7 @@ use msg_core::{Received, Result, Uuid};
 
 use crate::Shared;
 use crate::publisher::HEADER_TOPIC;
-use crate::topology::{WorkQueue, declare_retry_queue};
+use crate::topology::{WorkQueue, declare_retry_queue, retry_queue_name};
 
 /// Deliveries of the current copy of each message this subscription saw,
 /// for brokers that do not count requeues (classic queues).
@@ -70,16 +70,18 @@ impl AmqpAcker {
             let dlq = self
                 .queue
                 .dead_letter_queue(&config.delivery.dead_letter_suffix);
-            self.shared.publish_to("", &dlq, &letter, 0, true).await?;
+            self.shared
+                .publish_to("", &dlq, &letter, 0, true, None)
+                .await?;
             // Subscribers of the dead-letter topic, if any.
             self.shared
-                .publish_to(&config.exchange, topic, &letter, 0, false)
+                .publish_to(&config.exchange, topic, &letter, 0, false, None)
                 .await?;
         } else {
             // A broadcast queue has no dead-letter queue: the topic must
             // reach someone, or the reject fails rather than lose it.
             self.shared
-                .publish_to(&config.exchange, topic, &letter, 0, true)
+                .publish_to(&config.exchange, topic, &letter, 0, true, None)
                 .await?;
         }
         self.ack().await
@@ -101,30 +103,18 @@ impl AmqpAcker {
             Action::Defer(delay) => {
                 let ms = (delay.as_millis().min(u128::from(u32::MAX)) as u64).max(1);
                 let channel = self.shared.publish_channel().await?;
-                let known = self
-                    .shared
-                    .retry_queues
-                    .lock()
-                    .expect("retry queues lock")
-                    .contains(&format!("{}.retry.{ms}", self.queue.name));
-                let retry = if known {
-                    format!("{}.retry.{ms}", self.queue.name)
-                } else {
-                    let name = declare_retry_queue(&channel, &self.queue.name, ms).await?;
-                    self.shared
-                        .retry_queues
-                        .lock()
-                        .expect("retry queues lock")
-                        .insert(name.clone());
-                    name
-                };
+                let retry = retry_queue_name(&self.queue.name, ms);
+                if !self.shared.recently_declared(&retry) {
+                    declare_retry_queue(&channel, &self.queue.name, ms).await?;
+                    self.shared.declared(retry.clone());
+                }
                 // The copy comes back with the queue's name as routing key:
                 // its topic travels in a header.
                 let mut copy = self.received.message.clone();
                 copy.headers_mut()
                     .insert(HEADER_TOPIC, &*self.received.metadata.topic);
                 self.shared
-                    .publish_to("", &retry, &copy, attempt, true)
+                    .publish_to("", &retry, &copy, attempt, true, None)
                     .await?;
                 self.ack().await
             }

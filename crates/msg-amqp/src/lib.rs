@@ -23,9 +23,10 @@ pub mod publisher;
 mod subscriber;
 mod topology;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lapin::{Channel, Connection, ConnectionProperties};
 use msg_core::{Capabilities, CloudEventsBinding, Error, Ordering, Result};
@@ -48,8 +49,9 @@ pub(crate) struct Shared {
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
     /// The channel publishes go through, in confirm mode.
     publish_channel: tokio::sync::Mutex<Option<Channel>>,
-    /// Retry queues declared on the current publish channel.
-    pub(crate) retry_queues: Mutex<HashSet<String>>,
+    /// Retry and delay queues declared on the current publish channel, and
+    /// when.
+    declared_queues: Mutex<HashMap<String, Instant>>,
     pub(crate) publisher_closed: AtomicBool,
     pub(crate) subscriber_closed: AtomicBool,
     /// Becomes true when the subscriber closes; every stream watches it.
@@ -73,7 +75,7 @@ impl AmqpBroker {
             config,
             connection: tokio::sync::Mutex::new(None),
             publish_channel: tokio::sync::Mutex::new(None),
-            retry_queues: Mutex::new(HashSet::new()),
+            declared_queues: Mutex::new(HashMap::new()),
             publisher_closed: AtomicBool::new(false),
             subscriber_closed: AtomicBool::new(false),
             closing: watch::channel(false).0,
@@ -88,13 +90,16 @@ impl AmqpBroker {
     }
 
     /// What this transport guarantees.
-    pub const CAPABILITIES: Capabilities = Capabilities::minimal()
+    pub const CAPABILITIES: Capabilities = Capabilities::minimal("amqp")
         .with_persistent(true)
         .with_at_least_once(true)
         .with_consumer_groups(true)
         // A queue is FIFO; a nack puts the message back at its place.
         .with_ordering(Ordering::PerTopic)
         .with_wildcards(true)
+        .with_native_deliver_at(true)
+        .with_native_ttl(true)
+        .with_native_reply_to(true)
         // RabbitMQ's default max_message_size.
         .with_max_message_size(Some(128 * 1024 * 1024))
         .with_cloudevents(CloudEventsBinding::Amqp);
@@ -143,6 +148,28 @@ impl Shared {
             .map_err(error::map)
     }
 
+    /// Whether the expiring queue `name` was declared recently enough that
+    /// it still exists. Declaring renews a queue's `x-expires` lease and
+    /// publishing does not, so a queue in use is declared again every half
+    /// lease ([`topology::QUEUE_IDLE_MS`]); the lease outlasts the longest
+    /// wait of a message published in between.
+    pub(crate) fn recently_declared(&self, name: &str) -> bool {
+        let lease = Duration::from_millis(topology::QUEUE_IDLE_MS / 2);
+        self.declared_queues
+            .lock()
+            .expect("declared queues lock")
+            .get(name)
+            .is_some_and(|at| at.elapsed() < lease)
+    }
+
+    /// Records that `name` was just declared.
+    pub(crate) fn declared(&self, name: String) {
+        self.declared_queues
+            .lock()
+            .expect("declared queues lock")
+            .insert(name, Instant::now());
+    }
+
     /// The publishing channel, opened (confirm mode, exchange declared)
     /// when there is none or it broke.
     pub(crate) async fn publish_channel(&self) -> Result<Channel> {
@@ -158,7 +185,10 @@ impl Shared {
             .await
             .map_err(error::map)?;
         topology::declare_exchange(&channel, &self.config.exchange).await?;
-        self.retry_queues.lock().expect("retry queues lock").clear();
+        self.declared_queues
+            .lock()
+            .expect("declared queues lock")
+            .clear();
         *current = Some(channel.clone());
         Ok(channel)
     }

@@ -8,21 +8,33 @@
 //! | headers (long strings) | headers |
 //! | `content-type` property | also set from the `content-type` header |
 //! | `msg-attempt` header | deliveries before this copy (set on deferred copies) |
+//! | `reply-to` property | also set from the `msg-reply-to` header |
+//! | `expiration` property | the publish option `ttl`, in milliseconds |
 //! | body | payload |
+//!
+//! A publish with `deliver_at` goes to the headers exchange `<exchange>.delay`
+//! with the header `msg-delay-ms`, which routes it to the queue
+//! `<exchange>.delay.<ms>`; when its TTL passes, the queue dead-letters it
+//! into the exchange with its topic as routing key. RabbitMQ drops the
+//! `expiration` of a dead-lettered message, so `deliver_at` and `ttl`
+//! cannot be combined.
 //!
 //! Messages of other clients are read too: without a UUID `message-id`
 //! they get a new id, and headers that are not strings are skipped.
 
 use std::sync::atomic::Ordering as AtomicOrdering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Confirmation};
 use msg_core::raw::topic::validate_topic;
-use msg_core::{Capabilities, Error, Message, Publisher, Result, headers};
+use msg_core::raw::{apply_options, delay_until};
+use msg_core::{
+    BatchError, Capabilities, Error, Message, PublishOptions, Publisher, Receipt, Result, headers,
+};
 
-use crate::topology::key;
+use crate::topology::{HEADER_DELAY, declare_delay_queue, delay_exchange, delay_queue_name, key};
 use crate::{AmqpBroker, Shared, error};
 
 /// The header that counts the deliveries before a deferred copy.
@@ -33,7 +45,11 @@ pub const HEADER_TOPIC: &str = "msg-topic";
 
 /// The AMQP properties of `message`; `attempts` are the deliveries it had
 /// before this copy.
-pub(crate) fn properties(message: &Message, attempts: u32) -> BasicProperties {
+pub(crate) fn properties(
+    message: &Message,
+    attempts: u32,
+    ttl: Option<Duration>,
+) -> BasicProperties {
     let mut table = FieldTable::default();
     for (name, value) in message.headers().iter() {
         table.insert(key(name), long(value));
@@ -56,6 +72,14 @@ pub(crate) fn properties(message: &Message, attempts: u32) -> BasicProperties {
     if let Some(content_type) = message.header(headers::CONTENT_TYPE) {
         properties = properties.with_content_type(content_type.into());
     }
+    if let Some(reply_to) = message.header(headers::REPLY_TO) {
+        properties = properties.with_reply_to(reply_to.into());
+    }
+    if let Some(ttl) = ttl {
+        // Whole milliseconds, rounded up: never expire early.
+        let ms = ttl.as_nanos().div_ceil(1_000_000);
+        properties = properties.with_expiration(ms.to_string().into());
+    }
     properties
 }
 
@@ -73,6 +97,7 @@ impl Shared {
         message: &Message,
         attempts: u32,
         mandatory: bool,
+        ttl: Option<Duration>,
     ) -> Result<()> {
         let channel = self.publish_channel().await?;
         let options = BasicPublishOptions {
@@ -85,7 +110,7 @@ impl Shared {
                 routing_key.into(),
                 options,
                 message.payload(),
-                properties(message, attempts),
+                properties(message, attempts, ttl),
             )
             .await
             .map_err(error::map)?;
@@ -107,6 +132,24 @@ impl Shared {
         }
     }
 
+    /// Publishes through the delay queue of `delay`, declaring it when it
+    /// may have expired.
+    async fn publish_delayed(&self, topic: &str, message: &Message, delay: Duration) -> Result<()> {
+        let ms = (delay.as_nanos().div_ceil(1_000_000)).min(u128::from(u32::MAX)) as u64;
+        let exchange = &self.config.exchange;
+        let queue = delay_queue_name(exchange, ms);
+        if !self.recently_declared(&queue) {
+            let channel = self.publish_channel().await?;
+            declare_delay_queue(&channel, exchange, ms).await?;
+            self.declared(queue);
+        }
+        let mut copy = message.clone();
+        copy.headers_mut().insert(HEADER_DELAY, ms.to_string());
+        // Mandatory: the delay queue must take it, or it would be lost.
+        self.publish_to(&delay_exchange(exchange), topic, &copy, 0, true, None)
+            .await
+    }
+
     fn check(&self, topic: &str, message: &Message) -> Result<()> {
         if self.publisher_closed.load(AtomicOrdering::Acquire) {
             return Err(Error::Closed);
@@ -119,27 +162,82 @@ impl Shared {
 impl Publisher for AmqpBroker {
     /// Returns once the broker confirmed the message. A topic no queue is
     /// bound to drops it, or with [`mandatory`](crate::AmqpConfig::mandatory)
-    /// is an error.
-    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+    /// is an error. RabbitMQ has no position to report.
+    ///
+    /// Honours every option, though not `deliver_at` and `ttl` together. A
+    /// message whose `ttl` passes in a group's queue goes to the queue's
+    /// dead-letter queue (RabbitMQ dead-letters what expires).
+    async fn publish_with(
+        &self,
+        topic: &str,
+        mut message: Message,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
+        apply_options(&mut message, &options, &Self::CAPABILITIES)?;
         self.shared.check(topic, &message)?;
-        let exchange = self.shared.config.exchange.clone();
-        self.shared
-            .publish_to(&exchange, topic, &message, 0, self.shared.config.mandatory)
-            .await
+        let delay = options.deliver_at.map(delay_until).filter(|d| !d.is_zero());
+        match (delay, options.ttl) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Unsupported {
+                    operation: "the publish options deliver_at and ttl together",
+                    transport: Self::CAPABILITIES.transport,
+                });
+            }
+            (Some(delay), None) => {
+                self.shared.publish_delayed(topic, &message, delay).await?;
+            }
+            (None, ttl) => {
+                let exchange = &self.shared.config.exchange;
+                self.shared
+                    .publish_to(
+                        exchange,
+                        topic,
+                        &message,
+                        0,
+                        self.shared.config.mandatory,
+                        ttl,
+                    )
+                    .await?;
+            }
+        }
+        Ok(Receipt::accepted())
     }
 
     /// Sends the whole batch, then waits for the confirms: about one round
-    /// trip. On error, others of the batch may have been taken.
-    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        for message in &messages {
-            self.shared.check(topic, message)?;
+    /// trip. Each message is confirmed or refused on its own, and the error
+    /// says which were taken.
+    async fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Receipt>, BatchError> {
+        let len = messages.len();
+        if let Err(e) = messages
+            .iter()
+            .try_for_each(|m| self.shared.check(topic, m))
+        {
+            return Err(BatchError::none_accepted(len, e));
         }
-        let exchange = self.shared.config.exchange.clone();
+        let exchange = &self.shared.config.exchange;
         let publishes = messages.iter().map(|m| {
             self.shared
-                .publish_to(&exchange, topic, m, 0, self.shared.config.mandatory)
+                .publish_to(exchange, topic, m, 0, self.shared.config.mandatory, None)
         });
-        futures::future::try_join_all(publishes).await.map(drop)
+        let mut receipts = Vec::with_capacity(len);
+        let mut first_error = None;
+        for result in futures::future::join_all(publishes).await {
+            match result {
+                Ok(()) => receipts.push(Some(Receipt::accepted())),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    receipts.push(None);
+                }
+            }
+        }
+        match first_error {
+            None => Ok(receipts.into_iter().flatten().collect()),
+            Some(e) => Err(BatchError::new(receipts, e)),
+        }
     }
 
     async fn flush(&self) -> Result<()> {

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::ack::{AmqpAcker, Requeues};
 use crate::publisher::{HEADER_ATTEMPT, HEADER_TOPIC};
+use crate::topology::HEADER_DELAY;
 use crate::topology::{WorkQueue, declare_exchange};
 use crate::{AmqpBroker, Shared, error};
 
@@ -219,6 +220,7 @@ fn decode(delivery: &lapin::message::Delivery) -> (Message, u32, Option<u32>, Op
                 HEADER_ATTEMPT => copies_before = number(value).unwrap_or(0),
                 "x-delivery-count" => broker_count = number(value),
                 HEADER_TOPIC => topic = text(value),
+                HEADER_DELAY => {}
                 msg_core::headers::MSG_KEY => key = text(value),
                 _ => {
                     if let Some(value) = text(value) {

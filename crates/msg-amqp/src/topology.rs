@@ -7,6 +7,8 @@
 //!      └─► `msg.broadcast.<uuid>`  exclusive queue per broadcast subscriber
 //!
 //!  defer(d) ──► `<queue>.retry.<ms>`  (TTL d, dead-letters back to `<queue>`)
+//!  publish(topic, deliver_at) ──► exchange `msg.delay` (headers) ──msg-delay-ms──►
+//!      `msg.delay.<ms>` (TTL ms, dead-letters to `msg` with routing key = topic)
 //!  reject    ──► `<queue>.dlq`, and topic `<topic>.dlq` on the exchange
 //! ```
 
@@ -18,8 +20,12 @@ use msg_core::{Result, Subscription, Uuid};
 
 use crate::error;
 
-/// How long an unused retry queue lives after its last message left.
-const RETRY_QUEUE_IDLE_MS: u64 = 60_000;
+/// How long an unused retry or delay queue lives after its last
+/// declaration and the wait of its messages.
+pub(crate) const QUEUE_IDLE_MS: u64 = 60_000;
+
+/// The header that routes a delayed publish to its delay queue.
+pub(crate) const HEADER_DELAY: &str = "msg-delay-ms";
 
 pub(crate) async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<()> {
     let options = ExchangeDeclareOptions {
@@ -135,14 +141,19 @@ impl WorkQueue {
     }
 }
 
+/// The name of the retry queue of `queue` for `delay_ms`.
+pub(crate) fn retry_queue_name(queue: &str, delay_ms: u64) -> String {
+    format!("{queue}.retry.{delay_ms}")
+}
+
 /// Declares the retry queue that holds messages of `queue` for `delay_ms`
 /// and then dead-letters them back into it.
 pub(crate) async fn declare_retry_queue(
     channel: &Channel,
     queue: &str,
     delay_ms: u64,
-) -> Result<String> {
-    let name = format!("{queue}.retry.{delay_ms}");
+) -> Result<()> {
+    let name = retry_queue_name(queue, delay_ms);
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-message-ttl".into(),
@@ -152,13 +163,75 @@ pub(crate) async fn declare_retry_queue(
     arguments.insert("x-dead-letter-routing-key".into(), long(queue));
     arguments.insert(
         "x-expires".into(),
-        AMQPValue::LongLongInt((delay_ms + RETRY_QUEUE_IDLE_MS) as i64),
+        AMQPValue::LongLongInt((delay_ms + QUEUE_IDLE_MS) as i64),
     );
     channel
         .queue_declare(name.as_str().into(), durable(), arguments)
         .await
         .map_err(error::map)?;
-    Ok(name)
+    Ok(())
+}
+
+/// The headers exchange delayed publishes go to.
+pub(crate) fn delay_exchange(exchange: &str) -> String {
+    format!("{exchange}.delay")
+}
+
+/// The delay queue of `exchange` for `delay_ms`.
+pub(crate) fn delay_queue_name(exchange: &str, delay_ms: u64) -> String {
+    format!("{exchange}.delay.{delay_ms}")
+}
+
+/// Declares the delay queue that holds delayed publishes for `delay_ms`
+/// and then dead-letters them into `exchange` with their own routing key
+/// (their topic), and binds it to the delay exchange by the delay header.
+pub(crate) async fn declare_delay_queue(
+    channel: &Channel,
+    exchange: &str,
+    delay_ms: u64,
+) -> Result<()> {
+    let delays = delay_exchange(exchange);
+    channel
+        .exchange_declare(
+            delays.as_str().into(),
+            ExchangeKind::Headers,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(error::map)?;
+    let name = delay_queue_name(exchange, delay_ms);
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(delay_ms as i64),
+    );
+    // No dead-letter routing key: the message keeps its topic.
+    arguments.insert("x-dead-letter-exchange".into(), long(exchange));
+    arguments.insert(
+        "x-expires".into(),
+        AMQPValue::LongLongInt((delay_ms + QUEUE_IDLE_MS) as i64),
+    );
+    channel
+        .queue_declare(name.as_str().into(), durable(), arguments)
+        .await
+        .map_err(error::map)?;
+    let mut binding = FieldTable::default();
+    binding.insert("x-match".into(), long("all"));
+    binding.insert(key(HEADER_DELAY), long(&delay_ms.to_string()));
+    channel
+        .queue_bind(
+            name.as_str().into(),
+            delays.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            binding,
+        )
+        .await
+        .map_err(error::map)
 }
 
 fn durable() -> QueueDeclareOptions {

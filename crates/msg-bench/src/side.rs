@@ -97,7 +97,10 @@ impl MsgSide {
 
 impl Side for MsgSide {
     fn publish<'a>(&'a self, topic: &'a str, payload: Bytes) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { Ok(self.conn.publish(topic, Message::new(payload)).await?) })
+        Box::pin(async move {
+            self.conn.publish(topic, Message::new(payload)).await?;
+            Ok(())
+        })
     }
 
     fn publish_batch<'a>(
@@ -107,7 +110,8 @@ impl Side for MsgSide {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let messages = payloads.into_iter().map(Message::new).collect();
-            Ok(self.conn.publish_batch(topic, messages).await?)
+            self.conn.publish_batch(topic, messages).await?;
+            Ok(())
         })
     }
 

@@ -17,6 +17,9 @@ pub enum Ordering {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
+    /// The transport's name, as errors name it (`memory`, `redis`, `kafka`,
+    /// `amqp`, `nats-core`, `nats-jetstream`).
+    pub transport: &'static str,
     /// Messages survive a broker restart and wait for absent consumers.
     pub persistent: bool,
     /// Messages are delivered at least once (redelivered until settled).
@@ -31,8 +34,15 @@ pub struct Capabilities {
     pub replay: bool,
     /// The broker dead-letters rejected messages itself.
     pub native_dead_letter: bool,
-    /// The broker delays redelivery itself.
-    pub native_delay: bool,
+    /// The broker delays the redelivery of a deferred message itself.
+    pub native_defer: bool,
+    /// The publish option `deliver_at` (and `delay`) is honoured.
+    pub native_deliver_at: bool,
+    /// The publish option `ttl` is honoured: the broker drops a message not
+    /// delivered in time.
+    pub native_ttl: bool,
+    /// The publish option `reply_to` is carried to consumers.
+    pub native_reply_to: bool,
     /// The broker drops duplicate publishes of one message id.
     pub native_dedup: bool,
     /// Subscriptions accept topic patterns with wildcards.
@@ -46,15 +56,19 @@ pub struct Capabilities {
 impl Capabilities {
     /// The weakest guarantees: nothing persistent, at most once, no order.
     /// Transports start from here and say what they add.
-    pub const fn minimal() -> Self {
+    pub const fn minimal(transport: &'static str) -> Self {
         Self {
+            transport,
             persistent: false,
             at_least_once: false,
             consumer_groups: false,
             ordering: Ordering::None,
             replay: false,
             native_dead_letter: false,
-            native_delay: false,
+            native_defer: false,
+            native_deliver_at: false,
+            native_ttl: false,
+            native_reply_to: false,
             native_dedup: false,
             wildcards: false,
             max_message_size: None,
@@ -62,6 +76,11 @@ impl Capabilities {
         }
     }
 
+    /// Sets [`transport`](Self::transport).
+    pub const fn with_transport(mut self, v: &'static str) -> Self {
+        self.transport = v;
+        self
+    }
     /// Sets [`persistent`](Self::persistent).
     pub const fn with_persistent(mut self, v: bool) -> Self {
         self.persistent = v;
@@ -92,9 +111,24 @@ impl Capabilities {
         self.native_dead_letter = v;
         self
     }
-    /// Sets [`native_delay`](Self::native_delay).
-    pub const fn with_native_delay(mut self, v: bool) -> Self {
-        self.native_delay = v;
+    /// Sets [`native_defer`](Self::native_defer).
+    pub const fn with_native_defer(mut self, v: bool) -> Self {
+        self.native_defer = v;
+        self
+    }
+    /// Sets [`native_deliver_at`](Self::native_deliver_at).
+    pub const fn with_native_deliver_at(mut self, v: bool) -> Self {
+        self.native_deliver_at = v;
+        self
+    }
+    /// Sets [`native_ttl`](Self::native_ttl).
+    pub const fn with_native_ttl(mut self, v: bool) -> Self {
+        self.native_ttl = v;
+        self
+    }
+    /// Sets [`native_reply_to`](Self::native_reply_to).
+    pub const fn with_native_reply_to(mut self, v: bool) -> Self {
+        self.native_reply_to = v;
         self
     }
     /// Sets [`native_dedup`](Self::native_dedup).

@@ -45,8 +45,16 @@ pub enum Error {
         max: usize,
     },
     /// The transport cannot do what was asked.
-    #[error("not supported by this transport: {0}")]
-    Unsupported(&'static str),
+    #[error("{operation} is not supported by the {transport} transport")]
+    Unsupported {
+        /// What was asked, e.g. "the publish option ttl".
+        operation: &'static str,
+        /// The transport, as [`Capabilities::transport`](crate::Capabilities::transport) names it.
+        transport: &'static str,
+    },
+    /// Some messages of a batch were not accepted; it says which were.
+    #[error(transparent)]
+    Batch(Box<crate::BatchError>),
     /// The delivery was already acked, nacked, deferred or rejected.
     #[error("delivery already settled")]
     AlreadySettled,
@@ -85,13 +93,18 @@ impl Error {
         match self {
             Error::Connection(_) | Error::Timeout(_) | Error::Backpressure => true,
             Error::Broker { retryable, .. } => *retryable,
+            Error::Batch(batch) => batch.error().is_retryable(),
             _ => false,
         }
     }
 
     /// Whether the error comes from the connection to the broker.
     pub fn is_connection(&self) -> bool {
-        matches!(self, Error::Connection(_))
+        match self {
+            Error::Connection(_) => true,
+            Error::Batch(batch) => batch.error().is_connection(),
+            _ => false,
+        }
     }
 
     /// A retryable broker error.
@@ -115,6 +128,12 @@ impl Error {
     /// This is the form of the `msg-error` header.
     pub fn chain(&self) -> String {
         error_chain(self)
+    }
+}
+
+impl From<crate::BatchError> for Error {
+    fn from(e: crate::BatchError) -> Self {
+        Error::Batch(Box::new(e))
     }
 }
 

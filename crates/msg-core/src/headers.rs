@@ -22,3 +22,8 @@ pub const ATTEMPTS: &str = "msg-attempts";
 pub const ERROR: &str = "msg-error";
 /// When the message was dead-lettered (RFC 3339).
 pub const DEAD_LETTERED_AT: &str = "msg-dead-lettered-at";
+/// Not delivered before this time (RFC 3339); set by the `deliver_at` and
+/// `delay` publish options.
+pub const DELIVER_AT: &str = "msg-deliver-at";
+/// Where replies to the message go; set by the `reply_to` publish option.
+pub const REPLY_TO: &str = "msg-reply-to";

@@ -23,6 +23,7 @@ pub mod event;
 pub mod headers;
 mod message;
 mod policy;
+mod publish;
 pub mod raw;
 pub mod router;
 mod subscription;
@@ -35,6 +36,7 @@ pub use error::{BoxError, Error, Result, error_chain};
 pub use event::{CloudEventsBinding, Event};
 pub use message::{Headers, Message, MessageParts};
 pub use policy::{DEFAULT_MAX_DELIVERIES, DeliveryPolicy};
+pub use publish::{BatchError, Position, PublishOptions, Receipt};
 pub use router::handler::{
     BoxBatchHandler, BoxHandler, Disposition, HandlerError, Outgoing, box_handler, event_handler,
     handler_fn, json_handler, typed_handler,

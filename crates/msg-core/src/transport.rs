@@ -8,7 +8,10 @@ use futures::stream::BoxStream;
 use serde::Serialize;
 
 use crate::codec::{Encoder, JsonCodec};
-use crate::{Capabilities, Delivery, Event, Message, Result, Subscription};
+use crate::{
+    BatchError, Capabilities, Delivery, Event, Message, PublishOptions, Receipt, Result,
+    Subscription,
+};
 
 /// The stream of deliveries of one subscription.
 ///
@@ -18,23 +21,53 @@ pub type DeliveryStream = BoxStream<'static, Result<Delivery>>;
 
 /// Publishes messages to topics.
 ///
-/// A publish returns once the broker has accepted the message.
+/// A publish returns once the broker has accepted the message, with the
+/// broker's [`Receipt`].
 pub trait Publisher: Send + Sync + 'static {
-    /// Publishes one message to `topic`.
-    fn publish(&self, topic: &str, message: Message) -> impl Future<Output = Result<()>> + Send;
+    /// Publishes one message to `topic` with `options`.
+    ///
+    /// An option the transport cannot honour (see its [`Capabilities`])
+    /// fails the publish with [`Error::Unsupported`](crate::Error::Unsupported).
+    fn publish_with(
+        &self,
+        topic: &str,
+        message: Message,
+        options: PublishOptions,
+    ) -> impl Future<Output = Result<Receipt>> + Send;
 
-    /// Publishes several messages to `topic`, in order. On error, the
-    /// messages before the failing one were published.
+    /// Publishes one message to `topic`, with no options.
+    fn publish(
+        &self,
+        topic: &str,
+        message: Message,
+    ) -> impl Future<Output = Result<Receipt>> + Send {
+        self.publish_with(topic, message, PublishOptions::default())
+    }
+
+    /// Publishes several messages to `topic`, in order, and returns their
+    /// receipts in the same order.
+    ///
+    /// When not all were accepted, the [`BatchError`] says which were.
+    /// This default publishes one at a time and stops at the first
+    /// failure, so the accepted messages are the ones before it.
     fn publish_batch(
         &self,
         topic: &str,
         messages: Vec<Message>,
-    ) -> impl Future<Output = Result<()>> + Send {
+    ) -> impl Future<Output = Result<Vec<Receipt>, BatchError>> + Send {
         async move {
+            let len = messages.len();
+            let mut receipts = Vec::with_capacity(len);
             for message in messages {
-                self.publish(topic, message).await?;
+                match self.publish(topic, message).await {
+                    Ok(receipt) => receipts.push(Some(receipt)),
+                    Err(error) => {
+                        receipts.resize(len, None);
+                        return Err(BatchError::new(receipts, error));
+                    }
+                }
             }
-            Ok(())
+            Ok(receipts.into_iter().flatten().collect())
         }
     }
 
@@ -66,14 +99,25 @@ pub trait Subscriber: Send + Sync + 'static {
 /// The object-safe form of [`Publisher`], for choosing a transport at run
 /// time. Every `Publisher` is one; `Arc<dyn DynPublisher>` is a `Publisher`.
 pub trait DynPublisher: Send + Sync + 'static {
+    /// [`Publisher::publish_with`], boxed.
+    fn publish_with_boxed<'a>(
+        &'a self,
+        topic: &'a str,
+        message: Message,
+        options: PublishOptions,
+    ) -> BoxFuture<'a, Result<Receipt>>;
     /// [`Publisher::publish`], boxed.
-    fn publish_boxed<'a>(&'a self, topic: &'a str, message: Message) -> BoxFuture<'a, Result<()>>;
+    fn publish_boxed<'a>(
+        &'a self,
+        topic: &'a str,
+        message: Message,
+    ) -> BoxFuture<'a, Result<Receipt>>;
     /// [`Publisher::publish_batch`], boxed.
     fn publish_batch_boxed<'a>(
         &'a self,
         topic: &'a str,
         messages: Vec<Message>,
-    ) -> BoxFuture<'a, Result<()>>;
+    ) -> BoxFuture<'a, Result<Vec<Receipt>, BatchError>>;
     /// [`Publisher::flush`], boxed.
     fn flush_boxed(&self) -> BoxFuture<'_, Result<()>>;
     /// [`Publisher::close`], boxed.
@@ -83,14 +127,26 @@ pub trait DynPublisher: Send + Sync + 'static {
 }
 
 impl<P: Publisher> DynPublisher for P {
-    fn publish_boxed<'a>(&'a self, topic: &'a str, message: Message) -> BoxFuture<'a, Result<()>> {
+    fn publish_with_boxed<'a>(
+        &'a self,
+        topic: &'a str,
+        message: Message,
+        options: PublishOptions,
+    ) -> BoxFuture<'a, Result<Receipt>> {
+        Box::pin(self.publish_with(topic, message, options))
+    }
+    fn publish_boxed<'a>(
+        &'a self,
+        topic: &'a str,
+        message: Message,
+    ) -> BoxFuture<'a, Result<Receipt>> {
         Box::pin(self.publish(topic, message))
     }
     fn publish_batch_boxed<'a>(
         &'a self,
         topic: &'a str,
         messages: Vec<Message>,
-    ) -> BoxFuture<'a, Result<()>> {
+    ) -> BoxFuture<'a, Result<Vec<Receipt>, BatchError>> {
         Box::pin(self.publish_batch(topic, messages))
     }
     fn flush_boxed(&self) -> BoxFuture<'_, Result<()>> {
@@ -105,10 +161,22 @@ impl<P: Publisher> DynPublisher for P {
 }
 
 impl Publisher for Arc<dyn DynPublisher> {
-    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+    async fn publish_with(
+        &self,
+        topic: &str,
+        message: Message,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
+        (**self).publish_with_boxed(topic, message, options).await
+    }
+    async fn publish(&self, topic: &str, message: Message) -> Result<Receipt> {
         (**self).publish_boxed(topic, message).await
     }
-    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+    async fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Receipt>, BatchError> {
         (**self).publish_batch_boxed(topic, messages).await
     }
     fn flush(&self) -> impl Future<Output = Result<()>> + Send {
@@ -210,10 +278,24 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Publisher for Connection {
-    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+    async fn publish_with(
+        &self,
+        topic: &str,
+        message: Message,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
+        self.publisher
+            .publish_with_boxed(topic, message, options)
+            .await
+    }
+    async fn publish(&self, topic: &str, message: Message) -> Result<Receipt> {
         self.publisher.publish_boxed(topic, message).await
     }
-    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
+    async fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Receipt>, BatchError> {
         self.publisher.publish_batch_boxed(topic, messages).await
     }
     fn flush(&self) -> impl Future<Output = Result<()>> + Send {
@@ -249,7 +331,7 @@ pub trait PublisherExt: Publisher {
         &self,
         topic: &str,
         value: &T,
-    ) -> impl Future<Output = Result<()>> + Send {
+    ) -> impl Future<Output = Result<Receipt>> + Send {
         let message = Encoder::<T>::encode(&JsonCodec, value)
             .map(|payload| Message::new(payload).with_content_type("application/json"));
         async move { self.publish(topic, message?).await }
@@ -261,7 +343,7 @@ pub trait PublisherExt: Publisher {
         &self,
         topic: &str,
         event: &Event<T>,
-    ) -> impl Future<Output = Result<()>> + Send {
+    ) -> impl Future<Output = Result<Receipt>> + Send {
         let message = event.to_message(&JsonCodec, self.capabilities().cloudevents);
         async move { self.publish(topic, message?).await }
     }

@@ -91,9 +91,11 @@ impl Acker for KafkaAcker {
                     }
                     Err(_) => {
                         self.again();
-                        Err(msg_core::Error::Unsupported(
-                            "defer outside a Tokio runtime; the message was nacked instead",
-                        ))
+                        // The message was nacked instead.
+                        Err(msg_core::Error::Unsupported {
+                            operation: "deferring outside a Tokio runtime",
+                            transport: "kafka",
+                        })
                     }
                 })
             }
@@ -104,7 +106,7 @@ impl Acker for KafkaAcker {
                 headers.insert(HEADER_ORIGINAL_PARTITION, f.partition.to_string());
                 headers.insert(HEADER_ORIGINAL_OFFSET, f.offset.to_string());
                 match self.member.shared.produce(&topic, &dead).await {
-                    Ok(()) => {
+                    Ok(_) => {
                         self.done();
                         Ok(())
                     }

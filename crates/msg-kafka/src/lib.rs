@@ -125,7 +125,7 @@ impl KafkaBroker {
     }
 
     /// What Kafka guarantees.
-    pub const CAPABILITIES: Capabilities = Capabilities::minimal()
+    pub const CAPABILITIES: Capabilities = Capabilities::minimal("kafka")
         .with_persistent(true)
         .with_at_least_once(true)
         .with_consumer_groups(true)
@@ -133,6 +133,7 @@ impl KafkaBroker {
         .with_ordering(Ordering::PerKey)
         .with_replay(true)
         .with_wildcards(true)
+        .with_native_reply_to(true)
         .with_max_message_size(Some(DEFAULT_MAX_MESSAGE_SIZE))
         .with_cloudevents(CloudEventsBinding::Kafka);
 

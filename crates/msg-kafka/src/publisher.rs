@@ -15,9 +15,13 @@
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
 
-use futures::future::try_join_all;
+use futures::future::join_all;
+use msg_core::raw::apply_options;
 use msg_core::raw::topic::validate_topic;
-use msg_core::{Capabilities, Error, Message, Publisher, Result, headers};
+use msg_core::{
+    BatchError, Capabilities, Error, Message, Position, PublishOptions, Publisher, Receipt, Result,
+    headers,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
@@ -108,9 +112,12 @@ impl Shared {
     }
 
     /// Waits for the acknowledgement of one enqueued record.
-    pub(crate) async fn acknowledged(delivery: DeliveryFuture, size: usize) -> Result<()> {
+    pub(crate) async fn acknowledged(delivery: DeliveryFuture, size: usize) -> Result<Receipt> {
         match delivery.await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(d)) => Ok(Receipt::at(Position::Offset {
+                partition: d.partition,
+                offset: d.offset,
+            })),
             Ok(Err((e, _))) => Err(error::publish(e, size)),
             // The producer went away with the record still queued.
             Err(canceled) => Err(Error::Connection(Box::new(canceled))),
@@ -119,7 +126,7 @@ impl Shared {
 
     /// Publishes and waits for the acknowledgement, whether or not the
     /// publisher is closed (dead letters of the subscriber use this).
-    pub(crate) async fn produce(&self, topic: &str, message: &Message) -> Result<()> {
+    pub(crate) async fn produce(&self, topic: &str, message: &Message) -> Result<Receipt> {
         let delivery = self.enqueue(topic, message).await?;
         Self::acknowledged(delivery, message.payload().len()).await
     }
@@ -136,23 +143,70 @@ impl Shared {
 }
 
 impl Publisher for KafkaBroker {
-    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+    /// Honours `reply_to`; `deliver_at` and `ttl` are unsupported (Kafka
+    /// has neither; the scheduler gives `deliver_at` on any transport).
+    async fn publish_with(
+        &self,
+        topic: &str,
+        mut message: Message,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
+        apply_options(&mut message, &options, &Self::CAPABILITIES)?;
         self.shared.check(topic, &message)?;
         self.shared.produce(topic, &message).await
     }
 
     /// Enqueues every record, then waits for all acknowledgements: the
     /// records share batches instead of waiting one round trip each.
-    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        for message in &messages {
-            self.shared.check(topic, message)?;
+    ///
+    /// A record the producer refuses (too large, say) stops the batch:
+    /// the ones after it are not sent, so that a key's order holds. Each
+    /// record sent is acknowledged or failed on its own, and the error says
+    /// which were accepted.
+    async fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Receipt>, BatchError> {
+        let len = messages.len();
+        if let Err(e) = messages
+            .iter()
+            .try_for_each(|m| self.shared.check(topic, m))
+        {
+            return Err(BatchError::none_accepted(len, e));
         }
-        let mut pending = Vec::with_capacity(messages.len());
+        let mut pending = Vec::with_capacity(len);
+        let mut refused = None;
         for message in &messages {
-            let delivery = self.shared.enqueue(topic, message).await?;
-            pending.push(Shared::acknowledged(delivery, message.payload().len()));
+            match self.shared.enqueue(topic, message).await {
+                Ok(delivery) => {
+                    pending.push(Shared::acknowledged(delivery, message.payload().len()))
+                }
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
         }
-        try_join_all(pending).await.map(|_| ())
+        // The error reported is that of the first message not accepted:
+        // the refused record comes after every record sent.
+        let mut receipts = Vec::with_capacity(len);
+        let mut first_error = None;
+        for result in join_all(pending).await {
+            match result {
+                Ok(receipt) => receipts.push(Some(receipt)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    receipts.push(None);
+                }
+            }
+        }
+        let first_error = first_error.or(refused);
+        receipts.resize(len, None);
+        match first_error {
+            None => Ok(receipts.into_iter().flatten().collect()),
+            Some(e) => Err(BatchError::new(receipts, e)),
+        }
     }
 
     async fn flush(&self) -> Result<()> {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use msg_core::raw::{Acker, Action, SettleFuture, dead_letter_message};
 use msg_core::{Metadata, Received};
 
-use crate::broker::{Admission, Entry};
+use crate::broker::{Admission, Entry, Timing};
 use crate::subscriber::Member;
 
 pub(crate) struct MemoryAcker {
@@ -65,7 +65,13 @@ impl MemoryAcker {
         if let Some((topic, message)) = out {
             // Internal admission never waits, so this completes on its first
             // poll: settle without needing a runtime (drop may have none).
-            let append = shared.append(&topic, std::iter::once(message), Admission::Internal);
+            let append = shared.append(
+                &topic,
+                std::iter::once(message),
+                Timing::default(),
+                Admission::Internal,
+                |_| {},
+            );
             match futures::FutureExt::now_or_never(append) {
                 Some(Ok(())) => {}
                 Some(Err(e)) => tracing::error!(topic, error = %e.chain(), "dead-lettering failed"),

@@ -36,6 +36,8 @@ pub struct TopicStats {
     pub deferred: u64,
     /// Messages dead-lettered from this topic.
     pub dead_lettered: u64,
+    /// Queued copies dropped because their ttl passed before delivery.
+    pub expired: u64,
 }
 
 #[derive(Default)]
@@ -46,6 +48,7 @@ pub(crate) struct Counters {
     pub(crate) nacked: AtomicU64,
     pub(crate) deferred: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
+    pub(crate) expired: AtomicU64,
 }
 
 impl Counters {
@@ -58,6 +61,7 @@ impl Counters {
             nacked: get(&self.nacked),
             deferred: get(&self.deferred),
             dead_lettered: get(&self.dead_lettered),
+            expired: get(&self.expired),
         }
     }
 }
@@ -89,6 +93,8 @@ pub(crate) struct Entry {
     pub(crate) offset: u64,
     pub(crate) timestamp: SystemTime,
     pub(crate) attempt: u32,
+    /// When the entry expires undelivered (the publish option `ttl`).
+    pub(crate) expires: Option<Instant>,
     pub(crate) message: Message,
 }
 
@@ -126,6 +132,12 @@ pub(crate) struct QueueState {
 impl QueueState {
     fn len(&self) -> usize {
         self.ready.len() + self.delayed.len()
+    }
+
+    fn push_delayed(&mut self, entry: Entry, due: Instant) {
+        self.delayed_seq += 1;
+        let seq = self.delayed_seq;
+        self.delayed.push(Reverse(Delayed { due, seq, entry }));
     }
 
     /// Moves due deferred entries to the ready queue; returns when the next
@@ -167,12 +179,7 @@ impl Queue {
 
     /// Puts an entry back, due after `delay`.
     pub(crate) fn requeue_delayed(&self, entry: Entry, due: Instant) {
-        {
-            let mut state = lock(&self.state);
-            state.delayed_seq += 1;
-            let seq = state.delayed_seq;
-            state.delayed.push(Reverse(Delayed { due, seq, entry }));
-        }
+        lock(&self.state).push_delayed(entry, due);
         // A member may sleep until a later due time: wake it to look again.
         self.available.notify_waiters();
         self.available.notify_one();
@@ -203,6 +210,13 @@ pub(crate) struct Shared {
     /// How many `wait_for` calls are waiting: notifying takes a lock, so
     /// the hot path skips it when nobody waits.
     watchers: AtomicUsize,
+}
+
+/// When appended messages become deliverable and when they expire.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Timing {
+    pub(crate) due: Option<Instant>,
+    pub(crate) expires: Option<Instant>,
 }
 
 /// How a message enters a topic.
@@ -245,14 +259,17 @@ impl Shared {
         f(&self.changed).await
     }
 
-    /// Appends `messages` to `topic` and to every queue bound to it. With
-    /// [`WhenFull::Wait`], waits while a queue is full, and appends each
-    /// message to all queues at once, so a message is never half-published.
+    /// Appends `messages` to `topic` and to every queue bound to it, and
+    /// calls `appended` with each one's offset. With [`WhenFull::Wait`],
+    /// waits while a queue is full, and appends each message to all queues
+    /// at once, so a message is never half-published.
     pub(crate) async fn append(
         &self,
         topic: &str,
         messages: impl Iterator<Item = Message> + Send,
+        timing: Timing,
         admission: Admission,
+        mut appended_at: impl FnMut(u64) + Send,
     ) -> Result<()> {
         let mut pending = messages.peekable();
         while pending.peek().is_some() {
@@ -287,15 +304,28 @@ impl Shared {
                         let offset = ts.topic.next_offset.fetch_add(1, Ordering::Relaxed);
                         let timestamp = SystemTime::now();
                         for q in &ts.queues {
-                            lock(&q.state).ready.push_back(Entry {
+                            let entry = Entry {
                                 topic: ts.topic.clone(),
                                 offset,
                                 timestamp,
                                 attempt: 1,
+                                expires: timing.expires,
                                 message: message.clone(),
-                            });
-                            q.available.notify_one();
+                            };
+                            match timing.due {
+                                None => {
+                                    lock(&q.state).ready.push_back(entry);
+                                    q.available.notify_one();
+                                }
+                                Some(due) => {
+                                    lock(&q.state).push_delayed(entry, due);
+                                    // A member may sleep until a later due time.
+                                    q.available.notify_waiters();
+                                    q.available.notify_one();
+                                }
+                            }
                         }
+                        appended_at(offset);
                         if self.config.retention > 0 {
                             if ts.log.len() == self.config.retention {
                                 ts.log.pop_front();
@@ -397,6 +427,7 @@ impl Shared {
                             offset: s.offset,
                             timestamp: s.timestamp,
                             attempt: 1,
+                            expires: None,
                             message: s.message.clone(),
                         },
                     )

@@ -144,13 +144,16 @@ impl MemoryBroker {
 
     /// What this broker guarantees.
     pub fn capabilities(&self) -> Capabilities {
-        Capabilities::minimal()
+        Capabilities::minimal("memory")
             .with_at_least_once(true)
             .with_consumer_groups(true)
             .with_ordering(Ordering::PerTopic)
             .with_replay(self.shared.config.retention > 0)
             .with_native_dead_letter(true)
-            .with_native_delay(true)
+            .with_native_defer(true)
+            .with_native_deliver_at(true)
+            .with_native_ttl(true)
+            .with_native_reply_to(true)
             .with_wildcards(true)
     }
 

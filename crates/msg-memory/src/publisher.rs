@@ -1,28 +1,97 @@
 //! Publishing into the in-process broker.
 
-use msg_core::raw::topic::validate_topic;
-use msg_core::{Capabilities, Message, Publisher, Result};
+use std::time::Duration;
 
-use crate::broker::Admission;
+use tokio::time::Instant;
+
+use msg_core::raw::topic::validate_topic;
+use msg_core::raw::{apply_options, delay_until};
+use msg_core::{
+    BatchError, Capabilities, Message, Position, PublishOptions, Publisher, Receipt, Result,
+};
+
+use crate::broker::{Admission, Timing};
 use crate::{MemoryBroker, error};
 
+fn receipt(offset: u64) -> Receipt {
+    Receipt::at(Position::Offset {
+        partition: 0,
+        offset: offset as i64,
+    })
+}
+
 impl Publisher for MemoryBroker {
-    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+    /// Honours every option: a `deliver_at` message waits in each queue
+    /// until it is due; a `ttl` message is dropped (and counted as
+    /// [`expired`](crate::TopicStats::expired)) if a consumer has not taken
+    /// it in time.
+    async fn publish_with(
+        &self,
+        topic: &str,
+        mut message: Message,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
         self.check_open()?;
         validate_topic(topic)?;
+        apply_options(&mut message, &options, &self.capabilities())?;
         message.validate()?;
+        let now = Instant::now();
+        let timing = Timing {
+            due: options
+                .deliver_at
+                .map(delay_until)
+                .filter(|d| !d.is_zero())
+                .map(|d| now + d),
+            expires: options.ttl.map(|ttl: Duration| now + ttl),
+        };
+        let mut at = 0;
         self.shared
-            .append(topic, std::iter::once(message), Admission::Publish)
-            .await
+            .append(
+                topic,
+                std::iter::once(message),
+                timing,
+                Admission::Publish,
+                |offset| at = offset,
+            )
+            .await?;
+        Ok(receipt(at))
     }
 
-    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        self.check_open()?;
-        validate_topic(topic)?;
-        messages.iter().try_for_each(Message::validate)?;
-        self.shared
-            .append(topic, messages.into_iter(), Admission::Publish)
-            .await
+    /// Appends the messages under one lock, unless a full queue makes it
+    /// wait; they are accepted in order, so on error the accepted ones
+    /// are those before the first that was not.
+    async fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Receipt>, BatchError> {
+        let len = messages.len();
+        let checked = self
+            .check_open()
+            .and_then(|()| validate_topic(topic))
+            .and_then(|()| messages.iter().try_for_each(Message::validate));
+        if let Err(e) = checked {
+            return Err(BatchError::none_accepted(len, e));
+        }
+        let mut receipts = Vec::with_capacity(len);
+        let appended = self
+            .shared
+            .append(
+                topic,
+                messages.into_iter(),
+                Timing::default(),
+                Admission::Publish,
+                |offset| receipts.push(receipt(offset)),
+            )
+            .await;
+        match appended {
+            Ok(()) => Ok(receipts),
+            Err(e) => {
+                let mut partial: Vec<Option<Receipt>> = receipts.into_iter().map(Some).collect();
+                partial.resize(len, None);
+                Err(BatchError::new(partial, e))
+            }
+        }
     }
 
     async fn flush(&self) -> Result<()> {

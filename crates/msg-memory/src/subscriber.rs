@@ -109,7 +109,19 @@ impl Stream for Consumer {
                 next_due = state.promote_due(Instant::now());
                 let len_before = state.ready.len();
                 let take = room.min(len_before);
-                this.buffer.extend(state.ready.drain(..take));
+                let now = Instant::now();
+                for entry in state.ready.drain(..take) {
+                    match entry.expires {
+                        Some(at) if at <= now => {
+                            entry
+                                .topic
+                                .counters
+                                .expired
+                                .fetch_add(1, AtomicOrdering::Release);
+                        }
+                        _ => this.buffer.push_back(entry),
+                    }
+                }
                 member
                     .queue
                     .made_room(len_before, member.shared.config.capacity);

@@ -112,7 +112,7 @@ where
             let message = dead_letter_message(&original, &reason, Some(&chain));
             let topic = format!("{}{}", original.topic(), config.suffix);
             match config.publisher.publish_boxed(&topic, message).await {
-                Ok(()) => {
+                Ok(_) => {
                     tracing::warn!(
                         topic = original.topic(),
                         dead_letter = topic,

@@ -19,7 +19,8 @@ use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use msg_core::{
-    Capabilities, Disposition, Error, HandlerError, Message, Outgoing, Publisher, Received, Result,
+    BatchError, Capabilities, Disposition, Error, HandlerError, Message, Outgoing, PublishOptions,
+    Publisher, Receipt, Received, Result,
 };
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tokio::time::Instant;
@@ -218,9 +219,14 @@ pub struct MeteredPublisher<P> {
 }
 
 impl<P: Publisher> Publisher for MeteredPublisher<P> {
-    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+    async fn publish_with(
+        &self,
+        topic: &str,
+        message: Message,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
         let started = Instant::now();
-        let result = self.inner.publish(topic, message).await;
+        let result = self.inner.publish_with(topic, message, options).await;
         self.metrics
             .operation_duration
             .with_label_values(&["publish", topic])
@@ -231,17 +237,26 @@ impl<P: Publisher> Publisher for MeteredPublisher<P> {
         result
     }
 
-    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        let n = messages.len() as u64;
+    async fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Receipt>, BatchError> {
         let started = Instant::now();
         let result = self.inner.publish_batch(topic, messages).await;
         self.metrics
             .operation_duration
             .with_label_values(&["publish", topic])
             .observe(started.elapsed().as_secs_f64());
-        if result.is_ok() {
-            self.metrics.sent.with_label_values(&[topic]).inc_by(n);
-        }
+        // What the broker accepted, also of a batch that failed in part.
+        let sent = match &result {
+            Ok(receipts) => receipts.len(),
+            Err(e) => e.accepted().count(),
+        };
+        self.metrics
+            .sent
+            .with_label_values(&[topic])
+            .inc_by(sent as u64);
         result
     }
 

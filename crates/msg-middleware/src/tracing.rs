@@ -11,7 +11,8 @@ use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use msg_core::{
-    Capabilities, HandlerError, Headers, Message, Outgoing, Publisher, Received, Result, headers,
+    BatchError, Capabilities, HandlerError, Headers, Message, Outgoing, PublishOptions, Publisher,
+    Receipt, Received, Result, headers,
 };
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -149,13 +150,25 @@ fn inject(span: &tracing::Span, message: &mut Message) {
 }
 
 impl<P: Publisher> Publisher for TracedPublisher<P> {
-    async fn publish(&self, topic: &str, mut message: Message) -> Result<()> {
+    async fn publish_with(
+        &self,
+        topic: &str,
+        mut message: Message,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
         let span = send_span(topic);
         inject(&span, &mut message);
-        self.inner.publish(topic, message).instrument(span).await
+        self.inner
+            .publish_with(topic, message, options)
+            .instrument(span)
+            .await
     }
 
-    async fn publish_batch(&self, topic: &str, mut messages: Vec<Message>) -> Result<()> {
+    async fn publish_batch(
+        &self,
+        topic: &str,
+        mut messages: Vec<Message>,
+    ) -> Result<Vec<Receipt>, BatchError> {
         let span = send_span(topic);
         for message in &mut messages {
             inject(&span, message);

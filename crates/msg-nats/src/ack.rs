@@ -32,6 +32,7 @@ impl Shared {
     ) -> Result<()> {
         self.publish(topic, &dead_letter_message(received, reason, None))
             .await
+            .map(drop)
     }
 }
 

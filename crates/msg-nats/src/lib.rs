@@ -111,12 +111,13 @@ impl NatsBroker {
     }
 
     /// What core NATS guarantees.
-    pub const CORE_CAPABILITIES: Capabilities = Capabilities::minimal()
+    pub const CORE_CAPABILITIES: Capabilities = Capabilities::minimal("nats-core")
         .with_consumer_groups(true)
         // In the order the server received them: one publisher's messages
         // arrive in its publish order.
         .with_ordering(Ordering::PerTopic)
         .with_wildcards(true)
+        .with_native_reply_to(true)
         // The server's default max_payload; the connection reports the
         // actual limit.
         .with_max_message_size(Some(1024 * 1024))
@@ -124,10 +125,12 @@ impl NatsBroker {
 
     /// What JetStream guarantees.
     pub const JETSTREAM_CAPABILITIES: Capabilities = Self::CORE_CAPABILITIES
+        .with_transport("nats-jetstream")
         .with_persistent(true)
         .with_at_least_once(true)
         .with_replay(true)
-        .with_native_delay(true)
+        .with_native_defer(true)
+        .with_native_ttl(true)
         .with_native_dedup(true);
 
     /// The mode this broker speaks.

@@ -21,11 +21,18 @@
 use std::str::FromStr;
 use std::sync::atomic::Ordering as AtomicOrdering;
 
+use std::time::Duration;
+
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
-use futures::future::try_join_all;
+use futures::future::join_all;
+use msg_core::raw::apply_options;
 use msg_core::raw::topic::validate_topic;
-use msg_core::{Capabilities, Error, Message, Publisher, Result, headers};
+use msg_core::{
+    BatchError, Capabilities, Error, Message, Position, PublishOptions, Publisher, Receipt, Result,
+    headers,
+};
 
 use crate::config::Mode;
 use crate::{NatsBroker, Shared, error};
@@ -78,12 +85,13 @@ impl Shared {
     }
 
     /// Core NATS: hands the message to the connection.
-    pub(crate) async fn publish_core(&self, topic: &str, message: &Message) -> Result<()> {
+    pub(crate) async fn publish_core(&self, topic: &str, message: &Message) -> Result<Receipt> {
         let headers = nats_headers(topic, message)?;
         self.client
             .publish_with_headers(topic.to_owned(), headers, message.payload().clone())
             .await
-            .map_err(|e| error::publish(e, message.payload().len(), self.max_payload()))
+            .map_err(|e| error::publish(e, message.payload().len(), self.max_payload()))?;
+        Ok(Receipt::accepted())
     }
 
     /// JetStream: sends the message; the returned future waits for the
@@ -92,11 +100,19 @@ impl Shared {
         &self,
         topic: &str,
         message: &Message,
+        ttl: Option<Duration>,
     ) -> Result<async_nats::jetstream::context::PublishAckFuture> {
         self.stream_for(topic).await?;
+        let mut headers = nats_headers(topic, message)?;
+        if let Some(ttl) = ttl {
+            // The server counts a message ttl in whole seconds: round up,
+            // so that a message never expires early.
+            let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+            headers.insert(async_nats::header::NATS_MESSAGE_TTL, secs.to_string());
+        }
         let publish = PublishMessage::build()
             .payload(message.payload().clone())
-            .headers(nats_headers(topic, message)?);
+            .headers(headers);
         self.jetstream
             .send_publish(topic.to_owned(), publish)
             .await
@@ -104,59 +120,124 @@ impl Shared {
     }
 
     /// JetStream: publishes and waits for the acknowledgement.
-    pub(crate) async fn publish_js(&self, topic: &str, message: &Message) -> Result<()> {
-        let ack = self.send_js(topic, message).await?;
+    pub(crate) async fn publish_js(
+        &self,
+        topic: &str,
+        message: &Message,
+        ttl: Option<Duration>,
+    ) -> Result<Receipt> {
+        let ack = self.send_js(topic, message, ttl).await?;
         ack.await
-            .map_err(|e| error::js_publish(e, message.payload().len(), self.max_payload()))?;
-        Ok(())
+            .map(receipt)
+            .map_err(|e| error::js_publish(e, message.payload().len(), self.max_payload()))
     }
 
     /// Publishes in this broker's mode.
-    pub(crate) async fn publish(&self, topic: &str, message: &Message) -> Result<()> {
+    pub(crate) async fn publish(&self, topic: &str, message: &Message) -> Result<Receipt> {
         match self.config.mode {
             Mode::Core => self.publish_core(topic, message).await,
-            Mode::JetStream => self.publish_js(topic, message).await,
+            Mode::JetStream => self.publish_js(topic, message, None).await,
         }
     }
+}
+
+/// The receipt of a JetStream publish acknowledgement.
+fn receipt(ack: PublishAck) -> Receipt {
+    Receipt::at(Position::Sequence {
+        stream: ack.stream,
+        sequence: ack.sequence,
+    })
+    .with_duplicate(ack.duplicate)
 }
 
 impl Publisher for NatsBroker {
     /// Core NATS: returns once the connection has the message (call
     /// [`flush`](Publisher::flush) to wait for the server). JetStream:
     /// returns once the stream stored it.
-    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
+    ///
+    /// Both modes honour `reply_to`; JetStream honours `ttl` (the server's
+    /// per-message TTL, in whole seconds rounded up; the streams msg
+    /// creates allow it). `deliver_at` is unsupported.
+    async fn publish_with(
+        &self,
+        topic: &str,
+        mut message: Message,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
+        apply_options(&mut message, &options, &self.capabilities())?;
         self.shared.check(topic, &message)?;
-        self.shared.publish(topic, &message).await
+        match self.shared.config.mode {
+            Mode::Core => self.shared.publish_core(topic, &message).await,
+            Mode::JetStream => self.shared.publish_js(topic, &message, options.ttl).await,
+        }
     }
 
     /// JetStream: sends the whole batch, then waits for the
     /// acknowledgements, so the batch costs about one round trip. The
-    /// stream stores the messages in order. On error, others of the batch
-    /// may have been stored.
-    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        for message in &messages {
-            self.shared.check(topic, message)?;
+    /// stream stores the messages in order. A message the client refuses
+    /// stops the batch (the ones after it are not sent); each one sent is
+    /// acknowledged or failed on its own, and the error says which were
+    /// stored. Core NATS: one at a time, stopping at the first failure.
+    async fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Receipt>, BatchError> {
+        let len = messages.len();
+        if let Err(e) = messages
+            .iter()
+            .try_for_each(|m| self.shared.check(topic, m))
+        {
+            return Err(BatchError::none_accepted(len, e));
         }
+        let mut receipts: Vec<Option<Receipt>> = Vec::with_capacity(len);
+        let mut first_error = None;
         match self.shared.config.mode {
             Mode::Core => {
                 for message in &messages {
-                    self.shared.publish_core(topic, message).await?;
+                    match self.shared.publish_core(topic, message).await {
+                        Ok(receipt) => receipts.push(Some(receipt)),
+                        Err(e) => {
+                            first_error = Some(e);
+                            break;
+                        }
+                    }
                 }
-                Ok(())
             }
             Mode::JetStream => {
-                let mut acks = Vec::with_capacity(messages.len());
+                let mut acks = Vec::with_capacity(len);
+                let mut refused = None;
                 for message in &messages {
-                    let ack = self.shared.send_js(topic, message).await?;
+                    let ack = match self.shared.send_js(topic, message, None).await {
+                        Ok(ack) => ack,
+                        Err(e) => {
+                            refused = Some(e);
+                            break;
+                        }
+                    };
                     let (size, max) = (message.payload().len(), self.shared.max_payload());
                     acks.push(async move {
                         ack.await
-                            .map(drop)
+                            .map(receipt)
                             .map_err(|e| error::js_publish(e, size, max))
                     });
                 }
-                try_join_all(acks).await.map(drop)
+                for result in join_all(acks).await {
+                    match result {
+                        Ok(receipt) => receipts.push(Some(receipt)),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                            receipts.push(None);
+                        }
+                    }
+                }
+                first_error = first_error.or(refused);
             }
+        }
+        receipts.resize(len, None);
+        match first_error {
+            None => Ok(receipts.into_iter().flatten().collect()),
+            Some(e) => Err(BatchError::new(receipts, e)),
         }
     }
 

@@ -65,6 +65,8 @@ impl Shared {
             max_age: settings.max_age.unwrap_or_default(),
             duplicate_window: settings.duplicate_window,
             num_replicas: settings.replicas,
+            // For the publish option ttl (server 2.11 and later).
+            allow_message_ttl: true,
             ..Default::default()
         };
         match self.jetstream.get_or_create_stream(config).await {

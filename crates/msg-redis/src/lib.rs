@@ -79,12 +79,13 @@ impl RedisBroker {
     }
 
     /// What this transport guarantees.
-    pub const CAPABILITIES: Capabilities = Capabilities::minimal()
+    pub const CAPABILITIES: Capabilities = Capabilities::minimal("redis")
         .with_persistent(true)
         .with_at_least_once(true)
         .with_consumer_groups(true)
         .with_ordering(Ordering::PerTopic)
         .with_replay(true)
+        .with_native_reply_to(true)
         // Redis limits a bulk string to 512 MiB.
         .with_max_message_size(Some(512 * 1024 * 1024));
 

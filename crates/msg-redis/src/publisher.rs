@@ -18,8 +18,11 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use fred::prelude::StreamsInterface;
 use fred::types::Value;
 use fred::types::streams::XCap;
+use msg_core::raw::apply_options;
 use msg_core::raw::topic::validate_topic;
-use msg_core::{Capabilities, Error, Message, Publisher, Result};
+use msg_core::{
+    BatchError, Capabilities, Error, Message, Position, PublishOptions, Publisher, Receipt, Result,
+};
 
 use crate::{RedisBroker, Shared, error};
 
@@ -59,52 +62,99 @@ impl Shared {
     }
 
     /// XADD of one message to the stream `topic`.
-    pub(crate) async fn append(&self, topic: &str, message: &Message) -> Result<()> {
+    pub(crate) async fn append(&self, topic: &str, message: &Message) -> Result<Receipt> {
         let cap = self.cap()?;
-        let _: Value = self
+        let id: Value = self
             .client
             .xadd(topic, false, cap, "*", fields(message))
             .await
             .map_err(error::map)?;
-        Ok(())
+        Ok(receipt(id))
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.publisher_closed.load(AtomicOrdering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The receipt of an XADD, which replies with the new entry's id.
+fn receipt(id: Value) -> Receipt {
+    match id.into_string() {
+        Some(id) => Receipt::at(Position::EntryId(id)),
+        None => Receipt::accepted(),
     }
 }
 
 impl Publisher for RedisBroker {
-    async fn publish(&self, topic: &str, message: Message) -> Result<()> {
-        if self.shared.publisher_closed.load(AtomicOrdering::Acquire) {
-            return Err(Error::Closed);
-        }
+    /// Honours `reply_to`; `deliver_at` and `ttl` are unsupported (a
+    /// stream has neither; the scheduler gives `deliver_at` on any
+    /// transport).
+    async fn publish_with(
+        &self,
+        topic: &str,
+        mut message: Message,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
+        self.shared.check_open()?;
         validate_topic(topic)?;
+        apply_options(&mut message, &options, &Self::CAPABILITIES)?;
         message.validate()?;
         self.shared.append(topic, &message).await
     }
 
     /// One round trip for the whole batch (a pipeline of XADDs, applied in
-    /// order). On error, the other entries of the batch may have been
-    /// added: a connection error fails them all, while a refused entry does
-    /// not stop the ones after it.
-    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<()> {
-        if self.shared.publisher_closed.load(AtomicOrdering::Acquire) {
-            return Err(Error::Closed);
-        }
-        validate_topic(topic)?;
-        messages.iter().try_for_each(Message::validate)?;
+    /// order). Each entry succeeds or fails on its own: a refused entry
+    /// does not stop the ones after it, and the error says which were
+    /// added. When the connection breaks, none is reported accepted,
+    /// although some may have been added.
+    async fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<Message>,
+    ) -> Result<Vec<Receipt>, BatchError> {
+        let len = messages.len();
+        let checked = self
+            .shared
+            .check_open()
+            .and_then(|()| validate_topic(topic))
+            .and_then(|()| messages.iter().try_for_each(Message::validate))
+            .and_then(|()| self.shared.cap());
+        let cap = match checked {
+            Ok(cap) => cap,
+            Err(e) => return Err(BatchError::none_accepted(len, e)),
+        };
         if messages.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let cap = self.shared.cap()?;
         let pipeline = self.shared.client.pipeline();
         for message in &messages {
-            let () = pipeline
+            let queued: std::result::Result<(), _> = pipeline
                 .xadd(topic, false, cap.clone(), "*", fields(message))
-                .await
-                .map_err(error::map)?;
+                .await;
+            if let Err(e) = queued {
+                return Err(BatchError::none_accepted(len, error::map(e)));
+            }
         }
         let results: Vec<std::result::Result<Value, fred::error::Error>> = pipeline.try_all().await;
-        match results.into_iter().find_map(|r| r.err()) {
-            Some(e) => Err(error::map(e)),
-            None => Ok(()),
+        let mut receipts = Vec::with_capacity(len);
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(id) => receipts.push(Some(receipt(id))),
+                Err(e) => {
+                    first_error.get_or_insert(error::map(e));
+                    receipts.push(None);
+                }
+            }
+        }
+        receipts.resize(len, None);
+        match first_error {
+            None => Ok(receipts.into_iter().flatten().collect()),
+            Some(e) => Err(BatchError::new(receipts, e)),
         }
     }
 

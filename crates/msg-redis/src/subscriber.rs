@@ -48,9 +48,11 @@ impl Subscriber for RedisBroker {
             .iter()
             .any(|t| msg_core::raw::topic::is_pattern(t))
         {
-            return Err(Error::Unsupported(
-                "Redis streams have no topic patterns: name each stream",
-            ));
+            // Redis streams are named one by one.
+            return Err(Error::Unsupported {
+                operation: "a topic pattern",
+                transport: "redis",
+            });
         }
         let (group, broadcast) = match subscription.group_name() {
             Some(g) => (g.to_owned(), false),

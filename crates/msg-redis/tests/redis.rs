@@ -138,7 +138,7 @@ async fn entries_of_other_clients_are_read_with_a_stable_id() {
 async fn patterns_and_tls_urls_are_clear_errors() {
     let b = broker(|c| c).await;
     match b.subscribe(Subscription::new("orders.*")).await {
-        Err(msg_core::Error::Unsupported(_)) => {}
+        Err(msg_core::Error::Unsupported { .. }) => {}
         Err(other) => panic!("expected Unsupported, got {other:?}"),
         Ok(_) => panic!("a pattern subscription was accepted"),
     }

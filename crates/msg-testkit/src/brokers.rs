@@ -68,9 +68,10 @@ impl BrokerEnv {
     /// Restarts the broker with its restart command, keeping its data.
     pub async fn restart(&self) -> msg_core::Result<()> {
         let Some(command) = self.restart.clone() else {
-            return Err(msg_core::Error::Unsupported(
-                "no restart command for this broker",
-            ));
+            return Err(msg_core::Error::InvalidConfig(format!(
+                "broker {} has no restart command",
+                self.name
+            )));
         };
         let name = self.name.clone();
         let output =

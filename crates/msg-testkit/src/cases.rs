@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use msg_core::{
-    BoxError, Bytes, Error, Message, Ordering, Publisher, Received, Router, StartPosition,
-    Subscriber, Subscription, Uuid, dead_letter_topic, handler_fn, headers,
+    BoxError, Bytes, Error, Message, Ordering, Position, PublishOptions, Publisher, Received,
+    Router, StartPosition, Subscriber, Subscription, Uuid, dead_letter_topic, handler_fn, headers,
 };
 use tokio::time::Instant;
 
@@ -821,7 +821,7 @@ pub async fn reconnect_after_restart(h: &Harness) {
         let deadline = Instant::now() + h.timeout();
         loop {
             match c.publish(&topic, m.clone()).await {
-                Ok(()) => break,
+                Ok(_) => break,
                 Err(e) if e.is_retryable() && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -1165,4 +1165,243 @@ pub async fn oversize_message_refused(h: &Harness) {
     c.publish(&topic, ok.clone()).await.expect("publish after");
     let got = collect(&mut stream, 1, h.timeout()).await;
     assert_eq!(got[0].message().id(), ok.id());
+}
+
+/// `publish_with` with an option the transport cannot honour fails with
+/// `Unsupported` naming the option and the transport, and publishes
+/// nothing; the result is what the capability says.
+async fn refused_option(h: &Harness, topic: &str, options: PublishOptions, option: &str) {
+    let c = h.connect().await;
+    match c
+        .publish_with(topic, Message::new("refused"), options)
+        .await
+    {
+        Err(e @ Error::Unsupported { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(option) && text.contains(h.capabilities().transport),
+                "the error names neither the option {option} nor the transport: {text}"
+            );
+        }
+        other => panic!(
+            "{option} is not native on {}: expected Unsupported, got {other:?}",
+            h.name()
+        ),
+    }
+}
+
+/// A message published with `deliver_at` is not delivered before that time
+/// (and a later one without it may overtake it); it carries the time in
+/// `msg-deliver-at`. Where it is not native, the publish is refused.
+pub async fn deliver_at_not_before(h: &Harness) {
+    let topic = h.topic("deliver-at");
+    let delay = Duration::from_millis(1500);
+    if !h.capabilities().native_deliver_at {
+        let c = h.connect().await;
+        let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+        refused_option(h, &topic, PublishOptions::new().delay(delay), "deliver_at").await;
+        let marker = Message::new("marker");
+        c.publish(&topic, marker.clone()).await.expect("publish");
+        let got = collect(&mut stream, 1, h.timeout()).await;
+        assert_eq!(
+            got[0].message().id(),
+            marker.id(),
+            "the refused message arrived"
+        );
+        return;
+    }
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    let later = Message::new("later");
+    let deliver_at = std::time::SystemTime::now() + delay;
+    let published = Instant::now();
+    c.publish_with(
+        &topic,
+        later.clone(),
+        PublishOptions::new().deliver_at(deliver_at),
+    )
+    .await
+    .expect("publish with deliver_at");
+    let now = Message::new("now");
+    c.publish(&topic, now.clone()).await.expect("publish");
+    let first = collect(&mut stream, 1, h.timeout()).await;
+    assert_eq!(
+        first[0].message().id(),
+        now.id(),
+        "the delayed message came first"
+    );
+    let second = collect(&mut stream, 1, h.timeout() + delay).await;
+    let waited = published.elapsed();
+    assert_eq!(second[0].message().id(), later.id());
+    assert!(
+        waited >= delay && std::time::SystemTime::now() >= deliver_at,
+        "delivered after {waited:?}, before deliver_at ({delay:?})"
+    );
+    assert_eq!(
+        second[0].message().header(headers::DELIVER_AT),
+        Some(msg_core::raw::time::rfc3339(deliver_at).as_str())
+    );
+}
+
+/// A message published with a `ttl` that no consumer takes in time is
+/// never delivered; where `ttl` is not native, the publish is refused.
+pub async fn ttl_expires_undelivered(h: &Harness) {
+    let topic = h.topic("ttl");
+    if !h.capabilities().native_ttl {
+        return refused_option(
+            h,
+            &topic,
+            PublishOptions::new().ttl(Duration::from_secs(60)),
+            "ttl",
+        )
+        .await;
+    }
+    if !needs_at_least_once(h, "ttl_expires_undelivered") {
+        return;
+    }
+    let c = h.connect().await;
+    let group = group_sub(h, &topic, "ttl");
+    // The group's queue exists, and no consumer holds what arrives.
+    drop(c.subscribe(group.clone()).await.expect("subscribe"));
+    let ttl = Duration::from_secs(1);
+    let expiring = Message::new("expires");
+    c.publish_with(&topic, expiring.clone(), PublishOptions::new().ttl(ttl))
+        .await
+        .expect("publish with ttl");
+    let kept = Message::new("kept");
+    c.publish_with(
+        &topic,
+        kept.clone(),
+        PublishOptions::new().ttl(Duration::from_secs(600)),
+    )
+    .await
+    .expect("publish with a long ttl");
+    // Brokers count ttls in whole seconds or check them lazily.
+    tokio::time::sleep(ttl * 3).await;
+    let marker = Message::new("marker");
+    c.publish(&topic, marker.clone()).await.expect("publish");
+    let mut stream = c.subscribe(group).await.expect("subscribe again");
+    let got = collect(&mut stream, 2, h.timeout()).await;
+    let got: HashSet<Uuid> = got.iter().map(|d| d.message().id()).collect();
+    assert_eq!(
+        got,
+        ids(&[kept, marker]),
+        "the expired message was delivered"
+    );
+    if let Some(d) = recv(&mut stream, h.quiet()).await {
+        panic!("delivered after its ttl: {:?}", d.message());
+    }
+}
+
+/// `reply_to` reaches the consumer in the `msg-reply-to` header.
+pub async fn reply_to_carried(h: &Harness) {
+    let topic = h.topic("reply-to");
+    if !h.capabilities().native_reply_to {
+        return refused_option(h, &topic, PublishOptions::new().reply_to("r"), "reply_to").await;
+    }
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    let replies = h.topic("replies");
+    c.publish_with(
+        &topic,
+        Message::new("question"),
+        PublishOptions::new().reply_to(&replies),
+    )
+    .await
+    .expect("publish with reply_to");
+    let got = collect(&mut stream, 1, h.timeout()).await;
+    assert_eq!(
+        got[0].message().header(headers::REPLY_TO),
+        Some(replies.as_str())
+    );
+}
+
+/// Receipts come back in publish order, one per message; where the broker
+/// reports positions, each message has its own, and they grow in publish
+/// order.
+pub async fn receipts_name_positions(h: &Harness) {
+    let topic = h.topic("receipts");
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    let single = c.publish(&topic, numbered(0)).await.expect("publish");
+    let batch = c
+        .publish_batch(&topic, (1..4).map(numbered).collect())
+        .await
+        .expect("publish batch");
+    assert_eq!(batch.len(), 3, "one receipt per message");
+    collect(&mut stream, 4, h.timeout()).await;
+    let receipts: Vec<_> = std::iter::once(single).chain(batch).collect();
+    let positions: Vec<_> = receipts.iter().filter_map(|r| r.position.clone()).collect();
+    if positions.is_empty() {
+        return;
+    }
+    assert_eq!(
+        positions.len(),
+        4,
+        "some receipts lack a position: {receipts:?}"
+    );
+    let order = |p: &Position| match p {
+        Position::Offset { partition, offset } => (*partition as u64, *offset as u64, 0),
+        Position::Sequence { sequence, .. } => (0, *sequence, 0),
+        Position::EntryId(id) => {
+            let (ms, seq) = id.split_once('-').expect("an entry id is <ms>-<seq>");
+            (0, ms.parse().expect("ms"), seq.parse().expect("seq"))
+        }
+        other => panic!("unknown position {other:?}"),
+    };
+    let keys: Vec<_> = positions.iter().map(order).collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "positions do not grow in publish order: {positions:?}"
+    );
+}
+
+/// A batch of which one message is refused says exactly which messages
+/// were accepted: those arrive, and no other.
+pub async fn batch_reports_what_was_accepted(h: &Harness) {
+    let topic = h.topic("batch-partial");
+    let c = h.connect().await;
+    let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    // A message the transport refuses: too large where the limit is small
+    // enough to send, else one with an invalid header.
+    let refused = match h.capabilities().max_message_size {
+        Some(max) if max <= 16 << 20 => Message::new(vec![1u8; max + 1]),
+        _ => Message::new("bad header").with_header("bad\nname", "x"),
+    };
+    let batch = vec![numbered(0), numbered(1), refused, numbered(3)];
+    let sent = batch.clone();
+    let e = match c.publish_batch(&topic, batch).await {
+        Err(e) => e,
+        Ok(receipts) => panic!("a batch with a refused message was accepted: {receipts:?}"),
+    };
+    assert_eq!(e.receipts().len(), 4, "{e}");
+    assert!(
+        !e.is_accepted(2),
+        "the refused message is reported accepted"
+    );
+    assert!(
+        matches!(
+            e.error(),
+            Error::MessageTooLarge { .. } | Error::InvalidHeader { .. }
+        ),
+        "{e}"
+    );
+    let accepted: Vec<Message> = e.accepted().map(|(i, _)| sent[i].clone()).collect();
+    let marker = Message::new("marker");
+    c.publish(&topic, marker.clone()).await.expect("publish");
+    let mut expected = accepted.clone();
+    expected.push(marker);
+    let got = collect(&mut stream, expected.len(), h.timeout()).await;
+    let got_ids: HashSet<Uuid> = got.iter().map(|d| d.message().id()).collect();
+    assert_eq!(
+        got_ids,
+        ids(&expected),
+        "what arrived is not what was accepted"
+    );
+    if let Some(d) = recv(&mut stream, h.quiet()).await {
+        panic!(
+            "a message not reported accepted arrived: {:?}",
+            d.message().header("seq")
+        );
+    }
 }

@@ -140,7 +140,7 @@ async fn publish_outgoing(
 ) -> Settlement {
     for (to, message) in outgoing {
         match publisher.publish_boxed(&to, message).await {
-            Ok(()) => {}
+            Ok(_) => {}
             // Retrying cannot help a message that can never be published
             // (an invalid topic or header): dead-letter the input with why.
             Err(
