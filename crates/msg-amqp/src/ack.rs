@@ -124,6 +124,10 @@ impl AmqpAcker {
 }
 
 impl Acker for AmqpAcker {
+    fn topic(&self) -> &str {
+        &self.received.metadata.topic
+    }
+
     fn settle(self: Box<Self>, action: Action) -> SettleFuture {
         match action {
             // The common case gets a future of its own that holds only the

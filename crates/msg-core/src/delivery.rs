@@ -189,6 +189,10 @@ pub enum Action {
 /// sure it is called at most once, and turn the user's settlement into an
 /// [`Action`] under the subscription's delivery policy.
 pub trait Acker: Send + 'static {
+    /// The topic the delivery came from; its dead-letter topic is derived
+    /// from it.
+    fn topic(&self) -> &str;
+
     /// Carries out `action` on the broker.
     fn settle(self: Box<Self>, action: Action) -> SettleFuture;
 
@@ -216,7 +220,6 @@ pub trait Acker: Send + 'static {
 /// delivery the subscription's policy allows dead-letters instead.
 pub struct Settle {
     acker: Option<Box<dyn Acker>>,
-    topic: Arc<str>,
     attempt: u32,
     policy: Option<Arc<SubscriptionPolicy>>,
 }
@@ -240,35 +243,26 @@ impl Settle {
         let action = match (settlement, exhausted) {
             (Settlement::Ack, _) => Action::Ack,
             (Settlement::Nack | Settlement::Defer(_), Some(max)) => {
-                self.dead_letter_action(SubscriptionPolicy::exhausted_reason(max))
+                dead_letter_action(policy, &*acker, SubscriptionPolicy::exhausted_reason(max))
             }
             (Settlement::Nack, None) => Action::Nack,
             (Settlement::Defer(delay), None) => Action::Defer(delay),
-            (Settlement::Reject(reason), _) => self.dead_letter_action(reason),
+            (Settlement::Reject(reason), _) => dead_letter_action(policy, &*acker, reason),
         };
         acker.settle(action)
-    }
-
-    fn dead_letter_action(&self, reason: String) -> Action {
-        let topic = match &self.policy {
-            Some(policy) => policy.dead_letter_topic(&self.topic),
-            None => dead_letter_topic(&self.topic),
-        };
-        Action::DeadLetter { topic, reason }
     }
 
     /// Dead-letters at once under `policy` (a delivery past its limit).
     pub(crate) fn start_dead_letter(
         &mut self,
         policy: &SubscriptionPolicy,
-        topic: &str,
         reason: String,
     ) -> SettleFuture {
         match self.acker.take() {
-            Some(acker) => acker.settle(Action::DeadLetter {
-                topic: policy.dead_letter_topic(topic),
-                reason,
-            }),
+            Some(acker) => {
+                let action = dead_letter_action(Some(policy), &*acker, reason);
+                acker.settle(action)
+            }
             None => SettleFuture::ready(Err(Error::AlreadySettled)),
         }
     }
@@ -316,6 +310,19 @@ impl fmt::Debug for Settle {
     }
 }
 
+/// Dead-letters to the topic `policy` chooses for the delivery's topic.
+fn dead_letter_action(
+    policy: Option<&SubscriptionPolicy>,
+    acker: &dyn Acker,
+    reason: String,
+) -> Action {
+    let topic = match policy {
+        Some(policy) => policy.dead_letter_topic(acker.topic()),
+        None => dead_letter_topic(acker.topic()),
+    };
+    Action::DeadLetter { topic, reason }
+}
+
 /// A received message, its metadata, and the handle that settles it.
 #[derive(Debug)]
 pub struct Delivery {
@@ -328,7 +335,6 @@ impl Delivery {
     pub fn new(message: Message, metadata: Metadata, acker: impl Acker) -> Self {
         let settle = Settle {
             acker: Some(Box::new(acker)),
-            topic: metadata.topic.clone(),
             attempt: metadata.attempt,
             policy: None,
         };
@@ -426,6 +432,9 @@ mod tests {
     struct Record(Arc<Mutex<Vec<Action>>>);
 
     impl Acker for Record {
+        fn topic(&self) -> &str {
+            "orders"
+        }
         fn settle(self: Box<Self>, s: Action) -> SettleFuture {
             self.0.lock().unwrap().push(s);
             SettleFuture::ready(Ok(()))

@@ -133,7 +133,10 @@ impl SubscriptionPolicy {
 ///
 /// Every transport ends its `subscribe` with this, so that max deliveries
 /// and dead-letter topics mean the same on every broker.
-pub fn govern(stream: DeliveryStream, policy: Arc<SubscriptionPolicy>) -> DeliveryStream {
+pub fn govern<S>(stream: S, policy: Arc<SubscriptionPolicy>) -> DeliveryStream
+where
+    S: Stream<Item = Result<Delivery>> + Send + Unpin + 'static,
+{
     Box::pin(Governed {
         inner: stream,
         policy,
@@ -141,14 +144,17 @@ pub fn govern(stream: DeliveryStream, policy: Arc<SubscriptionPolicy>) -> Delive
     })
 }
 
-struct Governed {
-    inner: DeliveryStream,
+struct Governed<S> {
+    inner: S,
     policy: Arc<SubscriptionPolicy>,
     /// The dead letter of a delivery that arrived past the limit.
     dead_lettering: Option<SettleFuture>,
 }
 
-impl Stream for Governed {
+impl<S> Stream for Governed<S>
+where
+    S: Stream<Item = Result<Delivery>> + Send + Unpin + 'static,
+{
     type Item = Result<Delivery>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -168,9 +174,8 @@ impl Stream for Governed {
             };
             match this.policy.max_deliveries {
                 Some(max) if delivery.metadata().attempt > max => {
-                    let topic = delivery.metadata().topic.clone();
                     tracing::warn!(
-                        topic = &*topic,
+                        topic = &*delivery.metadata().topic,
                         attempt = delivery.metadata().attempt,
                         max,
                         "delivered more often than allowed; dead-lettering without handing it out"
@@ -178,7 +183,6 @@ impl Stream for Governed {
                     let mut settle = delivery.into_parts().1;
                     this.dead_lettering = Some(settle.start_dead_letter(
                         &this.policy,
-                        &topic,
                         SubscriptionPolicy::exhausted_reason(max),
                     ));
                 }

@@ -70,6 +70,10 @@ impl KafkaAcker {
 }
 
 impl Acker for KafkaAcker {
+    fn topic(&self) -> &str {
+        &self.fetched.received.metadata.topic
+    }
+
     fn settle(self: Box<Self>, action: Action) -> SettleFuture {
         match action {
             Action::Ack => {

@@ -83,6 +83,10 @@ impl MemoryAcker {
 }
 
 impl Acker for MemoryAcker {
+    fn topic(&self) -> &str {
+        &self.entry.topic.name
+    }
+
     fn settle(self: Box<Self>, action: Action) -> SettleFuture {
         self.settle_now(action);
         SettleFuture::ready(Ok(()))

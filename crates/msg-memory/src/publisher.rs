@@ -20,6 +20,19 @@ fn receipt(offset: u64) -> Receipt {
     })
 }
 
+/// When a message published with `options` is due and expires.
+fn timing(options: &PublishOptions) -> Timing {
+    let now = Instant::now();
+    Timing {
+        due: options
+            .deliver_at
+            .map(delay_until)
+            .filter(|d| !d.is_zero())
+            .map(|d| now + d),
+        expires: options.ttl.map(|ttl: Duration| now + ttl),
+    }
+}
+
 impl Publisher for MemoryBroker {
     /// Honours every option: a `deliver_at` message waits in each queue
     /// until it is due; a `ttl` message is dropped (and counted as
@@ -33,17 +46,13 @@ impl Publisher for MemoryBroker {
     ) -> Result<Receipt> {
         self.check_open()?;
         validate_topic(topic)?;
-        apply_options(&mut message, &options, &self.capabilities())?;
-        message.validate()?;
-        let now = Instant::now();
-        let timing = Timing {
-            due: options
-                .deliver_at
-                .map(delay_until)
-                .filter(|d| !d.is_zero())
-                .map(|d| now + d),
-            expires: options.ttl.map(|ttl: Duration| now + ttl),
+        let timing = if options.is_empty() {
+            Timing::default()
+        } else {
+            apply_options(&mut message, &options, &self.capabilities())?;
+            timing(&options)
         };
+        message.validate()?;
         let mut at = 0;
         self.shared
             .append(

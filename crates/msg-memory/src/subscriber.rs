@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::task::{Context, Poll, ready};
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use msg_core::raw::{Prefetch, govern};
 use msg_core::{
     Capabilities, Delivery, DeliveryStream, Metadata, Result, StartPosition, Subscriber,
@@ -46,10 +46,7 @@ impl Subscriber for MemoryBroker {
             waiting: None,
         };
         let policy = self.shared.config.delivery_policy();
-        Ok(govern(
-            consumer.boxed(),
-            policy.for_subscription(&subscription),
-        ))
+        Ok(govern(consumer, policy.for_subscription(&subscription)))
     }
 
     async fn close(&self) -> Result<()> {
@@ -109,18 +106,17 @@ impl Stream for Consumer {
                 next_due = state.promote_due(Instant::now());
                 let len_before = state.ready.len();
                 let take = room.min(len_before);
-                let now = Instant::now();
-                for entry in state.ready.drain(..take) {
-                    match entry.expires {
+                this.buffer.extend(state.ready.drain(..take));
+                if this.buffer.iter().any(|e| e.expires.is_some()) {
+                    let now = Instant::now();
+                    this.buffer.retain(|e| match e.expires {
                         Some(at) if at <= now => {
-                            entry
-                                .topic
-                                .counters
-                                .expired
-                                .fetch_add(1, AtomicOrdering::Release);
+                            let expired = &e.topic.counters.expired;
+                            expired.fetch_add(1, AtomicOrdering::Release);
+                            false
                         }
-                        _ => this.buffer.push_back(entry),
-                    }
+                        _ => true,
+                    });
                 }
                 member
                     .queue

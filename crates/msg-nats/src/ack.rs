@@ -43,6 +43,10 @@ pub(crate) struct CoreAcker {
 }
 
 impl Acker for CoreAcker {
+    fn topic(&self) -> &str {
+        &self.received.metadata.topic
+    }
+
     fn settle(self: Box<Self>, action: Action) -> SettleFuture {
         match action {
             Action::DeadLetter { topic, reason } => SettleFuture::pending(async move {
@@ -95,6 +99,10 @@ impl JsAcker {
 }
 
 impl Acker for JsAcker {
+    fn topic(&self) -> &str {
+        &self.received.metadata.topic
+    }
+
     fn settle(self: Box<Self>, action: Action) -> SettleFuture {
         match action {
             // The common case gets a future of its own that holds only the

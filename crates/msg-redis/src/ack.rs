@@ -138,6 +138,10 @@ impl RedisAcker {
 }
 
 impl Acker for RedisAcker {
+    fn topic(&self) -> &str {
+        &self.received.metadata.topic
+    }
+
     fn settle(self: Box<Self>, action: Action) -> SettleFuture {
         match action {
             Action::Ack => self.queue_ack(),
