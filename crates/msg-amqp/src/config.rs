@@ -37,13 +37,13 @@ impl AmqpConfig {
     /// The vhost is percent-encoded (`%2f` is `/`, the default).
     pub fn from_url(url: &str) -> Result<Self> {
         if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-            return Err(Error::InvalidConfig(format!(
+            return Err(Error::invalid_config(format!(
                 "invalid AMQP URL {}: expected amqp:// or amqps://",
                 redact(url)
             )));
         }
         AMQPUri::from_str(url)
-            .map_err(|e| Error::InvalidConfig(format!("invalid AMQP URL {}: {e}", redact(url))))?;
+            .map_err(|e| Error::invalid_config(format!("invalid AMQP URL {}: {e}", redact(url))))?;
         Ok(Self {
             url: url.to_owned(),
             exchange: "msg".to_owned(),
@@ -143,7 +143,9 @@ mod tests {
             "amqp://u:pw@h?heartbeat=x",
         ] {
             match AmqpConfig::from_url(bad) {
-                Err(Error::InvalidConfig(text)) => assert!(!text.contains("pw@"), "{text}"),
+                Err(Error::InvalidConfig { reason: text, .. }) => {
+                    assert!(!text.contains("pw@"), "{text}")
+                }
                 other => panic!("{bad}: {other:?}"),
             }
         }

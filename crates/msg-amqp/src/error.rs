@@ -11,7 +11,7 @@ pub(crate) fn map(e: lapin::Error) -> Error {
         ErrorKind::ProtocolError(amqp) => {
             let text = amqp.to_string();
             if text.contains("ACCESS_REFUSED") || text.contains("NOT_ALLOWED") {
-                Error::InvalidConfig(format!("the AMQP broker refused: {text}"))
+                Error::invalid_config(format!("the AMQP broker refused: {text}"))
             } else if e.is_amqp_soft_error() {
                 Error::broker_permanent(e)
             } else {
@@ -19,7 +19,7 @@ pub(crate) fn map(e: lapin::Error) -> Error {
             }
         }
         ErrorKind::AuthProviderError(_) | ErrorKind::InvalidProtocolVersion(_) => {
-            Error::InvalidConfig(e.to_string())
+            Error::invalid_config_with("the broker refused the connection settings", e)
         }
         ErrorKind::ChannelsLimitReached => Error::broker_retryable(e),
         _ => Error::Connection(Box::new(e)),

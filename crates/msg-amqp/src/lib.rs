@@ -122,7 +122,7 @@ impl Shared {
         let mut tls = lapin::tcp::OwnedTLSConfig::default();
         if let Some(path) = &self.config.tls_ca {
             tls.cert_chain = Some(std::fs::read_to_string(path).map_err(|e| {
-                Error::InvalidConfig(format!("cannot read the CA file {}: {e}", path.display()))
+                Error::invalid_config_with(format!("cannot read the CA file {}", path.display()), e)
             })?);
         }
         let runtime = lapin::runtime::default_runtime().map_err(error::map)?;

@@ -34,8 +34,14 @@ pub enum Error {
         reason: &'static str,
     },
     /// A configuration value or URL is not valid.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong, naming the setting (never a secret).
+        reason: String,
+        /// The parser's or client library's error, when one said so.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The message is larger than the transport accepts.
     #[error("message of {size} bytes exceeds the limit of {max} bytes")]
     MessageTooLarge {
@@ -104,6 +110,23 @@ impl Error {
             Error::Connection(_) => true,
             Error::Batch(batch) => batch.error().is_connection(),
             _ => false,
+        }
+    }
+
+    /// An invalid configuration: `reason` says what is wrong.
+    pub fn invalid_config(reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// An invalid configuration found by a parser or client library, whose
+    /// error is kept as the source.
+    pub fn invalid_config_with(reason: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::InvalidConfig {
+            reason: reason.into(),
+            source: Some(source.into()),
         }
     }
 

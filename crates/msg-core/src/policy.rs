@@ -54,12 +54,12 @@ impl DeliveryPolicy {
     /// valid topic names.
     pub fn validate(&self) -> Result<()> {
         if self.max_deliveries == Some(0) {
-            return Err(Error::InvalidConfig(
-                "max_deliveries must be at least 1 (or none for no limit)".into(),
+            return Err(Error::invalid_config(
+                "max_deliveries must be at least 1 (or none for no limit)",
             ));
         }
         validate_topic(&format!("t{}", self.dead_letter_suffix)).map_err(|_| {
-            Error::InvalidConfig(format!(
+            Error::invalid_config(format!(
                 "dead_letter_suffix {:?} does not form valid topic names",
                 self.dead_letter_suffix
             ))

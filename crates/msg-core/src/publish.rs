@@ -206,9 +206,7 @@ pub fn apply_options(
             return Err(unsupported("the publish option ttl"));
         }
         if ttl.is_zero() {
-            return Err(Error::InvalidConfig(
-                "a publish ttl must not be zero".into(),
-            ));
+            return Err(Error::invalid_config("a publish ttl must not be zero"));
         }
     }
     if let Some(reply_to) = &options.reply_to {

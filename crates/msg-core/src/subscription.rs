@@ -146,7 +146,7 @@ impl Subscription {
     /// Checks topics, group name and prefetch; subscribers call this first.
     pub fn validate(&self) -> Result<()> {
         if self.topics.is_empty() {
-            return Err(Error::InvalidConfig("subscription names no topic".into()));
+            return Err(Error::invalid_config("subscription names no topic"));
         }
         self.topics.iter().try_for_each(|t| validate_pattern(t))?;
         if let DeliveryMode::Group(g) = &self.mode {
@@ -155,17 +155,17 @@ impl Subscription {
                 && g.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
             if !ok {
-                return Err(Error::InvalidConfig(format!(
+                return Err(Error::invalid_config(format!(
                     "invalid group name {g:?}: use 1-200 ASCII letters, digits, '.', '_' or '-'"
                 )));
             }
         }
         if self.prefetch == 0 {
-            return Err(Error::InvalidConfig("prefetch must be at least 1".into()));
+            return Err(Error::invalid_config("prefetch must be at least 1"));
         }
         if self.max_deliveries == Some(Some(0)) {
-            return Err(Error::InvalidConfig(
-                "max_deliveries must be at least 1 (or None for no limit)".into(),
+            return Err(Error::invalid_config(
+                "max_deliveries must be at least 1 (or None for no limit)",
             ));
         }
         if let Some(topic) = &self.dead_letter_topic {

@@ -100,8 +100,9 @@ impl KafkaConfig {
     /// (`?security.protocol=sasl_ssl&sasl.mechanism=SCRAM-SHA-512`).
     /// Values are percent-decoded.
     pub fn from_url(url: &str) -> Result<Self> {
-        let bad =
-            |why: String| Error::InvalidConfig(format!("invalid Kafka URL {}: {why}", redact(url)));
+        let bad = |why: String| {
+            Error::invalid_config(format!("invalid Kafka URL {}: {why}", redact(url)))
+        };
         let rest = url
             .strip_prefix("kafka://")
             .ok_or_else(|| bad("expected kafka://host:port[,host:port...]".into()))?;
@@ -452,7 +453,9 @@ mod tests {
             "kafka://h:x?sasl.password=s3cret",
         ] {
             match KafkaConfig::from_url(url) {
-                Err(Error::InvalidConfig(why)) => assert!(!why.contains("s3cret"), "{why}"),
+                Err(Error::InvalidConfig { reason: why, .. }) => {
+                    assert!(!why.contains("s3cret"), "{why}")
+                }
                 other => panic!("{url}: expected InvalidConfig, got {other:?}"),
             }
         }

@@ -57,7 +57,7 @@ pub(crate) fn kafka(e: KafkaError) -> Error {
         // Configuration and client creation: the caller's to fix.
         None => match e {
             KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => {
-                Error::InvalidConfig(format!("librdkafka refused the configuration: {e}"))
+                Error::invalid_config_with("librdkafka refused the configuration", e)
             }
             other => Error::broker_retryable(other),
         },
@@ -100,7 +100,7 @@ mod tests {
         ));
         assert!(matches!(
             kafka(KafkaError::ClientCreation("bad".into())),
-            Error::InvalidConfig(_)
+            Error::InvalidConfig { .. }
         ));
     }
 }

@@ -96,8 +96,8 @@ impl MemoryConfig {
     /// Checks the values.
     pub fn validate(&self) -> msg_core::Result<()> {
         if self.capacity == 0 {
-            return Err(msg_core::Error::InvalidConfig(
-                "memory capacity must be at least 1".into(),
+            return Err(msg_core::Error::invalid_config(
+                "memory capacity must be at least 1",
             ));
         }
         self.delivery_policy().validate()

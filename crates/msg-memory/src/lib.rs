@@ -118,7 +118,7 @@ impl MemoryBroker {
         registry.retain(|_, weak| weak.strong_count() > 0);
         if let Some(shared) = registry.get(&name).and_then(Weak::upgrade) {
             if shared.config != config {
-                return Err(Error::InvalidConfig(format!(
+                return Err(Error::invalid_config(format!(
                     "memory broker {name:?} already runs with another configuration: {:?}",
                     shared.config
                 )));
@@ -205,7 +205,7 @@ impl MemoryBroker {
 }
 
 fn parse_url(url: &str) -> Result<(Option<String>, MemoryConfig)> {
-    let invalid = |why: String| Error::InvalidConfig(format!("invalid memory URL {url:?}: {why}"));
+    let invalid = |why: String| Error::invalid_config(format!("invalid memory URL {url:?}: {why}"));
     let rest = url
         .strip_prefix("memory://")
         .ok_or_else(|| invalid("expected memory:// or memory://NAME".into()))?;

@@ -132,7 +132,7 @@ impl Metrics {
 }
 
 fn config_error(e: prometheus::Error) -> Error {
-    Error::InvalidConfig(format!("metrics: {e}"))
+    Error::invalid_config_with("metrics", e)
 }
 
 /// Records handling metrics; made by [`Metrics::layer`].

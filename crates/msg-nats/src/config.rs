@@ -202,7 +202,7 @@ impl NatsConfig {
     /// percent-decoded.
     pub fn from_url(url: &str) -> Result<Self> {
         let bad =
-            |why: String| Error::InvalidConfig(format!("invalid NATS URL {}: {why}", redact(url)));
+            |why: String| Error::invalid_config(format!("invalid NATS URL {}: {why}", redact(url)));
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| bad("expected nats://, tls://, nats+js:// or tls+js://".into()))?;
@@ -396,10 +396,10 @@ impl NatsConfig {
                 options.user_and_password(user.clone(), password.clone())
             }
             Auth::CredentialsFile(path) => options.credentials_file(path).await.map_err(|e| {
-                Error::InvalidConfig(format!(
-                    "cannot read the NATS credentials file {}: {e}",
-                    path.display()
-                ))
+                Error::invalid_config_with(
+                    format!("cannot read the NATS credentials file {}", path.display()),
+                    e,
+                )
             })?,
             Auth::NkeySeed(seed) => options.nkey(seed.clone()),
         };
@@ -495,7 +495,7 @@ mod tests {
             "nats://u:pw%zz@h:1",
         ] {
             match NatsConfig::from_url(bad) {
-                Err(Error::InvalidConfig(text)) => {
+                Err(Error::InvalidConfig { reason: text, .. }) => {
                     assert!(!text.contains("pw"), "{bad}: {text}");
                     assert!(text.contains("invalid NATS URL"), "{text}");
                 }

@@ -11,9 +11,7 @@ pub(crate) fn connect(e: async_nats::ConnectError) -> Error {
         ConnectErrorKind::ServerParse
         | ConnectErrorKind::Authentication
         | ConnectErrorKind::AuthorizationViolation
-        | ConnectErrorKind::Tls => {
-            Error::InvalidConfig(format!("NATS refused the connection: {e}"))
-        }
+        | ConnectErrorKind::Tls => Error::invalid_config_with("NATS refused the connection", e),
         _ => Error::Connection(Box::new(e)),
     }
 }
@@ -50,8 +48,9 @@ pub(crate) fn create_stream(e: async_nats::jetstream::context::CreateStreamError
         CreateStreamErrorKind::JetStream(_)
         | CreateStreamErrorKind::InvalidStreamName
         | CreateStreamErrorKind::EmptyStreamName => Error::broker_permanent(e),
-        CreateStreamErrorKind::JetStreamUnavailable => Error::InvalidConfig(
-            "the NATS server has no JetStream: start it with -js, or use nats:// (core)".into(),
+        CreateStreamErrorKind::JetStreamUnavailable => Error::invalid_config_with(
+            "the NATS server has no JetStream: start it with -js, or use nats:// (core)",
+            e,
         ),
         _ => Error::Connection(Box::new(e)),
     }

@@ -85,10 +85,11 @@ impl NatsBroker {
             .build(client.clone());
         if config.mode == Mode::JetStream {
             jetstream.query_account().await.map_err(|e| {
-                msg_core::Error::InvalidConfig(format!(
+                msg_core::Error::invalid_config_with(
                     "JetStream is not available on this NATS server \
-                     (start it with -js, or use nats:// for core NATS): {e}"
-                ))
+                     (start it with -js, or use nats:// for core NATS)",
+                    e,
+                )
             })?;
         }
         Ok(Self {

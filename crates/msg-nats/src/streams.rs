@@ -20,7 +20,7 @@ impl Shared {
         }
         let root = subject.split('.').next().unwrap_or(subject);
         if self.config.streams.bind.is_none() && (root == "*" || root == ">") {
-            return Err(Error::InvalidConfig(format!(
+            return Err(Error::invalid_config(format!(
                 "the pattern {subject:?} starts with a wildcard, so it names no stream: \
                  bind the stream that holds it with StreamSettings::bind"
             )));

@@ -247,7 +247,7 @@ async fn bad_input_is_a_clear_error() {
         Err(Error::MessageTooLarge { .. })
     ));
     match b.subscribe(earliest("*.x")).await {
-        Err(Error::InvalidConfig(text)) => assert!(text.contains("bind"), "{text}"),
+        Err(Error::InvalidConfig { reason: text, .. }) => assert!(text.contains("bind"), "{text}"),
         Err(e) => panic!("{e:?}"),
         Ok(_) => panic!("subscribed to a pattern no stream holds"),
     }

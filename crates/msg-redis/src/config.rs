@@ -35,20 +35,20 @@ impl RedisConfig {
     /// TLS support yet.
     pub fn from_url(url: &str) -> Result<Self> {
         if url.starts_with("rediss://") {
-            return Err(Error::InvalidConfig(format!(
+            return Err(Error::invalid_config(format!(
                 "invalid Redis URL {}: TLS (rediss://) is not supported yet",
                 redact(url)
             )));
         }
         if !url.starts_with("redis://") {
-            return Err(Error::InvalidConfig(format!(
+            return Err(Error::invalid_config(format!(
                 "invalid Redis URL {}: expected redis:// or rediss://",
                 redact(url)
             )));
         }
         // Let fred check the rest now, so that a bad URL fails here.
         fred::types::config::Config::from_url(url).map_err(|e| {
-            Error::InvalidConfig(format!(
+            Error::invalid_config(format!(
                 "invalid Redis URL {}: {}",
                 redact(url),
                 e.details()
@@ -150,7 +150,9 @@ mod tests {
             "rediss://u:pw@h:6380",
         ] {
             match RedisConfig::from_url(bad) {
-                Err(Error::InvalidConfig(text)) => assert!(!text.contains("pw@"), "{text}"),
+                Err(Error::InvalidConfig { reason: text, .. }) => {
+                    assert!(!text.contains("pw@"), "{text}")
+                }
                 other => panic!("{bad}: {other:?}"),
             }
         }

@@ -9,7 +9,7 @@ pub(crate) fn map(e: FredError) -> Error {
         ErrorKind::IO | ErrorKind::Canceled => Error::Connection(Box::new(e)),
         ErrorKind::Timeout => Error::Connection(Box::new(e)),
         ErrorKind::Config | ErrorKind::Url | ErrorKind::Auth => {
-            Error::InvalidConfig(e.details().to_owned())
+            Error::invalid_config_with("Redis refused the configuration", e)
         }
         ErrorKind::Backpressure | ErrorKind::Routing | ErrorKind::Cluster | ErrorKind::Unknown => {
             Error::broker_retryable(e)

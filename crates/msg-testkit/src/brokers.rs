@@ -68,7 +68,7 @@ impl BrokerEnv {
     /// Restarts the broker with its restart command, keeping its data.
     pub async fn restart(&self) -> msg_core::Result<()> {
         let Some(command) = self.restart.clone() else {
-            return Err(msg_core::Error::InvalidConfig(format!(
+            return Err(msg_core::Error::invalid_config(format!(
                 "broker {} has no restart command",
                 self.name
             )));

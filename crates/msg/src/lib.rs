@@ -77,9 +77,7 @@ pub async fn connect(url: &str) -> Result<Connection> {
     let scheme = url
         .split_once("://")
         .map(|(scheme, _)| scheme)
-        .ok_or_else(|| {
-            Error::InvalidConfig("a broker URL needs a scheme, e.g. memory://".into())
-        })?;
+        .ok_or_else(|| Error::invalid_config("a broker URL needs a scheme, e.g. memory://"))?;
     match scheme {
         #[cfg(feature = "memory")]
         "memory" => Ok(Connection::new(msg_memory::MemoryBroker::connect(url)?)),
@@ -99,7 +97,7 @@ pub async fn connect(url: &str) -> Result<Connection> {
         "kafka" => Ok(Connection::new(
             msg_kafka::KafkaBroker::connect_url(url).await?,
         )),
-        other => Err(Error::InvalidConfig(format!(
+        other => Err(Error::invalid_config(format!(
             "no transport for URL scheme {other:?}; compiled in: {}",
             SCHEMES.join(", ")
         ))),

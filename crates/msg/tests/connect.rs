@@ -34,7 +34,7 @@ async fn bad_urls_are_clear_errors_without_secrets() {
         ("memory://?retention=lots", "not a whole number"),
     ] {
         match msg::connect(url).await {
-            Err(Error::InvalidConfig(text)) => {
+            Err(Error::InvalidConfig { reason: text, .. }) => {
                 assert!(text.contains(expect), "{url}: {text}");
                 assert!(
                     !text.contains("s3cret"),

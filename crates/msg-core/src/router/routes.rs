@@ -125,7 +125,7 @@ impl Service<Received> for Routes {
             None => {
                 let topic = received.topic().to_owned();
                 Box::pin(async move {
-                    Err(HandlerError::dead_letter(Error::InvalidConfig(format!(
+                    Err(HandlerError::dead_letter(Error::invalid_config(format!(
                         "no route for topic {topic:?}"
                     ))))
                 })
