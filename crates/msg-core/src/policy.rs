@@ -34,7 +34,8 @@ pub struct DeliveryPolicy {
     /// deferred) is dead-lettered with the reason `max deliveries (N)
     /// reached`, and a message the broker delivers more often (its
     /// consumers crashed) is dead-lettered without being handed out.
-    /// `None` redelivers forever.
+    /// `None` redelivers forever (written `none` in a file or URL).
+    #[serde(deserialize_with = "crate::raw::config::max_deliveries")]
     pub max_deliveries: Option<u32>,
     /// Appended to a topic's name to name its dead-letter topic.
     pub dead_letter_suffix: String,

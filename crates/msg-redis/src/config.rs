@@ -1,39 +1,108 @@
 //! Configuration of the Redis Streams transport.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use msg_core::DeliveryPolicy;
+use msg_core::raw::config::{self as options, query_options, split_query};
 use msg_core::raw::url::redact;
 use msg_core::{Error, Result};
+use serde::Deserialize;
 
 /// Configuration of a [`RedisBroker`](crate::RedisBroker).
+///
+/// Every option has the same name in a URL's query, in a file (as a field,
+/// beside `url`) and as a builder method; see the transport's docs.
 ///
 /// ```
 /// use std::time::Duration;
 /// use msg_redis::RedisConfig;
-/// let config = RedisConfig::from_url("redis://:secret@127.0.0.1:6379/0")
-///     .unwrap()
-///     .max_len(Some(100_000))
-///     .claim_idle(Duration::from_secs(30));
+/// let config: RedisConfig = "redis://:secret@127.0.0.1:6379/0?max_len=100000&claim_idle=1m"
+///     .parse()
+///     .unwrap();
+/// let config = config.block(Duration::from_secs(1));
 /// assert!(!format!("{config:?}").contains("secret"));
+///
+/// let from_file: RedisConfig = serde_json::from_str(
+///     r#"{ "url": "redis://127.0.0.1:6379", "max_len": 100000, "claim_idle": "1m" }"#,
+/// )
+/// .unwrap();
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct RedisConfig {
     pub(crate) url: String,
     pub(crate) max_len: Option<u64>,
+    #[serde(deserialize_with = "options::duration")]
     pub(crate) block: Duration,
+    #[serde(deserialize_with = "options::duration")]
     pub(crate) claim_idle: Duration,
+    #[serde(deserialize_with = "options::duration")]
     pub(crate) poll_interval: Duration,
-    pub(crate) delivery: DeliveryPolicy,
+    #[serde(deserialize_with = "options::max_deliveries")]
+    pub(crate) max_deliveries: Option<u32>,
+    pub(crate) dead_letter_suffix: String,
+    #[serde(deserialize_with = "options::duration")]
     pub(crate) command_timeout: Duration,
 }
 
+impl Default for RedisConfig {
+    /// The server at `redis://127.0.0.1:6379`, with the default options.
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            max_len: None,
+            block: Duration::from_millis(500),
+            claim_idle: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(100),
+            max_deliveries: DeliveryPolicy::default().max_deliveries,
+            dead_letter_suffix: DeliveryPolicy::default().dead_letter_suffix,
+            command_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let config = RedisConfig::deserialize(deserializer)?;
+        config.validate().map_err(serde::de::Error::custom)?;
+        Ok(config)
+    }
+}
+
+impl FromStr for RedisConfig {
+    type Err = Error;
+
+    /// [`RedisConfig::from_url`].
+    fn from_str(url: &str) -> Result<Self> {
+        Self::from_url(url)
+    }
+}
+
 impl RedisConfig {
-    /// A configuration for the server at `url`: `redis://[user:password@]host:port[/db]`.
+    /// A configuration for the server at
+    /// `redis://[user:password@]host:port[/db][?options]`; the options are
+    /// this configuration's fields (`max_len=100000&claim_idle=1m`).
     ///
     /// `rediss://` (TLS) is refused with a clear error: this build has no
     /// TLS support yet.
     pub fn from_url(url: &str) -> Result<Self> {
+        let (base, query) = split_query(url);
+        let mut config: RedisConfig = query_options("Redis", url, query)?;
+        if config.url != RedisConfig::default().url {
+            return Err(Error::invalid_config(format!(
+                "invalid Redis URL {}: url is not a query option",
+                redact(url)
+            )));
+        }
+        config.url = base.to_owned();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the URL and the delivery policy.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let url = &self.url;
         if url.starts_with("rediss://") {
             return Err(Error::invalid_config(format!(
                 "invalid Redis URL {}: TLS (rediss://) is not supported yet",
@@ -48,21 +117,17 @@ impl RedisConfig {
         }
         // Let fred check the rest now, so that a bad URL fails here.
         fred::types::config::Config::from_url(url).map_err(|e| {
-            Error::invalid_config(format!(
-                "invalid Redis URL {}: {}",
-                redact(url),
-                e.details()
-            ))
+            Error::invalid_config_with(format!("invalid Redis URL {}", redact(url)), e)
         })?;
-        Ok(Self {
-            url: url.to_owned(),
-            max_len: None,
-            block: Duration::from_millis(500),
-            claim_idle: Duration::from_secs(30),
-            poll_interval: Duration::from_millis(100),
-            delivery: DeliveryPolicy::default(),
-            command_timeout: Duration::from_secs(10),
-        })
+        self.delivery().validate()
+    }
+
+    /// The transport's default delivery policy.
+    pub(crate) fn delivery(&self) -> DeliveryPolicy {
+        DeliveryPolicy {
+            max_deliveries: self.max_deliveries,
+            dead_letter_suffix: self.dead_letter_suffix.clone(),
+        }
     }
 
     /// Caps each stream at about this many entries (`XADD MAXLEN ~`).
@@ -96,13 +161,13 @@ impl RedisConfig {
     /// After this many deliveries, a nack or defer dead-letters the entry
     /// instead (default 10; `None` redelivers forever).
     pub fn max_deliveries(mut self, max: Option<u32>) -> Self {
-        self.delivery.max_deliveries = max;
+        self.max_deliveries = max;
         self
     }
 
     /// Appended to a topic to name its dead-letter stream (default `.dlq`).
     pub fn dead_letter_suffix(mut self, suffix: impl Into<String>) -> Self {
-        self.delivery.dead_letter_suffix = suffix.into();
+        self.dead_letter_suffix = suffix.into();
         self
     }
 
@@ -122,7 +187,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("block", &self.block)
             .field("claim_idle", &self.claim_idle)
             .field("poll_interval", &self.poll_interval)
-            .field("delivery", &self.delivery)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("dead_letter_suffix", &self.dead_letter_suffix)
             .field("command_timeout", &self.command_timeout)
             .finish()
     }

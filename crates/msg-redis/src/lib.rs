@@ -59,7 +59,7 @@ impl RedisBroker {
     /// Connects to the server. Fails if it cannot be reached now; once
     /// connected, the client reconnects on its own after an outage.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        config.delivery.validate()?;
+        config.validate()?;
         let client = new_client(&config)?;
         client.init().await.map_err(error::map)?;
         Ok(Self {

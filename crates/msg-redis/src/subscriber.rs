@@ -105,7 +105,10 @@ impl Subscriber for RedisBroker {
         .flatten();
         Ok(govern(
             stream.boxed(),
-            self.shared.config.delivery.for_subscription(&subscription),
+            self.shared
+                .config
+                .delivery()
+                .for_subscription(&subscription),
         ))
     }
 

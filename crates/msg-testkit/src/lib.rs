@@ -25,9 +25,11 @@
 mod brokers;
 pub mod cases;
 mod harness;
+mod options;
 
 pub use brokers::{BrokerEnv, env_file};
 pub use harness::{Harness, SKIPS_FILE, collect, recv};
+pub use options::{check_documented_options, documented_options};
 
 /// Expands to one `#[tokio::test]` per conformance case, each building the
 /// harness with the given expression. The calling crate needs `tokio` (with

@@ -8,6 +8,7 @@
 //! [`govern`], so that max deliveries and dead-letter topics mean the same
 //! on every broker.
 
+pub mod config;
 mod id;
 mod prefetch;
 pub mod time;
