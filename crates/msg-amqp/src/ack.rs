@@ -67,9 +67,7 @@ impl AmqpAcker {
         // `msg-attempts` header keeps the history.
         let letter = dead_letter_message(&self.received, reason, None);
         if self.queue.group.is_some() {
-            let dlq = self
-                .queue
-                .dead_letter_queue(&config.delivery.dead_letter_suffix);
+            let dlq = self.queue.dead_letter_queue(&config.dead_letter_suffix);
             self.shared
                 .publish_to("", &dlq, &letter, 0, true, None)
                 .await?;

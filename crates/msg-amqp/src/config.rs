@@ -7,52 +7,133 @@ use std::time::Duration;
 
 use lapin::uri::AMQPUri;
 use msg_core::DeliveryPolicy;
+use msg_core::raw::config::{self as options, query_options, split_query};
 use msg_core::raw::url::redact;
 use msg_core::{Error, Result};
+use serde::Deserialize;
+
+/// The URL query options lapin reads itself; they stay in the URL.
+const LAPIN_OPTIONS: &[&str] = &[
+    "heartbeat",
+    "connection_timeout",
+    "channel_max",
+    "frame_max",
+    "auth_mechanism",
+];
 
 /// Configuration of an [`AmqpBroker`](crate::AmqpBroker).
 ///
+/// Every option has the same name in a URL's query, in a file (as a field,
+/// beside `url`) and as a builder method; see the transport's docs.
+///
 /// ```
 /// use msg_amqp::AmqpConfig;
-/// let config = AmqpConfig::from_url("amqp://app:s3cret@127.0.0.1:5672/%2f")
-///     .unwrap()
-///     .exchange("orders-exchange")
-///     .quorum_queues(true);
+/// let config: AmqpConfig = "amqp://app:s3cret@127.0.0.1:5672/%2f?heartbeat=10&quorum_queues=true"
+///     .parse()
+///     .unwrap();
+/// let config = config.exchange("orders-exchange");
 /// assert!(!format!("{config:?}").contains("s3cret"));
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct AmqpConfig {
     pub(crate) url: String,
     pub(crate) exchange: String,
-    pub(crate) quorum: bool,
-    pub(crate) delivery: DeliveryPolicy,
+    pub(crate) quorum_queues: bool,
+    #[serde(deserialize_with = "options::max_deliveries")]
+    pub(crate) max_deliveries: Option<u32>,
+    pub(crate) dead_letter_suffix: String,
     pub(crate) tls_ca: Option<PathBuf>,
+    #[serde(deserialize_with = "options::duration")]
     pub(crate) publish_timeout: Duration,
     pub(crate) mandatory: bool,
 }
 
+impl Default for AmqpConfig {
+    /// The broker at `amqp://guest:guest@127.0.0.1:5672/%2f`, with the
+    /// default options.
+    fn default() -> Self {
+        let policy = DeliveryPolicy::default();
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            exchange: "msg".to_owned(),
+            quorum_queues: false,
+            max_deliveries: policy.max_deliveries,
+            dead_letter_suffix: policy.dead_letter_suffix,
+            tls_ca: None,
+            publish_timeout: Duration::from_secs(10),
+            mandatory: false,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AmqpConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let config = AmqpConfig::deserialize(deserializer)?;
+        config.validate().map_err(serde::de::Error::custom)?;
+        Ok(config)
+    }
+}
+
+impl FromStr for AmqpConfig {
+    type Err = Error;
+
+    /// [`AmqpConfig::from_url`].
+    fn from_str(url: &str) -> Result<Self> {
+        Self::from_url(url)
+    }
+}
+
 impl AmqpConfig {
-    /// A configuration for the broker at `url`:
-    /// `amqp[s]://[user:password@]host[:port][/vhost][?heartbeat=S&connection_timeout=MS]`.
-    /// The vhost is percent-encoded (`%2f` is `/`, the default).
+    /// A configuration for the broker at
+    /// `amqp[s]://[user:password@]host[:port][/vhost][?options]`. The vhost
+    /// is percent-encoded (`%2f` is `/`, the default). The options are this
+    /// configuration's fields (`exchange=orders&quorum_queues=true`) and
+    /// lapin's own (`heartbeat`, `connection_timeout`, `channel_max`,
+    /// `frame_max`, `auth_mechanism`), which stay in the URL.
     pub fn from_url(url: &str) -> Result<Self> {
+        let (base, query) = split_query(url);
+        let (native, ours): (Vec<&str>, Vec<&str>) = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .partition(|p| LAPIN_OPTIONS.contains(&p.split('=').next().unwrap_or(p)));
+        let mut config: AmqpConfig = query_options("AMQP", url, &ours.join("&"))?;
+        if ours.iter().any(|p| p.split('=').next() == Some("url")) {
+            return Err(Error::invalid_config(format!(
+                "invalid AMQP URL {}: url is not a query option",
+                redact(url)
+            )));
+        }
+        config.url = if native.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", native.join("&"))
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the URL and the delivery policy.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let url = &self.url;
         if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
             return Err(Error::invalid_config(format!(
                 "invalid AMQP URL {}: expected amqp:// or amqps://",
                 redact(url)
             )));
         }
-        AMQPUri::from_str(url)
-            .map_err(|e| Error::invalid_config(format!("invalid AMQP URL {}: {e}", redact(url))))?;
-        Ok(Self {
-            url: url.to_owned(),
-            exchange: "msg".to_owned(),
-            quorum: false,
-            delivery: DeliveryPolicy::default(),
-            tls_ca: None,
-            publish_timeout: Duration::from_secs(10),
-            mandatory: false,
-        })
+        AMQPUri::from_str(url).map_err(|e| {
+            Error::invalid_config_with(format!("invalid AMQP URL {}", redact(url)), e)
+        })?;
+        self.delivery().validate()
+    }
+
+    /// The transport's default delivery policy.
+    pub(crate) fn delivery(&self) -> DeliveryPolicy {
+        DeliveryPolicy {
+            max_deliveries: self.max_deliveries,
+            dead_letter_suffix: self.dead_letter_suffix.clone(),
+        }
     }
 
     /// The durable topic exchange topics are routing keys on (default `msg`).
@@ -65,21 +146,21 @@ impl AmqpConfig {
     /// count survives requeues). Default: classic durable queues. A queue
     /// that exists already keeps its type.
     pub fn quorum_queues(mut self, quorum: bool) -> Self {
-        self.quorum = quorum;
+        self.quorum_queues = quorum;
         self
     }
 
     /// After this many deliveries, a nack or defer dead-letters the message
     /// instead (default 10; `None` redelivers forever).
     pub fn max_deliveries(mut self, max: Option<u32>) -> Self {
-        self.delivery.max_deliveries = max;
+        self.max_deliveries = max;
         self
     }
 
     /// Appended to a topic to name its dead-letter topic, and to a queue to
     /// name its dead-letter queue (default `.dlq`).
     pub fn dead_letter_suffix(mut self, suffix: impl Into<String>) -> Self {
-        self.delivery.dead_letter_suffix = suffix.into();
+        self.dead_letter_suffix = suffix.into();
         self
     }
 
@@ -111,8 +192,9 @@ impl fmt::Debug for AmqpConfig {
         f.debug_struct("AmqpConfig")
             .field("url", &redact(&self.url))
             .field("exchange", &self.exchange)
-            .field("quorum", &self.quorum)
-            .field("delivery", &self.delivery)
+            .field("quorum_queues", &self.quorum_queues)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("dead_letter_suffix", &self.dead_letter_suffix)
             .field("tls_ca", &self.tls_ca)
             .field("publish_timeout", &self.publish_timeout)
             .field("mandatory", &self.mandatory)

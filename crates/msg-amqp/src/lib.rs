@@ -70,7 +70,7 @@ impl AmqpBroker {
     /// Connects to the broker and declares the exchange. Fails if the
     /// broker cannot be reached now.
     pub async fn connect(config: AmqpConfig) -> Result<Self> {
-        config.delivery.validate()?;
+        config.validate()?;
         let shared = Arc::new(Shared {
             config,
             connection: tokio::sync::Mutex::new(None),

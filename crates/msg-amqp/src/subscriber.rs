@@ -51,7 +51,11 @@ impl Subscriber for AmqpBroker {
             let item = rx.recv().await?;
             Some((item, rx))
         });
-        let policy = self.shared.config.delivery.for_subscription(&subscription);
+        let policy = self
+            .shared
+            .config
+            .delivery()
+            .for_subscription(&subscription);
         Ok(govern(stream.boxed(), policy))
     }
 
@@ -99,8 +103,8 @@ impl Reader {
                 &channel,
                 &config.exchange,
                 &self.topics,
-                config.quorum,
-                &config.delivery.dead_letter_suffix,
+                config.quorum_queues,
+                &config.dead_letter_suffix,
             )
             .await?;
         let consumer = channel
