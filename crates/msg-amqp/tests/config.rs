@@ -7,6 +7,7 @@ fn documented_options_parse() {
     msg_testkit::check_documented_options::<AmqpConfig>(
         include_str!("../../../docs/transports/amqp.md"),
         "amqp://guest:guest@127.0.0.1:5672/%2f",
+        &[],
     );
 }
 

@@ -2,15 +2,19 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use msg_core::DeliveryPolicy;
+use msg_core::raw::config::{self as options, query_options, split_query};
 use msg_core::raw::url::{is_secret, percent_decode, redact};
 use msg_core::{Error, Result};
 use rdkafka::ClientConfig;
+use serde::Deserialize;
 
 /// How record batches are compressed on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// No compression.
     #[default]
@@ -36,40 +40,82 @@ impl Compression {
 
 /// Configuration of a [`KafkaBroker`](crate::KafkaBroker).
 ///
+/// Every option has the same name in a URL's query, in a file (as a field,
+/// beside `url`, with librdkafka properties under `properties`) and as a
+/// builder method; see the transport's docs.
+///
 /// ```
 /// use std::time::Duration;
 /// use msg_kafka::{Compression, KafkaConfig};
-/// let config = KafkaConfig::from_url(
-///     "kafka://alice:s3cret@10.0.0.1:9092,10.0.0.2:9092?partitions=6&compression=lz4",
-/// )
-/// .unwrap()
-/// .linger(Duration::from_millis(10))
-/// .property("security.protocol", "sasl_ssl");
+/// let config: KafkaConfig =
+///     "kafka://alice:s3cret@10.0.0.1:9092,10.0.0.2:9092?partitions=6&compression=lz4&linger=10ms"
+///         .parse()
+///         .unwrap();
+/// let config = config.property("security.protocol", "sasl_ssl");
 /// assert_eq!(config.brokers(), ["10.0.0.1:9092", "10.0.0.2:9092"]);
 /// assert!(!format!("{config:?}").contains("s3cret"));
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct KafkaConfig {
+    /// `kafka://[user:password@]host:port[,host:port...]`: read into
+    /// `brokers` and the SASL properties.
+    url: String,
+    #[serde(skip)]
     pub(crate) brokers: Vec<String>,
     pub(crate) client_id: String,
-    pub(crate) partitions: i32,
-    pub(crate) replication_factor: i32,
+    pub(crate) partitions: u16,
+    pub(crate) replication_factor: u16,
     pub(crate) create_topics: bool,
+    #[serde(deserialize_with = "options::duration")]
     pub(crate) linger: Duration,
     pub(crate) batch_size: Option<usize>,
     pub(crate) compression: Compression,
+    #[serde(deserialize_with = "options::duration")]
     pub(crate) publish_timeout: Duration,
+    #[serde(deserialize_with = "options::duration")]
     pub(crate) commit_interval: Duration,
+    #[serde(deserialize_with = "options::duration")]
     pub(crate) subscribe_timeout: Duration,
+    #[serde(deserialize_with = "options::duration")]
     pub(crate) connect_timeout: Duration,
-    pub(crate) delivery: DeliveryPolicy,
+    #[serde(deserialize_with = "options::max_deliveries")]
+    pub(crate) max_deliveries: Option<u32>,
+    pub(crate) dead_letter_suffix: String,
     pub(crate) properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    /// The broker at `127.0.0.1:9092`, with the default options.
+    fn default() -> Self {
+        Self::new(vec!["127.0.0.1:9092".to_owned()])
+    }
+}
+
+impl<'de> Deserialize<'de> for KafkaConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut config = KafkaConfig::deserialize(deserializer)?;
+        config.read_url().map_err(serde::de::Error::custom)?;
+        config.validate().map_err(serde::de::Error::custom)?;
+        Ok(config)
+    }
+}
+
+impl FromStr for KafkaConfig {
+    type Err = Error;
+
+    /// [`KafkaConfig::from_url`].
+    fn from_str(url: &str) -> Result<Self> {
+        Self::from_url(url)
+    }
 }
 
 impl KafkaConfig {
     /// A configuration for `brokers` (`host:port` each), with defaults.
     pub fn new(brokers: Vec<String>) -> Self {
+        let policy = DeliveryPolicy::default();
         Self {
+            url: format!("kafka://{}", brokers.join(",")),
             brokers,
             client_id: "msg".into(),
             partitions: 3,
@@ -82,7 +128,8 @@ impl KafkaConfig {
             commit_interval: Duration::from_millis(500),
             subscribe_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            delivery: DeliveryPolicy::default(),
+            max_deliveries: policy.max_deliveries,
+            dead_letter_suffix: policy.dead_letter_suffix,
             properties: BTreeMap::new(),
         }
     }
@@ -92,27 +139,63 @@ impl KafkaConfig {
     /// `kafka://[user:password@]host:port[,host:port...][?options]`
     ///
     /// User and password set SASL PLAIN over plaintext (change the
-    /// mechanism and protocol with the properties below). Options:
-    /// `client_id`, `partitions`, `replication_factor`, `linger_ms`,
-    /// `batch_size`, `compression` (`none`, `gzip`, `snappy`, `lz4`),
-    /// `create_topics` (`true`/`false`), `connect_timeout_ms`. An option whose name has a `.` is a
-    /// librdkafka property, passed through as it is
-    /// (`?security.protocol=sasl_ssl&sasl.mechanism=SCRAM-SHA-512`).
+    /// mechanism and protocol with librdkafka properties). The options are
+    /// this configuration's fields (`partitions=6&linger=10ms`); an option
+    /// whose name has a `.` is a librdkafka property, passed through as it
+    /// is (`?security.protocol=sasl_ssl&sasl.mechanism=SCRAM-SHA-512`).
     /// Values are percent-decoded.
     pub fn from_url(url: &str) -> Result<Self> {
+        let (base, query) = split_query(url);
+        let (properties, ours): (Vec<&str>, Vec<&str>) = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .partition(|p| p.split('=').next().unwrap_or(p).contains('.'));
+        if ours.iter().any(|p| p.split('=').next() == Some("url")) {
+            return Err(Error::invalid_config(format!(
+                "invalid Kafka URL {}: url is not a query option",
+                redact(url)
+            )));
+        }
+        let mut config: KafkaConfig = query_options("Kafka", url, &ours.join("&"))?;
+        config.url = base.trim_end_matches('/').to_owned();
+        config.read_url()?;
+        for pair in properties {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value).map_err(|e| {
+                Error::invalid_config(format!("invalid Kafka URL {}: {e}", redact(url)))
+            })?;
+            if value.is_empty() {
+                return Err(Error::invalid_config(format!(
+                    "invalid Kafka URL {}: property {name:?} needs a value",
+                    redact(url)
+                )));
+            }
+            config.properties.insert(name.to_owned(), value);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads `url` into the brokers and, for user info, SASL PLAIN.
+    fn read_url(&mut self) -> Result<()> {
+        let url = self.url.clone();
         let bad = |why: String| {
-            Error::invalid_config(format!("invalid Kafka URL {}: {why}", redact(url)))
+            Error::invalid_config(format!("invalid Kafka URL {}: {why}", redact(&url)))
         };
         let rest = url
             .strip_prefix("kafka://")
             .ok_or_else(|| bad("expected kafka://host:port[,host:port...]".into()))?;
-        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if rest.contains('?') {
+            return Err(bad(
+                "options in a file are fields, not part of the url".into()
+            ));
+        }
         let rest = rest.trim_end_matches('/');
         let (userinfo, hosts) = match rest.rsplit_once('@') {
             Some((userinfo, hosts)) => (Some(userinfo), hosts),
             None => (None, rest),
         };
-        let mut config = Self::new(Vec::new());
+        self.brokers.clear();
         for host in hosts.split(',').map(str::trim) {
             let Some((name, port)) = host.rsplit_once(':') else {
                 return Err(bad(format!("{host:?} is not host:port")));
@@ -123,88 +206,44 @@ impl KafkaConfig {
             if port.parse::<u16>().is_err() {
                 return Err(bad(format!("port {port:?} is not a number")));
             }
-            config.brokers.push(host.to_owned());
+            self.brokers.push(host.to_owned());
         }
         if let Some(userinfo) = userinfo {
             let (user, password) = userinfo
                 .split_once(':')
                 .ok_or_else(|| bad("user info needs user:password".into()))?;
             let decode = |s| percent_decode(s).map_err(|e| bad(e.into()));
-            config = config
-                .property("security.protocol", "sasl_plaintext")
-                .property("sasl.mechanism", "PLAIN")
-                .property("sasl.username", decode(user)?)
-                .property("sasl.password", decode(password)?);
-        }
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value).map_err(|e| bad(e.into()))?;
-            if value.is_empty() {
-                return Err(bad(format!("option {name:?} needs a value")));
+            let (user, password) = (decode(user)?, decode(password)?);
+            for (name, value) in [
+                ("security.protocol", "sasl_plaintext"),
+                ("sasl.mechanism", "PLAIN"),
+            ] {
+                self.properties
+                    .entry(name.to_owned())
+                    .or_insert_with(|| value.to_owned());
             }
-            let number = |what: &str| {
-                value
-                    .parse::<u64>()
-                    .map_err(|_| bad(format!("{what} must be a whole number, not {value:?}")))
-            };
-            match name {
-                "client_id" => config.client_id = value.clone(),
-                "max_deliveries" => {
-                    config.delivery.max_deliveries = match value.as_str() {
-                        "none" => None,
-                        _ => Some(
-                            u32::try_from(number(name)?)
-                                .map_err(|_| bad(format!("max_deliveries={value} is too large")))?,
-                        ),
-                    };
-                }
-                "dead_letter_suffix" => config.delivery.dead_letter_suffix = value.clone(),
-                "partitions" => {
-                    config.partitions = i32::try_from(number(name)?)
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| bad("partitions must be at least 1".into()))?;
-                }
-                "replication_factor" => {
-                    config.replication_factor = i32::try_from(number(name)?)
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| bad("replication_factor must be at least 1".into()))?;
-                }
-                "linger_ms" => config.linger = Duration::from_millis(number(name)?),
-                "connect_timeout_ms" => {
-                    config.connect_timeout = Duration::from_millis(number(name)?);
-                }
-                "batch_size" => config.batch_size = Some(number(name)? as usize),
-                "compression" => {
-                    config.compression = match value.as_str() {
-                        "none" => Compression::None,
-                        "gzip" => Compression::Gzip,
-                        "snappy" => Compression::Snappy,
-                        "lz4" => Compression::Lz4,
-                        other => {
-                            return Err(bad(format!(
-                                "unknown compression {other:?}; known: none, gzip, snappy, lz4"
-                            )));
-                        }
-                    }
-                }
-                "create_topics" => {
-                    config.create_topics = value
-                        .parse()
-                        .map_err(|_| bad("create_topics is true or false".into()))?;
-                }
-                property if property.contains('.') => config = config.property(property, value),
-                other => {
-                    return Err(bad(format!(
-                        "unknown option {other:?}; known: client_id, partitions, replication_factor, \
-                         linger_ms, batch_size, compression, create_topics, connect_timeout_ms, \
-                         or a librdkafka property"
-                    )));
-                }
-            }
+            self.properties.insert("sasl.username".into(), user);
+            self.properties.insert("sasl.password".into(), password);
         }
-        Ok(config)
+        Ok(())
+    }
+
+    /// Checks what librdkafka would only find later.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.partitions == 0 || self.replication_factor == 0 {
+            return Err(Error::invalid_config(
+                "partitions and replication_factor must be at least 1",
+            ));
+        }
+        self.delivery().validate()
+    }
+
+    /// The transport's default delivery policy.
+    pub(crate) fn delivery(&self) -> DeliveryPolicy {
+        DeliveryPolicy {
+            max_deliveries: self.max_deliveries,
+            dead_letter_suffix: self.dead_letter_suffix.clone(),
+        }
     }
 
     /// The bootstrap brokers.
@@ -222,14 +261,14 @@ impl KafkaConfig {
     /// of one group share a topic by partition, so this is how many of them
     /// can work at once.
     pub fn partitions(mut self, partitions: u16) -> Self {
-        self.partitions = i32::from(partitions.max(1));
+        self.partitions = partitions.max(1);
         self
     }
 
     /// Replicas of the topics this transport creates (default 1; use 3 on a
     /// production cluster).
     pub fn replication_factor(mut self, replicas: u16) -> Self {
-        self.replication_factor = i32::from(replicas.max(1));
+        self.replication_factor = replicas.max(1);
         self
     }
 
@@ -291,13 +330,13 @@ impl KafkaConfig {
     /// by the consumer that holds the partition: they start again at 1 when
     /// the partition moves to another member.
     pub fn max_deliveries(mut self, max: Option<u32>) -> Self {
-        self.delivery.max_deliveries = max;
+        self.max_deliveries = max;
         self
     }
 
     /// Appended to a topic to name its dead-letter topic (default `.dlq`).
     pub fn dead_letter_suffix(mut self, suffix: impl Into<String>) -> Self {
-        self.delivery.dead_letter_suffix = suffix.into();
+        self.dead_letter_suffix = suffix.into();
         self
     }
 
@@ -388,7 +427,8 @@ impl fmt::Debug for KafkaConfig {
             .field("commit_interval", &self.commit_interval)
             .field("subscribe_timeout", &self.subscribe_timeout)
             .field("connect_timeout", &self.connect_timeout)
-            .field("delivery", &self.delivery)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("dead_letter_suffix", &self.dead_letter_suffix)
             .field("properties", &properties)
             .finish()
     }
@@ -401,15 +441,15 @@ mod tests {
     #[test]
     fn urls() {
         let c = KafkaConfig::from_url(
-            "kafka://h1:9092,h2:9093/?client_id=app&partitions=6&replication_factor=3&linger_ms=0\
+            "kafka://h1:9092,h2:9093/?client_id=app&partitions=6&replication_factor=3&linger=0ms\
              &batch_size=1000&compression=lz4&create_topics=false&socket.timeout.ms=5000\
              &max_deliveries=4&dead_letter_suffix=-dead",
         )
         .unwrap();
-        assert_eq!(c.delivery.max_deliveries, Some(4));
-        assert_eq!(c.delivery.dead_letter_suffix, "-dead");
+        assert_eq!(c.max_deliveries, Some(4));
+        assert_eq!(c.dead_letter_suffix, "-dead");
         let unlimited = KafkaConfig::from_url("kafka://h:1?max_deliveries=none").unwrap();
-        assert_eq!(unlimited.delivery.max_deliveries, None);
+        assert_eq!(unlimited.max_deliveries, None);
         assert_eq!(c.brokers, ["h1:9092", "h2:9093"]);
         assert_eq!(
             (c.client_id.as_str(), c.partitions, c.replication_factor),
@@ -448,13 +488,14 @@ mod tests {
             "kafka://h:1?partitions=0",
             "kafka://h:1?compression=brotli",
             "kafka://h:1?what=1",
-            "kafka://h:1?linger_ms=",
+            "kafka://h:1?linger=",
+            "kafka://h:1?linger=5",
             "kafka://u:s3cret@h:x",
             "kafka://h:x?sasl.password=s3cret",
         ] {
             match KafkaConfig::from_url(url) {
-                Err(Error::InvalidConfig { reason: why, .. }) => {
-                    assert!(!why.contains("s3cret"), "{why}")
+                Err(e @ Error::InvalidConfig { .. }) => {
+                    assert!(!e.chain().contains("s3cret"), "{}", e.chain())
                 }
                 other => panic!("{url}: expected InvalidConfig, got {other:?}"),
             }

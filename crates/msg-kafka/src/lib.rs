@@ -86,7 +86,7 @@ impl KafkaBroker {
     /// metadata within the connect timeout). Once connected, librdkafka
     /// reconnects on its own after an outage.
     pub async fn connect(config: KafkaConfig) -> Result<Self> {
-        config.delivery.validate()?;
+        config.validate()?;
         let producer: FutureProducer = config.producer().create().map_err(error::kafka)?;
         let admin: AdminClient<DefaultClientContext> =
             config.admin().create().map_err(error::kafka)?;
@@ -176,8 +176,8 @@ impl Shared {
             .map(|t| {
                 NewTopic::new(
                     t,
-                    self.config.partitions,
-                    TopicReplication::Fixed(self.config.replication_factor),
+                    i32::from(self.config.partitions),
+                    TopicReplication::Fixed(i32::from(self.config.replication_factor)),
                 )
             })
             .collect();

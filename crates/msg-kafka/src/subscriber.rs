@@ -651,7 +651,11 @@ impl KafkaBroker {
 
 impl Subscriber for KafkaBroker {
     async fn subscribe(&self, subscription: Subscription) -> Result<DeliveryStream> {
-        let policy = self.shared.config.delivery.for_subscription(&subscription);
+        let policy = self
+            .shared
+            .config
+            .delivery()
+            .for_subscription(&subscription);
         Ok(govern(self.start(subscription).await?, policy))
     }
 

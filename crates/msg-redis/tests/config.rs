@@ -7,6 +7,7 @@ fn documented_options_parse() {
     msg_testkit::check_documented_options::<RedisConfig>(
         include_str!("../../../docs/transports/redis.md"),
         "redis://127.0.0.1:6379/0",
+        &[],
     );
 }
 

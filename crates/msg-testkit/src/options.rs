@@ -58,8 +58,9 @@ fn fields<C: DeserializeOwned>() -> BTreeSet<String> {
 /// Checks configuration `C` against the options documented in
 /// `markdown`: each parses in the query of `base_url` (alone and all
 /// together) and, with `url`, from a file; and `C` has exactly the
-/// documented options besides `url`.
-pub fn check_documented_options<C>(markdown: &str, base_url: &str)
+/// documented options besides `url` and the fields `other_fields` (which
+/// the doc describes in prose, such as a map of client properties).
+pub fn check_documented_options<C>(markdown: &str, base_url: &str, other_fields: &[&str])
 where
     C: DeserializeOwned + FromStr,
     C::Err: std::fmt::Display,
@@ -96,6 +97,9 @@ where
     let documented: BTreeSet<String> = options.iter().map(|(n, _)| n.clone()).collect();
     let mut fields = fields::<C>();
     assert!(fields.remove("url"), "a configuration file names the url");
+    for other in other_fields {
+        assert!(fields.remove(*other), "no field {other}");
+    }
     assert_eq!(
         fields, documented,
         "the configuration's options (left) and the documented ones (right) differ"

@@ -91,7 +91,7 @@ async fn an_amqp_broker_that_cannot_be_reached_is_a_retryable_error_without_secr
 #[cfg(feature = "kafka")]
 #[tokio::test]
 async fn a_kafka_cluster_that_cannot_be_reached_is_a_retryable_error_without_secrets() {
-    let err = msg::connect("kafka://user:s3cret@127.0.0.1:1?connect_timeout_ms=500")
+    let err = msg::connect("kafka://user:s3cret@127.0.0.1:1?connect_timeout=500ms")
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
