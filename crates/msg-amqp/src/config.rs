@@ -70,7 +70,9 @@ impl Default for AmqpConfig {
 impl<'de> Deserialize<'de> for AmqpConfig {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let config = AmqpConfig::deserialize(deserializer)?;
-        config.validate().map_err(serde::de::Error::custom)?;
+        config
+            .validate()
+            .map_err(|e| serde::de::Error::custom(e.chain()))?;
         Ok(config)
     }
 }

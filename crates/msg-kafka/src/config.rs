@@ -95,8 +95,12 @@ impl Default for KafkaConfig {
 impl<'de> Deserialize<'de> for KafkaConfig {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut config = KafkaConfig::deserialize(deserializer)?;
-        config.read_url().map_err(serde::de::Error::custom)?;
-        config.validate().map_err(serde::de::Error::custom)?;
+        config
+            .read_url()
+            .map_err(|e| serde::de::Error::custom(e.chain()))?;
+        config
+            .validate()
+            .map_err(|e| serde::de::Error::custom(e.chain()))?;
         Ok(config)
     }
 }

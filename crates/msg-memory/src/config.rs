@@ -39,7 +39,8 @@ pub struct MemoryConfig {
     /// show them. 0 keeps none.
     pub retention: usize,
     /// The default of [`DeliveryPolicy::max_deliveries`]; a subscription
-    /// may set its own.
+    /// may set its own. `none` in a file or URL.
+    #[serde(deserialize_with = "msg_core::raw::config::max_deliveries")]
     pub max_deliveries: Option<u32>,
     /// The default of [`DeliveryPolicy::dead_letter_suffix`]; a subscription
     /// may name its own dead-letter topic.
@@ -55,6 +56,16 @@ impl Default for MemoryConfig {
             max_deliveries: DeliveryPolicy::default().max_deliveries,
             dead_letter_suffix: DeliveryPolicy::default().dead_letter_suffix,
         }
+    }
+}
+
+impl std::str::FromStr for MemoryConfig {
+    type Err = msg_core::Error;
+
+    /// The configuration in a `memory://[NAME][?options]` URL; the name is
+    /// the broker's, not part of its configuration.
+    fn from_str(url: &str) -> msg_core::Result<Self> {
+        crate::parse_url(url).map(|(_, config)| config)
     }
 }
 

@@ -204,51 +204,19 @@ impl MemoryBroker {
     }
 }
 
-fn parse_url(url: &str) -> Result<(Option<String>, MemoryConfig)> {
-    let invalid = |why: String| Error::invalid_config(format!("invalid memory URL {url:?}: {why}"));
-    let rest = url
-        .strip_prefix("memory://")
-        .ok_or_else(|| invalid("expected memory:// or memory://NAME".into()))?;
-    let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
+pub(crate) fn parse_url(url: &str) -> Result<(Option<String>, MemoryConfig)> {
+    let rest = url.strip_prefix("memory://").ok_or_else(|| {
+        Error::invalid_config(format!(
+            "invalid memory URL {url:?}: expected memory:// or memory://NAME"
+        ))
+    })?;
+    let (name, query) = msg_core::raw::config::split_query(rest);
     let name = name.trim_end_matches('/');
-    let mut config = MemoryConfig::default();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| invalid(format!("parameter {pair:?} has no value")))?;
-        let number = |v: &str| {
-            v.parse::<usize>()
-                .map_err(|_| invalid(format!("{key}={v:?} is not a whole number")))
-        };
-        match key {
-            "capacity" => config.capacity = number(value)?,
-            "retention" => config.retention = number(value)?,
-            "when_full" => {
-                config.when_full = match value {
-                    "wait" => WhenFull::Wait,
-                    "fail" => WhenFull::Fail,
-                    _ => {
-                        return Err(invalid(format!(
-                            "when_full must be wait or fail, not {value:?}"
-                        )));
-                    }
-                }
-            }
-            "max_deliveries" => {
-                config.max_deliveries = match value {
-                    "none" => None,
-                    v => Some(
-                        u32::try_from(number(v)?)
-                            .map_err(|_| invalid(format!("max_deliveries={v} is too large")))?,
-                    ),
-                }
-            }
-            "dead_letter_suffix" => config.dead_letter_suffix = value.to_owned(),
-            _ => return Err(invalid(format!("unknown parameter {key:?}"))),
-        }
-    }
+    let config: MemoryConfig = msg_core::raw::config::query_options("memory", url, query)?;
     if name.contains('/') {
-        return Err(invalid("the name may not contain '/'".into()));
+        return Err(Error::invalid_config(format!(
+            "invalid memory URL {url:?}: the name may not contain '/'"
+        )));
     }
     Ok(((!name.is_empty()).then(|| name.to_owned()), config))
 }

@@ -2,11 +2,14 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use msg_core::DeliveryPolicy;
+use msg_core::raw::config::{self as options, query_options, split_query};
 use msg_core::raw::url::{percent_decode, redact};
 use msg_core::{Error, Result};
+use serde::Deserialize;
 
 /// Which NATS the transport speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,7 +69,8 @@ pub struct Tls {
 }
 
 /// Where JetStream stores the streams this transport creates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Storage {
     /// On disk: survives a server restart.
     #[default]
@@ -76,7 +80,8 @@ pub enum Storage {
 }
 
 /// When a stream this transport creates drops messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Retention {
     /// Kept until `max_age` or the size limits remove them; consumers do not
     /// remove anything. Replay works.
@@ -196,94 +201,22 @@ impl NatsConfig {
     /// | `nats+js` | JetStream | if the server asks |
     /// | `tls+js` | JetStream | required |
     ///
-    /// Options: `creds=PATH` (credentials file), `nkey=PATH` (file with an
-    /// nkey seed), `tls_ca=PATH`, `tls_cert=PATH` and `tls_key=PATH`,
-    /// `name=NAME` (client name). User, password and token are
-    /// percent-decoded.
+    /// The options are those of a configuration file (see the transport's
+    /// docs): `creds=PATH`, `nkey=PATH`, `tls_ca=PATH`, `tls_cert=PATH` and
+    /// `tls_key=PATH`, `name=NAME`, the timeouts, the delivery policy and
+    /// the settings of the streams this transport creates. User, password
+    /// and token are percent-decoded.
     pub fn from_url(url: &str) -> Result<Self> {
-        let bad =
-            |why: String| Error::invalid_config(format!("invalid NATS URL {}: {why}", redact(url)));
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("expected nats://, tls://, nats+js:// or tls+js://".into()))?;
-        let (mode, tls_required) = match scheme {
-            "nats" => (Mode::Core, false),
-            "tls" => (Mode::Core, true),
-            "nats+js" => (Mode::JetStream, false),
-            "tls+js" => (Mode::JetStream, true),
-            other => {
-                return Err(bad(format!(
-                    "unknown scheme {other:?}; expected nats, tls, nats+js or tls+js"
-                )));
-            }
-        };
-        let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let rest = rest.trim_end_matches('/');
-        let (userinfo, hosts) = match rest.rsplit_once('@') {
-            Some((userinfo, hosts)) => (Some(userinfo), hosts),
-            None => (None, rest),
-        };
-        let mut config = Self::new(Vec::new());
-        config.mode = mode;
-        config.tls.required = tls_required;
-        for host in hosts.split(',') {
-            let host = host.trim();
-            if host.is_empty() {
-                return Err(bad("no server address".into()));
-            }
-            if host.contains('/') {
-                return Err(bad(format!("{host:?} is not host:port")));
-            }
-            if let Some((_, port)) = host.rsplit_once(':')
-                && !host.ends_with(']')
-                && port.parse::<u16>().is_err()
-            {
-                return Err(bad(format!("port {port:?} is not a number")));
-            }
-            config.servers.push(host.to_owned());
+        let (base, query) = split_query(url);
+        let mut options: Options = query_options("NATS", url, query)?;
+        if options.url.is_some() {
+            return Err(Error::invalid_config(format!(
+                "invalid NATS URL {}: url is not a query option",
+                redact(url)
+            )));
         }
-        config.auth = match userinfo {
-            None => Auth::None,
-            Some(userinfo) => match userinfo.split_once(':') {
-                Some((user, password)) => Auth::UserPassword {
-                    user: percent_decode(user).map_err(|e| bad(e.into()))?,
-                    password: percent_decode(password).map_err(|e| bad(e.into()))?,
-                },
-                None => Auth::Token(percent_decode(userinfo).map_err(|e| bad(e.into()))?),
-            },
-        };
-        let mut cert = None;
-        let mut key = None;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value).map_err(|e| bad(e.into()))?;
-            if value.is_empty() {
-                return Err(bad(format!("option {name:?} needs a value")));
-            }
-            match name {
-                "creds" => config.auth = Auth::CredentialsFile(value.into()),
-                "nkey" => {
-                    let seed = std::fs::read_to_string(&value)
-                        .map_err(|e| bad(format!("cannot read the nkey file {value:?}: {e}")))?;
-                    config.auth = Auth::NkeySeed(seed.trim().to_owned());
-                }
-                "tls_ca" => config.tls.root_certificates.push(value.into()),
-                "tls_cert" => cert = Some(PathBuf::from(value)),
-                "tls_key" => key = Some(PathBuf::from(value)),
-                "name" => config.name = Some(value),
-                other => {
-                    return Err(bad(format!(
-                        "unknown option {other:?}; known: creds, nkey, tls_ca, tls_cert, tls_key, name"
-                    )));
-                }
-            }
-        }
-        match (cert, key) {
-            (Some(cert), Some(key)) => config.tls.client_certificate = Some((cert, key)),
-            (None, None) => {}
-            _ => return Err(bad("tls_cert and tls_key go together".into())),
-        }
-        Ok(config)
+        options.url = Some(base.to_owned());
+        options.into_config(url)
     }
 
     /// A core NATS configuration for `servers` (`host:port`), with defaults.
@@ -416,6 +349,186 @@ impl NatsConfig {
             options = options.name(name);
         }
         Ok(options)
+    }
+}
+
+/// The configuration as a file or a URL's query writes it: text values,
+/// one name per option.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Options {
+    url: Option<String>,
+    creds: Option<PathBuf>,
+    nkey: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    name: Option<String>,
+    #[serde(deserialize_with = "options::duration")]
+    connect_timeout: Duration,
+    #[serde(deserialize_with = "options::duration")]
+    request_timeout: Duration,
+    #[serde(deserialize_with = "options::duration")]
+    ack_wait: Duration,
+    #[serde(deserialize_with = "options::duration")]
+    pull_expiry: Duration,
+    #[serde(deserialize_with = "options::max_deliveries")]
+    max_deliveries: Option<u32>,
+    dead_letter_suffix: String,
+    storage: Storage,
+    retention: Retention,
+    #[serde(deserialize_with = "options::optional_duration")]
+    max_age: Option<Duration>,
+    #[serde(deserialize_with = "options::duration")]
+    duplicate_window: Duration,
+    replicas: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let c = NatsConfig::new(Vec::new());
+        Self {
+            url: None,
+            creds: None,
+            nkey: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            name: None,
+            connect_timeout: c.connect_timeout,
+            request_timeout: c.request_timeout,
+            ack_wait: c.ack_wait,
+            pull_expiry: c.pull_expiry,
+            max_deliveries: c.delivery.max_deliveries,
+            dead_letter_suffix: c.delivery.dead_letter_suffix,
+            storage: c.streams.storage,
+            retention: c.streams.retention,
+            max_age: c.streams.max_age,
+            duplicate_window: c.streams.duplicate_window,
+            replicas: c.streams.replicas,
+        }
+    }
+}
+
+impl Options {
+    /// The configuration these options describe; `shown` is the URL or
+    /// file they came from, for errors.
+    fn into_config(self, shown: &str) -> Result<NatsConfig> {
+        let bad = |why: String| {
+            Error::invalid_config(format!("invalid NATS URL {}: {why}", redact(shown)))
+        };
+        let url = self.url.ok_or_else(|| bad("no url".into()))?;
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("expected nats://, tls://, nats+js:// or tls+js://".into()))?;
+        let (mode, tls_required) = match scheme {
+            "nats" => (Mode::Core, false),
+            "tls" => (Mode::Core, true),
+            "nats+js" => (Mode::JetStream, false),
+            "tls+js" => (Mode::JetStream, true),
+            other => {
+                return Err(bad(format!(
+                    "unknown scheme {other:?}; expected nats, tls, nats+js or tls+js"
+                )));
+            }
+        };
+        if rest.contains('?') {
+            return Err(bad(
+                "options in a file are fields, not part of the url".into()
+            ));
+        }
+        let rest = rest.trim_end_matches('/');
+        let (userinfo, hosts) = match rest.rsplit_once('@') {
+            Some((userinfo, hosts)) => (Some(userinfo), hosts),
+            None => (None, rest),
+        };
+        let mut config = NatsConfig::new(Vec::new());
+        config.mode = mode;
+        config.tls.required = tls_required;
+        for host in hosts.split(',') {
+            let host = host.trim();
+            if host.is_empty() {
+                return Err(bad("no server address".into()));
+            }
+            if host.contains('/') {
+                return Err(bad(format!("{host:?} is not host:port")));
+            }
+            if let Some((_, port)) = host.rsplit_once(':')
+                && !host.ends_with(']')
+                && port.parse::<u16>().is_err()
+            {
+                return Err(bad(format!("port {port:?} is not a number")));
+            }
+            config.servers.push(host.to_owned());
+        }
+        config.auth = match userinfo {
+            None => Auth::None,
+            Some(userinfo) => match userinfo.split_once(':') {
+                Some((user, password)) => Auth::UserPassword {
+                    user: percent_decode(user).map_err(|e| bad(e.into()))?,
+                    password: percent_decode(password).map_err(|e| bad(e.into()))?,
+                },
+                None => Auth::Token(percent_decode(userinfo).map_err(|e| bad(e.into()))?),
+            },
+        };
+        if let Some(creds) = self.creds {
+            config.auth = Auth::CredentialsFile(creds);
+        }
+        if let Some(path) = self.nkey {
+            let seed = std::fs::read_to_string(&path).map_err(|e| {
+                Error::invalid_config_with(
+                    format!(
+                        "invalid NATS URL {}: cannot read the nkey file {}",
+                        redact(shown),
+                        path.display()
+                    ),
+                    e,
+                )
+            })?;
+            config.auth = Auth::NkeySeed(seed.trim().to_owned());
+        }
+        config.tls.root_certificates.extend(self.tls_ca);
+        match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => config.tls.client_certificate = Some((cert, key)),
+            (None, None) => {}
+            _ => return Err(bad("tls_cert and tls_key go together".into())),
+        }
+        config.name = self.name;
+        config.connect_timeout = self.connect_timeout;
+        config.request_timeout = self.request_timeout;
+        config = config.ack_wait(self.ack_wait).pull_expiry(self.pull_expiry);
+        config.delivery = DeliveryPolicy {
+            max_deliveries: self.max_deliveries,
+            dead_letter_suffix: self.dead_letter_suffix,
+        };
+        config.delivery.validate()?;
+        config.streams = StreamSettings::default()
+            .storage(self.storage)
+            .retention(self.retention)
+            .max_age(self.max_age)
+            .duplicate_window(self.duplicate_window)
+            .replicas(self.replicas);
+        Ok(config)
+    }
+}
+
+impl<'de> Deserialize<'de> for NatsConfig {
+    /// From a file: the fields are the URL's query options, beside `url`.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let options = Options::deserialize(deserializer)?;
+        let shown = options.url.clone().unwrap_or_default();
+        options
+            .into_config(&shown)
+            .map_err(|e| serde::de::Error::custom(e.chain()))
+    }
+}
+
+impl FromStr for NatsConfig {
+    type Err = Error;
+
+    /// [`NatsConfig::from_url`].
+    fn from_str(url: &str) -> Result<Self> {
+        Self::from_url(url)
     }
 }
 

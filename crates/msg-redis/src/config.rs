@@ -65,7 +65,9 @@ impl Default for RedisConfig {
 impl<'de> Deserialize<'de> for RedisConfig {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let config = RedisConfig::deserialize(deserializer)?;
-        config.validate().map_err(serde::de::Error::custom)?;
+        config
+            .validate()
+            .map_err(|e| serde::de::Error::custom(e.chain()))?;
         Ok(config)
     }
 }
