@@ -31,10 +31,11 @@ async fn bad_urls_are_clear_errors_without_secrets() {
             "mqtt://user:s3cret@host:1883",
             "no transport for URL scheme \"mqtt\"",
         ),
-        ("memory://?retention=lots", "not a whole number"),
+        ("memory://?retention=lots", "invalid digit"),
     ] {
         match msg::connect(url).await {
-            Err(Error::InvalidConfig { reason: text, .. }) => {
+            Err(e @ Error::InvalidConfig { .. }) => {
+                let text = e.chain();
                 assert!(text.contains(expect), "{url}: {text}");
                 assert!(
                     !text.contains("s3cret"),
@@ -44,6 +45,59 @@ async fn bad_urls_are_clear_errors_without_secrets() {
             other => panic!("{url}: {other:?}"),
         }
     }
+}
+
+/// Every transport reads the same options from the URL's query, and a bad
+/// one fails before any connection is tried.
+#[tokio::test]
+async fn every_transport_reads_the_shared_options_from_the_url() {
+    let mut urls = vec![
+        "memory://?max_deliveries=0",
+        "memory://?dead_letter_suffix=%20x",
+    ];
+    if cfg!(feature = "redis") {
+        urls.extend([
+            "redis://u:s3cret@127.0.0.1:1?max_deliveries=0",
+            "redis://127.0.0.1:1?command_timeout=5",
+        ]);
+    }
+    if cfg!(feature = "nats") {
+        urls.extend([
+            "nats+js://u:s3cret@127.0.0.1:1?max_deliveries=0",
+            "nats://127.0.0.1:1?request_timeout=5",
+        ]);
+    }
+    if cfg!(feature = "amqp") {
+        urls.extend([
+            "amqp://u:s3cret@127.0.0.1:1/%2f?max_deliveries=0",
+            "amqp://127.0.0.1:1/%2f?publish_timeout=5",
+        ]);
+    }
+    if cfg!(feature = "kafka") {
+        urls.extend([
+            "kafka://u:s3cret@127.0.0.1:1?max_deliveries=0",
+            "kafka://127.0.0.1:1?publish_timeout=5",
+        ]);
+    }
+    for url in urls {
+        match msg::connect(url).await {
+            Err(e @ Error::InvalidConfig { .. }) => {
+                let text = e.chain();
+                assert!(
+                    text.contains("max_deliveries")
+                        || text.contains("duration")
+                        || text.contains("dead_letter_suffix"),
+                    "{url}: {text}"
+                );
+                assert!(!text.contains("s3cret"), "{url}: {text}");
+            }
+            other => panic!("{url}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+    let memory = msg::connect("memory://?max_deliveries=none&capacity=5")
+        .await
+        .unwrap();
+    assert!(format!("{memory:?}").contains("memory"));
 }
 
 #[cfg(feature = "redis")]

@@ -23,10 +23,29 @@ use self::handler::{BoxBatchHandler, BoxHandler, HandlerError, Outgoing, box_han
 use crate::{DynPublisher, DynSubscriber, Publisher, Received, Result, Subscriber, Subscription};
 
 /// How the router runs one handler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// It loads from a file with the same names as its builder:
+///
+/// ```
+/// let options: msg_core::HandlerOptions =
+///     serde_json::from_str(r#"{ "concurrency": 8, "ordered_by_key": true }"#).unwrap();
+/// assert_eq!(options, msg_core::HandlerOptions::default().concurrency(8).ordered_by_key());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct HandlerOptions {
     concurrency: usize,
     ordered_by_key: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for HandlerOptions {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let options = HandlerOptions::deserialize(deserializer)?;
+        if options.concurrency == 0 {
+            return Err(serde::de::Error::custom("concurrency must be at least 1"));
+        }
+        Ok(options)
+    }
 }
 
 impl Default for HandlerOptions {
