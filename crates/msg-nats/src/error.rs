@@ -2,12 +2,15 @@
 
 use async_nats::jetstream::context::{CreateStreamErrorKind, PublishErrorKind};
 use async_nats::{ConnectErrorKind, client};
+use std::time::Duration;
+
 use msg_core::Error;
 
 /// The first connection: bad credentials, TLS setup and addresses are
 /// configuration errors; the rest is the network.
-pub(crate) fn connect(e: async_nats::ConnectError) -> Error {
+pub(crate) fn connect(e: async_nats::ConnectError, timeout: Duration) -> Error {
     match e.kind() {
+        ConnectErrorKind::TimedOut => Error::Timeout(timeout),
         ConnectErrorKind::ServerParse
         | ConnectErrorKind::Authentication
         | ConnectErrorKind::AuthorizationViolation
@@ -27,14 +30,17 @@ pub(crate) fn publish(e: client::PublishError, size: usize, max: usize) -> Error
 }
 
 /// A JetStream publish waiting for its acknowledgement.
+/// `timeout` is the request timeout, which a timeout error reports.
 pub(crate) fn js_publish(
     e: async_nats::jetstream::context::PublishError,
     size: usize,
     max: usize,
+    timeout: Duration,
 ) -> Error {
     match e.kind() {
         PublishErrorKind::MaxPayloadExceeded => Error::MessageTooLarge { size, max },
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => Error::Connection(Box::new(e)),
+        PublishErrorKind::TimedOut => Error::Timeout(timeout),
+        PublishErrorKind::BrokenPipe => Error::Connection(Box::new(e)),
         PublishErrorKind::MaxAckPending => Error::Backpressure,
         // Outside every stream: retrying cannot help until someone creates one.
         PublishErrorKind::StreamNotFound => Error::broker_permanent(e),
@@ -60,4 +66,30 @@ pub(crate) fn create_stream(e: async_nats::jetstream::context::CreateStreamError
 /// server being away or slow is the usual cause.
 pub(crate) fn request(e: impl std::error::Error + Send + Sync + 'static) -> Error {
     Error::broker_retryable(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_retryable_timeouts_naming_the_limit() {
+        let limit = Duration::from_secs(3);
+        let e = js_publish(PublishErrorKind::TimedOut.into(), 1, 10, limit);
+        assert!(matches!(e, Error::Timeout(d) if d == limit), "{e:?}");
+        let e = connect(ConnectErrorKind::TimedOut.into(), limit);
+        assert!(matches!(e, Error::Timeout(d) if d == limit), "{e:?}");
+        assert!(e.is_retryable());
+        let e = connect(ConnectErrorKind::Authentication.into(), limit);
+        assert!(
+            matches!(
+                e,
+                Error::InvalidConfig {
+                    source: Some(_),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
 }

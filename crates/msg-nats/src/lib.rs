@@ -79,7 +79,7 @@ impl NatsBroker {
         let client = options
             .connect(config.servers.clone())
             .await
-            .map_err(error::connect)?;
+            .map_err(|e| error::connect(e, config.connect_timeout))?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
             .build(client.clone());

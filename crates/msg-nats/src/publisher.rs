@@ -116,7 +116,14 @@ impl Shared {
         self.jetstream
             .send_publish(topic.to_owned(), publish)
             .await
-            .map_err(|e| error::js_publish(e, message.payload().len(), self.max_payload()))
+            .map_err(|e| {
+                error::js_publish(
+                    e,
+                    message.payload().len(),
+                    self.max_payload(),
+                    self.config.request_timeout,
+                )
+            })
     }
 
     /// JetStream: publishes and waits for the acknowledgement.
@@ -127,9 +134,14 @@ impl Shared {
         ttl: Option<Duration>,
     ) -> Result<Receipt> {
         let ack = self.send_js(topic, message, ttl).await?;
-        ack.await
-            .map(receipt)
-            .map_err(|e| error::js_publish(e, message.payload().len(), self.max_payload()))
+        ack.await.map(receipt).map_err(|e| {
+            error::js_publish(
+                e,
+                message.payload().len(),
+                self.max_payload(),
+                self.config.request_timeout,
+            )
+        })
     }
 
     /// Publishes in this broker's mode.
@@ -216,10 +228,11 @@ impl Publisher for NatsBroker {
                         }
                     };
                     let (size, max) = (message.payload().len(), self.shared.max_payload());
+                    let timeout = self.shared.config.request_timeout;
                     acks.push(async move {
                         ack.await
                             .map(receipt)
-                            .map_err(|e| error::js_publish(e, size, max))
+                            .map_err(|e| error::js_publish(e, size, max, timeout))
                     });
                 }
                 for result in join_all(acks).await {

@@ -20,7 +20,6 @@ use msg_core::{Error, Received, Result};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Shared;
-use crate::error;
 use crate::subscriber::{deferred_key, now_ms};
 
 /// The most entry ids one batched `XACK` carries.
@@ -52,9 +51,12 @@ pub(crate) fn spawn_acks(
                 let result: std::result::Result<Value, _> =
                     shared.client.xack(&*key, &*group, ids).await;
                 for ack in same {
-                    let _ = ack
-                        .done
-                        .send(result.as_ref().map(drop).map_err(|e| error::map(e.clone())));
+                    let _ = ack.done.send(
+                        result
+                            .as_ref()
+                            .map(drop)
+                            .map_err(|e| shared.fail(e.clone())),
+                    );
                 }
             }
         }
@@ -92,7 +94,7 @@ impl RedisAcker {
             .client
             .xack(&*self.key, &*self.group, self.id.as_str())
             .await
-            .map_err(error::map)?;
+            .map_err(|e| self.shared.fail(e))?;
         Ok(())
     }
 
@@ -129,7 +131,7 @@ impl RedisAcker {
                         (due as f64, self.id.as_str()),
                     )
                     .await
-                    .map_err(error::map)?;
+                    .map_err(|e| self.shared.fail(e))?;
                 Ok(())
             }
             Action::DeadLetter { topic, reason } => self.dead_letter(&topic, &reason).await,
@@ -177,7 +179,7 @@ impl RedisAcker {
                         .client
                         .xack(&*pending.key, &*group, pending.id.as_str())
                         .await
-                        .map_err(error::map)?;
+                        .map_err(|e| shared.fail(e))?;
                     Ok(())
                 })
             }

@@ -1,13 +1,16 @@
 //! fred's errors mapped into `msg_core::Error`.
 
 use fred::error::{Error as FredError, ErrorKind};
+use std::time::Duration;
+
 use msg_core::Error;
 
 /// Connection trouble and timeouts are retryable; a refused command is not.
-pub(crate) fn map(e: FredError) -> Error {
+/// `timeout` is the command timeout, which a timeout error reports.
+pub(crate) fn map(e: FredError, timeout: Duration) -> Error {
     match e.kind() {
         ErrorKind::IO | ErrorKind::Canceled => Error::Connection(Box::new(e)),
-        ErrorKind::Timeout => Error::Connection(Box::new(e)),
+        ErrorKind::Timeout => Error::Timeout(timeout),
         ErrorKind::Config | ErrorKind::Url | ErrorKind::Auth => {
             Error::invalid_config_with("Redis refused the configuration", e)
         }
@@ -18,7 +21,40 @@ pub(crate) fn map(e: FredError) -> Error {
     }
 }
 
+impl crate::Shared {
+    /// fred's error as `msg_core::Error`.
+    pub(crate) fn fail(&self, e: FredError) -> Error {
+        map(e, self.config.command_timeout)
+    }
+}
+
 /// Whether Redis said the consumer group exists already.
 pub(crate) fn is_busy_group(e: &FredError) -> bool {
     e.details().contains("BUSYGROUP")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_is_a_retryable_timeout_naming_the_limit() {
+        let e = map(
+            FredError::new(ErrorKind::Timeout, "Request timed out."),
+            Duration::from_secs(7),
+        );
+        assert!(
+            matches!(e, Error::Timeout(d) if d == Duration::from_secs(7)),
+            "{e:?}"
+        );
+        assert!(e.is_retryable());
+        let e = map(
+            FredError::new(ErrorKind::Url, "Invalid port."),
+            Duration::ZERO,
+        );
+        assert!(
+            e.chain().contains("Invalid port."),
+            "the source is kept: {e:?}"
+        );
+    }
 }

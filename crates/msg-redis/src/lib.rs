@@ -61,7 +61,10 @@ impl RedisBroker {
     pub async fn connect(config: RedisConfig) -> Result<Self> {
         config.validate()?;
         let client = new_client(&config)?;
-        client.init().await.map_err(error::map)?;
+        client
+            .init()
+            .await
+            .map_err(|e| error::map(e, config.command_timeout))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
@@ -97,7 +100,8 @@ impl RedisBroker {
 
 /// A client that reconnects forever, with backoff, and bounds each command.
 pub(crate) fn new_client(config: &RedisConfig) -> Result<Client> {
-    let fred_config = fred::types::config::Config::from_url(&config.url).map_err(error::map)?;
+    let fred_config = fred::types::config::Config::from_url(&config.url)
+        .map_err(|e| error::map(e, config.command_timeout))?;
     let timeout = config.command_timeout;
     Builder::from_config(fred_config)
         .with_performance_config(|p| p.default_command_timeout = timeout)
@@ -107,5 +111,5 @@ pub(crate) fn new_client(config: &RedisConfig) -> Result<Client> {
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
         .build()
-        .map_err(error::map)
+        .map_err(|e| error::map(e, config.command_timeout))
 }

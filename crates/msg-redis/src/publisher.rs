@@ -24,7 +24,7 @@ use msg_core::{
     BatchError, Capabilities, Error, Message, Position, PublishOptions, Publisher, Receipt, Result,
 };
 
-use crate::{RedisBroker, Shared, error};
+use crate::{RedisBroker, Shared};
 
 /// The field of the message id.
 pub const FIELD_ID: &str = "msg-id";
@@ -56,7 +56,9 @@ impl Shared {
     /// The stream cap of every XADD.
     fn cap(&self) -> Result<XCap> {
         match self.config.max_len {
-            Some(n) => ("MAXLEN", "~", n as i64).try_into().map_err(error::map),
+            Some(n) => ("MAXLEN", "~", n as i64)
+                .try_into()
+                .map_err(|e| self.fail(e)),
             None => Ok(None::<()>.into()),
         }
     }
@@ -68,7 +70,7 @@ impl Shared {
             .client
             .xadd(topic, false, cap, "*", fields(message))
             .await
-            .map_err(error::map)?;
+            .map_err(|e| self.fail(e))?;
         Ok(receipt(id))
     }
 
@@ -136,7 +138,7 @@ impl Publisher for RedisBroker {
                 .xadd(topic, false, cap.clone(), "*", fields(message))
                 .await;
             if let Err(e) = queued {
-                return Err(BatchError::none_accepted(len, error::map(e)));
+                return Err(BatchError::none_accepted(len, self.shared.fail(e)));
             }
         }
         let results: Vec<std::result::Result<Value, fred::error::Error>> = pipeline.try_all().await;
@@ -146,7 +148,7 @@ impl Publisher for RedisBroker {
             match result {
                 Ok(id) => receipts.push(Some(receipt(id))),
                 Err(e) => {
-                    first_error.get_or_insert(error::map(e));
+                    first_error.get_or_insert(self.shared.fail(e));
                     receipts.push(None);
                 }
             }

@@ -72,11 +72,11 @@ impl Subscriber for RedisBroker {
             match created {
                 Ok(_) => {}
                 Err(e) if error::is_busy_group(&e) => {}
-                Err(e) => return Err(error::map(e)),
+                Err(e) => return Err(self.shared.fail(e)),
             }
         }
         let blocking = self.shared.client.clone_new();
-        blocking.init().await.map_err(error::map)?;
+        blocking.init().await.map_err(|e| self.shared.fail(e))?;
         let prefetch = subscription.prefetch_count();
         let (tx, rx) = mpsc::channel(prefetch);
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
@@ -227,7 +227,7 @@ impl Reader {
                 ids,
             )
             .await
-            .map_err(error::map)?;
+            .map_err(|e| self.shared.fail(e))?;
         let mut batch = Vec::new();
         for (key, entries) in parse_read(reply) {
             for entry in entries {
@@ -257,7 +257,7 @@ impl Reader {
                 false,
             )
             .await
-            .map_err(error::map)?;
+            .map_err(|e| self.shared.fail(e))?;
         for entry in parse_entries(reply) {
             let attempt = self.delivery_count(key, &entry.id).await?;
             let delivery = self.delivery(key, entry, attempt);
@@ -272,7 +272,7 @@ impl Reader {
             .client
             .xpending(key, self.group.as_str(), (id, id, 1u64))
             .await
-            .map_err(error::map)?;
+            .map_err(|e| self.shared.fail(e))?;
         // [[id, consumer, idle ms, delivery count]]
         let count = match reply {
             Value::Array(rows) => rows.into_iter().next().and_then(|row| match row {
@@ -293,7 +293,7 @@ impl Reader {
                 .client
                 .zrangebyscore(zkey.as_str(), "-inf", now, false, Some((0, room as i64)))
                 .await
-                .map_err(error::map)?;
+                .map_err(|e| self.shared.fail(e))?;
             for id in due {
                 // Several consumers may see it due: the one that removes it claims it.
                 let removed: i64 = self
@@ -301,7 +301,7 @@ impl Reader {
                     .client
                     .zrem(zkey.as_str(), id.as_str())
                     .await
-                    .map_err(error::map)?;
+                    .map_err(|e| self.shared.fail(e))?;
                 if removed == 1 {
                     self.claim(key, &id, 0).await?;
                 }
@@ -326,7 +326,7 @@ impl Reader {
                     false,
                 )
                 .await
-                .map_err(error::map)?;
+                .map_err(|e| self.shared.fail(e))?;
             // [next start, [entries], [deleted ids]]
             let entries = match reply {
                 Value::Array(mut parts) if parts.len() >= 2 => parse_entries(parts.swap_remove(1)),
@@ -340,7 +340,7 @@ impl Reader {
                     .client
                     .zscore(zkey.as_str(), entry.id.as_str())
                     .await
-                    .map_err(error::map)?;
+                    .map_err(|e| self.shared.fail(e))?;
                 if score.is_some() {
                     continue;
                 }
