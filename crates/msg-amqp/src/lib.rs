@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lapin::{Channel, Connection, ConnectionProperties};
-use msg_core::{Capabilities, CloudEventsBinding, Error, Ordering, Result};
+use msg_core::{Capabilities, CloudEventsBinding, Error, MessageOrder, Result};
 use tokio::sync::watch;
 
 pub use config::AmqpConfig;
@@ -95,7 +95,7 @@ impl AmqpBroker {
         .with_at_least_once(true)
         .with_consumer_groups(true)
         // A queue is FIFO; a nack puts the message back at its place.
-        .with_ordering(Ordering::PerTopic)
+        .with_ordering(MessageOrder::PerTopic)
         .with_wildcards(true)
         .with_native_deliver_at(true)
         .with_native_ttl(true)

@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn queue_names() {
-        let q = WorkQueue::new(&Subscription::new("a.b").topic("c").group("g"));
+        let q = WorkQueue::new(&Subscription::new("a.b").and_topic("c").group("g"));
         assert_eq!(q.name, "a.b+c:g");
         assert_eq!(q.dead_letter_queue(".dlq"), "a.b+c:g.dlq");
         let long = WorkQueue::new(&Subscription::new("x".repeat(240)).group("g"));

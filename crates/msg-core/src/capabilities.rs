@@ -4,7 +4,7 @@ use crate::event::CloudEventsBinding;
 
 /// Which messages keep their relative order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ordering {
+pub enum MessageOrder {
     /// No order is guaranteed.
     None,
     /// Messages with the same key arrive in publish order.
@@ -28,7 +28,7 @@ pub struct Capabilities {
     /// Consumer groups: members of one group compete for messages.
     pub consumer_groups: bool,
     /// Which messages keep their order.
-    pub ordering: Ordering,
+    pub ordering: MessageOrder,
     /// A subscriber that starts at the earliest position receives messages
     /// published before it subscribed.
     pub replay: bool,
@@ -62,7 +62,7 @@ impl Capabilities {
             persistent: false,
             at_least_once: false,
             consumer_groups: false,
-            ordering: Ordering::None,
+            ordering: MessageOrder::None,
             replay: false,
             native_dead_letter: false,
             native_defer: false,
@@ -97,7 +97,7 @@ impl Capabilities {
         self
     }
     /// Sets [`ordering`](Self::ordering).
-    pub const fn with_ordering(mut self, v: Ordering) -> Self {
+    pub const fn with_ordering(mut self, v: MessageOrder) -> Self {
         self.ordering = v;
         self
     }

@@ -29,7 +29,7 @@ pub mod router;
 mod subscription;
 mod transport;
 
-pub use capabilities::{Capabilities, Ordering};
+pub use capabilities::{Capabilities, MessageOrder};
 pub use codec::{Codec, Decoder, Encoder, JsonCodec, RawCodec};
 pub use delivery::{Delivery, Metadata, Received, Settle, Settlement, dead_letter_topic};
 pub use error::{BoxError, Error, Result, error_chain};
@@ -38,12 +38,12 @@ pub use message::{Headers, Message, MessageParts};
 pub use policy::{DEFAULT_MAX_DELIVERIES, DeliveryPolicy};
 pub use publish::{BatchError, Position, PublishOptions, Receipt};
 pub use router::handler::{
-    BoxBatchHandler, BoxHandler, Disposition, HandlerError, Outgoing, box_handler, event_handler,
-    handler_fn, json_handler, typed_handler,
+    BoxBatchHandler, BoxHandler, Disposition, HandlerError, Outgoing, event_handler, handler_fn,
+    json_handler, typed_handler,
 };
 pub use router::routes::Routes;
 pub use router::{BatchOptions, HandlerOptions, Router, RunningRouter};
-pub use subscription::{DEFAULT_PREFETCH, DeliveryMode, StartPosition, Subscription};
+pub use subscription::{DEFAULT_PREFETCH, Distribution, StartPosition, Subscription};
 pub use transport::{
     Connection, DeliveryStream, DynPublisher, DynSubscriber, Publisher, PublisherExt, Subscriber,
 };

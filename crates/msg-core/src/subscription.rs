@@ -3,9 +3,9 @@
 use crate::raw::topic::validate_pattern;
 use crate::{Error, Result};
 
-/// Who gets each message.
+/// Who gets each message of a subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeliveryMode {
+pub enum Distribution {
     /// Every subscriber gets every message.
     Broadcast,
     /// Subscribers of one group compete: each message goes to one of them.
@@ -26,7 +26,7 @@ pub enum StartPosition {
 /// The default prefetch: how many unsettled deliveries one subscriber holds.
 pub const DEFAULT_PREFETCH: usize = 256;
 
-/// A subscription: the topics, the delivery mode, where to start, prefetch.
+/// A subscription: the topics, who gets each message, where to start, prefetch.
 ///
 /// ```
 /// use msg_core::{Subscription, StartPosition};
@@ -39,7 +39,7 @@ pub const DEFAULT_PREFETCH: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     topics: Vec<String>,
-    mode: DeliveryMode,
+    distribution: Distribution,
     start: StartPosition,
     prefetch: usize,
     max_deliveries: Option<Option<u32>>,
@@ -52,7 +52,7 @@ impl Subscription {
     pub fn new(topic: impl Into<String>) -> Self {
         Self {
             topics: vec![topic.into()],
-            mode: DeliveryMode::Broadcast,
+            distribution: Distribution::Broadcast,
             start: StartPosition::Latest,
             prefetch: DEFAULT_PREFETCH,
             max_deliveries: None,
@@ -61,20 +61,14 @@ impl Subscription {
     }
 
     /// Adds another topic or pattern.
-    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+    pub fn and_topic(mut self, topic: impl Into<String>) -> Self {
         self.topics.push(topic.into());
         self
     }
 
     /// Joins the consumer group `name`.
     pub fn group(mut self, name: impl Into<String>) -> Self {
-        self.mode = DeliveryMode::Group(name.into());
-        self
-    }
-
-    /// Sets the delivery mode.
-    pub fn mode(mut self, mode: DeliveryMode) -> Self {
-        self.mode = mode;
+        self.distribution = Distribution::Group(name.into());
         self
     }
 
@@ -120,16 +114,16 @@ impl Subscription {
         &self.topics
     }
 
-    /// The delivery mode.
-    pub fn delivery_mode(&self) -> &DeliveryMode {
-        &self.mode
+    /// Who gets each message: every subscriber, or one of a group.
+    pub fn distribution(&self) -> &Distribution {
+        &self.distribution
     }
 
     /// The group name, for group subscriptions.
     pub fn group_name(&self) -> Option<&str> {
-        match &self.mode {
-            DeliveryMode::Group(g) => Some(g),
-            DeliveryMode::Broadcast => None,
+        match &self.distribution {
+            Distribution::Group(g) => Some(g),
+            Distribution::Broadcast => None,
         }
     }
 
@@ -149,7 +143,7 @@ impl Subscription {
             return Err(Error::invalid_config("subscription names no topic"));
         }
         self.topics.iter().try_for_each(|t| validate_pattern(t))?;
-        if let DeliveryMode::Group(g) = &self.mode {
+        if let Distribution::Group(g) = &self.distribution {
             let ok = !g.is_empty()
                 && g.len() <= 200
                 && g.bytes()

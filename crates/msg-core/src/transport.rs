@@ -267,6 +267,15 @@ impl Connection {
     pub fn subscriber(&self) -> Arc<dyn DynSubscriber> {
         self.subscriber.clone()
     }
+
+    /// Closes both sides: the publisher flushes and refuses further
+    /// publishes, then the subscriber ends its streams. Both are closed
+    /// even when the first fails; the first error is returned.
+    pub async fn close(&self) -> Result<()> {
+        let published = self.publisher.close_boxed().await;
+        let subscribed = self.subscriber.close_boxed().await;
+        published.and(subscribed)
+    }
 }
 
 impl std::fmt::Debug for Connection {

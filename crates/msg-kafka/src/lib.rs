@@ -35,7 +35,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use msg_core::{Capabilities, CloudEventsBinding, Ordering, Result};
+use msg_core::{Capabilities, CloudEventsBinding, MessageOrder, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
@@ -130,7 +130,7 @@ impl KafkaBroker {
         .with_at_least_once(true)
         .with_consumer_groups(true)
         // Within a partition, and so per key.
-        .with_ordering(Ordering::PerKey)
+        .with_ordering(MessageOrder::PerKey)
         .with_replay(true)
         .with_wildcards(true)
         .with_native_reply_to(true)

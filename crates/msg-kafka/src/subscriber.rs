@@ -19,7 +19,7 @@ use bytes::Bytes;
 use msg_core::raw::topic::{is_pattern, validate_topic};
 use msg_core::raw::{Prefetch, govern, stable_id};
 use msg_core::{
-    Capabilities, Delivery, DeliveryMode, DeliveryStream, Error, Headers, Message, Metadata,
+    Capabilities, Delivery, DeliveryStream, Distribution, Error, Headers, Message, Metadata,
     Received, Result, StartPosition, Subscriber, Subscription, Uuid, headers,
 };
 use rdkafka::ClientContext;
@@ -570,9 +570,9 @@ impl KafkaBroker {
             validate_topic(topic)?;
         }
         shared.ensure_topics(&plain).await?;
-        let (group, group_name) = match subscription.delivery_mode() {
-            DeliveryMode::Group(name) => (name.clone(), Some(Arc::from(name.as_str()))),
-            DeliveryMode::Broadcast => (format!("msg-broadcast-{}", Uuid::new_v4().simple()), None),
+        let (group, group_name) = match subscription.distribution() {
+            Distribution::Group(name) => (name.clone(), Some(Arc::from(name.as_str()))),
+            Distribution::Broadcast => (format!("msg-broadcast-{}", Uuid::new_v4().simple()), None),
         };
         let earliest = subscription.start_position() == StartPosition::Earliest;
         let tracker = Arc::new(Tracker::default());

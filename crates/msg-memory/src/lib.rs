@@ -36,7 +36,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use msg_core::{Capabilities, Error, Message, Ordering, Result};
+use msg_core::{Capabilities, Error, Message, MessageOrder, Result};
 
 pub use broker::TopicStats;
 pub use config::{MemoryConfig, WhenFull};
@@ -147,7 +147,7 @@ impl MemoryBroker {
         Capabilities::minimal("memory")
             .with_at_least_once(true)
             .with_consumer_groups(true)
-            .with_ordering(Ordering::PerTopic)
+            .with_ordering(MessageOrder::PerTopic)
             .with_replay(self.shared.config.retention > 0)
             .with_native_dead_letter(true)
             .with_native_defer(true)

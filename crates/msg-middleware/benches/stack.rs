@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use msg_core::{BoxError, BoxHandler, Message, Metadata, Received, box_handler, handler_fn};
+use msg_core::raw::box_handler;
+use msg_core::{BoxError, BoxHandler, Message, Metadata, Received, handler_fn};
 use msg_middleware::{
     CorrelationIdLayer, DedupLayer, MemoryDedupStore, Metrics, RetryLayer, TimeoutLayer,
     TracingLayer,

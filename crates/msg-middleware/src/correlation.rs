@@ -94,7 +94,7 @@ mod tests {
     }
 
     fn echo_twice() -> msg_core::BoxHandler {
-        msg_core::box_handler(handler_fn(|r: Received| async move {
+        msg_core::raw::box_handler(handler_fn(|r: Received| async move {
             let seen = r
                 .header(headers::CORRELATION_ID)
                 .unwrap_or("none")

@@ -279,7 +279,7 @@ mod tests {
     }
 
     fn failing_until(ok_at: u32, calls: Arc<AtomicU32>) -> msg_core::BoxHandler {
-        msg_core::box_handler(handler_fn(move |_r: Received| {
+        msg_core::raw::box_handler(handler_fn(move |_r: Received| {
             let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
                 if n >= ok_at {

@@ -171,7 +171,7 @@ impl StreamSettings {
 /// let config = NatsConfig::from_url("nats+js://alice:s3cret@127.0.0.1:4222")
 ///     .unwrap()
 ///     .ack_wait(Duration::from_secs(60));
-/// assert_eq!(config.mode(), Mode::JetStream);
+/// assert!(config.is_jetstream());
 /// assert!(!format!("{config:?}").contains("s3cret"));
 /// ```
 #[derive(Clone)]
@@ -236,13 +236,13 @@ impl NatsConfig {
         }
     }
 
-    /// The mode.
-    pub fn mode(&self) -> Mode {
-        self.mode
+    /// Whether this configuration speaks JetStream (rather than core NATS).
+    pub fn is_jetstream(&self) -> bool {
+        self.mode == Mode::JetStream
     }
 
-    /// Sets the mode.
-    pub fn with_mode(mut self, mode: Mode) -> Self {
+    /// Sets the mode (the URL's scheme sets it too).
+    pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
         self
     }

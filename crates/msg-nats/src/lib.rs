@@ -33,7 +33,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream;
-use msg_core::{Capabilities, CloudEventsBinding, Ordering, Result};
+use msg_core::{Capabilities, CloudEventsBinding, MessageOrder, Result};
 use tokio::sync::watch;
 
 pub use config::{Auth, Mode, NatsConfig, Retention, Storage, StreamSettings, Tls};
@@ -116,7 +116,7 @@ impl NatsBroker {
         .with_consumer_groups(true)
         // In the order the server received them: one publisher's messages
         // arrive in its publish order.
-        .with_ordering(Ordering::PerTopic)
+        .with_ordering(MessageOrder::PerTopic)
         .with_wildcards(true)
         .with_native_reply_to(true)
         // The server's default max_payload; the connection reports the

@@ -1,6 +1,6 @@
 //! The documented options and the configuration agree (no server needed).
 
-use msg_nats::{Mode, NatsConfig};
+use msg_nats::NatsConfig;
 
 #[test]
 fn documented_options_parse() {
@@ -46,7 +46,7 @@ fn a_file_reads_like_the_url() {
     )
     .unwrap();
     assert_eq!(format!("{from_url:?}"), format!("{from_file:?}"));
-    assert_eq!(from_file.mode(), Mode::JetStream);
+    assert!(from_file.is_jetstream());
     assert!(!format!("{from_file:?}").contains("hunter2"));
     let e = serde_json::from_str::<NatsConfig>(r#"{ "url": "nats://u:hunter2@h:x" }"#)
         .unwrap_err()

@@ -7,9 +7,7 @@ use msg_testkit::{BrokerEnv, Harness};
 
 async fn harness(mode: Mode) -> Harness {
     let env = BrokerEnv::get("nats");
-    let config = NatsConfig::from_url(env.url())
-        .expect("URL")
-        .with_mode(mode);
+    let config = NatsConfig::from_url(env.url()).expect("URL").mode(mode);
     // The capabilities hold the server's payload limit: ask it.
     let capabilities = NatsBroker::connect(config.clone())
         .await

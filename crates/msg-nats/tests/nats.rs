@@ -17,7 +17,7 @@ const QUIET: Duration = Duration::from_millis(700);
 fn config(mode: Mode) -> NatsConfig {
     NatsConfig::from_url(BrokerEnv::get("nats").url())
         .expect("URL")
-        .with_mode(mode)
+        .mode(mode)
 }
 
 async fn broker(config: NatsConfig) -> NatsBroker {

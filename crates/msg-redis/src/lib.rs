@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use fred::prelude::{Builder, Client, ClientLike, ReconnectPolicy};
-use msg_core::{Capabilities, Ordering, Result};
+use msg_core::{Capabilities, MessageOrder, Result};
 use tokio::sync::Notify;
 
 pub use config::RedisConfig;
@@ -86,7 +86,7 @@ impl RedisBroker {
         .with_persistent(true)
         .with_at_least_once(true)
         .with_consumer_groups(true)
-        .with_ordering(Ordering::PerTopic)
+        .with_ordering(MessageOrder::PerTopic)
         .with_replay(true)
         .with_native_reply_to(true)
         // Redis limits a bulk string to 512 MiB.

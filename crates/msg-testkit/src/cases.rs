@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use msg_core::{
-    BoxError, Bytes, Error, Message, Ordering, Position, PublishOptions, Publisher, Received,
+    BoxError, Bytes, Error, Message, MessageOrder, Position, PublishOptions, Publisher, Received,
     Router, StartPosition, Subscriber, Subscription, Uuid, dead_letter_topic, handler_fn, headers,
 };
 use tokio::time::Instant;
@@ -479,7 +479,7 @@ pub async fn no_next_while_unacked(h: &Harness) {
     if !needs_at_least_once(h, "no_next_while_unacked") {
         return;
     }
-    if h.capabilities().ordering == Ordering::None {
+    if h.capabilities().ordering == MessageOrder::None {
         return h.skip("no_next_while_unacked", "the transport guarantees no order");
     }
     let topic = h.topic("no-next");
@@ -546,7 +546,7 @@ pub async fn prefetch_bounds_what_is_held(h: &Harness) {
 /// Order is kept: per key, or for the whole topic, as the transport says.
 pub async fn order_kept(h: &Harness) {
     let ordering = h.capabilities().ordering;
-    if ordering == Ordering::None {
+    if ordering == MessageOrder::None {
         return h.skip("order_kept", "the transport guarantees no order");
     }
     let topic = h.topic("order");
@@ -572,7 +572,7 @@ pub async fn order_kept(h: &Harness) {
             assert!(prev < *seq, "key {key}: {seq} arrived after {prev}");
         }
     }
-    if ordering == Ordering::PerTopic {
+    if ordering == MessageOrder::PerTopic {
         let all: Vec<usize> = seqs.iter().map(|(_, s)| *s).collect();
         assert!(
             all.windows(2).all(|w| w[0] < w[1]),

@@ -154,3 +154,20 @@ async fn a_kafka_cluster_that_cannot_be_reached_is_a_retryable_error_without_sec
         "{err:?}"
     );
 }
+
+/// `close` on a connection needs no trait named: it closes both sides.
+#[tokio::test]
+async fn closing_a_connection_closes_both_sides() {
+    use futures::StreamExt;
+    let conn = msg::connect("memory://").await.unwrap();
+    let mut stream = conn.subscribe(Subscription::new("t")).await.unwrap();
+    conn.close().await.unwrap();
+    assert!(matches!(
+        conn.publish("t", Message::new("late")).await,
+        Err(Error::Closed)
+    ));
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+        .await
+        .expect("the stream ends in time");
+    assert!(end.is_none(), "the stream ended: {end:?}");
+}
