@@ -29,7 +29,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Confirmation};
 use msg_core::raw::topic::validate_topic;
-use msg_core::raw::{apply_options, delay_until};
+use msg_core::raw::{apply_options, check_size, delay_until};
 use msg_core::{
     BatchError, Capabilities, Error, Message, PublishOptions, Publisher, Receipt, Result, headers,
 };
@@ -155,6 +155,7 @@ impl Shared {
             return Err(Error::Closed);
         }
         validate_topic(topic)?;
+        check_size(message, AmqpBroker::CAPABILITIES.max_message_size)?;
         message.validate()
     }
 }

@@ -225,6 +225,19 @@ pub fn apply_options(
     Ok(())
 }
 
+/// Refuses a payload larger than `max` (the transport's
+/// [`max_message_size`](Capabilities::max_message_size)) with
+/// [`Error::MessageTooLarge`], before anything is sent.
+pub fn check_size(message: &Message, max: Option<usize>) -> Result<()> {
+    match max {
+        Some(max) if message.payload().len() > max => Err(Error::MessageTooLarge {
+            size: message.payload().len(),
+            max,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// How long from now until `deliver_at`; zero when it has passed.
 pub fn delay_until(deliver_at: SystemTime) -> Duration {
     deliver_at
@@ -287,6 +300,17 @@ mod tests {
             &caps(true, true),
         );
         assert!(matches!(bad, Err(Error::InvalidTopic { .. })), "{bad:?}");
+    }
+
+    #[test]
+    fn sizes_over_the_limit_are_refused() {
+        let m = Message::new(vec![0u8; 11]);
+        assert!(check_size(&m, None).is_ok());
+        assert!(check_size(&m, Some(11)).is_ok());
+        assert!(matches!(
+            check_size(&m, Some(10)),
+            Err(Error::MessageTooLarge { size: 11, max: 10 })
+        ));
     }
 
     #[test]

@@ -242,6 +242,14 @@ impl KafkaConfig {
         self.delivery().validate()
     }
 
+    /// The largest payload the producer takes (`message.max.bytes`).
+    pub(crate) fn max_message_size(&self) -> usize {
+        self.properties
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(crate::DEFAULT_MAX_MESSAGE_SIZE)
+    }
+
     /// The transport's default delivery policy.
     pub(crate) fn delivery(&self) -> DeliveryPolicy {
         DeliveryPolicy {

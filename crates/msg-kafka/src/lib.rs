@@ -139,14 +139,7 @@ impl KafkaBroker {
 
     /// What this transport guarantees with its configuration.
     pub fn capabilities(&self) -> Capabilities {
-        let max = self
-            .shared
-            .config
-            .properties
-            .get("message.max.bytes")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
-        Self::CAPABILITIES.with_max_message_size(Some(max))
+        Self::CAPABILITIES.with_max_message_size(Some(self.shared.config.max_message_size()))
     }
 
     /// The rdkafka producer, for what this transport does not cover

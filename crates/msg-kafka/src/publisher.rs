@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
 
 use futures::future::join_all;
-use msg_core::raw::apply_options;
 use msg_core::raw::topic::validate_topic;
+use msg_core::raw::{apply_options, check_size};
 use msg_core::{
     BatchError, Capabilities, Error, Message, Position, PublishOptions, Publisher, Receipt, Result,
     headers,
@@ -80,6 +80,7 @@ impl Shared {
             return Err(Error::Closed);
         }
         validate_topic(topic)?;
+        check_size(message, Some(self.config.max_message_size()))?;
         message.validate()
     }
 

@@ -27,8 +27,8 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use futures::future::join_all;
-use msg_core::raw::apply_options;
 use msg_core::raw::topic::validate_topic;
+use msg_core::raw::{apply_options, check_size};
 use msg_core::{
     BatchError, Capabilities, Error, Message, Position, PublishOptions, Publisher, Receipt, Result,
     headers,
@@ -74,14 +74,7 @@ impl Shared {
         }
         validate_topic(topic)?;
         message.validate()?;
-        let max = self.max_payload();
-        if message.payload().len() > max {
-            return Err(Error::MessageTooLarge {
-                size: message.payload().len(),
-                max,
-            });
-        }
-        Ok(())
+        check_size(message, Some(self.max_payload()))
     }
 
     /// Core NATS: hands the message to the connection.

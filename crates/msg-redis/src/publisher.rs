@@ -18,8 +18,8 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use fred::prelude::StreamsInterface;
 use fred::types::Value;
 use fred::types::streams::XCap;
-use msg_core::raw::apply_options;
 use msg_core::raw::topic::validate_topic;
+use msg_core::raw::{apply_options, check_size};
 use msg_core::{
     BatchError, Capabilities, Error, Message, Position, PublishOptions, Publisher, Receipt, Result,
 };
@@ -104,6 +104,7 @@ impl Publisher for RedisBroker {
         self.shared.check_open()?;
         validate_topic(topic)?;
         apply_options(&mut message, &options, &Self::CAPABILITIES)?;
+        check_size(&message, Self::CAPABILITIES.max_message_size)?;
         message.validate()?;
         self.shared.append(topic, &message).await
     }
@@ -124,6 +125,11 @@ impl Publisher for RedisBroker {
             .check_open()
             .and_then(|()| validate_topic(topic))
             .and_then(|()| messages.iter().try_for_each(Message::validate))
+            .and_then(|()| {
+                messages
+                    .iter()
+                    .try_for_each(|m| check_size(m, Self::CAPABILITIES.max_message_size))
+            })
             .and_then(|()| self.shared.cap());
         let cap = match checked {
             Ok(cap) => cap,
