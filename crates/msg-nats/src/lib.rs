@@ -131,7 +131,6 @@ impl NatsBroker {
         .with_at_least_once(true)
         .with_replay(true)
         .with_native_defer(true)
-        .with_native_ttl(true)
         .with_native_dedup(true);
 
     /// The mode this broker speaks.
@@ -145,7 +144,11 @@ impl NatsBroker {
             Mode::Core => Self::CORE_CAPABILITIES,
             Mode::JetStream => Self::JETSTREAM_CAPABILITIES,
         };
+        let jetstream = self.mode() == Mode::JetStream;
         base.with_max_message_size(Some(self.shared.max_payload()))
+            // Per-message TTLs came with server 2.11, message schedules with 2.12.
+            .with_native_ttl(jetstream && self.shared.server_at_least(2, 11))
+            .with_native_deliver_at(jetstream && self.shared.server_at_least(2, 12))
     }
 
     /// The async-nats client, for what this transport does not cover
@@ -175,5 +178,15 @@ impl Shared {
     /// The largest message the server accepts (headers included).
     pub(crate) fn max_payload(&self) -> usize {
         self.client.server_info().max_payload
+    }
+
+    /// Whether the server's version is at least `major.minor`.
+    pub(crate) fn server_at_least(&self, major: u64, minor: u64) -> bool {
+        let version = self.client.server_info().version;
+        let mut parts = version
+            .split(['.', '-'])
+            .map(|p| p.parse::<u64>().unwrap_or(0));
+        let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        found >= (major, minor)
     }
 }

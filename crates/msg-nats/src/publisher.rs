@@ -21,20 +21,22 @@
 use std::str::FromStr;
 use std::sync::atomic::Ordering as AtomicOrdering;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use futures::future::join_all;
+use msg_core::raw::time::rfc3339;
 use msg_core::raw::topic::validate_topic;
-use msg_core::raw::{apply_options, check_size};
+use msg_core::raw::{apply_options, check_size, delay_until};
 use msg_core::{
     BatchError, Capabilities, Error, Message, Position, PublishOptions, Publisher, Receipt, Result,
     headers,
 };
 
 use crate::config::Mode;
+use crate::streams::schedule_prefix;
 use crate::{NatsBroker, Shared, error};
 
 /// The header of the message id (`<message id>:<topic>`).
@@ -146,6 +148,59 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// JetStream, `deliver_at`: publishes a message schedule (server 2.12)
+    /// on the stream's schedule subject, which the server turns into the
+    /// message on `topic` at the time, rounded up to a whole second.
+    pub(crate) async fn publish_scheduled(
+        &self,
+        topic: &str,
+        message: &Message,
+        at: SystemTime,
+    ) -> Result<Receipt> {
+        if self.config.streams.bind.is_some() {
+            // The bound stream's subjects are the user's: no room for ours.
+            return Err(Error::Unsupported {
+                operation: "the publish option deliver_at with a bound stream",
+                transport: "nats-jetstream",
+            });
+        }
+        let stream = self.stream_for(topic).await?;
+        let subject = format!("{}.{}", schedule_prefix(&stream), message.id().simple());
+        let mut headers = nats_headers(topic, message)?;
+        // The fired message does not keep Nats-Msg-Id: the id travels here too.
+        headers.insert(headers::MSG_ID, message.id().to_string().as_str());
+        headers.insert(
+            async_nats::header::NATS_SCHEDULE,
+            format!("@at {}", rfc3339(whole_second_at_or_after(at))).as_str(),
+        );
+        headers.insert(async_nats::header::NATS_SCHEDULE_TARGET, topic);
+        let publish = PublishMessage::build()
+            .payload(message.payload().clone())
+            .headers(headers);
+        let (size, max) = (message.payload().len(), self.max_payload());
+        let timeout = self.config.request_timeout;
+        let ack = self
+            .jetstream
+            .send_publish(subject, publish)
+            .await
+            .map_err(|e| error::js_publish(e, size, max, timeout))?;
+        ack.await
+            .map(receipt)
+            .map_err(|e| error::js_publish(e, size, max, timeout))
+    }
+}
+
+/// `at`, or the next whole second after it: schedules count in seconds,
+/// and a message is never delivered early.
+fn whole_second_at_or_after(at: SystemTime) -> SystemTime {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
 /// The receipt of a JetStream publish acknowledgement.
 fn receipt(ack: PublishAck) -> Receipt {
     Receipt::at(Position::Sequence {
@@ -160,9 +215,12 @@ impl Publisher for NatsBroker {
     /// [`flush`](Publisher::flush) to wait for the server). JetStream:
     /// returns once the stream stored it.
     ///
-    /// Both modes honour `reply_to`; JetStream honours `ttl` (the server's
-    /// per-message TTL, in whole seconds rounded up; the streams msg
-    /// creates allow it). `deliver_at` is unsupported.
+    /// Both modes honour `reply_to`. JetStream honours `ttl` (the server's
+    /// per-message TTL, server 2.11 and later, in whole seconds rounded up)
+    /// and `deliver_at` (a message schedule, server 2.12 and later, fired
+    /// at the whole second at or after the time; the receipt is the
+    /// schedule's); not both together, and `deliver_at` not with a bound
+    /// stream. The streams msg creates allow both.
     async fn publish_with(
         &self,
         topic: &str,
@@ -171,9 +229,15 @@ impl Publisher for NatsBroker {
     ) -> Result<Receipt> {
         apply_options(&mut message, &options, &self.capabilities())?;
         self.shared.check(topic, &message)?;
-        match self.shared.config.mode {
-            Mode::Core => self.shared.publish_core(topic, &message).await,
-            Mode::JetStream => self.shared.publish_js(topic, &message, options.ttl).await,
+        let later = options.deliver_at.filter(|at| !delay_until(*at).is_zero());
+        match (self.shared.config.mode, later) {
+            (Mode::Core, _) => self.shared.publish_core(topic, &message).await,
+            (Mode::JetStream, None) => self.shared.publish_js(topic, &message, options.ttl).await,
+            (Mode::JetStream, Some(_)) if options.ttl.is_some() => Err(Error::Unsupported {
+                operation: "the publish options deliver_at and ttl together",
+                transport: "nats-jetstream",
+            }),
+            (Mode::JetStream, Some(at)) => self.shared.publish_scheduled(topic, &message, at).await,
         }
     }
 

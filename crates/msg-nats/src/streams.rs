@@ -7,6 +7,13 @@ use msg_core::{Error, Result};
 use crate::config::{Retention, Storage};
 use crate::{Shared, error};
 
+/// The subjects of `stream` that hold its pending message schedules (the
+/// publish option `deliver_at`): outside every topic, so that no
+/// subscription sees a schedule before it fires.
+pub(crate) fn schedule_prefix(stream: &str) -> String {
+    format!("_msg_schedule.{stream}")
+}
+
 impl Shared {
     /// The name of the stream that holds `subject` (a topic or a pattern).
     ///
@@ -33,8 +40,12 @@ impl Shared {
             None => match self.jetstream.stream_by_subject(subject).await {
                 Ok(name) => name,
                 Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => {
-                    self.create_stream(root, vec![root.to_owned(), format!("{root}.>")])
-                        .await?;
+                    let subjects = vec![
+                        root.to_owned(),
+                        format!("{root}.>"),
+                        format!("{}.>", schedule_prefix(root)),
+                    ];
+                    self.create_stream(root, subjects).await?;
                     root.to_owned()
                 }
                 Err(e) => return Err(error::request(e)),
@@ -65,8 +76,10 @@ impl Shared {
             max_age: settings.max_age.unwrap_or_default(),
             duplicate_window: settings.duplicate_window,
             num_replicas: settings.replicas,
-            // For the publish option ttl (server 2.11 and later).
-            allow_message_ttl: true,
+            // For the publish options ttl (server 2.11 and later) and
+            // deliver_at (2.12): older servers do not know the settings.
+            allow_message_ttl: self.server_at_least(2, 11),
+            allow_message_schedules: self.server_at_least(2, 12),
             ..Default::default()
         };
         match self.jetstream.get_or_create_stream(config).await {

@@ -542,6 +542,7 @@ impl futures::Stream for Pull {
 /// The message in a NATS message (layout in the publisher module).
 fn decode(nats: &async_nats::Message, fallback_id: impl FnOnce() -> Uuid) -> Message {
     let mut id = None;
+    let mut scheduled_id = None;
     let mut key = None;
     let mut headers = Headers::new();
     if let Some(map) = &nats.headers {
@@ -556,6 +557,12 @@ fn decode(nats: &async_nats::Message, fallback_id: impl FnOnce() -> Uuid) -> Mes
                     });
                 }
                 msg_core::headers::MSG_KEY => key = last.map(str::to_owned),
+                // A message fired by a schedule carries its id here.
+                msg_core::headers::MSG_ID => {
+                    scheduled_id = last.and_then(|v| Uuid::parse_str(v).ok())
+                }
+                // The server's marks on a fired schedule.
+                "Nats-Scheduler" | "Nats-Schedule-Next" => {}
                 _ => {
                     if let Some(value) = last {
                         headers.insert(name, value);
@@ -564,7 +571,8 @@ fn decode(nats: &async_nats::Message, fallback_id: impl FnOnce() -> Uuid) -> Mes
             }
         }
     }
-    let mut message = Message::with_id(id.unwrap_or_else(fallback_id), nats.payload.clone());
+    let id = id.or(scheduled_id).unwrap_or_else(fallback_id);
+    let mut message = Message::with_id(id, nats.payload.clone());
     if let Some(key) = key {
         message = message.with_key(key);
     }
