@@ -29,7 +29,7 @@ use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Confirmation};
 use msg_core::raw::topic::validate_topic;
-use msg_core::raw::{apply_options, check_size, delay_until};
+use msg_core::raw::{apply_options, batch_outcome, check_size, delay_until};
 use msg_core::{
     BatchError, Capabilities, Error, Message, PublishOptions, Publisher, Receipt, Result, headers,
 };
@@ -224,21 +224,12 @@ impl Publisher for AmqpBroker {
             self.shared
                 .publish_to(exchange, topic, m, 0, self.shared.config.mandatory, None)
         });
-        let mut receipts = Vec::with_capacity(len);
-        let mut first_error = None;
-        for result in futures::future::join_all(publishes).await {
-            match result {
-                Ok(()) => receipts.push(Some(Receipt::accepted())),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                    receipts.push(None);
-                }
-            }
-        }
-        match first_error {
-            None => Ok(receipts.into_iter().flatten().collect()),
-            Some(e) => Err(BatchError::new(receipts, e)),
-        }
+        let results = futures::future::join_all(publishes).await;
+        batch_outcome(
+            len,
+            results.into_iter().map(|r| r.map(|()| Receipt::accepted())),
+            None,
+        )
     }
 
     async fn flush(&self) -> Result<()> {

@@ -225,6 +225,39 @@ pub fn apply_options(
     Ok(())
 }
 
+/// The outcome of publishing a batch of `len` messages: `results` are the
+/// broker's answers for the messages sent, in batch order from the first;
+/// `refused` is why the message after them was not sent, if one was not.
+/// The error of the first message not accepted is the batch's error.
+pub fn batch_outcome(
+    len: usize,
+    results: impl IntoIterator<Item = Result<Receipt>>,
+    refused: Option<Error>,
+) -> Result<Vec<Receipt>, BatchError> {
+    let mut receipts = Vec::with_capacity(len);
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(receipt) => receipts.push(Some(receipt)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+                receipts.push(None);
+            }
+        }
+    }
+    match first_error.or(refused) {
+        None if receipts.len() == len => Ok(receipts.into_iter().flatten().collect()),
+        None => Err(BatchError::new(
+            receipts,
+            Error::broker_retryable("the batch ended before every message was sent"),
+        )),
+        Some(e) => {
+            receipts.resize(len, None);
+            Err(BatchError::new(receipts, e))
+        }
+    }
+}
+
 /// Refuses a payload larger than `max` (the transport's
 /// [`max_message_size`](Capabilities::max_message_size)) with
 /// [`Error::MessageTooLarge`], before anything is sent.
@@ -300,6 +333,26 @@ mod tests {
             &caps(true, true),
         );
         assert!(matches!(bad, Err(Error::InvalidTopic { .. })), "{bad:?}");
+    }
+
+    #[test]
+    fn a_batch_outcome_reports_the_first_failure() {
+        let ok = || Ok(Receipt::accepted());
+        assert_eq!(batch_outcome(2, [ok(), ok()], None).unwrap().len(), 2);
+        let e = batch_outcome(
+            4,
+            [ok(), Err(Error::Closed), ok()],
+            Some(Error::Backpressure),
+        )
+        .unwrap_err();
+        assert_eq!(e.receipts().len(), 4);
+        assert_eq!(e.accepted().map(|(i, _)| i).collect::<Vec<_>>(), [0, 2]);
+        assert!(matches!(e.error(), Error::Closed));
+        let e = batch_outcome(3, [ok()], Some(Error::Backpressure)).unwrap_err();
+        assert!(matches!(e.error(), Error::Backpressure));
+        assert!(e.is_accepted(0) && !e.is_accepted(1) && !e.is_accepted(2));
+        let e = batch_outcome(2, [ok()], None).unwrap_err();
+        assert!(e.error().is_retryable() && !e.is_accepted(1));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use msg_core::raw::topic::validate_topic;
-use msg_core::raw::{apply_options, check_size};
+use msg_core::raw::{apply_options, batch_outcome, check_size};
 use msg_core::{
     BatchError, Capabilities, Error, Message, Position, PublishOptions, Publisher, Receipt, Result,
     headers,
@@ -189,25 +189,7 @@ impl Publisher for KafkaBroker {
                 }
             }
         }
-        // The error reported is that of the first message not accepted:
-        // the refused record comes after every record sent.
-        let mut receipts = Vec::with_capacity(len);
-        let mut first_error = None;
-        for result in join_all(pending).await {
-            match result {
-                Ok(receipt) => receipts.push(Some(receipt)),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                    receipts.push(None);
-                }
-            }
-        }
-        let first_error = first_error.or(refused);
-        receipts.resize(len, None);
-        match first_error {
-            None => Ok(receipts.into_iter().flatten().collect()),
-            Some(e) => Err(BatchError::new(receipts, e)),
-        }
+        batch_outcome(len, join_all(pending).await, refused)
     }
 
     async fn flush(&self) -> Result<()> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use msg_core::raw::topic::validate_topic;
-use msg_core::raw::{apply_options, delay_until};
+use msg_core::raw::{apply_options, batch_outcome, delay_until};
 use msg_core::{
     BatchError, Capabilities, Message, Position, PublishOptions, Publisher, Receipt, Result,
 };
@@ -93,14 +93,7 @@ impl Publisher for MemoryBroker {
                 |offset| receipts.push(receipt(offset)),
             )
             .await;
-        match appended {
-            Ok(()) => Ok(receipts),
-            Err(e) => {
-                let mut partial: Vec<Option<Receipt>> = receipts.into_iter().map(Some).collect();
-                partial.resize(len, None);
-                Err(BatchError::new(partial, e))
-            }
-        }
+        batch_outcome(len, receipts.into_iter().map(Ok), appended.err())
     }
 
     async fn flush(&self) -> Result<()> {

@@ -29,7 +29,7 @@ use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use futures::future::join_all;
 use msg_core::raw::time::rfc3339;
 use msg_core::raw::topic::validate_topic;
-use msg_core::raw::{apply_options, check_size, delay_until};
+use msg_core::raw::{apply_options, batch_outcome, check_size, delay_until};
 use msg_core::{
     BatchError, Capabilities, Error, Message, Position, PublishOptions, Publisher, Receipt, Result,
     headers,
@@ -259,19 +259,20 @@ impl Publisher for NatsBroker {
         {
             return Err(BatchError::none_accepted(len, e));
         }
-        let mut receipts: Vec<Option<Receipt>> = Vec::with_capacity(len);
-        let mut first_error = None;
         match self.shared.config.mode {
             Mode::Core => {
+                let mut receipts = Vec::with_capacity(len);
+                let mut refused = None;
                 for message in &messages {
                     match self.shared.publish_core(topic, message).await {
-                        Ok(receipt) => receipts.push(Some(receipt)),
+                        Ok(receipt) => receipts.push(Ok(receipt)),
                         Err(e) => {
-                            first_error = Some(e);
+                            refused = Some(e);
                             break;
                         }
                     }
                 }
+                batch_outcome(len, receipts, refused)
             }
             Mode::JetStream => {
                 let mut acks = Vec::with_capacity(len);
@@ -292,22 +293,8 @@ impl Publisher for NatsBroker {
                             .map_err(|e| error::js_publish(e, size, max, timeout))
                     });
                 }
-                for result in join_all(acks).await {
-                    match result {
-                        Ok(receipt) => receipts.push(Some(receipt)),
-                        Err(e) => {
-                            first_error.get_or_insert(e);
-                            receipts.push(None);
-                        }
-                    }
-                }
-                first_error = first_error.or(refused);
+                batch_outcome(len, join_all(acks).await, refused)
             }
-        }
-        receipts.resize(len, None);
-        match first_error {
-            None => Ok(receipts.into_iter().flatten().collect()),
-            Some(e) => Err(BatchError::new(receipts, e)),
         }
     }
 

@@ -19,7 +19,7 @@ use fred::prelude::StreamsInterface;
 use fred::types::Value;
 use fred::types::streams::XCap;
 use msg_core::raw::topic::validate_topic;
-use msg_core::raw::{apply_options, check_size};
+use msg_core::raw::{apply_options, batch_outcome, check_size};
 use msg_core::{
     BatchError, Capabilities, Error, Message, Position, PublishOptions, Publisher, Receipt, Result,
 };
@@ -148,22 +148,13 @@ impl Publisher for RedisBroker {
             }
         }
         let results: Vec<std::result::Result<Value, fred::error::Error>> = pipeline.try_all().await;
-        let mut receipts = Vec::with_capacity(len);
-        let mut first_error = None;
-        for result in results {
-            match result {
-                Ok(id) => receipts.push(Some(receipt(id))),
-                Err(e) => {
-                    first_error.get_or_insert(self.shared.fail(e));
-                    receipts.push(None);
-                }
-            }
-        }
-        receipts.resize(len, None);
-        match first_error {
-            None => Ok(receipts.into_iter().flatten().collect()),
-            Some(e) => Err(BatchError::new(receipts, e)),
-        }
+        batch_outcome(
+            len,
+            results
+                .into_iter()
+                .map(|r| r.map(receipt).map_err(|e| self.shared.fail(e))),
+            None,
+        )
     }
 
     async fn flush(&self) -> Result<()> {
