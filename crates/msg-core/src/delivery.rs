@@ -221,7 +221,7 @@ pub trait Acker: Send + 'static {
 pub struct Settle {
     acker: Option<Box<dyn Acker>>,
     attempt: u32,
-    policy: Option<Arc<SubscriptionPolicy>>,
+    policy: Option<SubscriptionPolicy>,
 }
 
 impl Settle {
@@ -236,7 +236,7 @@ impl Settle {
         let Some(acker) = self.acker.take() else {
             return SettleFuture::ready(Err(Error::AlreadySettled));
         };
-        let policy = self.policy.as_deref();
+        let policy = self.policy.as_ref();
         let exhausted = policy
             .and_then(SubscriptionPolicy::max_deliveries)
             .filter(|max| self.attempt >= *max);
@@ -345,8 +345,17 @@ impl Delivery {
     }
 
     /// Puts the delivery under its subscription's policy.
-    pub(crate) fn govern(&mut self, policy: Arc<SubscriptionPolicy>) {
+    pub(crate) fn govern(&mut self, policy: SubscriptionPolicy) {
         self.settle.policy = Some(policy);
+    }
+
+    /// Dead-letters at once under `policy`; the delivery is then settled.
+    pub(crate) fn dead_letter_now(
+        &mut self,
+        policy: &SubscriptionPolicy,
+        reason: String,
+    ) -> SettleFuture {
+        self.settle.start_dead_letter(policy, reason)
     }
 
     /// The message.

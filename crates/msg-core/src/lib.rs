@@ -35,7 +35,7 @@ pub use delivery::{Delivery, Metadata, Received, Settle, Settlement, dead_letter
 pub use error::{BoxError, Error, Result, error_chain};
 pub use event::{CloudEventsBinding, Event};
 pub use message::{Headers, Message, MessageParts};
-pub use policy::{DEFAULT_MAX_DELIVERIES, DeliveryPolicy};
+pub use policy::{DEFAULT_DEAD_LETTER_SUFFIX, DEFAULT_MAX_DELIVERIES, DeliveryPolicy};
 pub use publish::{BatchError, Position, PublishOptions, Receipt};
 pub use router::handler::{
     BoxBatchHandler, BoxHandler, Disposition, HandlerError, Outgoing, event_handler, handler_fn,

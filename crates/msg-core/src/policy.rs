@@ -14,6 +14,9 @@ use crate::raw::SettleFuture;
 use crate::raw::topic::validate_topic;
 use crate::{Delivery, DeliveryStream, Error, Result, Subscription};
 
+/// The default [`dead_letter_suffix`](DeliveryPolicy::dead_letter_suffix).
+pub const DEFAULT_DEAD_LETTER_SUFFIX: &str = ".dlq";
+
 /// The default [`max_deliveries`](DeliveryPolicy::max_deliveries).
 pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
 
@@ -45,7 +48,7 @@ impl Default for DeliveryPolicy {
     fn default() -> Self {
         Self {
             max_deliveries: Some(DEFAULT_MAX_DELIVERIES),
-            dead_letter_suffix: ".dlq".to_owned(),
+            dead_letter_suffix: DEFAULT_DEAD_LETTER_SUFFIX.to_owned(),
         }
     }
 }
@@ -69,22 +72,28 @@ impl DeliveryPolicy {
 
     /// The policy of one subscription: its own settings where it has
     /// them, these defaults elsewhere.
-    pub fn for_subscription(&self, subscription: &Subscription) -> Arc<SubscriptionPolicy> {
-        Arc::new(SubscriptionPolicy {
+    pub fn for_subscription(&self, subscription: &Subscription) -> SubscriptionPolicy {
+        SubscriptionPolicy {
             max_deliveries: subscription
                 .max_deliveries_override()
                 .unwrap_or(self.max_deliveries),
             dead_letter: match subscription.dead_letter_topic_override() {
                 Some(topic) => DeadLetterTo::Topic(topic.into()),
+                None if self.dead_letter_suffix == DEFAULT_DEAD_LETTER_SUFFIX => {
+                    DeadLetterTo::DefaultSuffix
+                }
                 None => DeadLetterTo::Suffix(self.dead_letter_suffix.as_str().into()),
             },
-        })
+        }
     }
 }
 
-/// Where a subscription's dead letters go.
+/// Where a subscription's dead letters go. Cloned per delivery: the
+/// default needs no reference count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum DeadLetterTo {
+    /// `<topic>.dlq`.
+    DefaultSuffix,
     /// `<topic><suffix>`.
     Suffix(Arc<str>),
     /// One topic for every topic of the subscription.
@@ -103,7 +112,7 @@ impl Default for SubscriptionPolicy {
     fn default() -> Self {
         Self {
             max_deliveries: None,
-            dead_letter: DeadLetterTo::Suffix(".dlq".into()),
+            dead_letter: DeadLetterTo::DefaultSuffix,
         }
     }
 }
@@ -117,6 +126,7 @@ impl SubscriptionPolicy {
     /// The dead-letter topic of messages from `topic`.
     pub fn dead_letter_topic(&self, topic: &str) -> String {
         match &self.dead_letter {
+            DeadLetterTo::DefaultSuffix => format!("{topic}{DEFAULT_DEAD_LETTER_SUFFIX}"),
             DeadLetterTo::Suffix(suffix) => format!("{topic}{suffix}"),
             DeadLetterTo::Topic(to) => to.to_string(),
         }
@@ -128,26 +138,78 @@ impl SubscriptionPolicy {
     }
 }
 
+/// One subscription's policy, applied to each delivery as it arrives.
+///
+/// [`govern`] applies it to a whole stream; a transport that builds its
+/// deliveries in a stream of its own may call [`admit`](Self::admit)
+/// there instead, and save a stream layer.
+#[derive(Debug, Clone)]
+pub struct Governor {
+    policy: SubscriptionPolicy,
+}
+
+impl Governor {
+    /// Applies `policy`.
+    pub fn new(policy: SubscriptionPolicy) -> Self {
+        Self { policy }
+    }
+
+    /// Puts `delivery` under the policy, to be handed out; or, when it was
+    /// delivered more often than allowed (its consumers crashed), starts its
+    /// dead letter and returns that, for the caller to drive: the delivery
+    /// is then settled and must not be handed out.
+    ///
+    /// It takes the delivery by reference: moving a delivery in and out
+    /// costs the in-process broker a measurable share of its time.
+    pub fn admit(&self, delivery: &mut Delivery) -> Option<SettleFuture> {
+        match self.policy.max_deliveries {
+            Some(max) if delivery.metadata().attempt > max => {
+                tracing::warn!(
+                    topic = &*delivery.metadata().topic,
+                    attempt = delivery.metadata().attempt,
+                    max,
+                    "delivered more often than allowed; dead-lettering without handing it out"
+                );
+                Some(
+                    delivery
+                        .dead_letter_now(&self.policy, SubscriptionPolicy::exhausted_reason(max)),
+                )
+            }
+            _ => {
+                delivery.govern(self.policy.clone());
+                None
+            }
+        }
+    }
+}
+
+/// Logs a failed dead letter of a delivery past its limit: the transport
+/// delivers it again, and it is dead-lettered then.
+pub fn dead_letter_failed(e: &Error) {
+    tracing::warn!(error = %e.chain(), "dead-lettering a message past its max deliveries failed");
+}
+
 /// Applies `policy` to a transport's delivery stream: each delivery settles
 /// under it, and a delivery whose attempt is past the limit is
 /// dead-lettered at once, without being handed out.
 ///
-/// Every transport ends its `subscribe` with this, so that max deliveries
-/// and dead-letter topics mean the same on every broker.
-pub fn govern<S>(stream: S, policy: Arc<SubscriptionPolicy>) -> DeliveryStream
+/// Every transport ends its `subscribe` with this (or admits each delivery
+/// through a [`Governor`] itself), so that max deliveries and dead-letter
+/// topics mean the same on every broker.
+pub fn govern<S>(stream: S, policy: SubscriptionPolicy) -> DeliveryStream
 where
     S: Stream<Item = Result<Delivery>> + Send + Unpin + 'static,
 {
     Box::pin(Governed {
         inner: stream,
-        policy,
+        governor: Governor::new(policy),
         dead_lettering: None,
     })
 }
 
 struct Governed<S> {
     inner: S,
-    policy: Arc<SubscriptionPolicy>,
+    governor: Governor,
     /// The dead letter of a delivery that arrived past the limit.
     dead_lettering: Option<SettleFuture>,
 }
@@ -165,32 +227,16 @@ where
                 let result = ready!(Pin::new(settling).poll(cx));
                 this.dead_lettering = None;
                 if let Err(e) = result {
-                    // The transport redelivers it; it is dead-lettered then.
-                    tracing::warn!(error = %e.chain(), "dead-lettering a message past its max deliveries failed");
+                    dead_letter_failed(&e);
                 }
             }
             let mut delivery = match ready!(Pin::new(&mut this.inner).poll_next(cx)) {
                 Some(Ok(delivery)) => delivery,
                 other => return Poll::Ready(other),
             };
-            match this.policy.max_deliveries {
-                Some(max) if delivery.metadata().attempt > max => {
-                    tracing::warn!(
-                        topic = &*delivery.metadata().topic,
-                        attempt = delivery.metadata().attempt,
-                        max,
-                        "delivered more often than allowed; dead-lettering without handing it out"
-                    );
-                    let mut settle = delivery.into_parts().1;
-                    this.dead_lettering = Some(settle.start_dead_letter(
-                        &this.policy,
-                        SubscriptionPolicy::exhausted_reason(max),
-                    ));
-                }
-                _ => {
-                    delivery.govern(this.policy.clone());
-                    return Poll::Ready(Some(Ok(delivery)));
-                }
+            match this.governor.admit(&mut delivery) {
+                None => return Poll::Ready(Some(Ok(delivery))),
+                Some(dead_letter) => this.dead_lettering = Some(dead_letter),
             }
         }
     }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::task::{Context, Poll, ready};
 
-use futures::Stream;
-use msg_core::raw::{Prefetch, govern};
+use futures::{FutureExt, Stream};
+use msg_core::raw::{Governor, Prefetch, dead_letter_failed};
 use msg_core::{
     Capabilities, Delivery, DeliveryStream, Metadata, Result, StartPosition, Subscriber,
     Subscription,
@@ -44,9 +44,14 @@ impl Subscriber for MemoryBroker {
             buffer: VecDeque::new(),
             handle: self.handle.clone(),
             waiting: None,
+            governor: Governor::new(
+                self.shared
+                    .config
+                    .delivery_policy()
+                    .for_subscription(&subscription),
+            ),
         };
-        let policy = self.shared.config.delivery_policy();
-        Ok(govern(consumer, policy.for_subscription(&subscription)))
+        Ok(Box::pin(consumer))
     }
 
     async fn close(&self) -> Result<()> {
@@ -80,6 +85,9 @@ struct Consumer {
     /// Set while there is nothing to deliver: resolves on a wake-up.
     waiting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     broadcast: bool,
+    /// The subscription's delivery policy, applied here rather than in a
+    /// stream around this one: the in-process broker's hot path.
+    governor: Governor,
 }
 
 impl Stream for Consumer {
@@ -96,7 +104,23 @@ impl Stream for Consumer {
                 this.waiting = None;
             }
             if let Some(entry) = this.buffer.pop_front() {
-                return Poll::Ready(Some(Ok(this.deliver(entry))));
+                let mut delivery = this.deliver(entry);
+                match this.governor.admit(&mut delivery) {
+                    None => return Poll::Ready(Some(Ok(delivery))),
+                    // Settling in memory completes at once.
+                    Some(mut dead_letter) => match (&mut dead_letter).now_or_never() {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) => dead_letter_failed(&e),
+                        None => {
+                            tokio::spawn(async move {
+                                if let Err(e) = dead_letter.await {
+                                    dead_letter_failed(&e);
+                                }
+                            });
+                        }
+                    },
+                }
+                continue;
             }
             let member = &*this.member;
             let room = member.prefetch.room();

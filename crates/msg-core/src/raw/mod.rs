@@ -17,7 +17,7 @@ pub mod url;
 
 pub use crate::delivery::{Acker, Action, SettleFuture, dead_letter_message};
 pub use crate::message::validate_header;
-pub use crate::policy::{SubscriptionPolicy, govern};
+pub use crate::policy::{Governor, SubscriptionPolicy, dead_letter_failed, govern};
 pub use crate::publish::{apply_options, batch_outcome, check_size, delay_until};
 pub use crate::router::handler::box_handler;
 pub use id::stable_id;
