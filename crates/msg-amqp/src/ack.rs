@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use msg_core::raw::{Acker, Action, SettleFuture, dead_letter_message};
+use msg_core::raw::{AckBackend, AckFuture, Action, dead_letter_message};
 use msg_core::{Received, Result, Uuid};
 
 use crate::Shared;
@@ -89,7 +89,7 @@ impl AmqpAcker {
         let attempt = self.received.metadata.attempt;
         match action {
             Action::Ack => self.ack().await,
-            Action::Nack => self
+            Action::Retry => self
                 .acker
                 .nack(BasicNackOptions {
                     requeue: true,
@@ -98,7 +98,7 @@ impl AmqpAcker {
                 .await
                 .map(drop)
                 .map_err(crate::error::map),
-            Action::Defer(delay) => {
+            Action::RetryAfter(delay) => {
                 let ms = (delay.as_millis().min(u128::from(u32::MAX)) as u64).max(1);
                 let channel = self.shared.publish_channel().await?;
                 let retry = retry_queue_name(&self.queue.name, ms);
@@ -121,12 +121,12 @@ impl AmqpAcker {
     }
 }
 
-impl Acker for AmqpAcker {
+impl AckBackend for AmqpAcker {
     fn topic(&self) -> &str {
         &self.received.metadata.topic
     }
 
-    fn settle(self: Box<Self>, action: Action) -> SettleFuture {
+    fn settle(self: Box<Self>, action: Action) -> AckFuture {
         match action {
             // The common case gets a future of its own that holds only the
             // acker: boxing `settle_now`'s (kilobytes, for the dead letter
@@ -134,7 +134,7 @@ impl Acker for AmqpAcker {
             Action::Ack => {
                 self.requeues.forget(self.received.message.id());
                 let acker = self.acker;
-                SettleFuture::pending(async move {
+                AckFuture::pending(async move {
                     acker
                         .ack(BasicAckOptions::default())
                         .await
@@ -142,7 +142,7 @@ impl Acker for AmqpAcker {
                         .map_err(crate::error::map)
                 })
             }
-            other => SettleFuture::pending(self.settle_now(other)),
+            other => AckFuture::pending(self.settle_now(other)),
         }
     }
 }

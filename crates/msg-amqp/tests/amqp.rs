@@ -95,10 +95,13 @@ async fn attempts_survive_requeues_and_retry_queues() {
         .unwrap();
     let mut first = next(&mut stream).await;
     assert_eq!(first.metadata().attempt, 1);
-    first.nack().await.unwrap();
+    first.retry().await.unwrap();
     let mut second = next(&mut stream).await;
     assert_eq!(second.metadata().attempt, 2);
-    second.defer(Duration::from_millis(200)).await.unwrap();
+    second
+        .retry_after(Duration::from_millis(200))
+        .await
+        .unwrap();
     let mut third = next(&mut stream).await;
     assert_eq!(third.metadata().attempt, 3);
     assert_eq!(third.message().id(), first.message().id());
@@ -117,7 +120,7 @@ async fn quorum_queues_count_deliveries() {
     for attempt in 1..=3 {
         let mut d = next(&mut stream).await;
         assert_eq!(d.metadata().attempt, attempt);
-        d.nack().await.unwrap();
+        d.retry().await.unwrap();
     }
 }
 
@@ -132,9 +135,9 @@ async fn group_dead_letters_park_in_the_queue_dlq() {
         .await
         .unwrap();
     b.publish(&t, Message::new("poison")).await.unwrap();
-    next(&mut stream).await.nack().await.unwrap();
+    next(&mut stream).await.retry().await.unwrap();
     let mut last = next(&mut stream).await;
-    last.nack().await.unwrap();
+    last.retry().await.unwrap();
     // Subscribers of the dead-letter topic get it...
     let dl = next(&mut dead).await;
     assert_eq!(

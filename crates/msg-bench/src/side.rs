@@ -9,8 +9,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use msg::{
-    BoxError, Connection, Message, Publisher, Received, Router, StartPosition, Subscriber,
-    Subscription,
+    Connection, Message, Publisher, Received, Router, StartPosition, Subscriber, Subscription,
 };
 use std::sync::Mutex;
 
@@ -143,16 +142,16 @@ impl Side for MsgSide {
             let done = Arc::new(Notify::new());
             let handler = {
                 let (consumed, count, done) = (consumed.clone(), count.clone(), done.clone());
-                msg::handler_fn(move |r: Received| {
+                move |r: Received| {
                     let (consumed, count, done) = (consumed.clone(), count.clone(), done.clone());
                     async move {
                         consumed.lock().expect("lock").record(r.message.payload());
                         if count.fetch_add(1, Ordering::AcqRel) + 1 == n {
                             done.notify_one();
                         }
-                        Ok::<_, BoxError>(())
+                        Ok(())
                     }
-                })
+                }
             };
             let mut subscription = Subscription::new(topic)
                 .group(group)

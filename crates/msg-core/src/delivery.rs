@@ -106,59 +106,75 @@ impl std::ops::Deref for Received {
     }
 }
 
-/// How a delivery is settled.
+/// How a delivery is settled. The same four words run from a handler's
+/// result (see [`HandlerError`](crate::HandlerError)) to the broker: ack,
+/// retry, retry after a delay, dead-letter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settlement {
     /// Processed: never deliver again.
     Ack,
     /// Not processed: deliver again soon.
-    Nack,
+    Retry,
     /// Not processed: deliver again, but not before the delay.
-    Defer(Duration),
-    /// Never deliver again: dead-letter with this reason.
-    Reject(String),
+    RetryAfter(Duration),
+    /// Never deliver again: publish to the dead-letter topic with this
+    /// reason.
+    DeadLetter(String),
+}
+
+impl Settlement {
+    /// Its name, for logs, metrics and span fields: `ack`, `retry`,
+    /// `retry_after` or `dead_letter`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Settlement::Ack => "ack",
+            Settlement::Retry => "retry",
+            Settlement::RetryAfter(_) => "retry_after",
+            Settlement::DeadLetter(_) => "dead_letter",
+        }
+    }
 }
 
 /// The future of one settle: ready at once for transports that settle
 /// without waiting (no allocation then), or boxed.
 #[must_use = "a settle does nothing unless awaited"]
-pub enum SettleFuture {
+pub enum AckFuture {
     /// Settled already, with this result.
     Ready(Option<Result<()>>),
     /// Settling needs a round trip to the broker.
     Pending(BoxFuture<'static, Result<()>>),
 }
 
-impl SettleFuture {
+impl AckFuture {
     /// A settle that completed at once.
     pub fn ready(result: Result<()>) -> Self {
-        SettleFuture::Ready(Some(result))
+        AckFuture::Ready(Some(result))
     }
 
     /// A settle that has to wait.
     pub fn pending(future: impl Future<Output = Result<()>> + Send + 'static) -> Self {
-        SettleFuture::Pending(Box::pin(future))
+        AckFuture::Pending(Box::pin(future))
     }
 }
 
-impl Future for SettleFuture {
+impl Future for AckFuture {
     type Output = Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         match self.get_mut() {
-            SettleFuture::Ready(result) => {
+            AckFuture::Ready(result) => {
                 Poll::Ready(result.take().unwrap_or(Err(Error::AlreadySettled)))
             }
-            SettleFuture::Pending(future) => future.as_mut().poll(cx),
+            AckFuture::Pending(future) => future.as_mut().poll(cx),
         }
     }
 }
 
-impl fmt::Debug for SettleFuture {
+impl fmt::Debug for AckFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            SettleFuture::Ready(_) => "SettleFuture::Ready",
-            SettleFuture::Pending(_) => "SettleFuture::Pending",
+            AckFuture::Ready(_) => "AckFuture::Ready",
+            AckFuture::Pending(_) => "AckFuture::Pending",
         })
     }
 }
@@ -170,9 +186,9 @@ pub enum Action {
     /// Processed: never deliver again.
     Ack,
     /// Deliver again soon.
-    Nack,
+    Retry,
     /// Deliver again, but not before the delay.
-    Defer(Duration),
+    RetryAfter(Duration),
     /// Publish the dead letter (the message with the reserved headers, see
     /// [`dead_letter_message`]) to `topic`, then never deliver again.
     DeadLetter {
@@ -185,24 +201,24 @@ pub enum Action {
 
 /// The transport's side of settling one delivery.
 ///
-/// Each transport implements this once; [`Delivery`] and [`Settle`] make
+/// Each transport implements this once; [`Delivery`] and [`Acker`] make
 /// sure it is called at most once, and turn the user's settlement into an
 /// [`Action`] under the subscription's delivery policy.
-pub trait Acker: Send + 'static {
+pub trait AckBackend: Send + 'static {
     /// The topic the delivery came from; its dead-letter topic is derived
     /// from it.
     fn topic(&self) -> &str;
 
     /// Carries out `action` on the broker.
-    fn settle(self: Box<Self>, action: Action) -> SettleFuture;
+    fn settle(self: Box<Self>, action: Action) -> AckFuture;
 
     /// Called when a delivery is dropped unsettled: the broker must deliver it
     /// again (a dropped delivery is never dead-lettered: its next delivery
-    /// is, if it is past the limit). The default spawns an [`Action::Nack`]
+    /// is, if it is past the limit). The default spawns an [`Action::Retry`]
     /// on the current Tokio runtime; transports that redeliver unsettled
     /// messages on their own, or can nack without waiting, override it.
     fn drop_unsettled(self: Box<Self>) {
-        let nack = self.settle(Action::Nack);
+        let nack = self.settle(Action::Retry);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Err(e) = nack.await {
@@ -213,18 +229,19 @@ pub trait Acker: Send + 'static {
     }
 }
 
-/// The handle that settles one delivery: ack, nack, defer or reject.
+/// The handle that settles one delivery: ack, retry, retry after a delay,
+/// or dead-letter.
 ///
 /// Settling twice returns [`Error::AlreadySettled`]. Dropping it unsettled
-/// nacks the delivery, so that nothing is lost. A nack or defer of the last
+/// retries the delivery, so that nothing is lost. A retry of the last
 /// delivery the subscription's policy allows dead-letters instead.
-pub struct Settle {
-    acker: Option<Box<dyn Acker>>,
+pub struct Acker {
+    backend: Option<Box<dyn AckBackend>>,
     attempt: u32,
     policy: Option<SubscriptionPolicy>,
 }
 
-impl Settle {
+impl Acker {
     /// Settles the delivery as `settlement` says.
     pub async fn settle(&mut self, settlement: Settlement) -> Result<()> {
         self.start(settlement).await
@@ -232,9 +249,9 @@ impl Settle {
 
     /// Starts settling: the transport's future, which the router polls in
     /// place, boxing nothing when the transport settled at once.
-    pub(crate) fn start(&mut self, settlement: Settlement) -> SettleFuture {
-        let Some(acker) = self.acker.take() else {
-            return SettleFuture::ready(Err(Error::AlreadySettled));
+    pub(crate) fn start(&mut self, settlement: Settlement) -> AckFuture {
+        let Some(acker) = self.backend.take() else {
+            return AckFuture::ready(Err(Error::AlreadySettled));
         };
         let policy = self.policy.as_ref();
         let exhausted = policy
@@ -242,12 +259,12 @@ impl Settle {
             .filter(|max| self.attempt >= *max);
         let action = match (settlement, exhausted) {
             (Settlement::Ack, _) => Action::Ack,
-            (Settlement::Nack | Settlement::Defer(_), Some(max)) => {
+            (Settlement::Retry | Settlement::RetryAfter(_), Some(max)) => {
                 dead_letter_action(policy, &*acker, SubscriptionPolicy::exhausted_reason(max))
             }
-            (Settlement::Nack, None) => Action::Nack,
-            (Settlement::Defer(delay), None) => Action::Defer(delay),
-            (Settlement::Reject(reason), _) => dead_letter_action(policy, &*acker, reason),
+            (Settlement::Retry, None) => Action::Retry,
+            (Settlement::RetryAfter(delay), None) => Action::RetryAfter(delay),
+            (Settlement::DeadLetter(reason), _) => dead_letter_action(policy, &*acker, reason),
         };
         acker.settle(action)
     }
@@ -257,13 +274,13 @@ impl Settle {
         &mut self,
         policy: &SubscriptionPolicy,
         reason: String,
-    ) -> SettleFuture {
-        match self.acker.take() {
+    ) -> AckFuture {
+        match self.backend.take() {
             Some(acker) => {
                 let action = dead_letter_action(Some(policy), &*acker, reason);
                 acker.settle(action)
             }
-            None => SettleFuture::ready(Err(Error::AlreadySettled)),
+            None => AckFuture::ready(Err(Error::AlreadySettled)),
         }
     }
 
@@ -273,37 +290,37 @@ impl Settle {
     }
 
     /// Not processed: deliver again soon.
-    pub async fn nack(&mut self) -> Result<()> {
-        self.settle(Settlement::Nack).await
+    pub async fn retry(&mut self) -> Result<()> {
+        self.settle(Settlement::Retry).await
     }
 
     /// Deliver again, but not before `delay`.
-    pub async fn defer(&mut self, delay: Duration) -> Result<()> {
-        self.settle(Settlement::Defer(delay)).await
+    pub async fn retry_after(&mut self, delay: Duration) -> Result<()> {
+        self.settle(Settlement::RetryAfter(delay)).await
     }
 
     /// Never deliver again: dead-letter with `reason`.
-    pub async fn reject(&mut self, reason: impl Into<String>) -> Result<()> {
-        self.settle(Settlement::Reject(reason.into())).await
+    pub async fn dead_letter(&mut self, reason: impl Into<String>) -> Result<()> {
+        self.settle(Settlement::DeadLetter(reason.into())).await
     }
 
     /// Whether the delivery was settled.
     pub fn is_settled(&self) -> bool {
-        self.acker.is_none()
+        self.backend.is_none()
     }
 }
 
-impl Drop for Settle {
+impl Drop for Acker {
     fn drop(&mut self) {
-        if let Some(acker) = self.acker.take() {
+        if let Some(acker) = self.backend.take() {
             acker.drop_unsettled();
         }
     }
 }
 
-impl fmt::Debug for Settle {
+impl fmt::Debug for Acker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settle")
+        f.debug_struct("Acker")
             .field("settled", &self.is_settled())
             .field("policy", &self.policy)
             .finish()
@@ -313,7 +330,7 @@ impl fmt::Debug for Settle {
 /// Dead-letters to the topic `policy` chooses for the delivery's topic.
 fn dead_letter_action(
     policy: Option<&SubscriptionPolicy>,
-    acker: &dyn Acker,
+    acker: &dyn AckBackend,
     reason: String,
 ) -> Action {
     let topic = match policy {
@@ -327,26 +344,26 @@ fn dead_letter_action(
 #[derive(Debug)]
 pub struct Delivery {
     received: Received,
-    settle: Settle,
+    acker: Acker,
 }
 
 impl Delivery {
     /// A delivery of `message` with `metadata`, settled through `acker`.
-    pub fn new(message: Message, metadata: Metadata, acker: impl Acker) -> Self {
-        let settle = Settle {
-            acker: Some(Box::new(acker)),
+    pub fn new(message: Message, metadata: Metadata, acker: impl AckBackend) -> Self {
+        let acker = Acker {
+            backend: Some(Box::new(acker)),
             attempt: metadata.attempt,
             policy: None,
         };
         Self {
             received: Received { message, metadata },
-            settle,
+            acker,
         }
     }
 
     /// Puts the delivery under its subscription's policy.
     pub(crate) fn govern(&mut self, policy: SubscriptionPolicy) {
-        self.settle.policy = Some(policy);
+        self.acker.policy = Some(policy);
     }
 
     /// Dead-letters at once under `policy`; the delivery is then settled.
@@ -354,8 +371,8 @@ impl Delivery {
         &mut self,
         policy: &SubscriptionPolicy,
         reason: String,
-    ) -> SettleFuture {
-        self.settle.start_dead_letter(policy, reason)
+    ) -> AckFuture {
+        self.acker.start_dead_letter(policy, reason)
     }
 
     /// The message.
@@ -369,33 +386,33 @@ impl Delivery {
     }
 
     /// Splits into what a handler sees and the handle that settles it.
-    pub fn into_parts(self) -> (Received, Settle) {
-        (self.received, self.settle)
+    pub fn into_parts(self) -> (Received, Acker) {
+        (self.received, self.acker)
     }
 
     /// Processed: never deliver again.
     pub async fn ack(&mut self) -> Result<()> {
-        self.settle.ack().await
+        self.acker.ack().await
     }
 
     /// Not processed: deliver again soon.
-    pub async fn nack(&mut self) -> Result<()> {
-        self.settle.nack().await
+    pub async fn retry(&mut self) -> Result<()> {
+        self.acker.retry().await
     }
 
     /// Deliver again, but not before `delay`.
-    pub async fn defer(&mut self, delay: Duration) -> Result<()> {
-        self.settle.defer(delay).await
+    pub async fn retry_after(&mut self, delay: Duration) -> Result<()> {
+        self.acker.retry_after(delay).await
     }
 
     /// Never deliver again: dead-letter with `reason`.
-    pub async fn reject(&mut self, reason: impl Into<String>) -> Result<()> {
-        self.settle.reject(reason).await
+    pub async fn dead_letter(&mut self, reason: impl Into<String>) -> Result<()> {
+        self.acker.dead_letter(reason).await
     }
 
     /// Settles as `settlement` says.
     pub async fn settle(&mut self, settlement: Settlement) -> Result<()> {
-        self.settle.settle(settlement).await
+        self.acker.settle(settlement).await
     }
 }
 
@@ -440,16 +457,16 @@ mod tests {
     #[derive(Clone, Default)]
     struct Record(Arc<Mutex<Vec<Action>>>);
 
-    impl Acker for Record {
+    impl AckBackend for Record {
         fn topic(&self) -> &str {
             "orders"
         }
-        fn settle(self: Box<Self>, s: Action) -> SettleFuture {
+        fn settle(self: Box<Self>, s: Action) -> AckFuture {
             self.0.lock().unwrap().push(s);
-            SettleFuture::ready(Ok(()))
+            AckFuture::ready(Ok(()))
         }
         fn drop_unsettled(self: Box<Self>) {
-            self.0.lock().unwrap().push(Action::Nack);
+            self.0.lock().unwrap().push(Action::Retry);
         }
     }
 
@@ -458,8 +475,11 @@ mod tests {
         let rec = Record::default();
         let mut d = Delivery::new(Message::new("x"), Metadata::new("t"), rec.clone());
         d.ack().await.unwrap();
-        assert!(matches!(d.nack().await, Err(Error::AlreadySettled)));
-        assert!(matches!(d.reject("r").await, Err(Error::AlreadySettled)));
+        assert!(matches!(d.retry().await, Err(Error::AlreadySettled)));
+        assert!(matches!(
+            d.dead_letter("r").await,
+            Err(Error::AlreadySettled)
+        ));
         drop(d);
         assert_eq!(*rec.0.lock().unwrap(), vec![Action::Ack]);
     }
@@ -470,7 +490,7 @@ mod tests {
         let d = Delivery::new(Message::new("x"), Metadata::new("t"), rec.clone());
         let (_received, settle) = d.into_parts();
         drop(settle);
-        assert_eq!(*rec.0.lock().unwrap(), vec![Action::Nack]);
+        assert_eq!(*rec.0.lock().unwrap(), vec![Action::Retry]);
     }
 
     fn governed(attempt: u32, max: Option<u32>, rec: &Record) -> Delivery {
@@ -490,13 +510,13 @@ mod tests {
     #[tokio::test]
     async fn the_last_allowed_failure_dead_letters() {
         let rec = Record::default();
-        governed(2, Some(3), &rec).nack().await.unwrap();
-        governed(3, Some(3), &rec).nack().await.unwrap();
+        governed(2, Some(3), &rec).retry().await.unwrap();
+        governed(3, Some(3), &rec).retry().await.unwrap();
         governed(3, Some(3), &rec)
-            .defer(Duration::from_secs(1))
+            .retry_after(Duration::from_secs(1))
             .await
             .unwrap();
-        governed(3, None, &rec).nack().await.unwrap();
+        governed(3, None, &rec).retry().await.unwrap();
         governed(3, Some(3), &rec).ack().await.unwrap();
         let exhausted = Action::DeadLetter {
             topic: "orders.dlq".into(),
@@ -505,10 +525,10 @@ mod tests {
         assert_eq!(
             *rec.0.lock().unwrap(),
             vec![
-                Action::Nack,
+                Action::Retry,
                 exhausted.clone(),
                 exhausted,
-                Action::Nack,
+                Action::Retry,
                 Action::Ack
             ]
         );
@@ -522,10 +542,10 @@ mod tests {
             crate::DeliveryPolicy::default()
                 .for_subscription(&crate::Subscription::new("orders").dead_letter_topic("failed")),
         );
-        d.reject("bad").await.unwrap();
+        d.dead_letter("bad").await.unwrap();
         // Without a policy: `<topic>.dlq`.
         let mut plain = Delivery::new(Message::new("x"), Metadata::new("orders"), rec.clone());
-        plain.reject("worse").await.unwrap();
+        plain.dead_letter("worse").await.unwrap();
         // A crash or shutdown, not a failure: redelivered, not dead-lettered.
         drop(governed(3, Some(3), &rec));
         assert_eq!(
@@ -539,7 +559,7 @@ mod tests {
                     topic: "orders.dlq".into(),
                     reason: "worse".into()
                 },
-                Action::Nack
+                Action::Retry
             ]
         );
     }

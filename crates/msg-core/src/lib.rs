@@ -1,13 +1,15 @@
 //! Types and traits of **msg**, the transport-agnostic messaging toolkit.
 //!
 //! - [`Message`], [`Headers`]: what is published.
-//! - [`Delivery`], [`Received`], [`Metadata`], [`Settle`]: what is received,
-//!   and how it is acked, nacked, deferred or rejected.
+//! - [`Delivery`], [`Received`], [`Metadata`], [`Acker`]: what is received,
+//!   and how it is settled: ack, retry, retry after a delay, dead-letter.
 //! - [`Publisher`], [`Subscriber`] and their object-safe companions
 //!   [`DynPublisher`], [`DynSubscriber`], [`Connection`]: what every
 //!   transport implements.
-//! - [`Router`], [`Routes`], [`handler_fn`], [`json_handler`]: handlers as
-//!   `tower::Service`s, middleware as `tower::Layer`s.
+//! - [`Router`], [`Handler`], [`Routes`]: handlers are async functions of
+//!   extractors ([`Json`], [`State`], [`Metadata`], ...) or any
+//!   `tower::Service`; middleware are `tower::Layer`s; [`HandlerError`]
+//!   says what becomes of a message that failed.
 //! - [`Event`], [`Codec`]: typed payloads and CloudEvents.
 //! - [`Error`]: one error type that says what is retryable.
 //!
@@ -31,16 +33,16 @@ mod transport;
 
 pub use capabilities::{Capabilities, MessageOrder};
 pub use codec::{Codec, Decoder, Encoder, JsonCodec, RawCodec};
-pub use delivery::{Delivery, Metadata, Received, Settle, Settlement, dead_letter_topic};
+pub use delivery::{Acker, Delivery, Metadata, Received, Settlement, dead_letter_topic};
 pub use error::{BoxError, Error, Result, error_chain};
 pub use event::{CloudEventsBinding, Event};
 pub use message::{Headers, Message, MessageParts};
 pub use policy::{DEFAULT_DEAD_LETTER_SUFFIX, DEFAULT_MAX_DELIVERIES, DeliveryPolicy};
 pub use publish::{BatchError, Position, PublishOptions, Receipt};
-pub use router::handler::{
-    BoxBatchHandler, BoxHandler, Disposition, HandlerError, Outgoing, event_handler, handler_fn,
-    json_handler, typed_handler,
-};
+pub use router::error::HandlerError;
+pub use router::extract::{FromReceived, FromReceivedOwned, Json, State};
+pub use router::handler::{BatchHandler, BoxBatchHandler, BoxHandler, Handler, service};
+pub use router::outgoing::Outgoing;
 pub use router::routes::Routes;
 pub use router::{BatchOptions, HandlerOptions, Router, RunningRouter};
 pub use subscription::{DEFAULT_PREFETCH, Distribution, StartPosition, Subscription};

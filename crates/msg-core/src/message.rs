@@ -280,6 +280,19 @@ impl Message {
     pub fn validate(&self) -> Result<()> {
         self.headers.validate()
     }
+
+    /// The payload decoded from JSON. A payload that does not decode is a
+    /// permanent [`Error::Decode`].
+    ///
+    /// ```
+    /// let message = msg_core::Message::new(r#"{"id":7}"#);
+    /// let value: serde_json::Value = message.json()?;
+    /// assert_eq!(value["id"], 7);
+    /// # Ok::<_, msg_core::Error>(())
+    /// ```
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        crate::codec::Decoder::decode(&crate::JsonCodec, &self.payload)
+    }
 }
 
 impl std::fmt::Debug for Message {

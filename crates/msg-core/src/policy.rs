@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 use futures::Stream;
 use serde::Deserialize;
 
-use crate::raw::SettleFuture;
+use crate::raw::AckFuture;
 use crate::raw::topic::validate_topic;
 use crate::{Delivery, DeliveryStream, Error, Result, Subscription};
 
@@ -161,7 +161,7 @@ impl Governor {
     ///
     /// It takes the delivery by reference: moving a delivery in and out
     /// costs the in-process broker a measurable share of its time.
-    pub fn admit(&self, delivery: &mut Delivery) -> Option<SettleFuture> {
+    pub fn admit(&self, delivery: &mut Delivery) -> Option<AckFuture> {
         match self.policy.max_deliveries {
             Some(max) if delivery.metadata().attempt > max => {
                 tracing::warn!(
@@ -211,7 +211,7 @@ struct Governed<S> {
     inner: S,
     governor: Governor,
     /// The dead letter of a delivery that arrived past the limit.
-    dead_lettering: Option<SettleFuture>,
+    dead_lettering: Option<AckFuture>,
 }
 
 impl<S> Stream for Governed<S>

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use msg_core::{
-    BatchOptions, BoxError, HandlerError, HandlerOptions, Message, Outgoing, Publisher,
-    PublisherExt, Received, Router, Routes, Subscriber, Subscription, handler_fn, headers,
-    json_handler,
+    BatchOptions, BoxError, Handler, HandlerError, HandlerOptions, Json, Message, Outgoing,
+    Publisher, PublisherExt, Received, Router, Routes, Subscriber, Subscription, headers,
 };
 use msg_memory::{MemoryBroker, MemoryConfig};
 
@@ -24,7 +23,7 @@ fn broker() -> MemoryBroker {
     .unwrap()
 }
 
-fn ok() -> Result<(), BoxError> {
+fn ok() -> Result<(), HandlerError> {
     Ok(())
 }
 
@@ -35,11 +34,9 @@ async fn handler_output_is_published_before_the_input_is_acked() {
     let router = Router::new(b.clone(), b.clone())
         .handle(
             Subscription::new("orders").group("svc"),
-            handler_fn(|r: Received| async move {
-                Ok::<_, BoxError>(
-                    Outgoing::none().with("invoices", Message::new(r.payload().clone())),
-                )
-            }),
+            |r: Received| async move {
+                Ok(Outgoing::none().with("invoices", Message::new(r.payload().clone())))
+            },
         )
         .start()
         .await
@@ -76,13 +73,13 @@ async fn undecodable_payload_is_dead_lettered_with_the_reason() {
     let router = Router::new(b.clone(), b.clone())
         .handle(
             Subscription::new("orders").group("svc"),
-            json_handler(move |_o: Order| {
+            move |Json(_o): Json<Order>| {
                 let h = h.clone();
                 async move {
                     h.fetch_add(1, Ordering::SeqCst);
                     ok()
                 }
-            }),
+            },
         )
         .start()
         .await
@@ -119,20 +116,17 @@ async fn an_output_that_can_never_be_published_dead_letters_the_input() {
     let b = broker();
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
-    let router =
-        Router::new(b.clone(), b.clone())
-            .handle(
-                Subscription::new("orders").group("svc"),
-                handler_fn(move |_r: Received| {
-                    c.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        Ok::<_, BoxError>(Outgoing::none().with("not a topic", Message::new("x")))
-                    }
-                }),
-            )
-            .start()
-            .await
-            .unwrap();
+    let router = Router::new(b.clone(), b.clone())
+        .handle(
+            Subscription::new("orders").group("svc"),
+            move |_r: Received| {
+                c.fetch_add(1, Ordering::SeqCst);
+                async move { Ok(Outgoing::none().with("not a topic", Message::new("x"))) }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
     b.publish("orders", Message::new("o-1")).await.unwrap();
     b.wait_for("orders.dlq", |s| s.published == 1, WAIT)
         .await
@@ -156,7 +150,7 @@ async fn dispositions_map_to_nack_defer_and_reject() {
     let router = Router::new(b.clone(), b.clone())
         .handle(
             Subscription::new("jobs").group("svc"),
-            handler_fn(move |r: Received| {
+            move |r: Received| {
                 let a = a.clone();
                 async move {
                     let kind = String::from_utf8(r.payload().to_vec()).unwrap();
@@ -175,7 +169,7 @@ async fn dispositions_map_to_nack_defer_and_reject() {
                         _ => Ok(()),
                     }
                 }
-            }),
+            },
         )
         .start()
         .await
@@ -207,24 +201,21 @@ async fn a_panicking_handler_does_not_stop_the_loop() {
     // in-flight set): each is a retry, and the loop goes on.
     let b = broker();
     let router = Router::new(b.clone(), b.clone())
-        .handle(
-            Subscription::new("p").group("svc"),
-            handler_fn(|r: Received| {
-                let first = r.attempt() == 1;
-                let payload = r.payload().clone();
-                assert!(!(first && payload.as_ref() == b"in call"), "handler bug");
-                async move {
-                    if first && payload.as_ref() == b"at once" {
-                        panic!("handler bug");
-                    }
-                    if first && payload.as_ref() == b"later" {
-                        tokio::task::yield_now().await;
-                        panic!("handler bug");
-                    }
-                    ok()
+        .handle(Subscription::new("p").group("svc"), |r: Received| {
+            let first = r.attempt() == 1;
+            let payload = r.payload().clone();
+            assert!(!(first && payload.as_ref() == b"in call"), "handler bug");
+            async move {
+                if first && payload.as_ref() == b"at once" {
+                    panic!("handler bug");
                 }
-            }),
-        )
+                if first && payload.as_ref() == b"later" {
+                    tokio::task::yield_now().await;
+                    panic!("handler bug");
+                }
+                ok()
+            }
+        })
         .start()
         .await
         .unwrap();
@@ -253,7 +244,7 @@ async fn concurrency_is_bounded_and_keys_are_never_concurrent() {
         .handle_with(
             Subscription::new("keyed").group("svc"),
             HandlerOptions::default().concurrency(4).ordered_by_key(),
-            handler_fn(move |r: Received| {
+            move |r: Received| {
                 let (ak, inf, pk, ord) = (ak.clone(), inf.clone(), pk.clone(), ord.clone());
                 async move {
                     let key = r.key().unwrap().to_owned();
@@ -275,7 +266,7 @@ async fn concurrency_is_bounded_and_keys_are_never_concurrent() {
                     ak.lock().unwrap().remove(&key);
                     ok()
                 }
-            }),
+            },
         )
         .start()
         .await
@@ -304,13 +295,13 @@ async fn batches_flush_on_size_and_on_time() {
     let b = broker();
     let sizes: Arc<Mutex<Vec<usize>>> = Default::default();
     let s = sizes.clone();
-    let batch_handler = tower::service_fn(move |batch: Vec<Received>| {
+    let batch_handler = move |batch: Vec<Received>| {
         let s = s.clone();
         async move {
             s.lock().unwrap().push(batch.len());
-            Ok::<_, BoxError>(())
+            Ok(())
         }
-    });
+    };
     let router = Router::new(b.clone(), b.clone())
         .handle_batch(
             Subscription::new("b").group("svc"),
@@ -342,13 +333,13 @@ async fn routes_dispatch_exact_then_pattern_then_fallback() {
     let seen: Arc<Mutex<Vec<(String, &'static str)>>> = Default::default();
     let record = |name: &'static str| {
         let seen = seen.clone();
-        handler_fn(move |r: Received| {
+        move |r: Received| {
             let seen = seen.clone();
             async move {
                 seen.lock().unwrap().push((r.topic().to_owned(), name));
                 ok()
             }
-        })
+        }
     };
     let routes = Routes::new()
         .route("orders.created", record("exact"))
@@ -404,12 +395,15 @@ async fn tower_layers_stack_and_a_timeout_retries() {
             tower::ServiceBuilder::new()
                 .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(50)))
                 .layer(tower::limit::ConcurrencyLimitLayer::new(1))
-                .service(handler_fn(|r: Received| async move {
-                    if r.attempt() == 1 {
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                    ok()
-                })),
+                .service(
+                    (|r: Received| async move {
+                        if r.attempt() == 1 {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
+                        ok()
+                    })
+                    .with_state(()),
+                ),
         )
         .start()
         .await
@@ -433,14 +427,12 @@ async fn router_layer_wraps_every_handler() {
         })
     });
     let router = Router::new(b.clone(), b.clone())
-        .handle(
-            Subscription::new("a").group("g"),
-            handler_fn(|_r: Received| async { ok() }),
-        )
-        .handle(
-            Subscription::new("b").group("g"),
-            handler_fn(|_r: Received| async { ok() }),
-        )
+        .handle(Subscription::new("a").group("g"), |_r: Received| async {
+            ok()
+        })
+        .handle(Subscription::new("b").group("g"), |_r: Received| async {
+            ok()
+        })
         .layer(counting)
         .start()
         .await
@@ -461,7 +453,7 @@ async fn shutdown_lets_in_flight_finish_then_nacks_past_the_deadline() {
     let router = Router::new(b.clone(), b.clone())
         .handle(
             Subscription::new("work").group("svc"),
-            handler_fn(move |r: Received| {
+            move |r: Received| {
                 let f = f.clone();
                 async move {
                     let ms = if r.payload().as_ref() == b"short" {
@@ -473,7 +465,7 @@ async fn shutdown_lets_in_flight_finish_then_nacks_past_the_deadline() {
                     f.fetch_add(1, Ordering::SeqCst);
                     ok()
                 }
-            }),
+            },
         )
         .shutdown_timeout(Duration::from_millis(500))
         .start()
@@ -507,14 +499,12 @@ async fn shutdown_lets_in_flight_finish_then_nacks_past_the_deadline() {
 async fn start_fails_on_an_invalid_subscription_and_starts_nothing() {
     let b = broker();
     let err = Router::new(b.clone(), b.clone())
-        .handle(
-            Subscription::new("ok").group("g"),
-            handler_fn(|_r: Received| async { ok() }),
-        )
-        .handle(
-            Subscription::new("not valid"),
-            handler_fn(|_r: Received| async { ok() }),
-        )
+        .handle(Subscription::new("ok").group("g"), |_r: Received| async {
+            ok()
+        })
+        .handle(Subscription::new("not valid"), |_r: Received| async {
+            ok()
+        })
         .start()
         .await
         .unwrap_err();
@@ -527,7 +517,7 @@ async fn start_fails_on_an_invalid_subscription_and_starts_nothing() {
 #[test]
 #[should_panic(expected = "routed twice")]
 fn routing_a_topic_twice_panics() {
-    let h = || handler_fn(|_r: Received| async { ok() });
+    let h = || |_r: Received| async { ok() };
     let _ = Routes::new().route("a", h()).route("a", h());
 }
 
@@ -565,4 +555,108 @@ async fn shutdown_is_not_held_up_by_a_handler_that_never_gets_ready() {
         .expect("shutdown completed");
     let stats = b.wait_for("stuck", |s| s.nacked == 1, WAIT).await.unwrap();
     assert_eq!(stats.acked, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_wrap_handlers_added_before_and_after_them_and_batch_handlers() {
+    let b = broker();
+    let single = Arc::new(AtomicUsize::new(0));
+    let batched = Arc::new(AtomicUsize::new(0));
+    let (s, t) = (single.clone(), batched.clone());
+    let router = Router::new(b.clone(), b.clone())
+        .layer(tower::util::MapRequestLayer::new(move |r: Received| {
+            s.fetch_add(1, Ordering::SeqCst);
+            r
+        }))
+        .batch_layer(tower::util::MapRequestLayer::new(
+            move |batch: Vec<Received>| {
+                t.fetch_add(batch.len(), Ordering::SeqCst);
+                batch
+            },
+        ))
+        .handle(
+            Subscription::new("one").group("svc"),
+            |_r: Received| async { ok() },
+        )
+        .handle_batch(
+            Subscription::new("many").group("svc"),
+            BatchOptions::new(10, Duration::from_millis(20)),
+            |_batch: Vec<Received>| async { ok() },
+        )
+        .start()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        b.publish("one", Message::new("x")).await.unwrap();
+        b.publish("many", Message::new("y")).await.unwrap();
+    }
+    b.wait_for("one", |s| s.acked == 3, Duration::from_secs(5))
+        .await
+        .unwrap();
+    b.wait_for("many", |s| s.acked == 3, Duration::from_secs(5))
+        .await
+        .unwrap();
+    router.shutdown().await;
+    assert_eq!(single.load(Ordering::SeqCst), 3, "the layer came first");
+    assert_eq!(batched.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outgoing_messages_carry_the_inputs_correlation_and_trace() {
+    #[derive(serde::Serialize)]
+    struct Invoice {
+        order: u32,
+    }
+    let b = broker();
+    let router = Router::new(b.clone(), b.clone())
+        .handle(
+            Subscription::new("orders").group("svc"),
+            |Json(order): Json<serde_json::Value>| async move {
+                let invoice = Invoice {
+                    order: order["id"].as_u64().unwrap_or(0) as u32,
+                };
+                Ok(Outgoing::json("invoices", &invoice)?.with(
+                    "audit",
+                    Message::new("own").with_header(headers::CORRELATION_ID, "mine"),
+                ))
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    b.publish(
+        "orders",
+        Message::new(r#"{"id":7}"#)
+            .with_header(headers::CORRELATION_ID, "conv-1")
+            .with_header(
+                headers::TRACEPARENT,
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .with_header(headers::TRACESTATE, "vendor=1"),
+    )
+    .await
+    .unwrap();
+    b.wait_for("orders", |s| s.acked == 1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    router.shutdown().await;
+    let invoice = &b.published("invoices")[0];
+    assert_eq!(&invoice.payload()[..], br#"{"order":7}"#);
+    assert_eq!(
+        invoice.header(headers::CONTENT_TYPE),
+        Some("application/json")
+    );
+    assert_eq!(invoice.header(headers::CORRELATION_ID), Some("conv-1"));
+    assert_eq!(
+        invoice.header(headers::TRACEPARENT),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    );
+    assert_eq!(invoice.header(headers::TRACESTATE), Some("vendor=1"));
+    let audit = &b.published("audit")[0];
+    assert_eq!(
+        audit.header(headers::CORRELATION_ID),
+        Some("mine"),
+        "its own wins"
+    );
+    assert_eq!(audit.header(headers::TRACESTATE), Some("vendor=1"));
 }

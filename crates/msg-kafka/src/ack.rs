@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use msg_core::raw::{Acker, Action, SettleFuture, dead_letter_message};
+use msg_core::raw::{AckBackend, AckFuture, Action, dead_letter_message};
 use msg_core::{Delivery, Received};
 
 use crate::subscriber::Member;
@@ -69,23 +69,23 @@ impl KafkaAcker {
     }
 }
 
-impl Acker for KafkaAcker {
+impl AckBackend for KafkaAcker {
     fn topic(&self) -> &str {
         &self.fetched.received.metadata.topic
     }
 
-    fn settle(self: Box<Self>, action: Action) -> SettleFuture {
+    fn settle(self: Box<Self>, action: Action) -> AckFuture {
         match action {
             Action::Ack => {
                 self.done();
-                SettleFuture::ready(Ok(()))
+                AckFuture::ready(Ok(()))
             }
-            Action::Nack => {
+            Action::Retry => {
                 self.again();
-                SettleFuture::ready(Ok(()))
+                AckFuture::ready(Ok(()))
             }
-            Action::Defer(delay) => {
-                SettleFuture::ready(match tokio::runtime::Handle::try_current() {
+            Action::RetryAfter(delay) => {
+                AckFuture::ready(match tokio::runtime::Handle::try_current() {
                     Ok(runtime) => {
                         runtime.spawn(async move {
                             tokio::time::sleep(delay).await;
@@ -103,7 +103,7 @@ impl Acker for KafkaAcker {
                     }
                 })
             }
-            Action::DeadLetter { topic, reason } => SettleFuture::pending(async move {
+            Action::DeadLetter { topic, reason } => AckFuture::pending(async move {
                 let f = &self.fetched;
                 let mut dead = dead_letter_message(&f.received, &reason, None);
                 let headers = dead.headers_mut();

@@ -94,7 +94,7 @@ async fn dead_letters_say_where_they_came_from() {
         .unwrap();
     let mut d = recv(&mut stream, WAIT).await.expect("delivery");
     let (partition, offset) = (d.metadata().partition, d.metadata().offset);
-    d.reject("cannot parse").await.unwrap();
+    d.dead_letter("cannot parse").await.unwrap();
     let dl = recv(&mut dead, WAIT).await.expect("dead letter");
     let m = dl.message();
     assert_eq!(m.key(), Some("k1"));
@@ -138,10 +138,10 @@ async fn records_of_other_clients_are_read_and_dead_lettered_losslessly() {
     assert_eq!(d.message().header(HEADER_KEY_HEX), Some("ff007f"));
     assert_eq!(d.message().header("trace"), Some("abc"));
     assert_eq!(&d.message().payload()[..], b"from java");
-    d.nack().await.unwrap();
+    d.retry().await.unwrap();
     let mut again = recv(&mut stream, WAIT).await.expect("redelivery");
     assert_eq!(again.message().id(), id, "the same record keeps its id");
-    again.reject("unknown format").await.unwrap();
+    again.dead_letter("unknown format").await.unwrap();
 
     let dl = recv(&mut dead, WAIT).await.expect("dead letter");
     assert_eq!(dl.message().id(), id);

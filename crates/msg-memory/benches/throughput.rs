@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
-use msg_core::{
-    BoxError, Bytes, Message, Publisher, Received, Router, Subscriber, Subscription, handler_fn,
-};
+use msg_core::{Bytes, Message, Publisher, Received, Router, Subscriber, Subscription};
 use msg_memory::{MemoryBroker, MemoryConfig};
 
 const BATCH: u64 = 50_000;
@@ -55,12 +53,12 @@ fn benches(c: &mut Criterion) {
                     let router = Router::new(broker.clone(), broker.clone())
                         .handle(
                             Subscription::new("bench").group("g"),
-                            handler_fn(move |_r: Received| {
+                            move |_r: Received| {
                                 if h.fetch_add(1, Ordering::Relaxed) + 1 == BATCH {
                                     done.notify_one();
                                 }
-                                async { Ok::<_, BoxError>(()) }
-                            }),
+                                async { Ok(()) }
+                            },
                         )
                         .start()
                         .await

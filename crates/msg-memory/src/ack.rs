@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use msg_core::raw::{Acker, Action, SettleFuture, dead_letter_message};
+use msg_core::raw::{AckBackend, AckFuture, Action, dead_letter_message};
 use msg_core::{Metadata, Received};
 
 use crate::broker::{Admission, Entry, Timing};
@@ -39,13 +39,13 @@ impl MemoryAcker {
                 counters.acked.fetch_add(1, Ordering::Release);
                 None
             }
-            Action::Nack => {
+            Action::Retry => {
                 counters.nacked.fetch_add(1, Ordering::Release);
                 entry.attempt += 1;
                 queue.requeue_front(entry);
                 None
             }
-            Action::Defer(delay) => {
+            Action::RetryAfter(delay) => {
                 counters.deferred.fetch_add(1, Ordering::Release);
                 entry.attempt += 1;
                 let due =
@@ -82,17 +82,17 @@ impl MemoryAcker {
     }
 }
 
-impl Acker for MemoryAcker {
+impl AckBackend for MemoryAcker {
     fn topic(&self) -> &str {
         &self.entry.topic.name
     }
 
-    fn settle(self: Box<Self>, action: Action) -> SettleFuture {
+    fn settle(self: Box<Self>, action: Action) -> AckFuture {
         self.settle_now(action);
-        SettleFuture::ready(Ok(()))
+        AckFuture::ready(Ok(()))
     }
 
     fn drop_unsettled(self: Box<Self>) {
-        self.settle_now(Action::Nack);
+        self.settle_now(Action::Retry);
     }
 }

@@ -114,7 +114,7 @@ async fn nacks_past_max_deliveries_dead_letter_with_the_reason() {
     for attempt in 1..=3 {
         let mut d = next(&mut stream).await;
         assert_eq!(d.metadata().attempt, attempt);
-        d.nack().await.unwrap();
+        d.retry().await.unwrap();
     }
     let stats = b
         .wait_for("jobs", |s| s.dead_lettered == 1, WAIT)
@@ -151,7 +151,7 @@ async fn the_dead_letter_suffix_is_configurable() {
         .await
         .unwrap();
     b.publish("t", Message::new("x")).await.unwrap();
-    next(&mut stream).await.reject("nope").await.unwrap();
+    next(&mut stream).await.dead_letter("nope").await.unwrap();
     assert_eq!(b.published("t-dead").len(), 1);
     assert!(MemoryBroker::with_config(MemoryConfig::default().dead_letter_suffix(" bad")).is_err());
 }
@@ -168,12 +168,12 @@ async fn deferred_messages_come_back_in_due_order_and_others_pass_them() {
     }
     next(&mut stream)
         .await
-        .defer(Duration::from_millis(300))
+        .retry_after(Duration::from_millis(300))
         .await
         .unwrap();
     next(&mut stream)
         .await
-        .defer(Duration::from_millis(100))
+        .retry_after(Duration::from_millis(100))
         .await
         .unwrap();
     let mut order = Vec::new();

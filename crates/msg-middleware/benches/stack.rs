@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use msg_core::raw::box_handler;
-use msg_core::{BoxError, BoxHandler, Message, Metadata, Received, handler_fn};
+use msg_core::{BoxHandler, Message, Metadata, Received, service};
 use msg_middleware::{
     CorrelationIdLayer, DedupLayer, MemoryDedupStore, Metrics, RetryLayer, TimeoutLayer,
     TracingLayer,
@@ -17,7 +17,7 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 const BATCH: u64 = 10_000;
 
 fn noop() -> BoxHandler {
-    box_handler(handler_fn(|_r: Received| async { Ok::<_, BoxError>(()) }))
+    box_handler(service(|_r: Received| async { Ok(()) }))
 }
 
 fn stack() -> BoxHandler {

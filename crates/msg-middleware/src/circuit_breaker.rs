@@ -10,12 +10,14 @@
 //! Only failures that may heal count: a dead-letter failure (a bad
 //! message, not a bad downstream) neither trips nor resets the breaker.
 
+use crate::failed;
+use msg_core::BoxError;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use msg_core::{Disposition, HandlerError, Outgoing, Received};
+use msg_core::{HandlerError, Outgoing, Received};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -143,7 +145,7 @@ impl<S> Service<Received> for CircuitBreaker<S>
 where
     S: Service<Received>,
     S::Response: Into<Outgoing>,
-    S::Error: Into<HandlerError>,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     type Response = Outgoing;
@@ -151,7 +153,7 @@ where
     type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
@@ -164,11 +166,10 @@ where
         let call = self.inner.call(received);
         let (state, config) = (self.state.clone(), self.config.clone());
         Box::pin(async move {
-            let result: Result<Outgoing, HandlerError> =
-                call.await.map(Into::into).map_err(Into::into);
+            let result: Result<Outgoing, HandlerError> = call.await.map(Into::into).map_err(failed);
             let outcome = match &result {
                 Ok(_) => Some(true),
-                Err(e) if e.disposition() == Disposition::DeadLetter => None,
+                Err(e) if e.is_dead_letter() => None,
                 Err(_) => Some(false),
             };
             record(&state, &config, trial, outcome);
@@ -180,7 +181,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msg_core::{BoxError, Message, Metadata, handler_fn};
+    use msg_core::{Message, Metadata, Settlement, service};
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use tower::ServiceExt;
 
@@ -196,14 +197,14 @@ mod tests {
         let healthy = Arc::new(AtomicBool::new(false));
         let calls = Arc::new(AtomicU32::new(0));
         let (h, c) = (healthy.clone(), calls.clone());
-        let handler = handler_fn(move |_r: Received| {
+        let handler = service(move |_r: Received| {
             c.fetch_add(1, Ordering::SeqCst);
             let ok = h.load(Ordering::SeqCst);
             async move {
                 if ok {
                     Ok(())
                 } else {
-                    Err::<(), BoxError>("downstream down".into())
+                    Err(HandlerError::retry("downstream down"))
                 }
             }
         });
@@ -213,13 +214,13 @@ mod tests {
             .layer(handler);
         for _ in 0..3 {
             let e = breaker.clone().oneshot(received()).await.unwrap_err();
-            assert_eq!(e.disposition(), Disposition::Retry);
+            assert_eq!(e.settlement(), Settlement::Retry);
         }
         // Open: the handler is not called; the message is deferred.
         let e = breaker.clone().oneshot(received()).await.unwrap_err();
         assert_eq!(
-            e.disposition(),
-            Disposition::RetryAfter(Duration::from_secs(10))
+            e.settlement(),
+            Settlement::RetryAfter(Duration::from_secs(10))
         );
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         // Half-open after the reset timeout: a failed trial opens it again.
@@ -232,8 +233,8 @@ mod tests {
                 .oneshot(received())
                 .await
                 .unwrap_err()
-                .disposition(),
-            Disposition::RetryAfter(_)
+                .settlement(),
+            Settlement::RetryAfter(_)
         ));
         // A good trial closes it.
         tokio::time::advance(Duration::from_secs(10)).await;
@@ -245,7 +246,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_messages_do_not_trip_the_breaker() {
-        let handler = handler_fn(|_r: Received| async {
+        let handler = service(|_r: Received| async {
             Err::<(), _>(HandlerError::dead_letter("bad payload"))
         });
         let breaker = CircuitBreakerLayer::new()
@@ -253,7 +254,7 @@ mod tests {
             .layer(handler);
         for _ in 0..3 {
             let e = breaker.clone().oneshot(received()).await.unwrap_err();
-            assert_eq!(e.disposition(), Disposition::DeadLetter, "still closed");
+            assert!(e.is_dead_letter(), "still closed");
         }
     }
 }

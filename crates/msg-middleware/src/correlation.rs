@@ -4,6 +4,8 @@
 //! created (UUID v7) when the message had none, and every message it
 //! returns for publishing carries the same id unless it set its own.
 
+use crate::failed;
+use msg_core::BoxError;
 use std::task::{Context, Poll};
 
 use futures::FutureExt;
@@ -40,7 +42,7 @@ impl<S> Service<Received> for CorrelationId<S>
 where
     S: Service<Received>,
     S::Response: Into<Outgoing>,
-    S::Error: Into<HandlerError>,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     type Response = Outgoing;
@@ -48,7 +50,7 @@ where
     type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, mut received: Received) -> Self::Future {
@@ -66,7 +68,7 @@ where
         self.inner
             .call(received)
             .map(move |result| {
-                let outgoing: Outgoing = result.map_err(Into::into)?.into();
+                let outgoing: Outgoing = result.map_err(failed)?.into();
                 let mut tagged = Outgoing::none();
                 for (topic, mut message) in outgoing {
                     if !message.headers().contains(headers::CORRELATION_ID) {
@@ -83,7 +85,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msg_core::{BoxError, Message, Metadata, handler_fn};
+    use msg_core::{Message, Metadata, service};
     use tower::ServiceExt;
 
     fn received(message: Message) -> Received {
@@ -94,12 +96,12 @@ mod tests {
     }
 
     fn echo_twice() -> msg_core::BoxHandler {
-        msg_core::raw::box_handler(handler_fn(|r: Received| async move {
+        msg_core::raw::box_handler(service(|r: Received| async move {
             let seen = r
                 .header(headers::CORRELATION_ID)
                 .unwrap_or("none")
                 .to_owned();
-            Ok::<_, BoxError>(Outgoing::none().with("a", Message::new(seen)).with(
+            Ok(Outgoing::none().with("a", Message::new(seen)).with(
                 "b",
                 Message::new("own").with_header(headers::CORRELATION_ID, "mine"),
             ))

@@ -7,6 +7,8 @@
 //! runs a handler once per id within the window (or twice, if two
 //! deliveries of one id run at the very same time).
 
+use crate::failed;
+use msg_core::BoxError;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -151,7 +153,7 @@ impl<S> Service<Received> for Dedup<S>
 where
     S: Service<Received> + Clone + Send + 'static,
     S::Response: Into<Outgoing>,
-    S::Error: Into<HandlerError>,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     type Response = Outgoing;
@@ -159,7 +161,7 @@ where
     type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
@@ -171,7 +173,7 @@ where
                 tracing::debug!(%id, topic = received.topic(), "duplicate skipped");
                 return Ok(Outgoing::none());
             }
-            let out: Outgoing = inner.call(received).await.map_err(Into::into)?.into();
+            let out: Outgoing = inner.call(received).await.map_err(failed)?.into();
             store.mark(id).await?;
             Ok(out)
         })
@@ -181,7 +183,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msg_core::{BoxError, Message, Metadata, handler_fn};
+    use msg_core::{Message, Metadata, service};
     use std::sync::atomic::{AtomicU32, Ordering};
     use tower::ServiceExt;
 
@@ -196,11 +198,11 @@ mod tests {
     async fn a_processed_id_is_skipped_and_a_failed_one_is_not() {
         let calls = Arc::new(AtomicU32::new(0));
         let c = calls.clone();
-        let handler = handler_fn(move |r: Received| {
+        let handler = service(move |r: Received| {
             let n = c.fetch_add(1, Ordering::SeqCst);
             async move {
                 if r.payload().as_ref() == b"fails once" && n == 0 {
-                    return Err::<(), BoxError>("transient".into());
+                    return Err(HandlerError::retry("transient"));
                 }
                 Ok(())
             }

@@ -1,12 +1,12 @@
 //! Handler middleware for **msg**, as `tower` layers.
 //!
 //! Each middleware is a [`tower::Layer`] over the router's handlers (any
-//! `tower::Service<Received>` whose error converts into `HandlerError`), so
+//! `tower::Service<Received>` whose error converts into a `BoxError`), so
 //! it stacks with `tower::timeout`, `tower::limit` and your own layers:
 //!
 //! ```
 //! use std::time::Duration;
-//! use msg_core::{handler_fn, BoxError, Received};
+//! use msg_core::{Received, service};
 //! use msg_middleware::{CorrelationIdLayer, RetryLayer, TimeoutLayer};
 //! use tower::ServiceBuilder;
 //!
@@ -14,24 +14,23 @@
 //!     .layer(CorrelationIdLayer::new())
 //!     .layer(RetryLayer::in_process().max_attempts(3))
 //!     .layer(TimeoutLayer::new(Duration::from_secs(5)))
-//!     .service(handler_fn(|msg: Received| async move {
+//!     .service(service(|msg: Received| async move {
 //!         println!("{}", msg.id());
-//!         Ok::<_, BoxError>(())
+//!         Ok(())
 //!     }));
 //! # let _ = handler;
 //! ```
 //!
 //! - [`retry`]: retries with exponential backoff and jitter, in process or
-//!   handed to the broker (`defer`).
+//!   handed to the broker (`retry_after`), then dead-letters: "N attempts,
+//!   then the dead-letter topic" is one policy.
 //! - [`tracing`](mod@tracing): a span per handled message, child of the
 //!   producer's span through the W3C `traceparent` header, and a publisher
 //!   that writes it.
 //! - [`timeout`]: a handler that takes too long fails with a retryable error.
-//! - [`dead_letter`]: after the last attempt or on a permanent error,
-//!   publishes to the dead-letter topic and acks.
 //! - [`dedup`]: skips messages whose id was already processed within a
 //!   window ([`DedupStore`]; [`MemoryDedupStore`] in memory).
-//! - [`circuit_breaker`]: after repeated failures, defers messages instead
+//! - [`circuit_breaker`]: after repeated failures, retries messages later instead
 //!   of calling a failing downstream, then tries again.
 //! - [`poison`]: counts failures per message id across deliveries and
 //!   quarantines a message after N, until released.
@@ -46,7 +45,6 @@
 
 pub mod circuit_breaker;
 pub mod correlation;
-pub mod dead_letter;
 pub mod dedup;
 pub mod metrics;
 pub mod poison;
@@ -59,7 +57,6 @@ pub mod tracing;
 
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitOpen};
 pub use correlation::{CorrelationId, CorrelationIdLayer};
-pub use dead_letter::{DeadLetter, DeadLetterLayer};
 pub use dedup::{Dedup, DedupLayer, DedupStore, MemoryDedupStore};
 pub use metrics::{Metered, MeteredPublisher, Metrics, MetricsLayer};
 pub use poison::{MemoryPoisonStore, Poison, PoisonLayer, PoisonStore};
@@ -74,4 +71,10 @@ pub use tracing::{Traced, TracedPublisher, TracingLayer};
 pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
     let clone = inner.clone();
     std::mem::replace(inner, clone)
+}
+
+/// A wrapped service's error as a handler error, keeping what becomes of
+/// the message.
+fn failed<E: Into<msg_core::BoxError>>(error: E) -> msg_core::HandlerError {
+    msg_core::HandlerError::from_boxed(error.into())
 }

@@ -6,7 +6,7 @@
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `messaging_client_consumed_messages_total` | counter | topic, group, handler |
-//! | `msg_acked_total`, `msg_nacked_total`, `msg_deferred_total`, `msg_dead_lettered_total` | counter | topic, group, handler |
+//! | `msg_acked_total`, `msg_retried_total`, `msg_retried_after_total`, `msg_dead_lettered_total` | counter | topic, group, handler |
 //! | `messaging_process_duration_seconds` | histogram | topic, group, handler |
 //! | `msg_in_flight` | gauge | topic, group, handler |
 //! | `messaging_client_sent_messages_total` | counter | topic |
@@ -15,12 +15,15 @@
 //! "acked" and the others count what the handler's result asks the router
 //! to do (a retry is a nack, a retry-after a defer).
 
+use crate::failed;
+use msg_core::BoxError;
+use msg_core::Settlement;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use msg_core::{
-    BatchError, Capabilities, Disposition, Error, HandlerError, Message, Outgoing, PublishOptions,
-    Publisher, Receipt, Received, Result,
+    BatchError, Capabilities, Error, HandlerError, Message, Outgoing, PublishOptions, Publisher,
+    Receipt, Received, Result,
 };
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use tokio::time::Instant;
@@ -32,8 +35,8 @@ use tower::{Layer, Service};
 pub struct Metrics {
     consumed: IntCounterVec,
     acked: IntCounterVec,
-    nacked: IntCounterVec,
-    deferred: IntCounterVec,
+    retried: IntCounterVec,
+    retried_after: IntCounterVec,
     dead_lettered: IntCounterVec,
     process_duration: HistogramVec,
     in_flight: IntGaugeVec,
@@ -80,13 +83,13 @@ impl Metrics {
                 "Messages handled successfully.",
                 HANDLER_LABELS,
             )?,
-            nacked: counter(
-                "msg_nacked_total",
+            retried: counter(
+                "msg_retried_total",
                 "Messages whose handler asked for a retry.",
                 HANDLER_LABELS,
             )?,
-            deferred: counter(
-                "msg_deferred_total",
+            retried_after: counter(
+                "msg_retried_after_total",
                 "Messages whose handler asked for a later retry.",
                 HANDLER_LABELS,
             )?,
@@ -165,7 +168,7 @@ impl<S> Service<Received> for Metered<S>
 where
     S: Service<Received>,
     S::Response: Into<Outgoing>,
-    S::Error: Into<HandlerError>,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     type Response = Outgoing;
@@ -173,7 +176,7 @@ where
     type Future = BoxFuture<'static, std::result::Result<Outgoing, HandlerError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), HandlerError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
@@ -190,7 +193,7 @@ where
         let started = Instant::now();
         let call = self.inner.call(received);
         Box::pin(async move {
-            let result = call.await.map(Into::into).map_err(Into::into);
+            let result = call.await.map(Into::into).map_err(failed);
             let refs = [labels[0].as_str(), labels[1].as_str(), labels[2].as_str()];
             in_flight.dec();
             m.process_duration
@@ -198,10 +201,11 @@ where
                 .observe(started.elapsed().as_secs_f64());
             let outcome = match &result {
                 Ok(_) => &m.acked,
-                Err(e) => match e.disposition() {
-                    Disposition::Retry => &m.nacked,
-                    Disposition::RetryAfter(_) => &m.deferred,
-                    Disposition::DeadLetter => &m.dead_lettered,
+                Err(e) => match e.settlement() {
+                    Settlement::Ack => &m.acked,
+                    Settlement::Retry => &m.retried,
+                    Settlement::RetryAfter(_) => &m.retried_after,
+                    Settlement::DeadLetter(_) => &m.dead_lettered,
                 },
             };
             outcome.with_label_values(&refs).inc();
@@ -276,7 +280,7 @@ impl<P: Publisher> Publisher for MeteredPublisher<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msg_core::{Metadata, handler_fn};
+    use msg_core::{Metadata, service};
     use msg_memory::MemoryBroker;
     use tower::ServiceExt;
 
@@ -312,7 +316,7 @@ mod tests {
         let metrics = Metrics::new(&registry).unwrap();
         let handler = metrics
             .layer("bill")
-            .layer(handler_fn(|r: Received| async move {
+            .layer(service(|r: Received| async move {
                 match r.payload().as_ref() {
                     b"ok" => Ok(()),
                     b"retry" => Err(HandlerError::retry("busy")),
@@ -320,7 +324,7 @@ mod tests {
                         "busy",
                         std::time::Duration::from_secs(1),
                     )),
-                    _ => Err(HandlerError::dead_letter("bad")),
+                    _ => Err::<(), _>(HandlerError::dead_letter("bad")),
                 }
             }));
         for p in ["ok", "ok", "retry", "later", "bad"] {
@@ -329,8 +333,8 @@ mod tests {
         let v = |name| value(&registry, name, "bill");
         assert_eq!(v("messaging_client_consumed_messages_total"), 5.0);
         assert_eq!(v("msg_acked_total"), 2.0);
-        assert_eq!(v("msg_nacked_total"), 1.0);
-        assert_eq!(v("msg_deferred_total"), 1.0);
+        assert_eq!(v("msg_retried_total"), 1.0);
+        assert_eq!(v("msg_retried_after_total"), 1.0);
         assert_eq!(v("msg_dead_lettered_total"), 1.0);
         assert_eq!(v("messaging_process_duration_seconds"), 5.0);
         assert_eq!(v("msg_in_flight"), 0.0);

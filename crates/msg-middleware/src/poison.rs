@@ -11,16 +11,15 @@
 //! the count. Permanent (dead-letter) failures are left to the
 //! dead-letter path and not counted.
 
+use crate::failed;
+use msg_core::BoxError;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use msg_core::raw::dead_letter_message;
-use msg_core::{
-    Disposition, DynPublisher, HandlerError, Outgoing, Publisher, Received, Result, Uuid,
-    error_chain,
-};
+use msg_core::{DynPublisher, HandlerError, Outgoing, Publisher, Received, Result, Uuid};
 use tower::{Layer, Service};
 
 /// Where failure counts and quarantined ids are kept.
@@ -156,7 +155,7 @@ impl<S> Service<Received> for Poison<S>
 where
     S: Service<Received> + Clone + Send + 'static,
     S::Response: Into<Outgoing>,
-    S::Error: Into<HandlerError>,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     type Response = Outgoing;
@@ -164,7 +163,7 @@ where
     type Future = BoxFuture<'static, std::result::Result<Outgoing, HandlerError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), HandlerError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
@@ -177,11 +176,8 @@ where
                 return Ok(Outgoing::none());
             }
             let original = received.clone();
-            let result: std::result::Result<Outgoing, HandlerError> = inner
-                .call(received)
-                .await
-                .map(Into::into)
-                .map_err(Into::into);
+            let result: std::result::Result<Outgoing, HandlerError> =
+                inner.call(received).await.map(Into::into).map_err(failed);
             let error = match result {
                 Ok(out) => {
                     config.store.clear(id).await?;
@@ -189,7 +185,7 @@ where
                 }
                 Err(e) => e,
             };
-            if error.disposition() == Disposition::DeadLetter {
+            if error.is_dead_letter() {
                 return Err(error);
             }
             let failures = config.store.record_failure(id).await?;
@@ -197,7 +193,7 @@ where
                 return Err(error);
             }
             let reason = format!("quarantined after {failures} failures: {error}");
-            let message = dead_letter_message(&original, &reason, Some(&error_chain(&error)));
+            let message = dead_letter_message(&original, &reason, Some(&error.chain()));
             let topic = format!("{}.quarantine", original.topic());
             // Published first: if that fails, the delivery is retried and
             // nothing is lost.
@@ -216,7 +212,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msg_core::{BoxError, Message, Metadata, handler_fn, headers};
+    use msg_core::{Message, Metadata, Settlement, headers, service};
     use msg_memory::{MemoryBroker, MemoryConfig};
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use tower::ServiceExt;
@@ -235,14 +231,14 @@ mod tests {
         let fixed = Arc::new(AtomicBool::new(false));
         let calls = Arc::new(AtomicU32::new(0));
         let (f, c) = (fixed.clone(), calls.clone());
-        let handler = handler_fn(move |_r: Received| {
+        let handler = service(move |_r: Received| {
             c.fetch_add(1, Ordering::SeqCst);
             let ok = f.load(Ordering::SeqCst);
             async move {
                 if ok {
                     Ok(())
                 } else {
-                    Err::<(), BoxError>("boom".into())
+                    Err(HandlerError::retry("boom"))
                 }
             }
         });
@@ -250,7 +246,7 @@ mod tests {
         let m = Message::new("order 1");
         for _ in 0..2 {
             let e = service.clone().oneshot(received(&m)).await.unwrap_err();
-            assert_eq!(e.disposition(), Disposition::Retry);
+            assert_eq!(e.settlement(), Settlement::Retry);
         }
         // The third failure quarantines it: published aside, acked.
         service.clone().oneshot(received(&m)).await.unwrap();
@@ -279,11 +275,11 @@ mod tests {
         let store: Arc<MemoryPoisonStore> = Arc::new(MemoryPoisonStore::new());
         let n = Arc::new(AtomicU32::new(0));
         let c = n.clone();
-        let handler = handler_fn(move |r: Received| {
+        let handler = service(move |r: Received| {
             let call = c.fetch_add(1, Ordering::SeqCst);
             async move {
                 match (r.payload().as_ref(), call) {
-                    (b"bad", _) => Err(HandlerError::dead_letter("bad payload")),
+                    (b"bad", _) => Err::<(), _>(HandlerError::dead_letter("bad payload")),
                     (_, 1) => Ok(()),
                     _ => Err(HandlerError::retry("flaky")),
                 }
@@ -299,7 +295,7 @@ mod tests {
         let bad = Message::new("bad");
         for _ in 0..3 {
             let e = service.clone().oneshot(received(&bad)).await.unwrap_err();
-            assert_eq!(e.disposition(), Disposition::DeadLetter);
+            assert!(e.is_dead_letter());
         }
         assert!(store.quarantined().await.unwrap().is_empty());
     }

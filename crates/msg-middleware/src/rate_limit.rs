@@ -4,6 +4,8 @@
 //! fail), so the limit slows consumption down instead of causing retries.
 //! Clones of the service share the bucket.
 
+use crate::failed;
+use msg_core::BoxError;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -80,7 +82,7 @@ impl<S> Service<Received> for RateLimit<S>
 where
     S: Service<Received> + Clone + Send + 'static,
     S::Response: Into<Outgoing>,
-    S::Error: Into<HandlerError>,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     type Response = Outgoing;
@@ -88,7 +90,7 @@ where
     type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
@@ -98,11 +100,7 @@ where
             while let Some(wait) = take(&bucket, &config) {
                 tokio::time::sleep(wait).await;
             }
-            inner
-                .call(received)
-                .await
-                .map(Into::into)
-                .map_err(Into::into)
+            inner.call(received).await.map(Into::into).map_err(failed)
         })
     }
 }
@@ -110,7 +108,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msg_core::{BoxError, Message, Metadata, handler_fn};
+    use msg_core::{Message, Metadata, service};
     use tower::ServiceExt;
 
     fn received() -> Received {
@@ -122,8 +120,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_passes_then_calls_are_spaced_by_the_rate() {
-        let limited = RateLimitLayer::new(10.0, 3)
-            .layer(handler_fn(|_r: Received| async { Ok::<_, BoxError>(()) }));
+        let limited = RateLimitLayer::new(10.0, 3).layer(service(|_r: Received| async { Ok(()) }));
         let started = Instant::now();
         for _ in 0..3 {
             limited.clone().oneshot(received()).await.unwrap();

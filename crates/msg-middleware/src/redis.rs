@@ -8,6 +8,8 @@
 //! | [`RedisPoisonStore`] | `<prefix>:failures:<id>` (a counter, expiring), `<prefix>:quarantined` (a set) |
 //! | [`RedisRateLimitLayer`] | `<prefix>:<window number>` (a counter per window, expiring) |
 
+use crate::failed;
+use msg_core::BoxError;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -283,7 +285,7 @@ impl<S> Service<Received> for RedisRateLimit<S>
 where
     S: Service<Received> + Clone + Send + 'static,
     S::Response: Into<Outgoing>,
-    S::Error: Into<HandlerError>,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     type Response = Outgoing;
@@ -291,7 +293,7 @@ where
     type Future = BoxFuture<'static, std::result::Result<Outgoing, HandlerError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), HandlerError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
@@ -300,11 +302,7 @@ where
         Box::pin(async move {
             // Redis unreachable: retry the message rather than run unlimited.
             config.acquire().await.map_err(HandlerError::retry)?;
-            inner
-                .call(received)
-                .await
-                .map(Into::into)
-                .map_err(Into::into)
+            inner.call(received).await.map(Into::into).map_err(failed)
         })
     }
 }

@@ -1,25 +1,34 @@
-//! Retries with exponential backoff and jitter.
+//! Retries with exponential backoff and jitter, then dead-letters: one
+//! policy, "N attempts, backoff between them, then the dead-letter topic".
 //!
-//! Two ways to wait between attempts:
+//! An attempt is a call of the handler, and the handler reads it in
+//! [`Metadata::attempt`](msg_core::Metadata::attempt). Two ways to wait
+//! between attempts:
 //! - [`RetryLayer::in_process`]: the handler is called again after the
-//!   backoff, within the same delivery. Quick, but the message holds its
-//!   in-flight slot while waiting.
+//!   backoff, within the same delivery, and sees the attempt go up. Quick,
+//!   but the message holds its in-flight slot while waiting. A delivery
+//!   that comes again (the process stopped) goes on from the delivery's
+//!   attempt, so each earlier delivery counts as one attempt.
 //! - [`RetryLayer::via_broker`]: the failure becomes a
-//!   `retry_after(backoff)` for the delivery's attempt number, so the
-//!   transport redelivers it later (`defer`) and a long backoff holds no
-//!   slot.
+//!   `retry_after(backoff)` for the delivery's attempt, so the transport
+//!   delivers it again later and a long backoff holds no slot.
 //!
-//! Only failures the predicate accepts are retried; by default those whose
-//! disposition is not dead-letter (a retryable `msg_core::Error`, any
-//! other error, a timeout), never a permanent one.
+//! When the last attempt fails, the message is dead-lettered with the
+//! reason `gave up after N attempts: <the last error>`. Only failures the
+//! predicate accepts are retried; by default every failure that is not
+//! already a dead letter (a retryable `msg_core::Error`, any other error, a
+//! timeout). A subscription's max deliveries still bounds the deliveries;
+//! keep it at or above `max_attempts` for `via_broker`.
 
+use crate::failed;
+use msg_core::BoxError;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::future::BoxFuture;
-use msg_core::{Disposition, HandlerError, Outgoing, Received};
+use msg_core::{HandlerError, Outgoing, Received};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
@@ -84,7 +93,7 @@ impl RetryLayer {
             factor: 2.0,
             jitter: true,
             max_elapsed: None,
-            predicate: Arc::new(|e: &HandlerError| e.disposition() != Disposition::DeadLetter),
+            predicate: Arc::new(|e: &HandlerError| !e.is_dead_letter()),
         }
     }
 
@@ -119,8 +128,10 @@ impl RetryLayer {
         self
     }
 
-    /// In process: give up once this much time has passed since the first
-    /// attempt, counting the next backoff.
+    /// In process: stop retrying within this delivery once this much time
+    /// has passed since its first call, counting the next backoff; the
+    /// failure is then retried through the broker, and the next delivery
+    /// goes on counting attempts.
     pub fn max_elapsed(mut self, d: Duration) -> Self {
         self.max_elapsed = Some(d);
         self
@@ -170,7 +181,7 @@ impl<S> Service<Received> for Retry<S>
 where
     S: Service<Received> + Clone + Send + 'static,
     S::Response: Into<Outgoing>,
-    S::Error: Into<HandlerError>,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     type Response = Outgoing;
@@ -178,7 +189,7 @@ where
     type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
@@ -189,11 +200,7 @@ where
             Mode::ViaBroker => Box::pin(async move {
                 let attempt = received.attempt();
                 let mut first = first;
-                let result = first
-                    .call(received)
-                    .await
-                    .map(Into::into)
-                    .map_err(Into::into);
+                let result = first.call(received).await.map(Into::into).map_err(failed);
                 via_broker(result, attempt, &config)
             }),
         }
@@ -202,21 +209,24 @@ where
 
 async fn in_process<S>(
     mut first: S,
-    received: Received,
+    mut received: Received,
     config: RetryLayer,
 ) -> Result<Outgoing, HandlerError>
 where
     S: Service<Received> + Clone,
     S::Response: Into<Outgoing>,
-    S::Error: Into<HandlerError>,
+    S::Error: Into<BoxError>,
 {
     let started = Instant::now();
-    let mut delays = config.delays();
+    // Earlier deliveries count one attempt each.
+    let mut delays = config
+        .delays()
+        .skip(received.attempt().saturating_sub(1) as usize);
     let mut result = first
         .call(received.clone())
         .await
         .map(Into::into)
-        .map_err(Into::into);
+        .map_err(failed);
     loop {
         let error = match result {
             Ok(out) => return Ok(out),
@@ -226,7 +236,7 @@ where
             return Err(error);
         }
         let Some(delay) = delays.next() else {
-            return Err(error);
+            return Err(give_up(error, received.attempt()));
         };
         if config
             .max_elapsed
@@ -236,12 +246,14 @@ where
         }
         tracing::debug!(error = %error, ?delay, "handler failed; retrying in process");
         tokio::time::sleep(delay).await;
+        let next = received.attempt() + 1;
+        received.metadata = received.metadata.with_attempt(next);
         result = first
             .clone()
             .oneshot(received.clone())
             .await
             .map(Into::into)
-            .map_err(Into::into);
+            .map_err(failed);
     }
 }
 
@@ -257,18 +269,33 @@ fn via_broker(
     if !(config.predicate)(&error) {
         return Err(error);
     }
-    // The backoff of this attempt; past the last one, leave it to the
-    // transport (its max deliveries) or a dead-letter layer.
     match config.delays().nth(attempt.saturating_sub(1) as usize) {
         Some(delay) => Err(HandlerError::retry_after(error.into_source(), delay)),
-        None => Err(error),
+        None => Err(give_up(error, attempt)),
     }
+}
+
+/// The last attempt failed: dead-letter, saying so.
+fn give_up(error: HandlerError, attempts: u32) -> HandlerError {
+    HandlerError::dead_letter(GaveUp {
+        attempts,
+        last: error.into_source(),
+    })
+}
+
+/// The reason of a dead letter after the last attempt.
+#[derive(Debug, thiserror::Error)]
+#[error("gave up after {attempts} attempts")]
+struct GaveUp {
+    attempts: u32,
+    #[source]
+    last: BoxError,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msg_core::{BoxError, Message, Metadata, handler_fn};
+    use msg_core::{Message, Metadata, Settlement, service};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn received(attempt: u32) -> Received {
@@ -279,13 +306,13 @@ mod tests {
     }
 
     fn failing_until(ok_at: u32, calls: Arc<AtomicU32>) -> msg_core::BoxHandler {
-        msg_core::raw::box_handler(handler_fn(move |_r: Received| {
+        msg_core::raw::box_handler(service(move |_r: Received| {
             let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
                 if n >= ok_at {
-                    Ok::<_, BoxError>(())
+                    Ok(())
                 } else {
-                    Err::<(), BoxError>(format!("failure {n}").into())
+                    Err(HandlerError::retry(format!("failure {n}")))
                 }
             }
         }))
@@ -318,7 +345,8 @@ mod tests {
             .layer(failing_until(99, calls.clone()));
         let err = retry.oneshot(received(1)).await.unwrap_err();
         assert_eq!(calls.load(Ordering::SeqCst), 3);
-        assert_eq!(err.to_string(), "failure 3");
+        assert!(err.is_dead_letter());
+        assert_eq!(err.chain(), "gave up after 3 attempts: failure 3");
     }
 
     #[tokio::test(start_paused = true)]
@@ -338,7 +366,7 @@ mod tests {
     async fn permanent_errors_are_never_retried() {
         let calls = Arc::new(AtomicU32::new(0));
         let c = calls.clone();
-        let permanent = handler_fn(move |_r: Received| {
+        let permanent = service(move |_r: Received| {
             c.fetch_add(1, Ordering::SeqCst);
             async { Err::<(), _>(HandlerError::dead_letter("bad input")) }
         });
@@ -347,7 +375,7 @@ mod tests {
             .oneshot(received(1))
             .await
             .unwrap_err();
-        assert_eq!(err.disposition(), Disposition::DeadLetter);
+        assert!(err.is_dead_letter());
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -366,12 +394,22 @@ mod tests {
                 .oneshot(received(attempt))
                 .await
                 .unwrap_err();
-            delays.push(match err.disposition() {
-                Disposition::RetryAfter(d) => Some(d),
+            delays.push(match err.settlement() {
+                Settlement::RetryAfter(d) => Some(d),
                 _ => None,
             });
         }
         let s = Duration::from_secs;
         assert_eq!(delays, vec![Some(s(1)), Some(s(2)), Some(s(4)), None]);
+        let calls = Arc::new(AtomicU32::new(0));
+        let last = layer
+            .layer(failing_until(99, calls))
+            .oneshot(received(4))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            last.settlement(),
+            Settlement::DeadLetter("gave up after 4 attempts: failure 1".into())
+        );
     }
 }

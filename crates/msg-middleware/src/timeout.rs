@@ -1,5 +1,7 @@
 //! A handler that takes too long fails with a retryable error.
 
+use crate::failed;
+use msg_core::BoxError;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -42,7 +44,7 @@ impl<S> Service<Received> for Timeout<S>
 where
     S: Service<Received>,
     S::Response: Into<Outgoing>,
-    S::Error: Into<HandlerError>,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     type Response = Outgoing;
@@ -50,7 +52,7 @@ where
     type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
@@ -58,7 +60,7 @@ where
         let timeout = self.timeout;
         Box::pin(async move {
             match tokio::time::timeout(timeout, call).await {
-                Ok(result) => result.map(Into::into).map_err(Into::into),
+                Ok(result) => result.map(Into::into).map_err(failed),
                 Err(_) => Err(HandlerError::retry(Error::Timeout(timeout))),
             }
         })
@@ -68,7 +70,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msg_core::{BoxError, Disposition, Message, Metadata, handler_fn};
+    use msg_core::{Message, Metadata, Settlement, service};
     use tower::ServiceExt;
 
     fn received() -> Received {
@@ -80,22 +82,22 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_handler_times_out_as_a_retry() {
-        let slow = handler_fn(|_r: Received| async {
+        let slow = service(|_r: Received| async {
             tokio::time::sleep(Duration::from_secs(60)).await;
-            Ok::<_, BoxError>(())
+            Ok(())
         });
         let err = TimeoutLayer::new(Duration::from_secs(1))
             .layer(slow)
             .oneshot(received())
             .await
             .unwrap_err();
-        assert_eq!(err.disposition(), Disposition::Retry);
+        assert_eq!(err.settlement(), Settlement::Retry);
         assert!(err.to_string().contains("timed out"), "{err}");
     }
 
     #[tokio::test]
     async fn a_fast_handler_passes_through() {
-        let fast = handler_fn(|_r: Received| async { Ok::<_, BoxError>(()) });
+        let fast = service(|_r: Received| async { Ok(()) });
         let out = TimeoutLayer::new(Duration::from_secs(1))
             .layer(fast)
             .oneshot(received())

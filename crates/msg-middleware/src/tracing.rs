@@ -7,6 +7,8 @@
 //! headers. With a `tracing-opentelemetry` layer installed, the consumer's
 //! span is a child of the producer's, across any transport.
 
+use crate::failed;
+use msg_core::BoxError;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
@@ -68,7 +70,7 @@ impl<S> Service<Received> for Traced<S>
 where
     S: Service<Received>,
     S::Response: Into<Outgoing>,
-    S::Error: Into<HandlerError>,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     type Response = Outgoing;
@@ -76,7 +78,7 @@ where
     type Future = BoxFuture<'static, std::result::Result<Outgoing, HandlerError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), HandlerError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
@@ -104,12 +106,9 @@ where
         let recorded = span.clone();
         Box::pin(
             async move {
-                let result = call.await.map(Into::into).map_err(Into::into);
+                let result = call.await.map(Into::into).map_err(failed);
                 if let Err(e) = &result {
-                    recorded.record(
-                        "error.type",
-                        tracing::field::display(format!("{:?}", e.disposition())),
-                    );
+                    recorded.record("error.type", e.settlement().name());
                 }
                 result
             }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use fred::prelude::{Builder, Client, ClientLike};
-use msg_core::{BoxError, Message, Metadata, Received, Uuid, handler_fn};
+use msg_core::{Message, Metadata, Received, Uuid, service};
 use msg_middleware::dedup::DedupStore;
 use msg_middleware::poison::PoisonStore;
 use msg_middleware::redis::{RedisDedupStore, RedisPoisonStore, RedisRateLimitLayer};
@@ -73,7 +73,7 @@ async fn poison_counts_quarantine_and_release() {
 #[tokio::test]
 async fn the_rate_limit_holds_across_instances() {
     let p = prefix("rate");
-    let handler = || handler_fn(|_r: Received| async { Ok::<_, BoxError>(()) });
+    let handler = || service(|_r: Received| async { Ok(()) });
     let first = RedisRateLimitLayer::new(client().await, p.clone(), 3, Duration::from_millis(500))
         .layer(handler());
     let second =

@@ -1,43 +1,49 @@
 //! A production-like stack through the router on the memory transport.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use msg_core::{BoxError, Message, Publisher, Received, Router, Subscription, handler_fn, headers};
+use msg_core::{HandlerError, Message, Metadata, Publisher, Router, State, Subscription, headers};
 use msg_memory::{MemoryBroker, MemoryConfig};
-use msg_middleware::{CorrelationIdLayer, DeadLetterLayer, RetryLayer, TimeoutLayer};
-use tower::ServiceBuilder;
+use msg_middleware::{CorrelationIdLayer, RetryLayer, TimeoutLayer};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_message_is_retried_in_process_then_dead_lettered_and_acked() {
+/// What the handler saw.
+#[derive(Clone)]
+struct Seen {
+    attempts: Arc<Mutex<Vec<u32>>>,
+    calls: Arc<AtomicU32>,
+}
+
+/// Runs a handler that always fails under `retry` and the transport's
+/// default max deliveries (10), and returns the attempts the handler saw
+/// and the dead letter.
+async fn always_failing(retry: RetryLayer) -> (Vec<u32>, Message) {
     let b = MemoryBroker::with_config(MemoryConfig::default().retention(10)).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
     let calls = Arc::new(AtomicU32::new(0));
-    let c = calls.clone();
-    let handler = ServiceBuilder::new()
-        .layer(CorrelationIdLayer::new())
-        .layer(DeadLetterLayer::new(b.clone()).after_attempts(1))
-        .layer(
-            RetryLayer::in_process()
-                .max_attempts(3)
-                .min_delay(Duration::from_millis(5)),
-        )
-        .layer(TimeoutLayer::new(Duration::from_millis(200)))
-        .service(handler_fn(move |r: Received| {
-            let n = c.fetch_add(1, Ordering::SeqCst) + 1;
-            async move {
-                if r.payload().as_ref() == b"poison" {
-                    if n == 2 {
-                        // One attempt hangs: the timeout turns it into a retry.
-                        tokio::time::sleep(Duration::from_secs(60)).await;
-                    }
-                    return Err::<(), BoxError>(format!("cannot process, attempt {n}").into());
-                }
-                Ok(())
-            }
-        }));
     let router = Router::new(b.clone(), b.clone())
-        .handle(Subscription::new("orders").group("svc"), handler)
+        .with_state(Seen {
+            attempts: seen.clone(),
+            calls: calls.clone(),
+        })
+        .handle(
+            Subscription::new("orders").group("svc"),
+            |State(Seen { attempts, calls }): State<Seen>, meta: Metadata| async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                attempts.lock().unwrap().push(meta.attempt);
+                if n == 2 {
+                    // One attempt hangs: the timeout turns it into a failure.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                Err::<(), _>(HandlerError::retry(format!("cannot process, call {n}")))
+            },
+        )
+        // The order of the layers' calls does not matter for which
+        // handlers they wrap: the last one added is the outermost.
+        .layer(TimeoutLayer::new(Duration::from_millis(200)))
+        .layer(retry)
+        .layer(CorrelationIdLayer::new())
         .start()
         .await
         .unwrap();
@@ -47,22 +53,45 @@ async fn a_failing_message_is_retried_in_process_then_dead_lettered_and_acked() 
     )
     .await
     .unwrap();
-    let stats = b
-        .wait_for("orders", |s| s.acked == 1, Duration::from_secs(10))
+    b.wait_for("orders", |s| s.dead_lettered == 1, Duration::from_secs(10))
         .await
         .unwrap();
+    // Nothing more comes: a late call would show in `seen`.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     router.shutdown().await;
-    assert_eq!(calls.load(Ordering::SeqCst), 3, "three attempts in process");
-    assert_eq!(
-        (stats.nacked, stats.dead_lettered),
-        (0, 0),
-        "the broker saw one delivery, acked"
-    );
     let dead = b.published("orders.dlq");
     assert_eq!(dead.len(), 1);
+    let seen = seen.lock().unwrap().clone();
+    (seen, dead[0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_attempts_in_process_mean_three_calls_then_a_dead_letter() {
+    let (seen, dead) = always_failing(
+        RetryLayer::in_process()
+            .max_attempts(3)
+            .min_delay(Duration::from_millis(5)),
+    )
+    .await;
+    assert_eq!(seen, [1, 2, 3], "the handler reads its attempt");
     assert_eq!(
-        dead[0].header(headers::DEAD_LETTER_REASON),
-        Some("cannot process, attempt 3")
+        dead.header(headers::DEAD_LETTER_REASON),
+        Some("gave up after 3 attempts: cannot process, call 3")
     );
-    assert_eq!(dead[0].header(headers::CORRELATION_ID), Some("conv-9"));
+    assert_eq!(dead.header(headers::CORRELATION_ID), Some("conv-9"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_attempts_via_the_broker_mean_three_calls_then_a_dead_letter() {
+    let (seen, dead) = always_failing(
+        RetryLayer::via_broker()
+            .max_attempts(3)
+            .min_delay(Duration::from_millis(5)),
+    )
+    .await;
+    assert_eq!(seen, [1, 2, 3]);
+    assert_eq!(
+        dead.header(headers::DEAD_LETTER_REASON),
+        Some("gave up after 3 attempts: cannot process, call 3")
+    );
 }

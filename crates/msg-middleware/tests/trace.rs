@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use msg_core::{BoxError, Message, Publisher, Received, Router, Subscription, handler_fn};
+use msg_core::{Message, Publisher, Received, Router, Subscription, service};
 use msg_memory::MemoryBroker;
 use msg_middleware::{TracedPublisher, TracingLayer};
 use opentelemetry::trace::TracerProvider as _;
@@ -27,7 +27,7 @@ async fn the_consumer_span_is_a_child_of_the_producer_span() {
             Subscription::new("orders").group("billing"),
             ServiceBuilder::new()
                 .layer(TracingLayer::new())
-                .service(handler_fn(|_r: Received| async { Ok::<_, BoxError>(()) })),
+                .service(service(|_r: Received| async { Ok(()) })),
         )
         .start()
         .await

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::AckKind;
-use msg_core::raw::{Acker, Action, SettleFuture, dead_letter_message};
+use msg_core::raw::{AckBackend, AckFuture, Action, dead_letter_message};
 use msg_core::{Error, Received, Result};
 
 use crate::Shared;
@@ -42,19 +42,19 @@ pub(crate) struct CoreAcker {
     pub(crate) received: Received,
 }
 
-impl Acker for CoreAcker {
+impl AckBackend for CoreAcker {
     fn topic(&self) -> &str {
         &self.received.metadata.topic
     }
 
-    fn settle(self: Box<Self>, action: Action) -> SettleFuture {
+    fn settle(self: Box<Self>, action: Action) -> AckFuture {
         match action {
-            Action::DeadLetter { topic, reason } => SettleFuture::pending(async move {
+            Action::DeadLetter { topic, reason } => AckFuture::pending(async move {
                 self.shared
                     .dead_letter(&self.received, &topic, &reason)
                     .await
             }),
-            Action::Ack | Action::Nack | Action::Defer(_) => SettleFuture::ready(Ok(())),
+            Action::Ack | Action::Retry | Action::RetryAfter(_) => AckFuture::ready(Ok(())),
         }
     }
 
@@ -91,19 +91,19 @@ impl JsAcker {
         self.held.release(self.id);
         match action {
             Action::Ack => self.send(AckKind::Ack).await,
-            Action::Nack => self.send(AckKind::Nak(None)).await,
-            Action::Defer(delay) => self.send(AckKind::Nak(Some(delay))).await,
+            Action::Retry => self.send(AckKind::Nak(None)).await,
+            Action::RetryAfter(delay) => self.send(AckKind::Nak(Some(delay))).await,
             Action::DeadLetter { topic, reason } => self.dead_letter(&topic, &reason).await,
         }
     }
 }
 
-impl Acker for JsAcker {
+impl AckBackend for JsAcker {
     fn topic(&self) -> &str {
         &self.received.metadata.topic
     }
 
-    fn settle(self: Box<Self>, action: Action) -> SettleFuture {
+    fn settle(self: Box<Self>, action: Action) -> AckFuture {
         match action {
             // The common case gets a future of its own that holds only the
             // reply subject: boxing `settle_now`'s (kilobytes, for the dead
@@ -111,14 +111,14 @@ impl Acker for JsAcker {
             Action::Ack => {
                 self.held.release(self.id);
                 let acker = self.acker;
-                SettleFuture::pending(async move {
+                AckFuture::pending(async move {
                     acker
                         .ack_with(AckKind::Ack)
                         .await
                         .map_err(Error::Connection)
                 })
             }
-            other => SettleFuture::pending(self.settle_now(other)),
+            other => AckFuture::pending(self.settle_now(other)),
         }
     }
 }

@@ -67,10 +67,10 @@ async fn jetstream_dead_letters_the_last_failed_attempt() {
     let mut dead = b.subscribe(earliest(&dead_letter_topic(&t))).await.unwrap();
     b.publish(&t, Message::new("fails")).await.unwrap();
     let mut first = next(&mut stream).await;
-    first.nack().await.unwrap();
+    first.retry().await.unwrap();
     let mut second = next(&mut stream).await;
     assert_eq!(second.metadata().attempt, 2);
-    second.defer(Duration::from_millis(10)).await.unwrap();
+    second.retry_after(Duration::from_millis(10)).await.unwrap();
     let dl = next(&mut dead).await;
     assert_eq!(dl.message().id(), first.message().id());
     assert_eq!(
@@ -120,7 +120,7 @@ async fn foreign_messages_get_a_stable_id() {
     let mut theirs = next(&mut stream).await;
     assert_eq!(theirs.message().payload().as_ref(), b"theirs");
     let id = theirs.message().id();
-    theirs.nack().await.unwrap();
+    theirs.retry().await.unwrap();
     let again = next(&mut stream).await;
     assert_eq!(again.message().id(), id);
     assert_eq!(again.metadata().attempt, 2);
@@ -194,7 +194,7 @@ async fn core_reject_publishes_the_dead_letter() {
         .unwrap();
     b.publish(&t, Message::new("bad")).await.unwrap();
     let mut d = next(&mut stream).await;
-    d.reject("cannot decode").await.unwrap();
+    d.dead_letter("cannot decode").await.unwrap();
     let dl = next(&mut dead).await;
     assert_eq!(dl.message().id(), d.message().id());
     assert_eq!(

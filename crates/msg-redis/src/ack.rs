@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use fred::prelude::{SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
-use msg_core::raw::{Acker, Action, SettleFuture, dead_letter_message};
+use msg_core::raw::{AckBackend, AckFuture, Action, dead_letter_message};
 use msg_core::{Error, Received, Result};
 use tokio::sync::{mpsc, oneshot};
 
@@ -111,13 +111,13 @@ impl RedisAcker {
         self.member.release();
         match action {
             Action::Ack => self.ack().await,
-            Action::Nack => {
+            Action::Retry => {
                 // If the subscriber is gone, the entry stays pending and a
                 // live consumer claims it after `claim_idle`.
                 let _ = self.retry.send((self.key.to_string(), self.id.clone()));
                 Ok(())
             }
-            Action::Defer(delay) => {
+            Action::RetryAfter(delay) => {
                 let due = now_ms().saturating_add(delay.as_millis().min(i64::MAX as u128) as i64);
                 let _: Value = self
                     .shared
@@ -139,15 +139,15 @@ impl RedisAcker {
     }
 }
 
-impl Acker for RedisAcker {
+impl AckBackend for RedisAcker {
     fn topic(&self) -> &str {
         &self.received.metadata.topic
     }
 
-    fn settle(self: Box<Self>, action: Action) -> SettleFuture {
+    fn settle(self: Box<Self>, action: Action) -> AckFuture {
         match action {
             Action::Ack => self.queue_ack(),
-            other => SettleFuture::pending(self.settle_now(other)),
+            other => AckFuture::pending(self.settle_now(other)),
         }
     }
 }
@@ -157,7 +157,7 @@ impl RedisAcker {
     /// and the future only waits for its `XACK`. (Settling through
     /// `settle_now` boxed a future of several kilobytes per message, large
     /// enough for its copy to show in profiles of the consume loop.)
-    fn queue_ack(self: Box<Self>) -> SettleFuture {
+    fn queue_ack(self: Box<Self>) -> AckFuture {
         self.member.release();
         let (done, acked) = oneshot::channel();
         let pending = PendingAck {
@@ -168,13 +168,11 @@ impl RedisAcker {
         match self.acks.send(pending) {
             // A batch that ends without an answer (the runtime is shutting
             // down) leaves the entry pending, to be claimed again.
-            Ok(()) => {
-                SettleFuture::pending(async move { acked.await.unwrap_or(Err(Error::Closed)) })
-            }
+            Ok(()) => AckFuture::pending(async move { acked.await.unwrap_or(Err(Error::Closed)) }),
             // The ack task is gone: ack directly.
             Err(mpsc::error::SendError(pending)) => {
                 let (shared, group) = (self.shared, self.group);
-                SettleFuture::pending(async move {
+                AckFuture::pending(async move {
                     let _: Value = shared
                         .client
                         .xack(&*pending.key, &*group, pending.id.as_str())

@@ -61,7 +61,7 @@ async fn nacks_past_max_deliveries_dead_letter_with_the_reason() {
     for attempt in 1..=2 {
         let mut d = next(&mut stream).await;
         assert_eq!(d.metadata().attempt, attempt);
-        d.nack().await.unwrap();
+        d.retry().await.unwrap();
     }
     let dl = next(&mut dead).await;
     assert_eq!(dl.message().id(), m.id());
@@ -124,7 +124,7 @@ async fn entries_of_other_clients_are_read_with_a_stable_id() {
     let mut first = next(&mut stream).await;
     assert!(first.message().payload().is_empty());
     let id = first.message().id();
-    first.nack().await.unwrap();
+    first.retry().await.unwrap();
     let mut again = next(&mut stream).await;
     assert_eq!(
         again.message().id(),

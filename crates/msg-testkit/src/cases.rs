@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use msg_core::{
-    BoxError, Bytes, Error, Message, MessageOrder, Position, PublishOptions, Publisher, Received,
-    Router, StartPosition, Subscriber, Subscription, Uuid, dead_letter_topic, handler_fn, headers,
+    Bytes, Error, Message, MessageOrder, Position, PublishOptions, Publisher, Received, Router,
+    StartPosition, Subscriber, Subscription, Uuid, dead_letter_topic, headers,
 };
 use tokio::time::Instant;
 
@@ -129,7 +129,7 @@ pub async fn invalid_input_is_rejected(h: &Harness) {
     let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
     d.ack().await.expect("first ack");
     assert!(matches!(d.ack().await, Err(Error::AlreadySettled)));
-    assert!(matches!(d.nack().await, Err(Error::AlreadySettled)));
+    assert!(matches!(d.retry().await, Err(Error::AlreadySettled)));
 }
 
 /// Several publishers and several subscribers at once lose nothing.
@@ -351,9 +351,9 @@ fn needs_at_least_once(h: &Harness, case: &str) -> bool {
     h.capabilities().at_least_once
 }
 
-/// A nacked message comes again.
-pub async fn resend_on_nack(h: &Harness) {
-    if !needs_at_least_once(h, "resend_on_nack") {
+/// A retried message comes again.
+pub async fn retry_delivers_again(h: &Harness) {
+    if !needs_at_least_once(h, "retry_delivers_again") {
         return;
     }
     let topic = h.topic("nack");
@@ -365,7 +365,7 @@ pub async fn resend_on_nack(h: &Harness) {
         .await
         .expect("first delivery");
     assert_eq!(first.message().id(), m.id());
-    first.nack().await.expect("nack");
+    first.retry().await.expect("nack");
     let mut second = recv(&mut stream, h.timeout())
         .await
         .expect("redelivery after nack");
@@ -388,7 +388,7 @@ pub async fn delivery_attempt_increments(h: &Harness) {
         assert_eq!(d.metadata().attempt, expected);
         assert_eq!(d.metadata().redelivered, expected > 1);
         if expected < 3 {
-            d.nack().await.expect("nack");
+            d.retry().await.expect("nack");
         } else {
             d.ack().await.expect("ack");
         }
@@ -412,7 +412,7 @@ pub async fn continue_after_errors(h: &Harness) {
             .unwrap_or_else(|| panic!("stalled after {} of {} acks", acked.len(), sent.len()));
         // Every other message fails on its first two attempts.
         if seq_of(d.message()).is_multiple_of(2) && d.metadata().attempt < 3 {
-            d.nack().await.expect("nack");
+            d.retry().await.expect("nack");
         } else {
             d.ack().await.expect("ack");
             acked.insert(d.message().id());
@@ -421,9 +421,9 @@ pub async fn continue_after_errors(h: &Harness) {
     assert_eq!(acked, ids(&sent));
 }
 
-/// A deferred message comes again, but not before its delay.
-pub async fn defer_not_before_delay(h: &Harness) {
-    if !needs_at_least_once(h, "defer_not_before_delay") {
+/// A message retried after a delay comes again, but not before it.
+pub async fn retry_after_not_before_delay(h: &Harness) {
+    if !needs_at_least_once(h, "retry_after_not_before_delay") {
         return;
     }
     let topic = h.topic("defer");
@@ -435,7 +435,7 @@ pub async fn defer_not_before_delay(h: &Harness) {
     let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
     let delay = Duration::from_millis(700);
     let deferred_at = Instant::now();
-    d.defer(delay).await.expect("defer");
+    d.retry_after(delay).await.expect("defer");
     let mut again = recv(&mut stream, h.timeout() + delay)
         .await
         .expect("redelivery after defer");
@@ -449,10 +449,10 @@ pub async fn defer_not_before_delay(h: &Harness) {
     again.ack().await.expect("ack");
 }
 
-/// A rejected message goes to the dead-letter topic with the reason, and
+/// A dead-lettered message goes to the dead-letter topic with the reason, and
 /// never comes again on its own topic.
-pub async fn reject_dead_letters(h: &Harness) {
-    if !needs_at_least_once(h, "reject_dead_letters") {
+pub async fn dead_letter_with_reserved_headers(h: &Harness) {
+    if !needs_at_least_once(h, "dead_letter_with_reserved_headers") {
         return;
     }
     let topic = h.topic("reject");
@@ -466,7 +466,7 @@ pub async fn reject_dead_letters(h: &Harness) {
     let m = Message::new("poison").with_header("x-app", "test");
     c.publish(&topic, m.clone()).await.expect("publish");
     let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
-    d.reject("payload is poison").await.expect("reject");
+    d.dead_letter("payload is poison").await.expect("reject");
     expect_dead_letter(h, &mut dead, &m, &topic, "payload is poison", 1).await;
     assert!(
         recv(&mut stream, h.quiet()).await.is_none(),
@@ -748,14 +748,14 @@ pub async fn graceful_shutdown_loses_nothing(h: &Harness) {
     let done: Arc<Mutex<HashSet<Uuid>>> = Default::default();
     let handler = {
         let done = done.clone();
-        handler_fn(move |r: Received| {
+        move |r: Received| {
             let done = done.clone();
             async move {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 done.lock().unwrap().insert(r.message.id());
-                Ok::<_, BoxError>(())
+                Ok(())
             }
-        })
+        }
     };
     let c = h.connect().await;
     let first = Router::new(c.clone(), c.clone())
@@ -935,11 +935,11 @@ pub async fn max_deliveries_then_dead_letter(h: &Harness) {
     } = TwoDeliveries::start(h, "max-deliveries").await;
     let mut first = recv(&mut stream, h.timeout()).await.expect("attempt 1");
     assert_eq!(first.metadata().attempt, 1);
-    first.nack().await.expect("nack");
+    first.retry().await.expect("nack");
     let mut second = recv(&mut stream, h.timeout()).await.expect("attempt 2");
     assert_eq!(second.metadata().attempt, 2);
     second
-        .defer(Duration::from_millis(50))
+        .retry_after(Duration::from_millis(50))
         .await
         .expect("defer");
     expect_dead_letter(h, &mut dead, &m, &topic, "max deliveries (2) reached", 2).await;
@@ -1012,14 +1012,14 @@ pub async fn dead_letter_topic_per_subscription(h: &Harness) {
     let m = Message::new("poison");
     c.publish(&topic, m.clone()).await.expect("publish");
     let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
-    d.reject("no good").await.expect("reject");
+    d.dead_letter("no good").await.expect("reject");
     expect_dead_letter(h, &mut dead, &m, &topic, "no good", 1).await;
 }
 
 /// A message keeps its topic when it comes again after a nack and after a
 /// defer: routes, metrics and dead-letter topics depend on it.
-pub async fn topic_kept_after_nack_and_defer(h: &Harness) {
-    if !needs_at_least_once(h, "topic_kept_after_nack_and_defer") {
+pub async fn topic_kept_after_retries(h: &Harness) {
+    if !needs_at_least_once(h, "topic_kept_after_retries") {
         return;
     }
     let topic = h.topic("kept");
@@ -1031,14 +1031,16 @@ pub async fn topic_kept_after_nack_and_defer(h: &Harness) {
     c.publish(&topic, Message::new("x")).await.expect("publish");
     let mut d = recv(&mut stream, h.timeout()).await.expect("delivery");
     assert_eq!(&*d.metadata().topic, topic.as_str());
-    d.nack().await.expect("nack");
+    d.retry().await.expect("nack");
     let mut d = recv(&mut stream, h.timeout()).await.expect("after nack");
     assert_eq!(&*d.metadata().topic, topic.as_str(), "topic after a nack");
-    d.defer(Duration::from_millis(100)).await.expect("defer");
+    d.retry_after(Duration::from_millis(100))
+        .await
+        .expect("defer");
     let mut d = recv(&mut stream, h.timeout()).await.expect("after defer");
     assert_eq!(&*d.metadata().topic, topic.as_str(), "topic after a defer");
     assert_eq!(d.metadata().attempt, 3);
-    d.reject("done").await.expect("reject");
+    d.dead_letter("done").await.expect("reject");
 }
 
 /// `*` matches one segment, `>` one or more trailing ones.

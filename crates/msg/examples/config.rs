@@ -15,7 +15,7 @@
 use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use msg::{Connection, HandlerOptions, Received, Router, Subscription, handler_fn};
+use msg::{Connection, HandlerOptions, Received, Router, Subscription};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -86,14 +86,14 @@ async fn main() -> anyhow::Result<()> {
         .handle_with(
             Subscription::new(&settings.router.topic).group(&settings.router.group),
             settings.router.handler,
-            handler_fn(move |r: Received| {
+            move |r: Received| {
                 let done = done_tx.clone();
                 async move {
                     println!("handled {:?}", String::from_utf8_lossy(r.message.payload()));
                     let _ = done.send(());
-                    Ok::<_, msg::BoxError>(())
+                    Ok(())
                 }
-            }),
+            },
         )
         .start()
         .await?;

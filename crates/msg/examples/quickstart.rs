@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use msg::{
-    BoxError, Event, HandlerError, Message, Outgoing, PublisherExt, Received, Router, Subscription,
-    event_handler, handler_fn, headers, json_handler,
+    Event, HandlerError, Json, Message, Outgoing, PublisherExt, Router, State, Subscription,
+    headers,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,96 +48,81 @@ impl Tally {
     }
 }
 
+async fn bill(
+    State(tally): State<Arc<Tally>>,
+    order: Event<OrderPlaced>,
+) -> Result<Outgoing, HandlerError> {
+    let order = order.data;
+    if order.amount_cents == 0 {
+        // Retrying cannot fix this order: dead-letter it.
+        return Err(HandlerError::dead_letter(format!(
+            "order {} has no amount",
+            order.order_id
+        )));
+    }
+    tally.billed.fetch_add(1, Ordering::SeqCst);
+    println!(
+        "billing:  order {} billed {} cents",
+        order.order_id, order.amount_cents
+    );
+    let invoice = InvoiceCreated {
+        order_id: order.order_id,
+        total_cents: order.amount_cents,
+    };
+    Ok(Outgoing::json("invoices.created", &invoice)?)
+}
+
+async fn ship(
+    State(tally): State<Arc<Tally>>,
+    order: Event<OrderPlaced>,
+) -> Result<(), HandlerError> {
+    tally.shipped.fetch_add(1, Ordering::SeqCst);
+    println!("shipping: order {} shipped", order.data.order_id);
+    Ok(())
+}
+
+async fn record_invoice(
+    State(tally): State<Arc<Tally>>,
+    Json(invoice): Json<InvoiceCreated>,
+) -> Result<(), HandlerError> {
+    tally.invoiced.fetch_add(1, Ordering::SeqCst);
+    println!(
+        "invoices: invoice for order {} over {} cents",
+        invoice.order_id, invoice.total_cents
+    );
+    Ok(())
+}
+
+async fn inspect_dead_letter(
+    State(tally): State<Arc<Tally>>,
+    msg: Message,
+) -> Result<(), HandlerError> {
+    tally.dead_letters.fetch_add(1, Ordering::SeqCst);
+    println!(
+        "ops:      dead letter {} from {}: {}",
+        msg.id(),
+        msg.header(headers::ORIGINAL_TOPIC).unwrap_or("?"),
+        msg.header(headers::DEAD_LETTER_REASON).unwrap_or("?"),
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let conn = msg::connect("memory://quickstart").await?;
     let tally = Arc::new(Tally::default());
 
-    let billing = {
-        let tally = tally.clone();
-        event_handler(move |event: Event<OrderPlaced>| {
-            let tally = tally.clone();
-            async move {
-                let order = event.data;
-                if order.amount_cents == 0 {
-                    // Retrying cannot fix this order: dead-letter it.
-                    return Err(HandlerError::dead_letter(format!(
-                        "order {} has no amount",
-                        order.order_id
-                    )));
-                }
-                tally.billed.fetch_add(1, Ordering::SeqCst);
-                println!(
-                    "billing:  order {} billed {} cents",
-                    order.order_id, order.amount_cents
-                );
-                let invoice = InvoiceCreated {
-                    order_id: order.order_id,
-                    total_cents: order.amount_cents,
-                };
-                let payload = serde_json::to_vec(&invoice).map_err(HandlerError::dead_letter)?;
-                Ok(Outgoing::none().with(
-                    "invoices.created",
-                    Message::new(payload).with_content_type("application/json"),
-                ))
-            }
-        })
-    };
-    let shipping = {
-        let tally = tally.clone();
-        event_handler(move |event: Event<OrderPlaced>| {
-            let tally = tally.clone();
-            async move {
-                tally.shipped.fetch_add(1, Ordering::SeqCst);
-                println!("shipping: order {} shipped", event.data.order_id);
-                Ok::<_, BoxError>(())
-            }
-        })
-    };
-    let invoices = {
-        let tally = tally.clone();
-        json_handler(move |invoice: InvoiceCreated| {
-            let tally = tally.clone();
-            async move {
-                tally.invoiced.fetch_add(1, Ordering::SeqCst);
-                println!(
-                    "invoices: invoice for order {} over {} cents",
-                    invoice.order_id, invoice.total_cents
-                );
-                Ok::<_, BoxError>(())
-            }
-        })
-    };
-    let dead_letters = {
-        let tally = tally.clone();
-        handler_fn(move |msg: Received| {
-            let tally = tally.clone();
-            async move {
-                tally.dead_letters.fetch_add(1, Ordering::SeqCst);
-                println!(
-                    "ops:      dead letter {} from {}: {}",
-                    msg.id(),
-                    msg.header(headers::ORIGINAL_TOPIC).unwrap_or("?"),
-                    msg.header(headers::DEAD_LETTER_REASON).unwrap_or("?"),
-                );
-                Ok::<_, BoxError>(())
-            }
-        })
-    };
-
     let router = Router::new(conn.clone(), conn.clone())
-        .handle(Subscription::new("orders.placed").group("billing"), billing)
-        .handle(
-            Subscription::new("orders.placed").group("shipping"),
-            shipping,
-        )
+        .with_state(tally.clone())
+        .handle(Subscription::new("orders.placed").group("billing"), bill)
+        .handle(Subscription::new("orders.placed").group("shipping"), ship)
         .handle(
             Subscription::new("invoices.created").group("accounting"),
-            invoices,
+            record_invoice,
         )
         .handle(
             Subscription::new("orders.placed.dlq").group("ops"),
-            dead_letters,
+            inspect_dead_letter,
         )
         .start()
         .await?;

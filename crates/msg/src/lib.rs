@@ -1,7 +1,8 @@
 //! **msg**: transport-agnostic messaging for Rust.
 //!
 //! One set of types ([`Message`], [`Delivery`], [`Event`]), one [`Router`]
-//! whose handlers are `tower` services and whose middleware are `tower`
+//! whose handlers are async functions of extractors ([`Json`], [`State`],
+//! [`Metadata`], ...) or `tower` services, and whose middleware are `tower`
 //! layers, over any broker. Application code written against `msg` runs
 //! unchanged on the in-process broker in tests and on a real broker in
 //! production; [`connect`] picks the transport from a URL.
@@ -9,16 +10,16 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> msg::Result<()> {
-//! use msg::{handler_fn, BoxError, Message, Publisher, Received, Router, Subscription};
+//! use msg::{Message, Metadata, Publisher, Router, Subscription};
 //!
 //! let conn = msg::connect("memory://").await?;
 //! let router = Router::new(conn.clone(), conn.clone())
 //!     .handle(
 //!         Subscription::new("greetings").group("greeter"),
-//!         handler_fn(|msg: Received| async move {
-//!             println!("got {:?}", msg.payload());
-//!             Ok::<_, BoxError>(())
-//!         }),
+//!         |meta: Metadata, msg: Message| async move {
+//!             println!("got {:?} on {}", msg.payload(), meta.topic);
+//!             Ok(())
+//!         },
 //!     )
 //!     .start()
 //!     .await?;

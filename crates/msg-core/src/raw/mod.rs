@@ -4,7 +4,7 @@
 //!
 //! A transport implements [`Publisher`](crate::Publisher) and
 //! [`Subscriber`](crate::Subscriber); each delivery it hands out carries an
-//! [`Acker`] that carries out an [`Action`]; its `subscribe` ends with
+//! [`AckBackend`] that carries out an [`Action`]; its `subscribe` ends with
 //! [`govern`], so that max deliveries and dead-letter topics mean the same
 //! on every broker.
 
@@ -15,7 +15,7 @@ pub mod time;
 pub mod topic;
 pub mod url;
 
-pub use crate::delivery::{Acker, Action, SettleFuture, dead_letter_message};
+pub use crate::delivery::{AckBackend, AckFuture, Action, dead_letter_message};
 pub use crate::message::validate_header;
 pub use crate::policy::{Governor, SubscriptionPolicy, dead_letter_failed, govern};
 pub use crate::publish::{apply_options, batch_outcome, check_size, delay_until};

@@ -14,11 +14,12 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
-use super::handler::{BoxBatchHandler, BoxHandler, Disposition, HandlerError, Outgoing};
+use super::error::HandlerError;
+use super::handler::{BoxBatchHandler, BoxHandler};
+use super::outgoing::{Inherited, Outgoing};
 use super::{BatchOptions, HandlerOptions};
-use crate::error::error_chain;
 use crate::{
-    Delivery, DeliveryStream, DynPublisher, Error, Received, Settle, Settlement, raw::SettleFuture,
+    Acker, Delivery, DeliveryStream, DynPublisher, Error, Received, Settlement, raw::AckFuture,
 };
 
 pub(super) struct Context {
@@ -108,26 +109,22 @@ fn settlement_now(outcome: Outcome, topic: &str) -> std::result::Result<Settleme
         Ok(Ok(outgoing)) if outgoing.is_empty() => Ok(Settlement::Ack),
         Ok(Ok(outgoing)) => Err(outgoing),
         Ok(Err(e)) => {
-            let reason = error_chain(&e);
-            Ok(match e.disposition() {
-                Disposition::Retry => {
-                    tracing::debug!(topic, error = %reason, "handler failed; retrying");
-                    Settlement::Nack
+            let settlement = e.settlement();
+            match &settlement {
+                Settlement::RetryAfter(delay) => {
+                    tracing::debug!(topic, error = %e.chain(), ?delay, "handler failed; retrying later");
                 }
-                Disposition::RetryAfter(delay) => {
-                    tracing::debug!(topic, error = %reason, ?delay, "handler failed; retrying later");
-                    Settlement::Defer(delay)
-                }
-                Disposition::DeadLetter => {
+                Settlement::DeadLetter(reason) => {
                     tracing::warn!(topic, error = %reason, "handler failed permanently; dead-lettering");
-                    Settlement::Reject(reason)
                 }
-            })
+                _ => tracing::debug!(topic, error = %e.chain(), "handler failed; retrying"),
+            }
+            Ok(settlement)
         }
         Err(panic) => {
             let text = panic_text(&*panic);
             tracing::error!(topic, panic = %text, "handler panicked; the message will be redelivered");
-            Ok(Settlement::Nack)
+            Ok(Settlement::Retry)
         }
     }
 }
@@ -150,11 +147,11 @@ async fn publish_outgoing(
             ) => {
                 let reason = format!("a message for {to:?} cannot be published: {}", e.chain());
                 tracing::warn!(topic, to, error = %e.chain(), "a handler's message cannot be published; dead-lettering the input");
-                return Settlement::Reject(reason);
+                return Settlement::DeadLetter(reason);
             }
             Err(e) => {
                 tracing::warn!(topic, to, error = %e.chain(), "publishing a handler's message failed; the input will be redelivered");
-                return Settlement::Nack;
+                return Settlement::Retry;
             }
         }
     }
@@ -163,10 +160,20 @@ async fn publish_outgoing(
 
 /// Turns an outcome into a settlement, publishing the handler's messages
 /// first.
-async fn settlement_for(outcome: Outcome, publisher: &dyn DynPublisher, topic: &str) -> Settlement {
+async fn settlement_for(
+    outcome: Outcome,
+    inherited: Option<&Inherited>,
+    publisher: &dyn DynPublisher,
+    topic: &str,
+) -> Settlement {
     match settlement_now(outcome, topic) {
         Ok(settlement) => settlement,
-        Err(outgoing) => publish_outgoing(outgoing, publisher, topic).await,
+        Err(mut outgoing) => {
+            if let Some(inherited) = inherited {
+                inherited.apply(&mut outgoing);
+            }
+            publish_outgoing(outgoing, publisher, topic).await
+        }
     }
 }
 
@@ -176,7 +183,7 @@ fn settled(result: crate::Result<()>, topic: &str) {
     }
 }
 
-async fn apply(settle: &mut Settle, settlement: Settlement, topic: &str) {
+async fn apply(settle: &mut Acker, settlement: Settlement, topic: &str) {
     settled(settle.settle(settlement).await, topic);
 }
 
@@ -186,10 +193,12 @@ type Rest = BoxFuture<'static, Option<Arc<str>>>;
 
 /// One message whose handler was called: what settling it needs.
 struct Handled<'a> {
-    settle: Settle,
+    settle: Acker,
     publisher: &'a Arc<dyn DynPublisher>,
     topic: Arc<str>,
     key: Option<Arc<str>>,
+    /// What the handler's messages take from the input.
+    inherited: Option<Inherited>,
 }
 
 impl Handled<'_> {
@@ -200,10 +209,12 @@ impl Handled<'_> {
             publisher,
             topic,
             key,
+            inherited,
         } = self;
         let publisher = publisher.clone();
         Box::pin(async move {
-            let settlement = settlement_for(outcome.await, &*publisher, &topic).await;
+            let settlement =
+                settlement_for(outcome.await, inherited.as_ref(), &*publisher, &topic).await;
             apply(&mut settle, settlement, &topic).await;
             key
         })
@@ -222,7 +233,7 @@ impl Handled<'_> {
                     ..
                 } = self;
                 match settle.start(settlement) {
-                    SettleFuture::Ready(result) => {
+                    AckFuture::Ready(result) => {
                         settled(result.unwrap_or(Err(Error::AlreadySettled)), &topic);
                         Ok(key)
                     }
@@ -348,12 +359,14 @@ pub(super) async fn run_single(
         let (received, mut settle) = delivery.into_parts();
         match ready_result {
             Ok(()) => {
+                let inherited = Inherited::from(&received.message);
                 let mut call = Call::start(&mut handler, received);
                 let handled = Handled {
                     settle,
                     publisher: &ctx.publisher,
                     topic,
                     key,
+                    inherited,
                 };
                 // Most handlers finish without waiting: settle those at
                 // once rather than through the in-flight set.
@@ -369,15 +382,15 @@ pub(super) async fn run_single(
                 }
             }
             Err(e) => {
-                tracing::warn!(topic = &*topic, error = %error_chain(&e), "handler not ready; the message will be redelivered");
-                apply(&mut settle, Settlement::Nack, &topic).await;
+                tracing::warn!(topic = &*topic, error = %e.chain(), "handler not ready; the message will be redelivered");
+                apply(&mut settle, Settlement::Retry, &topic).await;
                 release(key, &mut busy, &mut ready);
             }
         }
     }
 
     // Stop fetching; messages waiting for their key never started: nack them
-    // (dropping a Settle nacks). In-flight ones may finish until the deadline;
+    // (dropping a Acker nacks). In-flight ones may finish until the deadline;
     // those still running then are dropped, which nacks them too.
     drop(ready);
     drop(busy);
@@ -397,7 +410,7 @@ pub(super) async fn run_batch(
     options: BatchOptions,
 ) {
     let publisher = ctx.publisher.clone();
-    let mut batch: Vec<(Received, Settle)> = Vec::with_capacity(options.max_size);
+    let mut batch: Vec<(Received, Acker)> = Vec::with_capacity(options.max_size);
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     let mut stop_rx = ctx.stop.clone();
@@ -443,10 +456,10 @@ pub(super) async fn run_batch(
 
 async fn flush(
     handler: &mut BoxBatchHandler,
-    batch: Vec<(Received, Settle)>,
+    batch: Vec<(Received, Acker)>,
     publisher: &Arc<dyn DynPublisher>,
 ) {
-    let (received, mut settles): (Vec<Received>, Vec<Settle>) = batch.into_iter().unzip();
+    let (received, mut settles): (Vec<Received>, Vec<Acker>) = batch.into_iter().unzip();
     let topic = received
         .first()
         .map(|r| r.metadata.topic.clone())
@@ -454,11 +467,11 @@ async fn flush(
     let settlement = match handler.ready().await {
         Ok(_) => {
             let outcome = Call::start(handler, received).await;
-            settlement_for(outcome, &**publisher, &topic).await
+            settlement_for(outcome, None, &**publisher, &topic).await
         }
         Err(e) => {
-            tracing::warn!(topic = &*topic, error = %error_chain(&e), "batch handler not ready; the batch will be redelivered");
-            Settlement::Nack
+            tracing::warn!(topic = &*topic, error = %e.chain(), "batch handler not ready; the batch will be redelivered");
+            Settlement::Retry
         }
     };
     for settle in &mut settles {

@@ -1,373 +1,384 @@
-//! Handlers: what they return, how they fail, and helpers to write them.
+//! Handlers: async functions of extractors, or any `tower::Service`.
 
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use futures::FutureExt;
-use futures::future::{Either, Ready};
-use serde::de::DeserializeOwned;
 use tower::Service;
 
-use crate::codec::{Decoder, JsonCodec};
-use crate::{BoxError, Error, Event, Message, Received};
+use super::error::HandlerError;
+use super::extract::{FromReceived, FromReceivedOwned, State};
+use super::outgoing::Outgoing;
+use crate::{BoxError, Received};
 
-/// What the router does with a message whose handler failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// Deliver it again soon (nack).
-    Retry,
-    /// Deliver it again, not before the delay (defer).
-    RetryAfter(Duration),
-    /// Never again: dead-letter it with the error as the reason (reject).
-    DeadLetter,
-}
-
-/// A handler's failure, and what to do about the message.
+/// What the router runs for each message of a subscription.
 ///
-/// Errors converted with `?` retry, except a non-retryable
-/// [`msg_core::Error`](crate::Error) (a payload that does not decode, say),
-/// which dead-letters.
-pub struct HandlerError {
-    disposition: Disposition,
-    source: BoxError,
-}
-
-impl HandlerError {
-    /// Retry the message soon.
-    pub fn retry(source: impl Into<BoxError>) -> Self {
-        Self::new(Disposition::Retry, source)
-    }
-
-    /// Retry the message, not before `delay`.
-    pub fn retry_after(source: impl Into<BoxError>, delay: Duration) -> Self {
-        Self::new(Disposition::RetryAfter(delay), source)
-    }
-
-    /// Dead-letter the message: retrying cannot help.
-    pub fn dead_letter(source: impl Into<BoxError>) -> Self {
-        Self::new(Disposition::DeadLetter, source)
-    }
-
-    /// An error with the given disposition.
-    pub fn new(disposition: Disposition, source: impl Into<BoxError>) -> Self {
-        Self {
-            disposition,
-            source: source.into(),
-        }
-    }
-
-    /// What to do with the message.
-    pub fn disposition(&self) -> Disposition {
-        self.disposition
-    }
-
-    /// The underlying error.
-    pub fn into_source(self) -> BoxError {
-        self.source
-    }
-}
-
-impl fmt::Debug for HandlerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandlerError")
-            .field("disposition", &self.disposition)
-            .field("source", &self.source)
-            .finish()
-    }
-}
-
-impl fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.source, f)
-    }
-}
-
-impl std::error::Error for HandlerError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.source()
-    }
-}
-
-impl From<Error> for HandlerError {
-    fn from(e: Error) -> Self {
-        if e.is_retryable() {
-            Self::retry(e)
-        } else {
-            Self::dead_letter(e)
-        }
-    }
-}
-
-impl From<BoxError> for HandlerError {
-    fn from(e: BoxError) -> Self {
-        match e.downcast::<HandlerError>() {
-            Ok(handler_error) => *handler_error,
-            Err(e) => match e.downcast::<Error>() {
-                Ok(error) => (*error).into(),
-                Err(e) => Self::retry(e),
-            },
-        }
-    }
-}
-
-/// Messages a handler asks the router to publish, to their topics, before
-/// the input is acked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Outgoing(Vec<(String, Message)>);
-
-impl Outgoing {
-    /// Nothing to publish.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
-    /// Adds a message for `topic`.
-    pub fn with(mut self, topic: impl Into<String>, message: Message) -> Self {
-        self.push(topic, message);
-        self
-    }
-
-    /// Adds a message for `topic`.
-    pub fn push(&mut self, topic: impl Into<String>, message: Message) {
-        self.0.push((topic.into(), message));
-    }
-
-    /// Whether there is nothing to publish.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The number of messages.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Adds all of `other`.
-    pub fn extend(&mut self, other: Outgoing) {
-        self.0.extend(other.0);
-    }
-}
-
-impl IntoIterator for Outgoing {
-    type Item = (String, Message);
-    type IntoIter = std::vec::IntoIter<(String, Message)>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
-    }
-}
-
-impl From<()> for Outgoing {
-    fn from(_: ()) -> Self {
-        Self::none()
-    }
-}
-
-impl<T: Into<String>> From<(T, Message)> for Outgoing {
-    fn from((topic, message): (T, Message)) -> Self {
-        Self::none().with(topic, message)
-    }
-}
-
-impl<T: Into<String>> From<Vec<(T, Message)>> for Outgoing {
-    fn from(list: Vec<(T, Message)>) -> Self {
-        Self(list.into_iter().map(|(t, m)| (t.into(), m)).collect())
-    }
-}
-
-impl<T: Into<Outgoing>> From<Option<T>> for Outgoing {
-    fn from(o: Option<T>) -> Self {
-        o.map(Into::into).unwrap_or_default()
-    }
-}
-
-type HandlerResult = Result<Outgoing, HandlerError>;
-
-fn into_result<R: Into<Outgoing>, E: Into<HandlerError>>(r: Result<R, E>) -> HandlerResult {
-    r.map(Into::into).map_err(Into::into)
-}
-
-/// A handler made from an async function of the received message.
+/// It is implemented for async functions (and closures) whose arguments
+/// are extractors ([`Json`](crate::Json), [`State`],
+/// [`Metadata`](crate::Metadata), [`Received`], ...; see
+/// [`FromReceived`]) and that return `Result<R, HandlerError>`, where `R`
+/// converts into [`Outgoing`] (`()` does); and for every
+/// `tower::Service<Received>` whose error converts into a `BoxError`.
+/// `?` converts any error into a [`HandlerError`].
 ///
 /// ```
-/// use msg_core::{handler_fn, Received, BoxError};
-/// let handler = handler_fn(|msg: Received| async move {
-///     println!("{} on {}", msg.id(), msg.topic());
-///     Ok::<_, BoxError>(())
-/// });
-/// # let _ = handler;
-/// ```
-pub fn handler_fn<F>(f: F) -> HandlerFn<F> {
-    HandlerFn { f }
-}
-
-/// See [`handler_fn`].
-#[derive(Clone)]
-pub struct HandlerFn<F> {
-    f: F,
-}
-
-impl<F> fmt::Debug for HandlerFn<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("HandlerFn")
-    }
-}
-
-impl<F, Fut, R, E> Service<Received> for HandlerFn<F>
-where
-    F: Fn(Received) -> Fut,
-    Fut: Future<Output = Result<R, E>>,
-    R: Into<Outgoing>,
-    E: Into<HandlerError>,
-{
-    type Response = Outgoing;
-    type Error = HandlerError;
-    type Future = futures::future::Map<Fut, fn(Result<R, E>) -> HandlerResult>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, received: Received) -> Self::Future {
-        (self.f)(received).map(into_result as fn(_) -> _)
-    }
-}
-
-/// A handler of typed values decoded by a [`Decoder`]. A payload that does not
-/// decode is dead-lettered with the decode error as the reason; the
-/// function is not called.
-pub fn typed_handler<T, C, F, Fut>(codec: C, f: F) -> TypedHandler<T, C, F>
-where
-    F: Fn(T) -> Fut,
-{
-    TypedHandler {
-        codec,
-        f,
-        _t: PhantomData,
-    }
-}
-
-/// A handler of JSON payloads decoded into `T`.
+/// use msg_core::{Json, Metadata, State, HandlerError};
 ///
-/// ```
-/// use msg_core::{json_handler, BoxError};
+/// #[derive(Clone)]
+/// struct App { vat_percent: u64 }
 /// #[derive(serde::Deserialize)]
-/// struct Order { id: u64 }
-/// let handler = json_handler(|order: Order| async move {
-///     println!("order {}", order.id);
-///     Ok::<_, BoxError>(())
-/// });
+/// struct Order { id: u64, cents: u64 }
+///
+/// async fn bill(
+///     State(app): State<App>,
+///     meta: Metadata,
+///     Json(order): Json<Order>,
+/// ) -> Result<(), HandlerError> {
+///     let total = order.cents * (100 + app.vat_percent) / 100;
+///     println!("attempt {}: order {} costs {total}", meta.attempt, order.id);
+///     Ok(())
+/// }
+/// # let router = msg_core::Router::new(msg_memory::MemoryBroker::new(), msg_memory::MemoryBroker::new())
+/// #     .with_state(App { vat_percent: 20 })
+/// #     .handle(msg_core::Subscription::new("orders"), bill);
+/// ```
+///
+/// `T` says which of the implementations applies; it is inferred.
+pub trait Handler<T, S>: Sized {
+    /// The handler as a `tower` service, with its state.
+    type Service: Service<Received, Response = Outgoing, Error = HandlerError, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static;
+
+    /// The handler as a `tower` service with `state`, to wrap in layers by
+    /// hand (the router does this itself).
+    fn with_state(self, state: S) -> Self::Service;
+}
+
+/// A handler that needs no state as a `tower` service, to wrap in layers
+/// by hand with `tower::ServiceBuilder` (the router wraps handlers in its
+/// own layers, see [`Router::layer`](crate::Router::layer)).
+///
+/// ```
+/// use std::time::Duration;
+/// use msg_core::{Received, service};
+/// let handler = tower::ServiceBuilder::new()
+///     .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
+///     .service(service(|msg: Received| async move {
+///         println!("{}", msg.id());
+///         Ok(())
+///     }));
 /// # let _ = handler;
 /// ```
-pub fn json_handler<T, F, Fut>(f: F) -> TypedHandler<T, JsonCodec, F>
+pub fn service<T, H: Handler<T, ()>>(handler: H) -> H::Service {
+    handler.with_state(())
+}
+
+/// Marks the [`Handler`] implementation for `tower` services.
+#[derive(Debug)]
+pub enum IsService {}
+
+impl<Svc, S> Handler<IsService, S> for Svc
 where
-    F: Fn(T) -> Fut,
+    Svc: Service<Received> + Clone + Send + Sync + 'static,
+    Svc::Response: Into<Outgoing>,
+    Svc::Error: Into<BoxError>,
+    Svc::Future: Send + 'static,
 {
-    typed_handler(JsonCodec, f)
+    type Service = ServiceHandler<Svc>;
+
+    fn with_state(self, _: S) -> Self::Service {
+        ServiceHandler { service: self }
+    }
 }
 
-/// See [`typed_handler`].
-pub struct TypedHandler<T, C, F> {
-    codec: C,
-    f: F,
-    _t: PhantomData<fn() -> T>,
+/// A `tower` service as a [`Handler`]: its response becomes [`Outgoing`],
+/// its error a [`HandlerError`].
+#[derive(Clone, Debug)]
+pub struct ServiceHandler<Svc> {
+    service: Svc,
 }
 
-impl<T, C: Clone, F: Clone> Clone for TypedHandler<T, C, F> {
-    fn clone(&self) -> Self {
-        Self {
-            codec: self.codec.clone(),
-            f: self.f.clone(),
-            _t: PhantomData,
+impl<Svc, Req> Service<Req> for ServiceHandler<Svc>
+where
+    Svc: Service<Req>,
+    Svc::Response: Into<Outgoing>,
+    Svc::Error: Into<BoxError>,
+{
+    type Response = Outgoing;
+    type Error = HandlerError;
+    type Future = ServiceFuture<Svc::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
+        self.service
+            .poll_ready(cx)
+            .map_err(|e| HandlerError::from_boxed(e.into()))
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        ServiceFuture {
+            future: self.service.call(request),
         }
     }
 }
 
-impl<T, C, F> fmt::Debug for TypedHandler<T, C, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TypedHandler")
+pin_project_lite::pin_project! {
+    /// The future of a [`ServiceHandler`].
+    pub struct ServiceFuture<F> {
+        #[pin]
+        future: F,
     }
 }
 
-impl<T, C, F, Fut, R, E> Service<Received> for TypedHandler<T, C, F>
+impl<F, R, E> Future for ServiceFuture<F>
 where
-    C: Decoder<T>,
-    F: Fn(T) -> Fut,
-    Fut: Future<Output = Result<R, E>>,
+    F: Future<Output = Result<R, E>>,
     R: Into<Outgoing>,
-    E: Into<HandlerError>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Outgoing, HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().future.poll(cx).map(|r| {
+            r.map(Into::into)
+                .map_err(|e| HandlerError::from_boxed(e.into()))
+        })
+    }
+}
+
+/// An async function of extractors with its state, as a `tower` service.
+pub struct FnHandler<F, T, S> {
+    f: F,
+    state: S,
+    _args: PhantomData<fn() -> T>,
+}
+
+impl<F: Clone, T, S: Clone> Clone for FnHandler<F, T, S> {
+    fn clone(&self) -> Self {
+        Self {
+            f: self.f.clone(),
+            state: self.state.clone(),
+            _args: PhantomData,
+        }
+    }
+}
+
+impl<F, T, S> fmt::Debug for FnHandler<F, T, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FnHandler")
+    }
+}
+
+// The fields are private in all but name: pin-project-lite takes no
+// attributes on them, so they go without docs.
+#[allow(missing_docs)]
+mod fn_future {
+    use super::*;
+    pin_project_lite::pin_project! {
+        /// The future of a [`FnHandler`]: the function's, or the extractor's
+        /// error at once.
+        #[project = FnFutureProj]
+        pub enum FnFuture<Fut> {
+            /// The function runs.
+            Running { #[pin] future: Fut },
+            /// An argument could not be extracted.
+            Failed { error: Option<HandlerError> },
+        }
+    }
+}
+pub use fn_future::FnFuture;
+use fn_future::FnFutureProj;
+
+impl<Fut, R> Future for FnFuture<Fut>
+where
+    Fut: Future<Output = Result<R, HandlerError>>,
+    R: Into<Outgoing>,
+{
+    type Output = Result<Outgoing, HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            FnFutureProj::Running { future } => future.poll(cx).map(|r| r.map(Into::into)),
+            FnFutureProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .expect("FnFuture polled after it completed"))),
+        }
+    }
+}
+
+macro_rules! fn_handler {
+    ($($borrowed:ident),* ; $last:ident) => {
+        #[allow(non_snake_case, unused_variables)]
+        impl<F, Fut, R, S, M, $($borrowed,)* $last> Handler<(M, $($borrowed,)* $last), S> for F
+        where
+            F: Fn($($borrowed,)* $last) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
+            R: Into<Outgoing>,
+            S: Clone + Send + Sync + 'static,
+            $($borrowed: FromReceived<S>,)*
+            $last: FromReceivedOwned<S, M>,
+            M: 'static,
+            $($borrowed: 'static,)*
+            $last: 'static,
+        {
+            type Service = FnHandler<F, (M, $($borrowed,)* $last), S>;
+
+            fn with_state(self, state: S) -> Self::Service {
+                FnHandler { f: self, state, _args: PhantomData }
+            }
+        }
+
+        #[allow(non_snake_case, unused_variables, unused_parens)]
+        impl<F, Fut, R, S, M, $($borrowed,)* $last> Service<Received>
+            for FnHandler<F, (M, $($borrowed,)* $last), S>
+        where
+            F: Fn($($borrowed,)* $last) -> Fut,
+            Fut: Future<Output = Result<R, HandlerError>>,
+            R: Into<Outgoing>,
+            $($borrowed: FromReceived<S>,)*
+            $last: FromReceivedOwned<S, M>,
+        {
+            type Response = Outgoing;
+            type Error = HandlerError;
+            type Future = FnFuture<Fut>;
+
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, received: Received) -> Self::Future {
+                let args = (|| {
+                    $(let $borrowed = $borrowed::from_received(&received, &self.state)?;)*
+                    let $last = $last::from_received_owned(received, &self.state)?;
+                    Ok::<_, HandlerError>(($($borrowed,)* $last))
+                })();
+                match args {
+                    Ok(($($borrowed,)* $last)) => FnFuture::Running {
+                        future: (self.f)($($borrowed,)* $last),
+                    },
+                    Err(error) => FnFuture::Failed { error: Some(error) },
+                }
+            }
+        }
+    };
+}
+
+fn_handler!(; T1);
+fn_handler!(T1; T2);
+fn_handler!(T1, T2; T3);
+fn_handler!(T1, T2, T3; T4);
+fn_handler!(T1, T2, T3, T4; T5);
+fn_handler!(T1, T2, T3, T4, T5; T6);
+
+/// What the router runs for a batch of messages: an async function of
+/// `Vec<Received>` (after [`State`] if it needs the state) returning
+/// `Result<R, HandlerError>`, or any `tower::Service<Vec<Received>>` whose
+/// error converts into a `BoxError`.
+pub trait BatchHandler<T, S>: Sized {
+    /// The handler as a `tower` service, with its state.
+    type Service: Service<Vec<Received>, Response = Outgoing, Error = HandlerError, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static;
+
+    /// The handler as a `tower` service with `state`.
+    fn with_state(self, state: S) -> Self::Service;
+}
+
+impl<Svc, S> BatchHandler<IsService, S> for Svc
+where
+    Svc: Service<Vec<Received>> + Clone + Send + Sync + 'static,
+    Svc::Response: Into<Outgoing>,
+    Svc::Error: Into<BoxError>,
+    Svc::Future: Send + 'static,
+{
+    type Service = ServiceHandler<Svc>;
+
+    fn with_state(self, _: S) -> Self::Service {
+        ServiceHandler { service: self }
+    }
+}
+
+impl<F, Fut, R, S> BatchHandler<(Vec<Received>,), S> for F
+where
+    F: Fn(Vec<Received>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
+    R: Into<Outgoing>,
+    S: Clone + Send + Sync + 'static,
+{
+    type Service = FnHandler<F, (Vec<Received>,), S>;
+
+    fn with_state(self, state: S) -> Self::Service {
+        FnHandler {
+            f: self,
+            state,
+            _args: PhantomData,
+        }
+    }
+}
+
+impl<F, Fut, R, S> Service<Vec<Received>> for FnHandler<F, (Vec<Received>,), S>
+where
+    F: Fn(Vec<Received>) -> Fut,
+    Fut: Future<Output = Result<R, HandlerError>>,
+    R: Into<Outgoing>,
 {
     type Response = Outgoing;
     type Error = HandlerError;
-    type Future =
-        Either<Ready<HandlerResult>, futures::future::Map<Fut, fn(Result<R, E>) -> HandlerResult>>;
+    type Future = FnFuture<Fut>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, received: Received) -> Self::Future {
-        match self.codec.decode(received.message.payload()) {
-            Ok(value) => Either::Right((self.f)(value).map(into_result as fn(_) -> _)),
-            Err(e) => Either::Left(futures::future::ready(Err(HandlerError::dead_letter(e)))),
+    fn call(&mut self, batch: Vec<Received>) -> Self::Future {
+        FnFuture::Running {
+            future: (self.f)(batch),
         }
     }
 }
 
-/// A handler of CloudEvents whose data is JSON, in binary or structured
-/// mode. A message that is not a valid CloudEvent, or whose data does not
-/// decode, is dead-lettered with the reason.
-pub fn event_handler<T, F, Fut>(f: F) -> EventHandler<T, F>
+impl<F, Fut, R, S> BatchHandler<(State<S>, Vec<Received>), S> for F
 where
-    F: Fn(Event<T>) -> Fut,
-{
-    EventHandler { f, _t: PhantomData }
-}
-
-/// See [`event_handler`].
-pub struct EventHandler<T, F> {
-    f: F,
-    _t: PhantomData<fn() -> T>,
-}
-
-impl<T, F: Clone> Clone for EventHandler<T, F> {
-    fn clone(&self) -> Self {
-        Self {
-            f: self.f.clone(),
-            _t: PhantomData,
-        }
-    }
-}
-
-impl<T, F> fmt::Debug for EventHandler<T, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("EventHandler")
-    }
-}
-
-impl<T, F, Fut, R, E> Service<Received> for EventHandler<T, F>
-where
-    T: DeserializeOwned,
-    F: Fn(Event<T>) -> Fut,
-    Fut: Future<Output = Result<R, E>>,
+    F: Fn(State<S>, Vec<Received>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
     R: Into<Outgoing>,
-    E: Into<HandlerError>,
+    S: Clone + Send + Sync + 'static,
+{
+    type Service = FnHandler<F, (State<S>, Vec<Received>), S>;
+
+    fn with_state(self, state: S) -> Self::Service {
+        FnHandler {
+            f: self,
+            state,
+            _args: PhantomData,
+        }
+    }
+}
+
+impl<F, Fut, R, S> Service<Vec<Received>> for FnHandler<F, (State<S>, Vec<Received>), S>
+where
+    F: Fn(State<S>, Vec<Received>) -> Fut,
+    Fut: Future<Output = Result<R, HandlerError>>,
+    R: Into<Outgoing>,
+    S: Clone,
 {
     type Response = Outgoing;
     type Error = HandlerError;
-    type Future =
-        Either<Ready<HandlerResult>, futures::future::Map<Fut, fn(Result<R, E>) -> HandlerResult>>;
+    type Future = FnFuture<Fut>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, received: Received) -> Self::Future {
-        match Event::from_message(&received.message, &JsonCodec) {
-            Ok(event) => Either::Right((self.f)(event).map(into_result as fn(_) -> _)),
-            Err(e) => Either::Left(futures::future::ready(Err(HandlerError::dead_letter(e)))),
+    fn call(&mut self, batch: Vec<Received>) -> Self::Future {
+        FnFuture::Running {
+            future: (self.f)(State(self.state.clone()), batch),
         }
     }
 }
@@ -378,19 +389,18 @@ pub type BoxHandler = tower::util::BoxCloneSyncService<Received, Outgoing, Handl
 /// The router's batch handler type.
 pub type BoxBatchHandler = tower::util::BoxCloneSyncService<Vec<Received>, Outgoing, HandlerError>;
 
-/// Boxes any handler whose error converts into a [`HandlerError`] and whose
+/// Boxes any service whose error converts into a `BoxError` and whose
 /// response converts into [`Outgoing`], so that `tower` layers such as
 /// `tower::timeout` (error type `BoxError`) stack freely.
-pub fn box_handler<S, Req>(
-    service: S,
+pub fn box_handler<Svc, Req>(
+    service: Svc,
 ) -> tower::util::BoxCloneSyncService<Req, Outgoing, HandlerError>
 where
-    S: Service<Req> + Clone + Send + Sync + 'static,
-    S::Response: Into<Outgoing>,
-    S::Error: Into<HandlerError>,
-    S::Future: Send + 'static,
+    Svc: Service<Req> + Clone + Send + Sync + 'static,
+    Svc::Response: Into<Outgoing>,
+    Svc::Error: Into<BoxError>,
+    Svc::Future: Send + 'static,
     Req: 'static,
 {
-    use tower::ServiceExt;
-    tower::util::BoxCloneSyncService::new(service.map_response(Into::into).map_err(Into::into))
+    tower::util::BoxCloneSyncService::new(ServiceHandler { service })
 }

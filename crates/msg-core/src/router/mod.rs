@@ -4,12 +4,17 @@
 //! [`HandlerOptions::concurrency`] messages are handled at once; with
 //! [`HandlerOptions::ordered_by_key`], messages with the same key never run
 //! concurrently, so they complete in the order they arrived. When a handler
-//! returns messages, they are published before the input is acked. A failed
-//! handler's [`Disposition`](handler::Disposition) decides between nack, defer and reject; a panic
-//! is a retryable failure and never ends the consume loop.
+//! returns messages, they are published before the input is acked, with
+//! the input's correlation id and trace context unless they set their own.
+//! A failed handler's [`HandlerError`](crate::HandlerError) says whether the message is retried,
+//! retried after a delay, or dead-lettered; a panic is retried and never
+//! ends the consume loop.
 
 mod consume;
+pub mod error;
+pub mod extract;
 pub mod handler;
+pub mod outgoing;
 pub mod routes;
 
 use std::sync::Arc;
@@ -19,8 +24,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::{Layer, Service};
 
-use self::handler::{BoxBatchHandler, BoxHandler, HandlerError, Outgoing, box_handler};
-use crate::{DynPublisher, DynSubscriber, Publisher, Received, Result, Subscriber, Subscription};
+use self::handler::{BatchHandler, BoxBatchHandler, BoxHandler, Handler, box_handler};
+use self::outgoing::Outgoing;
+use crate::{
+    BoxError, DynPublisher, DynSubscriber, Publisher, Received, Result, Subscriber, Subscription,
+};
 
 /// How the router runs one handler.
 ///
@@ -89,43 +97,59 @@ impl BatchOptions {
     }
 }
 
-enum Handler {
-    Single(BoxHandler, HandlerOptions),
-    Batch(BoxBatchHandler, BatchOptions),
+enum Entry {
+    Single(Subscription, BoxHandler, HandlerOptions),
+    Batch(Subscription, BoxBatchHandler, BatchOptions),
 }
 
-struct Entry {
-    subscription: Subscription,
-    handler: Handler,
+impl Entry {
+    fn subscription(&self) -> &Subscription {
+        match self {
+            Entry::Single(subscription, ..) | Entry::Batch(subscription, ..) => subscription,
+        }
+    }
 }
+
+type Wrap<H> = Arc<dyn Fn(H) -> H + Send + Sync>;
 
 /// Runs handlers over subscriptions.
 ///
 /// ```
 /// # async fn example() -> msg_core::Result<()> {
-/// use msg_core::{handler_fn, Received, Router, Subscription, BoxError};
+/// use msg_core::{Json, Router, State, Subscription};
+///
+/// #[derive(Clone)]
+/// struct App { name: &'static str }
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: u64 }
+///
 /// let broker = msg_memory::MemoryBroker::new();
-/// let router = Router::new(broker.clone(), broker.clone())
+/// let running = Router::new(broker.clone(), broker.clone())
+///     .with_state(App { name: "billing" })
 ///     .handle(
 ///         Subscription::new("orders.created").group("billing"),
-///         handler_fn(|msg: Received| async move {
-///             println!("billing {}", msg.id());
-///             Ok::<_, BoxError>(())
-///         }),
-///     );
-/// let running = router.start().await?;
+///         |State(app): State<App>, Json(order): Json<Order>| async move {
+///             println!("{} bills order {}", app.name, order.id);
+///             Ok(())
+///         },
+///     )
+///     .start()
+///     .await?;
 /// // ...
 /// running.shutdown().await;
 /// # Ok(()) }
 /// ```
-pub struct Router {
+pub struct Router<S = ()> {
     subscriber: Arc<dyn DynSubscriber>,
     publisher: Arc<dyn DynPublisher>,
+    state: S,
     entries: Vec<Entry>,
+    layers: Vec<Wrap<BoxHandler>>,
+    batch_layers: Vec<Wrap<BoxBatchHandler>>,
     shutdown_timeout: Duration,
 }
 
-impl std::fmt::Debug for Router {
+impl<S> std::fmt::Debug for Router<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
             .field(
@@ -133,9 +157,11 @@ impl std::fmt::Debug for Router {
                 &self
                     .entries
                     .iter()
-                    .map(|e| &e.subscription)
+                    .map(Entry::subscription)
                     .collect::<Vec<_>>(),
             )
+            .field("layers", &self.layers.len())
+            .field("batch_layers", &self.batch_layers.len())
             .field("shutdown_timeout", &self.shutdown_timeout)
             .finish_non_exhaustive()
     }
@@ -148,86 +174,102 @@ impl Router {
         Self {
             subscriber: Arc::new(subscriber),
             publisher: Arc::new(publisher),
+            state: (),
             entries: Vec::new(),
+            layers: Vec::new(),
+            batch_layers: Vec::new(),
             shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Router<S> {
+    /// Gives handlers added from now on `state`, which they take with the
+    /// [`State`](crate::State) extractor (a database pool, a client, ...;
+    /// cloned for each message that asks for it, so share it in an `Arc`
+    /// or make its clone cheap).
+    pub fn with_state<S2: Clone + Send + Sync + 'static>(self, state: S2) -> Router<S2> {
+        Router {
+            subscriber: self.subscriber,
+            publisher: self.publisher,
+            state,
+            entries: self.entries,
+            layers: self.layers,
+            batch_layers: self.batch_layers,
+            shutdown_timeout: self.shutdown_timeout,
         }
     }
 
     /// Runs `handler` over `subscription` with default [`HandlerOptions`].
     ///
-    /// `handler` is any `tower::Service` over [`Received`] whose response
-    /// converts into [`Outgoing`] (`()` does) and whose error converts into
-    /// [`HandlerError`] (`BoxError` does, so `tower` layers stack).
-    pub fn handle<S>(self, subscription: Subscription, handler: S) -> Self
-    where
-        S: Service<Received> + Clone + Send + Sync + 'static,
-        S::Response: Into<Outgoing>,
-        S::Error: Into<HandlerError>,
-        S::Future: Send + 'static,
-    {
+    /// `handler` is an async function of extractors or a `tower::Service`
+    /// (see [`Handler`]).
+    pub fn handle<T, H: Handler<T, S>>(self, subscription: Subscription, handler: H) -> Self {
         self.handle_with(subscription, HandlerOptions::default(), handler)
     }
 
     /// Runs `handler` over `subscription` with the given options.
-    pub fn handle_with<S>(
+    pub fn handle_with<T, H: Handler<T, S>>(
         mut self,
         subscription: Subscription,
         options: HandlerOptions,
-        handler: S,
-    ) -> Self
-    where
-        S: Service<Received> + Clone + Send + Sync + 'static,
-        S::Response: Into<Outgoing>,
-        S::Error: Into<HandlerError>,
-        S::Future: Send + 'static,
-    {
-        self.entries.push(Entry {
-            subscription,
-            handler: Handler::Single(box_handler(handler), options),
-        });
+        handler: H,
+    ) -> Self {
+        let service = BoxHandler::new(handler.with_state(self.state.clone()));
+        self.entries
+            .push(Entry::Single(subscription, service, options));
         self
     }
 
-    /// Runs a batch handler over `subscription`: it receives up to
-    /// `max_size` messages at once; its result settles all of them.
-    pub fn handle_batch<S>(
+    /// Runs a batch handler over `subscription` (see [`BatchHandler`]):
+    /// it receives up to `max_size` messages at once; its result settles
+    /// all of them.
+    pub fn handle_batch<T, H: BatchHandler<T, S>>(
         mut self,
         subscription: Subscription,
         options: BatchOptions,
-        handler: S,
-    ) -> Self
-    where
-        S: Service<Vec<Received>> + Clone + Send + Sync + 'static,
-        S::Response: Into<Outgoing>,
-        S::Error: Into<HandlerError>,
-        S::Future: Send + 'static,
-    {
-        self.entries.push(Entry {
-            subscription,
-            handler: Handler::Batch(box_handler(handler), options),
-        });
+        handler: H,
+    ) -> Self {
+        let service = BoxBatchHandler::new(handler.with_state(self.state.clone()));
+        self.entries
+            .push(Entry::Batch(subscription, service, options));
         self
     }
 
-    /// Wraps every (non-batch) handler added so far in `layer`.
+    /// Wraps every handler in `layer`: those added before and after this
+    /// call alike (batch handlers take [`Router::batch_layer`]). A layer
+    /// added later wraps the ones added earlier.
     pub fn layer<L>(mut self, layer: L) -> Self
     where
-        L: Layer<BoxHandler>,
+        L: Layer<BoxHandler> + Send + Sync + 'static,
         L::Service: Service<Received> + Clone + Send + Sync + 'static,
         <L::Service as Service<Received>>::Response: Into<Outgoing>,
-        <L::Service as Service<Received>>::Error: Into<HandlerError>,
+        <L::Service as Service<Received>>::Error: Into<BoxError>,
         <L::Service as Service<Received>>::Future: Send + 'static,
     {
-        for entry in &mut self.entries {
-            if let Handler::Single(handler, _) = &mut entry.handler {
-                *handler = box_handler(layer.layer(handler.clone()));
-            }
-        }
+        self.layers
+            .push(Arc::new(move |handler| box_handler(layer.layer(handler))));
         self
     }
 
-    /// How long shutdown lets in-flight messages finish before nacking them
-    /// (default 30 s).
+    /// Wraps every batch handler in `layer`, those added before and after
+    /// this call alike; a layer added later wraps the ones added earlier.
+    /// Layers generic over the request, as `tower`'s own are, serve both.
+    pub fn batch_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxBatchHandler> + Send + Sync + 'static,
+        L::Service: Service<Vec<Received>> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Vec<Received>>>::Response: Into<Outgoing>,
+        <L::Service as Service<Vec<Received>>>::Error: Into<BoxError>,
+        <L::Service as Service<Vec<Received>>>::Future: Send + 'static,
+    {
+        self.batch_layers
+            .push(Arc::new(move |handler| box_handler(layer.layer(handler))));
+        self
+    }
+
+    /// How long shutdown lets in-flight messages finish before retrying
+    /// them (default 30 s).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -238,10 +280,11 @@ impl Router {
     pub async fn start(self) -> Result<RunningRouter> {
         let mut streams = Vec::with_capacity(self.entries.len());
         for entry in &self.entries {
-            entry.subscription.validate()?;
+            let subscription = entry.subscription();
+            subscription.validate()?;
             streams.push(
                 self.subscriber
-                    .subscribe_boxed(entry.subscription.clone())
+                    .subscribe_boxed(subscription.clone())
                     .await?,
             );
         }
@@ -256,9 +299,15 @@ impl Router {
                     stop: stopped.clone(),
                     shutdown_timeout: self.shutdown_timeout,
                 };
-                match entry.handler {
-                    Handler::Single(h, o) => tokio::spawn(consume::run_single(ctx, stream, h, o)),
-                    Handler::Batch(h, o) => tokio::spawn(consume::run_batch(ctx, stream, h, o)),
+                match entry {
+                    Entry::Single(_, handler, options) => {
+                        let handler = self.layers.iter().fold(handler, |h, wrap| wrap(h));
+                        tokio::spawn(consume::run_single(ctx, stream, handler, options))
+                    }
+                    Entry::Batch(_, handler, options) => {
+                        let handler = self.batch_layers.iter().fold(handler, |h, wrap| wrap(h));
+                        tokio::spawn(consume::run_batch(ctx, stream, handler, options))
+                    }
                 }
             })
             .collect();
@@ -284,7 +333,7 @@ pub struct RunningRouter {
 
 impl RunningRouter {
     /// Stops fetching, lets in-flight messages finish until the shutdown
-    /// timeout, nacks the rest, and returns once every consume loop ended.
+    /// timeout, retries the rest, and returns once every consume loop ended.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.wait().await;

@@ -7,7 +7,9 @@ use std::task::{Context, Poll};
 use futures::future::BoxFuture;
 use tower::{Service, ServiceExt};
 
-use super::handler::{BoxHandler, HandlerError, Outgoing, box_handler};
+use super::error::HandlerError;
+use super::handler::{BoxHandler, Handler};
+use super::outgoing::Outgoing;
 use crate::raw::topic::{is_pattern, topic_matches, validate_pattern};
 use crate::{Error, Received};
 
@@ -18,11 +20,16 @@ use crate::{Error, Received};
 /// that matches nothing is dead-lettered with the reason "no route".
 ///
 /// ```
-/// use msg_core::{handler_fn, Routes, Received, BoxError};
+/// use msg_core::{Json, Received, Routes};
+/// #[derive(serde::Deserialize)]
+/// struct Created { id: u64 }
 /// let routes = Routes::new()
-///     .route("orders.created", handler_fn(|_m: Received| async { Ok::<_, BoxError>(()) }))
-///     .route("orders.*", handler_fn(|_m: Received| async { Ok::<_, BoxError>(()) }))
-///     .fallback(handler_fn(|_m: Received| async { Ok::<_, BoxError>(()) }));
+///     .route("orders.created", |Json(order): Json<Created>| async move {
+///         println!("created {}", order.id);
+///         Ok(())
+///     })
+///     .route("orders.*", |_m: Received| async { Ok(()) })
+///     .fallback(|_m: Received| async { Ok(()) });
 /// # let _ = routes;
 /// ```
 #[derive(Clone, Default)]
@@ -43,24 +50,20 @@ impl Routes {
         Self::default()
     }
 
-    /// Routes messages whose topic is or matches `topic` to `handler`.
+    /// Routes messages whose topic is or matches `topic` to `handler` (a
+    /// [`Handler`]; one that needs state takes it with
+    /// [`Handler::with_state`]).
     ///
     /// # Panics
     ///
     /// If `topic` is not a valid topic name or pattern, or is routed twice:
     /// both are mistakes in the program, found on its first run.
-    pub fn route<S>(mut self, topic: &str, handler: S) -> Self
-    where
-        S: Service<Received> + Clone + Send + Sync + 'static,
-        S::Response: Into<Outgoing>,
-        S::Error: Into<HandlerError>,
-        S::Future: Send + 'static,
-    {
+    pub fn route<T, H: Handler<T, ()>>(mut self, topic: &str, handler: H) -> Self {
         if let Err(e) = validate_pattern(topic) {
             panic!("Routes::route: {e}");
         }
         let table = Arc::make_mut(&mut self.inner);
-        let handler = box_handler(handler);
+        let handler = BoxHandler::new(handler.with_state(()));
         let duplicate = if is_pattern(topic) {
             let dup = table.patterns.iter().any(|(p, _)| p == topic);
             table.patterns.push((topic.to_owned(), handler));
@@ -73,14 +76,8 @@ impl Routes {
     }
 
     /// Handles messages that match no route.
-    pub fn fallback<S>(mut self, handler: S) -> Self
-    where
-        S: Service<Received> + Clone + Send + Sync + 'static,
-        S::Response: Into<Outgoing>,
-        S::Error: Into<HandlerError>,
-        S::Future: Send + 'static,
-    {
-        Arc::make_mut(&mut self.inner).fallback = Some(box_handler(handler));
+    pub fn fallback<T, H: Handler<T, ()>>(mut self, handler: H) -> Self {
+        Arc::make_mut(&mut self.inner).fallback = Some(BoxHandler::new(handler.with_state(())));
         self
     }
 

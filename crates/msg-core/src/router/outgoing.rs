@@ -1,0 +1,166 @@
+//! What a handler asks the router to publish.
+
+use serde::Serialize;
+
+use crate::codec::{Encoder, JsonCodec};
+use crate::{Message, Result, headers};
+
+/// Messages a handler asks the router to publish, to their topics, before
+/// the input is acked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outgoing(Vec<(String, Message)>);
+
+impl Outgoing {
+    /// Nothing to publish.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// A JSON message of `value` for `topic`, its content type set.
+    ///
+    /// ```
+    /// #[derive(serde::Serialize)]
+    /// struct Invoice { order_id: u64 }
+    /// let out = msg_core::Outgoing::json("invoices.created", &Invoice { order_id: 7 })?;
+    /// assert_eq!(out.len(), 1);
+    /// # Ok::<_, msg_core::Error>(())
+    /// ```
+    pub fn json<T: Serialize>(topic: impl Into<String>, value: &T) -> Result<Self> {
+        Ok(Self::none().with(topic, json_message(value)?))
+    }
+
+    /// Adds a message for `topic`.
+    pub fn with(mut self, topic: impl Into<String>, message: Message) -> Self {
+        self.push(topic, message);
+        self
+    }
+
+    /// Adds a message for `topic`.
+    pub fn push(&mut self, topic: impl Into<String>, message: Message) {
+        self.0.push((topic.into(), message));
+    }
+
+    /// Whether there is nothing to publish.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The number of messages.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Adds all of `other`.
+    pub fn extend(&mut self, other: Outgoing) {
+        self.0.extend(other.0);
+    }
+}
+
+impl IntoIterator for Outgoing {
+    type Item = (String, Message);
+    type IntoIter = std::vec::IntoIter<(String, Message)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl From<()> for Outgoing {
+    fn from(_: ()) -> Self {
+        Self::none()
+    }
+}
+
+impl<T: Into<String>> From<(T, Message)> for Outgoing {
+    fn from((topic, message): (T, Message)) -> Self {
+        Self::none().with(topic, message)
+    }
+}
+
+impl<T: Into<String>> From<Vec<(T, Message)>> for Outgoing {
+    fn from(list: Vec<(T, Message)>) -> Self {
+        Self(list.into_iter().map(|(t, m)| (t.into(), m)).collect())
+    }
+}
+
+impl<T: Into<Outgoing>> From<Option<T>> for Outgoing {
+    fn from(o: Option<T>) -> Self {
+        o.map(Into::into).unwrap_or_default()
+    }
+}
+
+/// `value` as a JSON message.
+pub(crate) fn json_message<T: Serialize>(value: &T) -> Result<Message> {
+    let payload = JsonCodec.encode(value)?;
+    Ok(Message::new(payload).with_content_type(Encoder::<T>::content_type(&JsonCodec)))
+}
+
+/// The headers a handler's messages take from the message it handled,
+/// unless they set their own: the correlation id and the trace context,
+/// so that a conversation and a trace go on through the handler.
+#[derive(Debug, Default)]
+pub(crate) struct Inherited(Vec<(&'static str, String)>);
+
+const INHERITED: [&str; 3] = [
+    headers::CORRELATION_ID,
+    headers::TRACEPARENT,
+    headers::TRACESTATE,
+];
+
+impl Inherited {
+    /// What `message` passes on; `None`, allocating nothing, when it
+    /// carries none of those headers.
+    pub(crate) fn from(message: &Message) -> Option<Self> {
+        let mut inherited = Vec::new();
+        for name in INHERITED {
+            if let Some(value) = message.header(name) {
+                inherited.push((name, value.to_owned()));
+            }
+        }
+        (!inherited.is_empty()).then_some(Self(inherited))
+    }
+
+    /// Gives each message what it does not set itself.
+    pub(crate) fn apply(&self, outgoing: &mut Outgoing) {
+        for (_, message) in &mut outgoing.0 {
+            for (name, value) in &self.0 {
+                if !message.headers().contains(name) {
+                    message.headers_mut().insert(*name, value.clone());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_sets_the_content_type() {
+        let out = Outgoing::json("t", &serde_json::json!({ "a": 1 })).unwrap();
+        let (topic, message) = out.into_iter().next().unwrap();
+        assert_eq!(topic, "t");
+        assert_eq!(
+            message.header(headers::CONTENT_TYPE),
+            Some("application/json")
+        );
+        assert_eq!(&message.payload()[..], br#"{"a":1}"#);
+    }
+
+    #[test]
+    fn correlation_and_trace_are_inherited_unless_set() {
+        let input = Message::new("in")
+            .with_header(headers::CORRELATION_ID, "conv-1")
+            .with_header(headers::TRACEPARENT, "00-aa-bb-01");
+        let mut out = Outgoing::none().with("a", Message::new("1")).with(
+            "b",
+            Message::new("2").with_header(headers::CORRELATION_ID, "own"),
+        );
+        Inherited::from(&input).unwrap().apply(&mut out);
+        let out: Vec<_> = out.into_iter().collect();
+        assert_eq!(out[0].1.header(headers::CORRELATION_ID), Some("conv-1"));
+        assert_eq!(out[0].1.header(headers::TRACEPARENT), Some("00-aa-bb-01"));
+        assert_eq!(out[1].1.header(headers::CORRELATION_ID), Some("own"));
+        assert!(Inherited::from(&Message::new("plain")).is_none());
+    }
+}
