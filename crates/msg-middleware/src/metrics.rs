@@ -13,19 +13,23 @@
 //! | `messaging_client_operation_duration_seconds` | histogram | operation (`publish`), topic |
 //!
 //! "acked" and the others count what the handler's result asks the router
-//! to do (a retry is a nack, a retry-after a defer).
+//! to do; a handler that panics counts as retried (the router retries it).
 
-use crate::failed;
-use msg_core::BoxError;
-use msg_core::Settlement;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::future::BoxFuture;
 use msg_core::{
-    BatchError, Capabilities, Error, HandlerError, Message, Outgoing, PublishOptions, Publisher,
-    Receipt, Received, Result,
+    BatchError, BoxError, Capabilities, Error, HandlerError, Message, Outgoing, PublishOptions,
+    Publisher, Receipt, Received, Result, Settlement,
 };
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+use crate::failed;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -152,6 +156,7 @@ impl<S> Layer<S> for MetricsLayer {
             inner,
             metrics: self.metrics.clone(),
             handler: self.handler.clone(),
+            last: None,
         }
     }
 }
@@ -162,6 +167,45 @@ pub struct Metered<S> {
     inner: S,
     metrics: Metrics,
     handler: String,
+    /// The series of the last topic and group seen: a subscription's
+    /// messages nearly always share them, so the label lookups (three
+    /// strings, a hash) happen once, not per message.
+    last: Option<Arc<Series>>,
+}
+
+/// One topic, group and handler's metrics.
+#[derive(Debug)]
+struct Series {
+    topic: Arc<str>,
+    group: Option<Arc<str>>,
+    consumed: IntCounter,
+    acked: IntCounter,
+    retried: IntCounter,
+    retried_after: IntCounter,
+    dead_lettered: IntCounter,
+    process_duration: Histogram,
+    in_flight: IntGauge,
+}
+
+impl Series {
+    fn new(metrics: &Metrics, topic: &Arc<str>, group: &Option<Arc<str>>, handler: &str) -> Self {
+        let labels = [&**topic, group.as_deref().unwrap_or(""), handler];
+        Self {
+            topic: topic.clone(),
+            group: group.clone(),
+            consumed: metrics.consumed.with_label_values(&labels),
+            acked: metrics.acked.with_label_values(&labels),
+            retried: metrics.retried.with_label_values(&labels),
+            retried_after: metrics.retried_after.with_label_values(&labels),
+            dead_lettered: metrics.dead_lettered.with_label_values(&labels),
+            process_duration: metrics.process_duration.with_label_values(&labels),
+            in_flight: metrics.in_flight.with_label_values(&labels),
+        }
+    }
+
+    fn is_for(&self, topic: &Arc<str>, group: &Option<Arc<str>>) -> bool {
+        self.topic == *topic && self.group == *group
+    }
 }
 
 impl<S> Service<Received> for Metered<S>
@@ -169,48 +213,128 @@ where
     S: Service<Received>,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = Outgoing;
     type Error = HandlerError;
-    type Future = BoxFuture<'static, std::result::Result<Outgoing, HandlerError>>;
+    type Future = MeteredFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), HandlerError>> {
         self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
-        let m = self.metrics.clone();
-        let labels = [
-            received.topic().to_owned(),
-            received.metadata.group.as_deref().unwrap_or("").to_owned(),
-            self.handler.clone(),
-        ];
-        let refs = [labels[0].as_str(), labels[1].as_str(), labels[2].as_str()];
-        m.consumed.with_label_values(&refs).inc();
-        let in_flight = m.in_flight.with_label_values(&refs);
-        in_flight.inc();
-        let started = Instant::now();
-        let call = self.inner.call(received);
-        Box::pin(async move {
-            let result = call.await.map(Into::into).map_err(failed);
-            let refs = [labels[0].as_str(), labels[1].as_str(), labels[2].as_str()];
-            in_flight.dec();
-            m.process_duration
-                .with_label_values(&refs)
-                .observe(started.elapsed().as_secs_f64());
-            let outcome = match &result {
-                Ok(_) => &m.acked,
-                Err(e) => match e.settlement() {
-                    Settlement::Ack => &m.acked,
-                    Settlement::Retry => &m.retried,
-                    Settlement::RetryAfter(_) => &m.retried_after,
-                    Settlement::DeadLetter(_) => &m.dead_lettered,
-                },
-            };
-            outcome.with_label_values(&refs).inc();
-            result
-        })
+        let meta = &received.metadata;
+        let series = match &self.last {
+            Some(series) if series.is_for(&meta.topic, &meta.group) => series.clone(),
+            _ => {
+                let series = Arc::new(Series::new(
+                    &self.metrics,
+                    &meta.topic,
+                    &meta.group,
+                    &self.handler,
+                ));
+                self.last = Some(series.clone());
+                series
+            }
+        };
+        series.consumed.inc();
+        series.in_flight.inc();
+        MeteredFuture {
+            inner: self.inner.call(received),
+            call: InFlight {
+                series,
+                started: Instant::now(),
+                done: false,
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`Metered`] handler call.
+    pub struct MeteredFuture<F> {
+        #[pin]
+        inner: F,
+        call: InFlight,
+    }
+}
+
+/// One call in flight: the gauge goes down when it ends, however it ends
+/// (a result, a panic, or its future dropped); a panic counts as a retry,
+/// which is what the router makes of it.
+#[derive(Debug)]
+struct InFlight {
+    series: Arc<Series>,
+    started: Instant,
+    done: bool,
+}
+
+impl InFlight {
+    fn end(&mut self, outcome: Option<&IntCounter>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        self.series.in_flight.dec();
+        self.series
+            .process_duration
+            .observe(self.started.elapsed().as_secs_f64());
+        if let Some(counter) = outcome {
+            counter.inc();
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.end(None);
+    }
+}
+
+/// Ends the call as retried if polling the handler panics.
+struct OnPanic<'a>(Option<&'a mut InFlight>);
+
+impl OnPanic<'_> {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for OnPanic<'_> {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take()
+            && std::thread::panicking()
+        {
+            let series = call.series.clone();
+            call.end(Some(&series.retried));
+        }
+    }
+}
+
+impl<F, R, E> Future for MeteredFuture<F>
+where
+    F: Future<Output = std::result::Result<R, E>>,
+    R: Into<Outgoing>,
+    E: Into<BoxError>,
+{
+    type Output = std::result::Result<Outgoing, HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let guard = OnPanic(Some(&mut *this.call));
+        let polled = this.inner.poll(cx);
+        guard.defuse();
+        let result = std::task::ready!(polled).map(Into::into).map_err(failed);
+        let series = this.call.series.clone();
+        let outcome = match &result {
+            Ok(_) => &series.acked,
+            Err(e) if e.is_dead_letter() => &series.dead_lettered,
+            Err(e) => match e.settlement() {
+                Settlement::RetryAfter(_) => &series.retried_after,
+                _ => &series.retried,
+            },
+        };
+        this.call.end(Some(outcome));
+        Poll::Ready(result)
     }
 }
 
@@ -342,6 +466,57 @@ mod tests {
             value(&registry, "msg_acked_total", "billing"),
             2.0,
             "the group label"
+        );
+    }
+
+    #[tokio::test]
+    async fn in_flight_counts_running_calls_and_comes_down_on_panic_and_drop() {
+        use futures::FutureExt;
+        let registry = Registry::new();
+        let metrics = Metrics::new(&registry).unwrap();
+        let mut handler = metrics
+            .layer("bill")
+            .layer(service(|r: Received| async move {
+                match r.payload().as_ref() {
+                    b"hang" => std::future::pending::<()>().await,
+                    b"panic" => panic!("handler bug"),
+                    _ => {}
+                }
+                Ok(())
+            }));
+        let in_flight = |registry: &Registry| value(registry, "msg_in_flight", "bill");
+
+        let mut hanging = Box::pin(handler.call(received("hang")));
+        assert!(futures::poll!(hanging.as_mut()).is_pending());
+        assert_eq!(
+            in_flight(&registry),
+            1.0,
+            "the gauge counts the running call"
+        );
+        drop(hanging);
+        assert_eq!(
+            in_flight(&registry),
+            0.0,
+            "a dropped call is no longer in flight"
+        );
+
+        let panicked = std::panic::AssertUnwindSafe(handler.call(received("panic")))
+            .catch_unwind()
+            .await;
+        assert!(panicked.is_err());
+        assert_eq!(
+            in_flight(&registry),
+            0.0,
+            "a panicked call is no longer in flight"
+        );
+        assert_eq!(
+            value(&registry, "msg_retried_total", "bill"),
+            1.0,
+            "a panic is retried"
+        );
+        assert_eq!(
+            value(&registry, "messaging_process_duration_seconds", "bill"),
+            2.0
         );
     }
 
