@@ -8,18 +8,21 @@
 //! circuit, its failure opens it again.
 //!
 //! Only failures that may heal count: a dead-letter failure (a bad
-//! message, not a bad downstream) neither trips nor resets the breaker.
+//! message, not a bad downstream) neither trips nor resets the breaker. A
+//! panic counts as a failure; a call dropped unfinished (a shutdown)
+//! counts as nothing, and ends a trial so that the next message tries.
 
-use crate::failed;
-use msg_core::BoxError;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use msg_core::{HandlerError, Outgoing, Received};
+use msg_core::{BoxError, HandlerError, Outgoing, Received};
 use tokio::time::Instant;
 use tower::{Layer, Service};
+
+use crate::failed;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -41,7 +44,7 @@ impl std::fmt::Display for CircuitOpen {
 impl std::error::Error for CircuitOpen {}
 
 /// Opens after repeated failures; see the [module docs](self).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct CircuitBreakerLayer {
     failure_threshold: u32,
     reset_timeout: Duration,
@@ -80,7 +83,7 @@ impl<S> Layer<S> for CircuitBreakerLayer {
     fn layer(&self, inner: S) -> CircuitBreaker<S> {
         CircuitBreaker {
             inner,
-            config: self.clone(),
+            config: *self,
             state: Arc::new(Mutex::new(State::Closed { failures: 0 })),
         }
     }
@@ -146,35 +149,114 @@ where
     S: Service<Received>,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = Outgoing;
     type Error = HandlerError;
-    type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
+    type Future = BreakerFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
-        let trial = match admit(&self.state, self.config.reset_timeout) {
-            Ok(trial) => trial,
-            Err(wait) => {
-                return Box::pin(async move { Err(HandlerError::retry_after(CircuitOpen, wait)) });
+        match admit(&self.state, self.config.reset_timeout) {
+            Ok(trial) => BreakerFuture::Called {
+                inner: self.inner.call(received),
+                call: Call {
+                    state: self.state.clone(),
+                    config: self.config,
+                    trial,
+                    done: false,
+                },
+            },
+            Err(wait) => BreakerFuture::Open { wait },
+        }
+    }
+}
+
+// pin-project-lite takes no docs on fields.
+#[allow(missing_docs)]
+mod future {
+    use super::*;
+    pin_project_lite::pin_project! {
+        /// The future of a [`CircuitBreaker`] call.
+        #[project = BreakerProj]
+        pub enum BreakerFuture<F> {
+            /// The circuit is open: retry after the wait.
+            Open { wait: Duration },
+            /// The handler was called.
+            Called { #[pin] inner: F, call: Call },
+        }
+    }
+}
+pub use future::BreakerFuture;
+use future::BreakerProj;
+
+/// A call that went through: its outcome is recorded however it ends. A
+/// panic is a failure; a call dropped unfinished (a shutdown) says nothing
+/// about the downstream, but a trial's end lets the next message try.
+#[derive(Debug)]
+pub struct Call {
+    state: Arc<Mutex<State>>,
+    config: CircuitBreakerLayer,
+    trial: bool,
+    done: bool,
+}
+
+impl Call {
+    fn end(&mut self, outcome: Option<bool>) {
+        if !std::mem::replace(&mut self.done, true) {
+            record(&self.state, &self.config, self.trial, outcome);
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.end(None);
+    }
+}
+
+/// Records a failure if polling the handler panics.
+struct OnPanic<'a>(Option<&'a mut Call>);
+
+impl Drop for OnPanic<'_> {
+    fn drop(&mut self) {
+        if let Some(call) = self.0.take()
+            && std::thread::panicking()
+        {
+            call.end(Some(false));
+        }
+    }
+}
+
+impl<F, R, E> Future for BreakerFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    R: Into<Outgoing>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Outgoing, HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            BreakerProj::Open { wait } => {
+                Poll::Ready(Err(HandlerError::retry_after(CircuitOpen, *wait)))
             }
-        };
-        let call = self.inner.call(received);
-        let (state, config) = (self.state.clone(), self.config.clone());
-        Box::pin(async move {
-            let result: Result<Outgoing, HandlerError> = call.await.map(Into::into).map_err(failed);
-            let outcome = match &result {
-                Ok(_) => Some(true),
-                Err(e) if e.is_dead_letter() => None,
-                Err(_) => Some(false),
-            };
-            record(&state, &config, trial, outcome);
-            result
-        })
+            BreakerProj::Called { inner, call } => {
+                let mut guard = OnPanic(Some(call));
+                let polled = inner.poll(cx);
+                let call = guard.0.take().expect("the guard holds the call");
+                let result = std::task::ready!(polled).map(Into::into).map_err(failed);
+                call.end(match &result {
+                    Ok(_) => Some(true),
+                    // A bad message, not a bad downstream.
+                    Err(e) if e.is_dead_letter() => None,
+                    Err(_) => Some(false),
+                });
+                Poll::Ready(result)
+            }
+        }
     }
 }
 
@@ -256,5 +338,51 @@ mod tests {
             let e = breaker.clone().oneshot(received()).await.unwrap_err();
             assert!(e.is_dead_letter(), "still closed");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trial_that_panics_or_is_dropped_does_not_hold_the_circuit_half_open() {
+        use futures::FutureExt;
+        let mode = Arc::new(AtomicU32::new(0));
+        let m = mode.clone();
+        let handler = service(move |_r: Received| {
+            let mode = m.load(Ordering::SeqCst);
+            async move {
+                match mode {
+                    0 => Err(HandlerError::retry("downstream down")),
+                    1 => panic!("handler bug"),
+                    2 => std::future::pending().await,
+                    _ => Ok(()),
+                }
+            }
+        });
+        let mut breaker = CircuitBreakerLayer::new()
+            .failure_threshold(1)
+            .reset_timeout(Duration::from_secs(10))
+            .layer(handler);
+        breaker.clone().oneshot(received()).await.unwrap_err();
+
+        // The trial panics: a failure, so the circuit opens again.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        mode.store(1, Ordering::SeqCst);
+        let trial = std::panic::AssertUnwindSafe(breaker.call(received()));
+        assert!(trial.catch_unwind().await.is_err());
+        let e = breaker.clone().oneshot(received()).await.unwrap_err();
+        assert_eq!(
+            e.settlement(),
+            Settlement::RetryAfter(Duration::from_secs(10)),
+            "open again, for a full reset timeout"
+        );
+
+        // The trial's call is dropped (a shutdown): it says nothing about
+        // the downstream, and the next message is the next trial.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        mode.store(2, Ordering::SeqCst);
+        let mut trial = Box::pin(breaker.call(received()));
+        assert!(futures::poll!(trial.as_mut()).is_pending());
+        drop(trial);
+        mode.store(3, Ordering::SeqCst);
+        breaker.clone().oneshot(received()).await.unwrap();
+        breaker.clone().oneshot(received()).await.unwrap();
     }
 }
