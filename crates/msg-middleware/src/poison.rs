@@ -8,15 +8,17 @@
 //! later deliveries of a quarantined id are acked without calling the
 //! handler. [`PoisonStore::release`] lets it through again, e.g. after a
 //! fix, when it is republished from the quarantine topic. A success clears
-//! the count. Permanent (dead-letter) failures are left to the
-//! dead-letter path and not counted.
+//! the count. A panic counts as a failure. Permanent (dead-letter)
+//! failures are left to the dead-letter path and not counted.
 
 use crate::failed;
 use msg_core::BoxError;
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use msg_core::raw::dead_letter_message;
 use msg_core::{DynPublisher, HandlerError, Outgoing, Publisher, Received, Result, Uuid};
@@ -176,20 +178,31 @@ where
                 return Ok(Outgoing::none());
             }
             let original = received.clone();
-            let result: std::result::Result<Outgoing, HandlerError> =
-                inner.call(received).await.map(Into::into).map_err(failed);
-            let error = match result {
-                Ok(out) => {
+            let called = AssertUnwindSafe(inner.call(received))
+                .catch_unwind()
+                .await
+                .map(|r| r.map(Into::<Outgoing>::into).map_err(failed));
+            // A panic is a failure too; below the threshold it goes on to
+            // the router, which logs it and retries.
+            let (error, panic) = match called {
+                Ok(Ok(out)) => {
                     config.store.clear(id).await?;
                     return Ok(out);
                 }
-                Err(e) => e,
+                Ok(Err(e)) => (e, None),
+                Err(panic) => (
+                    HandlerError::retry(format!("handler panicked: {}", panic_text(&*panic))),
+                    Some(panic),
+                ),
             };
             if error.is_dead_letter() {
                 return Err(error);
             }
             let failures = config.store.record_failure(id).await?;
             if failures < config.threshold {
+                if let Some(panic) = panic {
+                    std::panic::resume_unwind(panic);
+                }
                 return Err(error);
             }
             let reason = format!("quarantined after {failures} failures: {error}");
@@ -207,6 +220,14 @@ where
             Ok(Outgoing::none())
         })
     }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
 
 #[cfg(test)]
@@ -298,5 +319,33 @@ mod tests {
             assert!(e.is_dead_letter());
         }
         assert!(store.quarantined().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn panics_count_as_failures() {
+        let broker = MemoryBroker::with_config(MemoryConfig::default().retention(10)).unwrap();
+        let store: Arc<MemoryPoisonStore> = Arc::new(MemoryPoisonStore::new());
+        let handler = service(|_r: Received| async move {
+            if true {
+                panic!("boom");
+            }
+            Ok(())
+        });
+        let service = PoisonLayer::new(store.clone(), broker.clone(), 3).layer(handler);
+        let m = Message::new("order 1");
+        for _ in 0..2 {
+            let call = AssertUnwindSafe(service.clone().oneshot(received(&m)));
+            assert!(
+                call.catch_unwind().await.is_err(),
+                "the panic goes on to the router"
+            );
+        }
+        service.clone().oneshot(received(&m)).await.unwrap();
+        let parked = broker.published("orders.quarantine");
+        assert_eq!(parked.len(), 1);
+        assert_eq!(
+            parked[0].header(headers::DEAD_LETTER_REASON),
+            Some("quarantined after 3 failures: handler panicked: boom")
+        );
     }
 }
