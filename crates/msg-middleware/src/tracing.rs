@@ -5,22 +5,27 @@
 //! message's W3C `traceparent` / `tracestate` headers. [`TracedPublisher`]
 //! opens a span per publish and writes the current context into those
 //! headers. With a `tracing-opentelemetry` layer installed, the consumer's
-//! span is a child of the producer's, across any transport.
+//! span is a child of the producer's, across any transport, and the
+//! messages a handler returns continue the trace from its span. The
+//! propagator is the globally configured one
+//! (`opentelemetry::global::set_text_map_propagator`), W3C trace context
+//! when none is set.
 
-use crate::failed;
-use msg_core::BoxError;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures::future::BoxFuture;
 use msg_core::{
-    BatchError, Capabilities, HandlerError, Headers, Message, Outgoing, PublishOptions, Publisher,
-    Receipt, Received, Result, headers,
+    BatchError, BoxError, Capabilities, HandlerError, Headers, Message, Outgoing, PublishOptions,
+    Publisher, Receipt, Received, Result, headers,
 };
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::failed;
 
 struct HeaderReader<'a>(&'a Headers);
 
@@ -71,11 +76,10 @@ where
     S: Service<Received>,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = Outgoing;
     type Error = HandlerError;
-    type Future = BoxFuture<'static, std::result::Result<Outgoing, HandlerError>>;
+    type Future = TracedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), HandlerError>> {
         self.inner.poll_ready(cx).map_err(failed)
@@ -97,24 +101,80 @@ where
         );
         // A disabled span (no subscriber wants it) needs no parent.
         if !span.is_disabled() {
-            let parent =
-                TraceContextPropagator::new().extract(&HeaderReader(received.message.headers()));
+            let parent = with_propagator(|p| p.extract(&HeaderReader(received.message.headers())));
             // An error means no OpenTelemetry layer is installed: nothing to link.
             let _ = span.set_parent(parent);
         }
-        let call = self.inner.call(received);
-        let recorded = span.clone();
-        Box::pin(
-            async move {
-                let result = call.await.map(Into::into).map_err(failed);
-                if let Err(e) = &result {
-                    recorded.record("error.type", e.settlement().name());
-                }
-                result
-            }
-            .instrument(span),
-        )
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(received)
+        };
+        TracedFuture { inner, span }
     }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`Traced`] handler call: polled inside the span,
+    /// and the messages the handler returns carry the span's context.
+    pub struct TracedFuture<F> {
+        #[pin]
+        inner: F,
+        span: tracing::Span,
+    }
+}
+
+impl<F, R, E> Future for TracedFuture<F>
+where
+    F: Future<Output = std::result::Result<R, E>>,
+    R: Into<Outgoing>,
+    E: Into<BoxError>,
+{
+    type Output = std::result::Result<Outgoing, HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let mut result = std::task::ready!(this.inner.poll(cx))
+            .map(Into::into)
+            .map_err(failed);
+        if !this.span.is_disabled() {
+            match &mut result {
+                // The router publishes them after the handler returned,
+                // outside this span: they carry it, so that the next hop's
+                // parent is this span (unless they set their own).
+                Ok(outgoing) => {
+                    let context = this.span.context();
+                    for (_, message) in outgoing.iter_mut() {
+                        if !message.headers().contains(headers::TRACEPARENT) {
+                            with_propagator(|p| {
+                                p.inject_context(&context, &mut HeaderWriter(message.headers_mut()))
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    this.span.record("error.type", e.settlement().name());
+                }
+            }
+        }
+        Poll::Ready(result)
+    }
+}
+
+/// Runs `f` with the globally configured propagator
+/// (`opentelemetry::global::set_text_map_propagator`), or W3C trace
+/// context when none was set.
+fn with_propagator<T>(f: impl FnOnce(&dyn TextMapPropagator) -> T) -> T {
+    let mut f = Some(f);
+    opentelemetry::global::get_text_map_propagator(|global| {
+        let f = f.take().expect("called once");
+        // The default global propagator is a no-op, which names no fields.
+        if global.fields().next().is_some() {
+            f(global)
+        } else {
+            f(&TraceContextPropagator::new())
+        }
+    })
 }
 
 /// A publisher that opens a span per publish and carries its context in
@@ -141,11 +201,19 @@ fn send_span(topic: &str) -> tracing::Span {
     )
 }
 
+/// Writes the send span's context into the message. With no span of its
+/// own around the publish (the router publishing what a handler returned),
+/// the send span's parent is the context the message already carries.
 fn inject(span: &tracing::Span, message: &mut Message) {
-    if !span.is_disabled() {
-        TraceContextPropagator::new()
-            .inject_context(&span.context(), &mut HeaderWriter(message.headers_mut()));
+    if span.is_disabled() {
+        return;
     }
+    if tracing::Span::current().is_none() && message.headers().contains(headers::TRACEPARENT) {
+        let parent = with_propagator(|p| p.extract(&HeaderReader(message.headers())));
+        let _ = span.set_parent(parent);
+    }
+    let context = span.context();
+    with_propagator(|p| p.inject_context(&context, &mut HeaderWriter(message.headers_mut())));
 }
 
 impl<P: Publisher> Publisher for TracedPublisher<P> {

@@ -50,6 +50,14 @@ impl Outgoing {
         self.0.len()
     }
 
+    /// The topics and messages, to change in place (a layer adding headers,
+    /// say).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut Message)> {
+        self.0
+            .iter_mut()
+            .map(|(topic, message)| (topic.as_str(), message))
+    }
+
     /// Adds all of `other`.
     pub fn extend(&mut self, other: Outgoing) {
         self.0.extend(other.0);
