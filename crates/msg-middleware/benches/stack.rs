@@ -1,13 +1,13 @@
 //! What a full middleware stack adds per message, around a no-op handler:
 //! tracing + metrics + correlation id + dedup + retry + timeout, called directly (no
-//! broker), next to the bare handler. Goal: at most 1 µs added. No tracing
-//! subscriber is installed, as in a service that exports no traces.
+//! broker), next to the bare handler. Goal: at most 0.5 µs added. No
+//! tracing subscriber is installed, as in a service that exports no traces.
 
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use msg_core::raw::box_handler;
-use msg_core::{BoxHandler, Message, Metadata, Received, service};
+use msg_core::{BoxHandler, Bytes, Message, Metadata, Received, service};
 use msg_middleware::{
     CorrelationIdLayer, DedupLayer, MemoryDedupStore, Metrics, RetryLayer, TimeoutLayer,
     TracingLayer,
@@ -38,17 +38,18 @@ fn stack() -> BoxHandler {
 }
 
 fn run(rt: &tokio::runtime::Runtime, mut handler: BoxHandler, iters: u64) -> Duration {
-    // Fresh ids, so that dedup records each message instead of skipping it.
-    let messages: Vec<Received> = (0..BATCH)
-        .map(|_| Received {
-            message: Message::new(vec![0u8; 256]),
-            metadata: Metadata::new("orders").with_group(Some("billing".into())),
-        })
-        .collect();
     rt.block_on(async {
         let mut total = Duration::ZERO;
         for _ in 0..iters {
-            let batch = messages.clone();
+            // Fresh ids each time, so that dedup records every message
+            // rather than skipping it; a shared payload, as transports
+            // hand out.
+            let batch: Vec<Received> = (0..BATCH)
+                .map(|_| Received {
+                    message: Message::new(Bytes::from_static(&[0u8; 256])),
+                    metadata: Metadata::new("orders").with_group(Some("billing".into())),
+                })
+                .collect();
             let started = Instant::now();
             for received in batch {
                 handler.ready().await.expect("ready");

@@ -2,16 +2,18 @@
 //!
 //! The handler sees the `correlation-id` header of the message it handles,
 //! created (UUID v7) when the message had none, and every message it
-//! returns for publishing carries the same id unless it set its own.
+//! returns for publishing carries the same id unless it set its own. (The
+//! router copies an id the message arrived with; the layer copies the one
+//! it created.)
 
-use crate::failed;
-use msg_core::BoxError;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use msg_core::{HandlerError, Outgoing, Received, Uuid, headers};
+use msg_core::{BoxError, HandlerError, Outgoing, Received, Uuid, headers};
 use tower::{Layer, Service};
+
+use crate::failed;
 
 /// Reads or creates the `correlation-id` and copies it onto the messages
 /// the handler publishes.
@@ -43,42 +45,68 @@ where
     S: Service<Received>,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = Outgoing;
     type Error = HandlerError;
-    type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
+    type Future = CorrelationFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, mut received: Received) -> Self::Future {
-        let id = match received.message.header(headers::CORRELATION_ID) {
-            Some(id) => id.to_owned(),
-            None => {
-                let id = Uuid::now_v7().to_string();
-                received
-                    .message
-                    .headers_mut()
-                    .insert(headers::CORRELATION_ID, &id);
-                id
-            }
+        // An id the message carries reaches what the handler returns
+        // through the router, which copies it; only a new one is ours to
+        // copy.
+        let created = if received.message.headers().contains(headers::CORRELATION_ID) {
+            None
+        } else {
+            let id = Uuid::now_v7().to_string();
+            received
+                .message
+                .headers_mut()
+                .insert(headers::CORRELATION_ID, &id);
+            Some(id)
         };
-        self.inner
-            .call(received)
-            .map(move |result| {
-                let outgoing: Outgoing = result.map_err(failed)?.into();
-                let mut tagged = Outgoing::none();
-                for (topic, mut message) in outgoing {
-                    if !message.headers().contains(headers::CORRELATION_ID) {
-                        message.headers_mut().insert(headers::CORRELATION_ID, &id);
-                    }
-                    tagged.push(topic, message);
+        CorrelationFuture {
+            inner: self.inner.call(received),
+            created,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`CorrelationId`] call.
+    pub struct CorrelationFuture<F> {
+        #[pin]
+        inner: F,
+        created: Option<String>,
+    }
+}
+
+impl<F, R, E> Future for CorrelationFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    R: Into<Outgoing>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Outgoing, HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut outgoing: Outgoing = std::task::ready!(this.inner.poll(cx))
+            .map_err(failed)?
+            .into();
+        if let Some(id) = this.created {
+            for (_, message) in outgoing.iter_mut() {
+                if !message.headers().contains(headers::CORRELATION_ID) {
+                    message
+                        .headers_mut()
+                        .insert(headers::CORRELATION_ID, id.clone());
                 }
-                Ok(tagged)
-            })
-            .boxed()
+            }
+        }
+        Poll::Ready(Ok(outgoing))
     }
 }
 
@@ -108,20 +136,40 @@ mod tests {
         }))
     }
 
-    #[tokio::test]
-    async fn an_incoming_id_is_seen_by_the_handler_and_copied_onto_its_messages() {
-        let incoming = Message::new("x").with_header(headers::CORRELATION_ID, "conv-1");
-        let out: Vec<_> = CorrelationIdLayer::new()
-            .layer(echo_twice())
-            .oneshot(received(incoming))
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_incoming_id_is_seen_by_the_handler_and_carried_by_its_messages() {
+        use msg_core::{Publisher, Router, Subscription};
+        let broker = msg_memory::MemoryBroker::with_config(
+            msg_memory::MemoryConfig::default().retention(10),
+        )
+        .unwrap();
+        let router = Router::new(broker.clone(), broker.clone())
+            .handle(Subscription::new("orders").group("svc"), echo_twice())
+            .layer(CorrelationIdLayer::new())
+            .start()
             .await
-            .unwrap()
-            .into_iter()
-            .collect();
-        assert_eq!(&out[0].1.payload()[..], b"conv-1", "the handler saw the id");
-        assert_eq!(out[0].1.header(headers::CORRELATION_ID), Some("conv-1"));
+            .unwrap();
+        broker
+            .publish(
+                "orders",
+                Message::new("x").with_header(headers::CORRELATION_ID, "conv-1"),
+            )
+            .await
+            .unwrap();
+        broker
+            .wait_for(
+                "orders",
+                |s| s.acked == 1,
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        router.shutdown().await;
+        let a = &broker.published("a")[0];
+        assert_eq!(&a.payload()[..], b"conv-1", "the handler saw the id");
+        assert_eq!(a.header(headers::CORRELATION_ID), Some("conv-1"));
         assert_eq!(
-            out[1].1.header(headers::CORRELATION_ID),
+            broker.published("b")[0].header(headers::CORRELATION_ID),
             Some("mine"),
             "an id the handler set is kept"
         );

@@ -20,17 +20,19 @@
 //! timeout). A subscription's max deliveries still bounds the deliveries;
 //! keep it at or above `max_attempts` for `via_broker`.
 
-use crate::failed;
-use msg_core::BoxError;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::future::BoxFuture;
-use msg_core::{HandlerError, Outgoing, Received};
+use msg_core::{BoxError, HandlerError, Outgoing, Received};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
+
+use crate::failed;
 
 type Predicate = Arc<dyn Fn(&HandlerError) -> bool + Send + Sync>;
 
@@ -160,12 +162,13 @@ impl RetryLayer {
     }
 }
 
-impl<S> Layer<S> for RetryLayer {
+impl<S: Clone> Layer<S> for RetryLayer {
     type Service = Retry<S>;
     fn layer(&self, inner: S) -> Retry<S> {
         Retry {
+            spare: Arc::new(inner.clone()),
             inner,
-            config: self.clone(),
+            config: Arc::new(self.clone()),
         }
     }
 }
@@ -174,64 +177,139 @@ impl<S> Layer<S> for RetryLayer {
 #[derive(Clone, Debug)]
 pub struct Retry<S> {
     inner: S,
-    config: RetryLayer,
+    /// What later attempts call (a clone of it), so that a first attempt
+    /// that succeeds clones no service.
+    spare: Arc<S>,
+    config: Arc<RetryLayer>,
 }
 
 impl<S> Service<Received> for Retry<S>
 where
-    S: Service<Received> + Clone + Send + 'static,
+    S: Service<Received> + Clone + Send + Sync + 'static,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     type Response = Outgoing;
     type Error = HandlerError;
-    type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
+    type Future = RetryFuture<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
-        let first = crate::take_ready(&mut self.inner);
-        let config = self.config.clone();
-        match config.mode {
-            Mode::InProcess => Box::pin(in_process(first, received, config)),
-            Mode::ViaBroker => Box::pin(async move {
-                let attempt = received.attempt();
-                let mut first = first;
-                let result = first.call(received).await.map(Into::into).map_err(failed);
-                via_broker(result, attempt, &config)
-            }),
+        match self.config.mode {
+            Mode::InProcess => {
+                let again = Again {
+                    received: received.clone(),
+                    spare: self.spare.clone(),
+                    config: self.config.clone(),
+                    started: Instant::now(),
+                };
+                RetryFuture::First {
+                    call: self.inner.call(received),
+                    again: Some(again),
+                }
+            }
+            Mode::ViaBroker => RetryFuture::ViaBroker {
+                attempt: received.attempt(),
+                call: self.inner.call(received),
+                config: self.config.clone(),
+            },
         }
     }
 }
 
-async fn in_process<S>(
-    mut first: S,
-    mut received: Received,
-    config: RetryLayer,
-) -> Result<Outgoing, HandlerError>
+/// What attempts after the first need.
+#[derive(Debug)]
+pub struct Again<S> {
+    received: Received,
+    spare: Arc<S>,
+    config: Arc<RetryLayer>,
+    started: Instant,
+}
+
+// pin-project-lite takes no docs on fields.
+#[allow(missing_docs)]
+mod future {
+    use super::*;
+    pin_project_lite::pin_project! {
+        /// The future of a [`Retry`] call: the first attempt in place, the
+        /// later ones (in process) boxed, so that a first attempt that
+        /// succeeds allocates nothing.
+        #[project = RetryProj]
+        pub enum RetryFuture<S: Service<Received>> {
+            /// The first attempt, in process.
+            First { #[pin] call: S::Future, again: Option<Again<S>> },
+            /// The attempts after it.
+            Again { later: BoxFuture<'static, Result<Outgoing, HandlerError>> },
+            /// The one attempt of this delivery, via the broker.
+            ViaBroker { #[pin] call: S::Future, attempt: u32, config: Arc<RetryLayer> },
+        }
+    }
+}
+pub use future::RetryFuture;
+use future::RetryProj;
+
+impl<S> Future for RetryFuture<S>
+where
+    S: Service<Received> + Clone + Send + Sync + 'static,
+    S::Response: Into<Outgoing>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Output = Result<Outgoing, HandlerError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let later = match self.as_mut().project() {
+                RetryProj::First { call, again } => {
+                    let error = match std::task::ready!(call.poll(cx)) {
+                        Ok(out) => return Poll::Ready(Ok(out.into())),
+                        Err(e) => failed(e),
+                    };
+                    let again = again.take().expect("polled after it completed");
+                    if !(again.config.predicate)(&error) {
+                        return Poll::Ready(Err(error));
+                    }
+                    Box::pin(in_process(error, again))
+                }
+                RetryProj::Again { later } => return later.as_mut().poll(cx),
+                RetryProj::ViaBroker {
+                    call,
+                    attempt,
+                    config,
+                } => {
+                    let result = std::task::ready!(call.poll(cx))
+                        .map(Into::into)
+                        .map_err(failed);
+                    return Poll::Ready(via_broker(result, *attempt, config));
+                }
+            };
+            self.set(RetryFuture::Again { later });
+        }
+    }
+}
+
+/// The attempts after a first that failed with `error`, in process.
+async fn in_process<S>(mut error: HandlerError, again: Again<S>) -> Result<Outgoing, HandlerError>
 where
     S: Service<Received> + Clone,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
 {
-    let started = Instant::now();
+    let Again {
+        mut received,
+        spare,
+        config,
+        started,
+    } = again;
     // Earlier deliveries count one attempt each.
     let mut delays = config
         .delays()
         .skip(received.attempt().saturating_sub(1) as usize);
-    let mut result = first
-        .call(received.clone())
-        .await
-        .map(Into::into)
-        .map_err(failed);
     loop {
-        let error = match result {
-            Ok(out) => return Ok(out),
-            Err(e) => e,
-        };
         if !(config.predicate)(&error) {
             return Err(error);
         }
@@ -248,12 +326,16 @@ where
         tokio::time::sleep(delay).await;
         let next = received.attempt() + 1;
         received.metadata = received.metadata.with_attempt(next);
-        result = first
+        match (*spare)
             .clone()
             .oneshot(received.clone())
             .await
             .map(Into::into)
-            .map_err(failed);
+            .map_err(failed)
+        {
+            Ok(out) => return Ok(out),
+            Err(e) => error = e,
+        }
     }
 }
 

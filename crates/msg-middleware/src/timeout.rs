@@ -1,16 +1,17 @@
 //! A handler that takes too long fails with a retryable error.
 
-use crate::failed;
-use msg_core::BoxError;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use msg_core::{Error, HandlerError, Outgoing, Received};
+use msg_core::{BoxError, Error, HandlerError, Outgoing, Received};
 use tower::{Layer, Service};
 
+use crate::failed;
+
 /// Fails a handler call that takes longer than the timeout with a
-/// retryable [`Error::Timeout`]; the message is then retried (nack).
+/// retryable [`Error::Timeout`]; the message is then retried.
 #[derive(Debug, Clone, Copy)]
 pub struct TimeoutLayer {
     timeout: Duration,
@@ -45,24 +46,45 @@ where
     S: Service<Received>,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = Outgoing;
     type Error = HandlerError;
-    type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
+    type Future = TimeoutFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
-        let call = self.inner.call(received);
-        let timeout = self.timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, call).await {
-                Ok(result) => result.map(Into::into).map_err(failed),
-                Err(_) => Err(HandlerError::retry(Error::Timeout(timeout))),
-            }
+        TimeoutFuture {
+            inner: tokio::time::timeout(self.timeout, self.inner.call(received)),
+            timeout: self.timeout,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`Timeout`] call.
+    pub struct TimeoutFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        timeout: Duration,
+    }
+}
+
+impl<F, R, E> Future for TimeoutFuture<F>
+where
+    F: Future<Output = Result<R, E>>,
+    R: Into<Outgoing>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Outgoing, HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match std::task::ready!(this.inner.poll(cx)) {
+            Ok(result) => result.map(Into::into).map_err(failed),
+            Err(_) => Err(HandlerError::retry(Error::Timeout(*this.timeout))),
         })
     }
 }
