@@ -12,7 +12,7 @@ use msg_middleware::{
     CorrelationIdLayer, DedupLayer, MemoryDedupStore, Metrics, RetryLayer, TimeoutLayer,
     TracingLayer,
 };
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 const BATCH: u64 = 10_000;
 
@@ -72,6 +72,33 @@ fn benches(c: &mut Criterion) {
     group.bench_function("full_stack", |b| {
         b.iter_custom(|iters| run(&rt, stack(), iters))
     });
+    // Each layer alone, to see where the stack's time goes.
+    let metrics = Metrics::new(&prometheus::Registry::new()).expect("metrics");
+    let alone: [(&str, BoxHandler); 6] = [
+        ("tracing", box_handler(TracingLayer::new().layer(noop()))),
+        ("metrics", box_handler(metrics.layer("bench").layer(noop()))),
+        (
+            "correlation",
+            box_handler(CorrelationIdLayer::new().layer(noop())),
+        ),
+        (
+            "dedup",
+            box_handler(
+                DedupLayer::new(MemoryDedupStore::new(Duration::from_secs(60), 100_000))
+                    .layer(noop()),
+            ),
+        ),
+        ("retry", box_handler(RetryLayer::in_process().layer(noop()))),
+        (
+            "timeout",
+            box_handler(TimeoutLayer::new(Duration::from_secs(5)).layer(noop())),
+        ),
+    ];
+    for (name, handler) in alone {
+        group.bench_function(format!("only_{name}"), |b| {
+            b.iter_custom(|iters| run(&rt, handler.clone(), iters))
+        });
+    }
     group.finish();
 }
 

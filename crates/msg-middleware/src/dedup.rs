@@ -7,24 +7,37 @@
 //! runs a handler once per id within the window (or twice, if two
 //! deliveries of one id run at the very same time).
 
-use crate::failed;
-use msg_core::BoxError;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use msg_core::{HandlerError, Outgoing, Received, Result, Uuid};
+use msg_core::{BoxError, HandlerError, Outgoing, Received, Result, Uuid};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use crate::failed;
+
 /// Where processed message ids are remembered.
+///
+/// An `Arc` of a store is a store too, to keep a handle on one that a
+/// layer uses.
 pub trait DedupStore: Send + Sync + 'static {
     /// Whether `id` was marked processed within the window.
-    fn contains(&self, id: Uuid) -> BoxFuture<'_, Result<bool>>;
+    fn contains(&self, id: Uuid) -> impl Future<Output = Result<bool>> + Send;
     /// Records `id` as processed.
-    fn mark(&self, id: Uuid) -> BoxFuture<'_, Result<()>>;
+    fn mark(&self, id: Uuid) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl<T: DedupStore> DedupStore for Arc<T> {
+    fn contains(&self, id: Uuid) -> impl Future<Output = Result<bool>> + Send {
+        (**self).contains(id)
+    }
+    fn mark(&self, id: Uuid) -> impl Future<Output = Result<()>> + Send {
+        (**self).mark(id)
+    }
 }
 
 /// Processed ids in memory: each for `ttl`, at most `capacity` of them,
@@ -64,7 +77,7 @@ impl MemoryDedupStore {
 }
 
 impl DedupStore for MemoryDedupStore {
-    fn contains(&self, id: Uuid) -> BoxFuture<'_, Result<bool>> {
+    fn contains(&self, id: Uuid) -> impl Future<Output = Result<bool>> + Send {
         let now = Instant::now();
         let mut lru = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let found = match lru.entries.get(&id) {
@@ -79,10 +92,10 @@ impl DedupStore for MemoryDedupStore {
             }
             None => false,
         };
-        Box::pin(std::future::ready(Ok(found)))
+        std::future::ready(Ok(found))
     }
 
-    fn mark(&self, id: Uuid) -> BoxFuture<'_, Result<()>> {
+    fn mark(&self, id: Uuid) -> impl Future<Output = Result<()>> + Send {
         let mut lru = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let expires = Instant::now() + self.ttl;
         Self::touch(&mut lru, id, expires);
@@ -99,34 +112,41 @@ impl DedupStore for MemoryDedupStore {
             let Lru { entries, order, .. } = &mut *lru;
             order.retain(|(id, g)| entries.get(id).is_some_and(|(_, current)| current == g));
         }
-        Box::pin(std::future::ready(Ok(())))
+        std::future::ready(Ok(()))
     }
 }
 
 /// Skips messages already processed; see the [module docs](self).
-#[derive(Clone)]
-pub struct DedupLayer {
-    store: Arc<dyn DedupStore>,
+pub struct DedupLayer<St> {
+    store: Arc<St>,
 }
 
-impl std::fmt::Debug for DedupLayer {
+impl<St> Clone for DedupLayer<St> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<St> std::fmt::Debug for DedupLayer<St> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DedupLayer").finish_non_exhaustive()
     }
 }
 
-impl DedupLayer {
+impl<St: DedupStore> DedupLayer<St> {
     /// Remembers processed ids in `store`.
-    pub fn new(store: impl DedupStore) -> Self {
+    pub fn new(store: St) -> Self {
         Self {
             store: Arc::new(store),
         }
     }
 }
 
-impl<S> Layer<S> for DedupLayer {
-    type Service = Dedup<S>;
-    fn layer(&self, inner: S) -> Dedup<S> {
+impl<S, St> Layer<S> for DedupLayer<St> {
+    type Service = Dedup<S, St>;
+    fn layer(&self, inner: S) -> Dedup<S, St> {
         Dedup {
             inner,
             store: self.store.clone(),
@@ -135,13 +155,21 @@ impl<S> Layer<S> for DedupLayer {
 }
 
 /// See [`DedupLayer`].
-#[derive(Clone)]
-pub struct Dedup<S> {
+pub struct Dedup<S, St> {
     inner: S,
-    store: Arc<dyn DedupStore>,
+    store: Arc<St>,
 }
 
-impl<S: std::fmt::Debug> std::fmt::Debug for Dedup<S> {
+impl<S: Clone, St> Clone for Dedup<S, St> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, St> std::fmt::Debug for Dedup<S, St> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dedup")
             .field("inner", &self.inner)
@@ -149,12 +177,13 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Dedup<S> {
     }
 }
 
-impl<S> Service<Received> for Dedup<S>
+impl<S, St> Service<Received> for Dedup<S, St>
 where
     S: Service<Received> + Clone + Send + 'static,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
+    St: DedupStore,
 {
     type Response = Outgoing;
     type Error = HandlerError;

@@ -14,6 +14,7 @@
 use crate::failed;
 use msg_core::BoxError;
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -25,20 +26,44 @@ use msg_core::{DynPublisher, HandlerError, Outgoing, Publisher, Received, Result
 use tower::{Layer, Service};
 
 /// Where failure counts and quarantined ids are kept.
+///
+/// An `Arc` of a store is a store too: give the layer an `Arc` and keep a
+/// clone to list and release quarantined ids.
 pub trait PoisonStore: Send + Sync + 'static {
     /// Counts one more failure of `id`; returns the count.
-    fn record_failure(&self, id: Uuid) -> BoxFuture<'_, Result<u32>>;
+    fn record_failure(&self, id: Uuid) -> impl Future<Output = Result<u32>> + Send;
     /// Forgets the failures of `id` (it succeeded).
-    fn clear(&self, id: Uuid) -> BoxFuture<'_, Result<()>>;
+    fn clear(&self, id: Uuid) -> impl Future<Output = Result<()>> + Send;
     /// Marks `id` quarantined.
-    fn quarantine(&self, id: Uuid) -> BoxFuture<'_, Result<()>>;
+    fn quarantine(&self, id: Uuid) -> impl Future<Output = Result<()>> + Send;
     /// Whether `id` is quarantined.
-    fn is_quarantined(&self, id: Uuid) -> BoxFuture<'_, Result<bool>>;
+    fn is_quarantined(&self, id: Uuid) -> impl Future<Output = Result<bool>> + Send;
     /// The quarantined ids.
-    fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Uuid>>>;
+    fn quarantined(&self) -> impl Future<Output = Result<Vec<Uuid>>> + Send;
     /// Lets `id` through again, with no failures counted; returns whether
     /// it was quarantined.
-    fn release(&self, id: Uuid) -> BoxFuture<'_, Result<bool>>;
+    fn release(&self, id: Uuid) -> impl Future<Output = Result<bool>> + Send;
+}
+
+impl<T: PoisonStore> PoisonStore for Arc<T> {
+    fn record_failure(&self, id: Uuid) -> impl Future<Output = Result<u32>> + Send {
+        (**self).record_failure(id)
+    }
+    fn clear(&self, id: Uuid) -> impl Future<Output = Result<()>> + Send {
+        (**self).clear(id)
+    }
+    fn quarantine(&self, id: Uuid) -> impl Future<Output = Result<()>> + Send {
+        (**self).quarantine(id)
+    }
+    fn is_quarantined(&self, id: Uuid) -> impl Future<Output = Result<bool>> + Send {
+        (**self).is_quarantined(id)
+    }
+    fn quarantined(&self) -> impl Future<Output = Result<Vec<Uuid>>> + Send {
+        (**self).quarantined()
+    }
+    fn release(&self, id: Uuid) -> impl Future<Output = Result<bool>> + Send {
+        (**self).release(id)
+    }
 }
 
 /// Failure counts and quarantined ids in memory.
@@ -56,43 +81,39 @@ impl MemoryPoisonStore {
     fn with<T>(
         &self,
         f: impl FnOnce(&mut HashMap<Uuid, u32>, &mut HashSet<Uuid>) -> T,
-    ) -> BoxFuture<'_, Result<T>>
-    where
-        T: Send + 'static,
-    {
+    ) -> std::future::Ready<Result<T>> {
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (counts, quarantined) = &mut *guard;
-        let out = f(counts, quarantined);
-        Box::pin(std::future::ready(Ok(out)))
+        std::future::ready(Ok(f(counts, quarantined)))
     }
 }
 
 impl PoisonStore for MemoryPoisonStore {
-    fn record_failure(&self, id: Uuid) -> BoxFuture<'_, Result<u32>> {
+    fn record_failure(&self, id: Uuid) -> impl Future<Output = Result<u32>> + Send {
         self.with(|counts, _| {
             let n = counts.entry(id).or_default();
             *n += 1;
             *n
         })
     }
-    fn clear(&self, id: Uuid) -> BoxFuture<'_, Result<()>> {
+    fn clear(&self, id: Uuid) -> impl Future<Output = Result<()>> + Send {
         self.with(|counts, _| {
             counts.remove(&id);
         })
     }
-    fn quarantine(&self, id: Uuid) -> BoxFuture<'_, Result<()>> {
+    fn quarantine(&self, id: Uuid) -> impl Future<Output = Result<()>> + Send {
         self.with(|counts, quarantined| {
             counts.remove(&id);
             quarantined.insert(id);
         })
     }
-    fn is_quarantined(&self, id: Uuid) -> BoxFuture<'_, Result<bool>> {
+    fn is_quarantined(&self, id: Uuid) -> impl Future<Output = Result<bool>> + Send {
         self.with(|_, quarantined| quarantined.contains(&id))
     }
-    fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Uuid>>> {
+    fn quarantined(&self) -> impl Future<Output = Result<Vec<Uuid>>> + Send {
         self.with(|_, quarantined| quarantined.iter().copied().collect())
     }
-    fn release(&self, id: Uuid) -> BoxFuture<'_, Result<bool>> {
+    fn release(&self, id: Uuid) -> impl Future<Output = Result<bool>> + Send {
         self.with(|counts, quarantined| {
             counts.remove(&id);
             quarantined.remove(&id)
@@ -101,14 +122,23 @@ impl PoisonStore for MemoryPoisonStore {
 }
 
 /// Quarantines messages that keep failing; see the [module docs](self).
-#[derive(Clone)]
-pub struct PoisonLayer {
-    store: Arc<dyn PoisonStore>,
+pub struct PoisonLayer<St> {
+    store: Arc<St>,
     publisher: Arc<dyn DynPublisher>,
     threshold: u32,
 }
 
-impl std::fmt::Debug for PoisonLayer {
+impl<St> Clone for PoisonLayer<St> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            publisher: self.publisher.clone(),
+            threshold: self.threshold,
+        }
+    }
+}
+
+impl<St> std::fmt::Debug for PoisonLayer<St> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoisonLayer")
             .field("threshold", &self.threshold)
@@ -116,21 +146,21 @@ impl std::fmt::Debug for PoisonLayer {
     }
 }
 
-impl PoisonLayer {
+impl<St: PoisonStore> PoisonLayer<St> {
     /// Quarantines a message after `threshold` failures (at least 1),
     /// publishing it to `<topic>.quarantine` through `publisher`.
-    pub fn new(store: Arc<dyn PoisonStore>, publisher: impl Publisher, threshold: u32) -> Self {
+    pub fn new(store: St, publisher: impl Publisher, threshold: u32) -> Self {
         Self {
-            store,
+            store: Arc::new(store),
             publisher: Arc::new(publisher),
             threshold: threshold.max(1),
         }
     }
 }
 
-impl<S> Layer<S> for PoisonLayer {
-    type Service = Poison<S>;
-    fn layer(&self, inner: S) -> Poison<S> {
+impl<S, St> Layer<S> for PoisonLayer<St> {
+    type Service = Poison<S, St>;
+    fn layer(&self, inner: S) -> Poison<S, St> {
         Poison {
             inner,
             config: self.clone(),
@@ -139,13 +169,21 @@ impl<S> Layer<S> for PoisonLayer {
 }
 
 /// See [`PoisonLayer`].
-#[derive(Clone)]
-pub struct Poison<S> {
+pub struct Poison<S, St> {
     inner: S,
-    config: PoisonLayer,
+    config: PoisonLayer<St>,
 }
 
-impl<S: std::fmt::Debug> std::fmt::Debug for Poison<S> {
+impl<S: Clone, St> Clone for Poison<S, St> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, St> std::fmt::Debug for Poison<S, St> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Poison")
             .field("inner", &self.inner)
@@ -153,8 +191,9 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Poison<S> {
     }
 }
 
-impl<S> Service<Received> for Poison<S>
+impl<S, St> Service<Received> for Poison<S, St>
 where
+    St: PoisonStore,
     S: Service<Received> + Clone + Send + 'static,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,

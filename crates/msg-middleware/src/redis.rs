@@ -63,19 +63,19 @@ impl RedisDedupStore {
 }
 
 impl DedupStore for RedisDedupStore {
-    fn contains(&self, id: Uuid) -> BoxFuture<'_, Result<bool>> {
-        Box::pin(async move {
+    async fn contains(&self, id: Uuid) -> Result<bool> {
+        {
             let n: i64 = self
                 .client
                 .exists(format!("{}:{id}", self.prefix))
                 .await
                 .map_err(map)?;
             Ok(n > 0)
-        })
+        }
     }
 
-    fn mark(&self, id: Uuid) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
+    async fn mark(&self, id: Uuid) -> Result<()> {
+        {
             let _: Option<String> = self
                 .client
                 .set(
@@ -88,7 +88,7 @@ impl DedupStore for RedisDedupStore {
                 .await
                 .map_err(map)?;
             Ok(())
-        })
+        }
     }
 }
 
@@ -130,8 +130,8 @@ impl RedisPoisonStore {
 }
 
 impl PoisonStore for RedisPoisonStore {
-    fn record_failure(&self, id: Uuid) -> BoxFuture<'_, Result<u32>> {
-        Box::pin(async move {
+    async fn record_failure(&self, id: Uuid) -> Result<u32> {
+        {
             let n: i64 = self.client.incr(self.failures(id)).await.map_err(map)?;
             let _: i64 = self
                 .client
@@ -139,18 +139,18 @@ impl PoisonStore for RedisPoisonStore {
                 .await
                 .map_err(map)?;
             Ok(u32::try_from(n).unwrap_or(u32::MAX))
-        })
+        }
     }
 
-    fn clear(&self, id: Uuid) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
+    async fn clear(&self, id: Uuid) -> Result<()> {
+        {
             let _: i64 = self.client.del(self.failures(id)).await.map_err(map)?;
             Ok(())
-        })
+        }
     }
 
-    fn quarantine(&self, id: Uuid) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
+    async fn quarantine(&self, id: Uuid) -> Result<()> {
+        {
             let _: i64 = self
                 .client
                 .sadd(self.set(), id.to_string())
@@ -158,27 +158,27 @@ impl PoisonStore for RedisPoisonStore {
                 .map_err(map)?;
             let _: i64 = self.client.del(self.failures(id)).await.map_err(map)?;
             Ok(())
-        })
+        }
     }
 
-    fn is_quarantined(&self, id: Uuid) -> BoxFuture<'_, Result<bool>> {
-        Box::pin(async move {
+    async fn is_quarantined(&self, id: Uuid) -> Result<bool> {
+        {
             self.client
                 .sismember(self.set(), id.to_string())
                 .await
                 .map_err(map)
-        })
+        }
     }
 
-    fn quarantined(&self) -> BoxFuture<'_, Result<Vec<Uuid>>> {
-        Box::pin(async move {
+    async fn quarantined(&self) -> Result<Vec<Uuid>> {
+        {
             let ids: Vec<String> = self.client.smembers(self.set()).await.map_err(map)?;
             Ok(ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect())
-        })
+        }
     }
 
-    fn release(&self, id: Uuid) -> BoxFuture<'_, Result<bool>> {
-        Box::pin(async move {
+    async fn release(&self, id: Uuid) -> Result<bool> {
+        {
             let removed: i64 = self
                 .client
                 .srem(self.set(), id.to_string())
@@ -186,7 +186,7 @@ impl PoisonStore for RedisPoisonStore {
                 .map_err(map)?;
             let _: i64 = self.client.del(self.failures(id)).await.map_err(map)?;
             Ok(removed > 0)
-        })
+        }
     }
 }
 

@@ -205,7 +205,8 @@ where
                     received: received.clone(),
                     spare: self.spare.clone(),
                     config: self.config.clone(),
-                    started: Instant::now(),
+                    // Read the clock only when a limit needs it.
+                    started: self.config.max_elapsed.map(|_| Instant::now()),
                 };
                 RetryFuture::First {
                     call: self.inner.call(received),
@@ -227,7 +228,7 @@ pub struct Again<S> {
     received: Received,
     spare: Arc<S>,
     config: Arc<RetryLayer>,
-    started: Instant,
+    started: Option<Instant>,
 }
 
 // pin-project-lite takes no docs on fields.
@@ -316,9 +317,8 @@ where
         let Some(delay) = delays.next() else {
             return Err(give_up(error, received.attempt()));
         };
-        if config
-            .max_elapsed
-            .is_some_and(|max| started.elapsed() + delay > max)
+        if let (Some(max), Some(started)) = (config.max_elapsed, started)
+            && started.elapsed() + delay > max
         {
             return Err(error);
         }
