@@ -318,6 +318,8 @@ fn criterion(quick: bool) -> Result<()> {
         "throughput",
         "--bench",
         "stack",
+        // The stack bench measures the metrics and tracing layers.
+        "--all-features",
         "--",
     ]);
     if quick {

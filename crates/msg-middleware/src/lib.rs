@@ -24,7 +24,7 @@
 //! - [`retry`]: retries with exponential backoff and jitter, in process or
 //!   handed to the broker (`retry_after`), then dead-letters: "N attempts,
 //!   then the dead-letter topic" is one policy.
-//! - [`tracing`](mod@tracing): a span per handled message, child of the
+//! - `tracing` (feature `otel`): a span per handled message, child of the
 //!   producer's span through the W3C `traceparent` header, and a publisher
 //!   that writes it.
 //! - [`timeout`]: a handler that takes too long fails with a retryable error.
@@ -37,7 +37,7 @@
 //! - [`rate_limit`]: a token bucket; calls wait for a token.
 //! - `redis` (feature `redis`): a dedup store, a poison store and a rate
 //!   limit shared by every instance, on Redis.
-//! - [`metrics`]: Prometheus counters, histograms and a gauge of handling
+//! - `metrics` (feature `metrics`): Prometheus counters, histograms and a gauge of handling
 //!   and publishing, in a registry you pass.
 //! - [`correlation`]: reads or creates the `correlation-id` header and
 //!   copies it onto the messages the handler publishes.
@@ -46,6 +46,7 @@
 pub mod circuit_breaker;
 pub mod correlation;
 pub mod dedup;
+#[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod poison;
 pub mod rate_limit;
@@ -53,16 +54,19 @@ pub mod rate_limit;
 pub mod redis;
 pub mod retry;
 pub mod timeout;
+#[cfg(feature = "otel")]
 pub mod tracing;
 
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitOpen};
 pub use correlation::{CorrelationId, CorrelationIdLayer};
 pub use dedup::{Dedup, DedupLayer, DedupStore, MemoryDedupStore};
+#[cfg(feature = "metrics")]
 pub use metrics::{Metered, MeteredPublisher, Metrics, MetricsLayer};
 pub use poison::{MemoryPoisonStore, Poison, PoisonLayer, PoisonStore};
 pub use rate_limit::{RateLimit, RateLimitLayer};
 pub use retry::{Retry, RetryLayer};
 pub use timeout::{Timeout, TimeoutLayer};
+#[cfg(feature = "otel")]
 pub use tracing::{Traced, TracedPublisher, TracingLayer};
 
 /// The service that was polled ready, for this call, leaving a clone in its
