@@ -42,7 +42,7 @@ pub use publish::{BatchError, Position, PublishOptions, Receipt};
 pub use router::error::HandlerError;
 pub use router::extract::{FromReceived, FromReceivedOwned, Json, State};
 pub use router::handler::{BatchHandler, BoxBatchHandler, BoxHandler, Handler, service};
-pub use router::outgoing::Outgoing;
+pub use router::outgoing::{IntoOutgoing, Outgoing};
 pub use router::routes::Routes;
 pub use router::{BatchOptions, HandlerOptions, Router, RunningRouter};
 pub use subscription::{DEFAULT_PREFETCH, Distribution, StartPosition, Subscription};

@@ -683,3 +683,70 @@ async fn outgoing_messages_carry_the_inputs_correlation_and_trace() {
     );
     assert_eq!(audit.header(headers::TRACESTATE), Some("vendor=1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_result_goes_to_the_routes_topic() {
+    #[derive(serde::Deserialize)]
+    struct Order {
+        id: u64,
+    }
+    #[derive(serde::Serialize)]
+    struct Invoice {
+        order: u64,
+    }
+    async fn bill(Json(order): Json<Order>) -> Result<Json<Invoice>, HandlerError> {
+        Ok(Json(Invoice { order: order.id }))
+    }
+    let b = broker();
+    let router = Router::new(b.clone(), b.clone())
+        .handle_with(
+            Subscription::new("orders").group("billing"),
+            HandlerOptions::default().publish_to("invoices"),
+            bill,
+        )
+        // The same handler on a route that says nothing: a dead letter
+        // that says why, not a loop.
+        .handle(Subscription::new("orders").group("lost"), bill)
+        .start()
+        .await
+        .unwrap();
+    b.publish(
+        "orders",
+        Message::new(r#"{"id":7}"#).with_header(headers::CORRELATION_ID, "conv-7"),
+    )
+    .await
+    .unwrap();
+    b.wait_for("orders", |s| s.acked == 1 && s.dead_lettered == 1, WAIT)
+        .await
+        .unwrap();
+    router.shutdown().await;
+    let invoice = &b.published("invoices")[0];
+    assert_eq!(&invoice.payload()[..], br#"{"order":7}"#);
+    assert_eq!(
+        invoice.header(headers::CONTENT_TYPE),
+        Some("application/json")
+    );
+    assert_eq!(invoice.header(headers::CORRELATION_ID), Some("conv-7"));
+    let dead = &b.published("orders.dlq")[0];
+    assert!(
+        dead.header(headers::DEAD_LETTER_REASON)
+            .is_some_and(|r| r.contains("HandlerOptions::publish_to")),
+        "{:?}",
+        dead.header(headers::DEAD_LETTER_REASON)
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_publish_to_topic_fails_start() {
+    let b = broker();
+    let err = Router::new(b.clone(), b.clone())
+        .handle_with(
+            Subscription::new("orders"),
+            HandlerOptions::default().publish_to("not a topic"),
+            |_r: Received| async { ok() },
+        )
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, msg_core::Error::InvalidTopic { .. }), "{err}");
+}

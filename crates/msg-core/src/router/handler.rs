@@ -4,13 +4,14 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower::Service;
 
 use super::error::HandlerError;
 use super::extract::{FromReceived, FromReceivedOwned, State};
-use super::outgoing::Outgoing;
+use super::outgoing::{IntoOutgoing, Outgoing};
 use crate::{BoxError, Received};
 
 /// What the router runs for each message of a subscription.
@@ -57,6 +58,14 @@ pub trait Handler<T, S>: Sized {
     /// The handler as a `tower` service with `state`, to wrap in layers by
     /// hand (the router does this itself).
     fn with_state(self, state: S) -> Self::Service;
+
+    /// As [`Handler::with_state`], with the topic a typed result is
+    /// published to ([`HandlerOptions::publish_to`](crate::HandlerOptions::publish_to));
+    /// the router calls this.
+    fn with_route(self, state: S, publish_to: Option<Arc<str>>) -> Self::Service {
+        let _ = publish_to;
+        self.with_state(state)
+    }
 }
 
 /// A handler that needs no state as a `tower` service, to wrap in layers
@@ -154,6 +163,8 @@ where
 pub struct FnHandler<F, T, S> {
     f: F,
     state: S,
+    /// Where a typed result (see [`IntoOutgoing`]) is published.
+    publish_to: Option<Arc<str>>,
     _args: PhantomData<fn() -> T>,
 }
 
@@ -162,6 +173,7 @@ impl<F: Clone, T, S: Clone> Clone for FnHandler<F, T, S> {
         Self {
             f: self.f.clone(),
             state: self.state.clone(),
+            publish_to: self.publish_to.clone(),
             _args: PhantomData,
         }
     }
@@ -184,7 +196,7 @@ mod fn_future {
         #[project = FnFutureProj]
         pub enum FnFuture<Fut> {
             /// The function runs.
-            Running { #[pin] future: Fut },
+            Running { #[pin] future: Fut, publish_to: Option<Arc<str>> },
             /// An argument could not be extracted.
             Failed { error: Option<HandlerError> },
         }
@@ -196,13 +208,15 @@ use fn_future::FnFutureProj;
 impl<Fut, R> Future for FnFuture<Fut>
 where
     Fut: Future<Output = Result<R, HandlerError>>,
-    R: Into<Outgoing>,
+    R: IntoOutgoing,
 {
     type Output = Result<Outgoing, HandlerError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            FnFutureProj::Running { future } => future.poll(cx).map(|r| r.map(Into::into)),
+            FnFutureProj::Running { future, publish_to } => future
+                .poll(cx)
+                .map(|r| r.and_then(|out| out.into_outgoing(publish_to.as_deref()))),
             FnFutureProj::Failed { error } => Poll::Ready(Err(error
                 .take()
                 .expect("FnFuture polled after it completed"))),
@@ -217,7 +231,7 @@ macro_rules! fn_handler {
         where
             F: Fn($($borrowed,)* $last) -> Fut + Clone + Send + Sync + 'static,
             Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
-            R: Into<Outgoing>,
+            R: IntoOutgoing,
             S: Clone + Send + Sync + 'static,
             $($borrowed: FromReceived<S>,)*
             $last: FromReceivedOwned<S, M>,
@@ -228,7 +242,11 @@ macro_rules! fn_handler {
             type Service = FnHandler<F, (M, $($borrowed,)* $last), S>;
 
             fn with_state(self, state: S) -> Self::Service {
-                FnHandler { f: self, state, _args: PhantomData }
+                self.with_route(state, None)
+            }
+
+            fn with_route(self, state: S, publish_to: Option<Arc<str>>) -> Self::Service {
+                FnHandler { f: self, state, publish_to, _args: PhantomData }
             }
         }
 
@@ -238,7 +256,7 @@ macro_rules! fn_handler {
         where
             F: Fn($($borrowed,)* $last) -> Fut,
             Fut: Future<Output = Result<R, HandlerError>>,
-            R: Into<Outgoing>,
+            R: IntoOutgoing,
             $($borrowed: FromReceived<S>,)*
             $last: FromReceivedOwned<S, M>,
         {
@@ -259,6 +277,7 @@ macro_rules! fn_handler {
                 match args {
                     Ok(($($borrowed,)* $last)) => FnFuture::Running {
                         future: (self.f)($($borrowed,)* $last),
+                        publish_to: self.publish_to.clone(),
                     },
                     Err(error) => FnFuture::Failed { error: Some(error) },
                 }
@@ -308,7 +327,7 @@ impl<F, Fut, R, S> BatchHandler<(Vec<Received>,), S> for F
 where
     F: Fn(Vec<Received>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
-    R: Into<Outgoing>,
+    R: IntoOutgoing,
     S: Clone + Send + Sync + 'static,
 {
     type Service = FnHandler<F, (Vec<Received>,), S>;
@@ -317,6 +336,7 @@ where
         FnHandler {
             f: self,
             state,
+            publish_to: None,
             _args: PhantomData,
         }
     }
@@ -326,7 +346,7 @@ impl<F, Fut, R, S> Service<Vec<Received>> for FnHandler<F, (Vec<Received>,), S>
 where
     F: Fn(Vec<Received>) -> Fut,
     Fut: Future<Output = Result<R, HandlerError>>,
-    R: Into<Outgoing>,
+    R: IntoOutgoing,
 {
     type Response = Outgoing;
     type Error = HandlerError;
@@ -339,6 +359,7 @@ where
     fn call(&mut self, batch: Vec<Received>) -> Self::Future {
         FnFuture::Running {
             future: (self.f)(batch),
+            publish_to: self.publish_to.clone(),
         }
     }
 }
@@ -347,7 +368,7 @@ impl<F, Fut, R, S> BatchHandler<(State<S>, Vec<Received>), S> for F
 where
     F: Fn(State<S>, Vec<Received>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<R, HandlerError>> + Send + 'static,
-    R: Into<Outgoing>,
+    R: IntoOutgoing,
     S: Clone + Send + Sync + 'static,
 {
     type Service = FnHandler<F, (State<S>, Vec<Received>), S>;
@@ -356,6 +377,7 @@ where
         FnHandler {
             f: self,
             state,
+            publish_to: None,
             _args: PhantomData,
         }
     }
@@ -365,7 +387,7 @@ impl<F, Fut, R, S> Service<Vec<Received>> for FnHandler<F, (State<S>, Vec<Receiv
 where
     F: Fn(State<S>, Vec<Received>) -> Fut,
     Fut: Future<Output = Result<R, HandlerError>>,
-    R: Into<Outgoing>,
+    R: IntoOutgoing,
     S: Clone,
 {
     type Response = Outgoing;
@@ -379,6 +401,7 @@ where
     fn call(&mut self, batch: Vec<Received>) -> Self::Future {
         FnFuture::Running {
             future: (self.f)(State(self.state.clone()), batch),
+            publish_to: self.publish_to.clone(),
         }
     }
 }

@@ -39,11 +39,12 @@ use crate::{
 ///     serde_json::from_str(r#"{ "concurrency": 8, "ordered_by_key": true }"#).unwrap();
 /// assert_eq!(options, msg_core::HandlerOptions::default().concurrency(8).ordered_by_key());
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(remote = "Self", default, deny_unknown_fields)]
 pub struct HandlerOptions {
     concurrency: usize,
     ordered_by_key: bool,
+    publish_to: Option<String>,
 }
 
 impl<'de> serde::Deserialize<'de> for HandlerOptions {
@@ -61,6 +62,7 @@ impl Default for HandlerOptions {
         Self {
             concurrency: 64,
             ordered_by_key: false,
+            publish_to: None,
         }
     }
 }
@@ -75,6 +77,14 @@ impl HandlerOptions {
     /// Messages with the same key are never handled concurrently.
     pub fn ordered_by_key(mut self) -> Self {
         self.ordered_by_key = true;
+        self
+    }
+
+    /// Where the handler's typed result goes: a handler function that
+    /// returns `Ok(Json(value))` has `value` published as JSON to `topic`
+    /// (see [`IntoOutgoing`](crate::IntoOutgoing)).
+    pub fn publish_to(mut self, topic: impl Into<String>) -> Self {
+        self.publish_to = Some(topic.into());
         self
     }
 }
@@ -215,7 +225,8 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         options: HandlerOptions,
         handler: H,
     ) -> Self {
-        let service = BoxHandler::new(handler.with_state(self.state.clone()));
+        let publish_to = options.publish_to.as_deref().map(Arc::from);
+        let service = BoxHandler::new(handler.with_route(self.state.clone(), publish_to));
         self.entries
             .push(Entry::Single(subscription, service, options));
         self
@@ -282,6 +293,11 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         for entry in &self.entries {
             let subscription = entry.subscription();
             subscription.validate()?;
+            if let Entry::Single(_, _, options) = entry
+                && let Some(topic) = &options.publish_to
+            {
+                crate::raw::topic::validate_topic(topic)?;
+            }
             streams.push(
                 self.subscriber
                     .subscribe_boxed(subscription.clone())

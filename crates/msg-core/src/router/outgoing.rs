@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use super::error::HandlerError;
+use super::extract::Json;
 use crate::codec::{Encoder, JsonCodec};
 use crate::{Message, Result, headers};
 
@@ -93,6 +95,55 @@ impl<T: Into<String>> From<Vec<(T, Message)>> for Outgoing {
 impl<T: Into<Outgoing>> From<Option<T>> for Outgoing {
     fn from(o: Option<T>) -> Self {
         o.map(Into::into).unwrap_or_default()
+    }
+}
+
+/// What a handler function returns in `Ok`: anything that converts into
+/// [`Outgoing`] (`()`, an `Outgoing`, `(topic, Message)`, ...), or
+/// `Json(value)`, published as JSON to the route's topic
+/// ([`HandlerOptions::publish_to`](crate::HandlerOptions::publish_to)).
+///
+/// ```
+/// use msg_core::{HandlerError, HandlerOptions, Json};
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: u64 }
+/// #[derive(serde::Serialize)]
+/// struct Invoice { order: u64 }
+///
+/// async fn bill(Json(order): Json<Order>) -> Result<Json<Invoice>, HandlerError> {
+///     Ok(Json(Invoice { order: order.id }))
+/// }
+/// # let broker = msg_memory::MemoryBroker::new();
+/// let router = msg_core::Router::new(broker.clone(), broker)
+///     .handle_with(
+///         msg_core::Subscription::new("orders").group("billing"),
+///         HandlerOptions::default().publish_to("invoices"),
+///         bill,
+///     );
+/// # let _ = router;
+/// ```
+pub trait IntoOutgoing {
+    /// The messages to publish; `publish_to` is the route's topic, if it
+    /// has one.
+    fn into_outgoing(self, publish_to: Option<&str>) -> Result<Outgoing, HandlerError>;
+}
+
+impl<T: Into<Outgoing>> IntoOutgoing for T {
+    fn into_outgoing(self, _: Option<&str>) -> Result<Outgoing, HandlerError> {
+        Ok(self.into())
+    }
+}
+
+impl<T: Serialize> IntoOutgoing for Json<T> {
+    fn into_outgoing(self, publish_to: Option<&str>) -> Result<Outgoing, HandlerError> {
+        match publish_to {
+            Some(topic) => Ok(Outgoing::json(topic, &self.0)?),
+            // A mistake in the program, which no retry fixes.
+            None => Err(HandlerError::dead_letter(
+                "the handler returned Json for the route's topic, but the route has none \
+                 (HandlerOptions::publish_to)",
+            )),
+        }
     }
 }
 
