@@ -69,6 +69,8 @@ const TRANSPORTS: &[(&str, &str, &[&str])] = &[
     ("redis", "msg-redis", &["redis"]),
     // The Redis stores and rate limit of the middleware.
     ("middleware", "msg-middleware", &["redis"]),
+    // The facade: one trace across three hops on a real broker.
+    ("facade", "msg", &["redis"]),
     ("nats", "msg-nats", &["nats"]),
     ("amqp", "msg-amqp", &["rabbitmq"]),
     ("kafka", "msg-kafka", &["kafka"]),
@@ -129,6 +131,9 @@ fn test(args: &[String]) -> Result<()> {
                 transport_tests(&root, ***transport)
             })?;
         }
+        step("examples", || {
+            cargo(&["run", "--quiet", "-p", "msg", "--example", "billing"])
+        })?;
         step("docs", || {
             let mut cmd = Command::new(cargo_bin());
             cmd.args(["doc", "--workspace", "--no-deps", "--all-features"]);
