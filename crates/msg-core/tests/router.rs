@@ -750,3 +750,44 @@ async fn an_invalid_publish_to_topic_fails_start() {
         .unwrap_err();
     assert!(matches!(err, msg_core::Error::InvalidTopic { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returned_event_goes_to_the_routes_topic_as_a_structured_cloudevent() {
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Shipped {
+        order: u64,
+    }
+    let b = broker();
+    let router = Router::new(b.clone(), b.clone())
+        .handle_with(
+            Subscription::new("orders").group("shipping"),
+            HandlerOptions::default().publish_to("shipments"),
+            |Json(order): Json<serde_json::Value>| async move {
+                let shipped = Shipped {
+                    order: order["id"].as_u64().unwrap_or(0),
+                };
+                Ok(
+                    msg_core::Event::new("/shipping", "com.example.shipped", shipped)
+                        .with_id("ship-7"),
+                )
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    b.publish("orders", Message::new(r#"{"id":7}"#))
+        .await
+        .unwrap();
+    b.wait_for("orders", |s| s.acked == 1, WAIT).await.unwrap();
+    router.shutdown().await;
+    let sent = &b.published("shipments")[0];
+    assert_eq!(
+        sent.header(headers::CONTENT_TYPE),
+        Some("application/cloudevents+json")
+    );
+    let event: msg_core::Event<Shipped> =
+        msg_core::Event::from_message(sent, &msg_core::JsonCodec).unwrap();
+    assert_eq!(event.id, "ship-7");
+    assert_eq!(event.ty, "com.example.shipped");
+    assert_eq!(event.data, Shipped { order: 7 });
+}

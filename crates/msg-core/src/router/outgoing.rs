@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::error::HandlerError;
 use super::extract::Json;
 use crate::codec::{Encoder, JsonCodec};
-use crate::{Message, Result, headers};
+use crate::{Event, Message, Result, headers};
 
 /// Messages a handler asks the router to publish, to their topics, before
 /// the input is acked.
@@ -29,6 +29,15 @@ impl Outgoing {
     /// ```
     pub fn json<T: Serialize>(topic: impl Into<String>, value: &T) -> Result<Self> {
         Ok(Self::none().with(topic, json_message(value)?))
+    }
+
+    /// A CloudEvent for `topic`, in structured content mode (one JSON
+    /// document, `application/cloudevents+json`), which every protocol
+    /// binding carries and any CloudEvents SDK reads. (For binary mode
+    /// with the transport's header names, publish with
+    /// [`PublisherExt::publish_event`](crate::PublisherExt::publish_event).)
+    pub fn event<T: Serialize>(topic: impl Into<String>, event: &Event<T>) -> Result<Self> {
+        Ok(Self::none().with(topic, event.to_structured_message()?))
     }
 
     /// Adds a message for `topic`.
@@ -101,7 +110,8 @@ impl<T: Into<Outgoing>> From<Option<T>> for Outgoing {
 /// What a handler function returns in `Ok`: anything that converts into
 /// [`Outgoing`] (`()`, an `Outgoing`, `(topic, Message)`, ...), or
 /// `Json(value)`, published as JSON to the route's topic
-/// ([`HandlerOptions::publish_to`](crate::HandlerOptions::publish_to)).
+/// ([`HandlerOptions::publish_to`](crate::HandlerOptions::publish_to)), or
+/// an [`Event`], published there as a structured-mode CloudEvent.
 ///
 /// ```
 /// use msg_core::{HandlerError, HandlerOptions, Json};
@@ -141,6 +151,18 @@ impl<T: Serialize> IntoOutgoing for Json<T> {
             // A mistake in the program, which no retry fixes.
             None => Err(HandlerError::dead_letter(
                 "the handler returned Json for the route's topic, but the route has none \
+                 (HandlerOptions::publish_to)",
+            )),
+        }
+    }
+}
+
+impl<T: Serialize> IntoOutgoing for Event<T> {
+    fn into_outgoing(self, publish_to: Option<&str>) -> Result<Outgoing, HandlerError> {
+        match publish_to {
+            Some(topic) => Ok(Outgoing::event(topic, &self)?),
+            None => Err(HandlerError::dead_letter(
+                "the handler returned an Event for the route's topic, but the route has none \
                  (HandlerOptions::publish_to)",
             )),
         }
