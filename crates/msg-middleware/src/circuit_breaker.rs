@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use msg_core::{BoxError, HandlerError, Outgoing, Received};
+use msg_core::{BoxError, HandlerError, Outgoing};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -144,9 +144,9 @@ fn record(state: &Mutex<State>, config: &CircuitBreakerLayer, trial: bool, outco
     };
 }
 
-impl<S> Service<Received> for CircuitBreaker<S>
+impl<S, Req> Service<Req> for CircuitBreaker<S>
 where
-    S: Service<Received>,
+    S: Service<Req>,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
 {
@@ -158,10 +158,10 @@ where
         self.inner.poll_ready(cx).map_err(failed)
     }
 
-    fn call(&mut self, received: Received) -> Self::Future {
+    fn call(&mut self, request: Req) -> Self::Future {
         match admit(&self.state, self.config.reset_timeout) {
             Ok(trial) => BreakerFuture::Called {
-                inner: self.inner.call(received),
+                inner: self.inner.call(request),
                 call: Call {
                     state: self.state.clone(),
                     config: self.config,
@@ -263,7 +263,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msg_core::{Message, Metadata, Settlement, service};
+    use msg_core::{Message, Metadata, Received, Settlement, service};
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use tower::ServiceExt;
 

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use msg_core::{HandlerError, Outgoing, Received};
+use msg_core::{HandlerError, Outgoing};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -78,9 +78,10 @@ fn take(bucket: &Mutex<Bucket>, config: &RateLimitLayer) -> Option<Duration> {
     }
 }
 
-impl<S> Service<Received> for RateLimit<S>
+impl<S, Req> Service<Req> for RateLimit<S>
 where
-    S: Service<Received> + Clone + Send + 'static,
+    S: Service<Req> + Clone + Send + 'static,
+    Req: Send + 'static,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
@@ -93,14 +94,14 @@ where
         self.inner.poll_ready(cx).map_err(failed)
     }
 
-    fn call(&mut self, received: Received) -> Self::Future {
+    fn call(&mut self, request: Req) -> Self::Future {
         let mut inner = crate::take_ready(&mut self.inner);
         let (bucket, config) = (self.bucket.clone(), self.config.clone());
         Box::pin(async move {
             while let Some(wait) = take(&bucket, &config) {
                 tokio::time::sleep(wait).await;
             }
-            inner.call(received).await.map(Into::into).map_err(failed)
+            inner.call(request).await.map(Into::into).map_err(failed)
         })
     }
 }
@@ -108,7 +109,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msg_core::{Message, Metadata, service};
+    use msg_core::{Message, Metadata, Received, service};
     use tower::ServiceExt;
 
     fn received() -> Received {

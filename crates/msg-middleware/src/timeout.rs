@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use msg_core::{BoxError, Error, HandlerError, Outgoing, Received};
+use msg_core::{BoxError, Error, HandlerError, Outgoing};
 use tower::{Layer, Service};
 
 use crate::failed;
@@ -41,9 +41,9 @@ pub struct Timeout<S> {
     timeout: Duration,
 }
 
-impl<S> Service<Received> for Timeout<S>
+impl<S, Req> Service<Req> for Timeout<S>
 where
-    S: Service<Received>,
+    S: Service<Req>,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
 {
@@ -55,9 +55,9 @@ where
         self.inner.poll_ready(cx).map_err(failed)
     }
 
-    fn call(&mut self, received: Received) -> Self::Future {
+    fn call(&mut self, request: Req) -> Self::Future {
         TimeoutFuture {
-            inner: tokio::time::timeout(self.timeout, self.inner.call(received)),
+            inner: tokio::time::timeout(self.timeout, self.inner.call(request)),
             timeout: self.timeout,
         }
     }
@@ -92,7 +92,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msg_core::{Message, Metadata, Settlement, service};
+    use msg_core::{Message, Metadata, Received, Settlement, service};
     use tower::ServiceExt;
 
     fn received() -> Received {

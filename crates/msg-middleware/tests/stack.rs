@@ -95,3 +95,49 @@ async fn three_attempts_via_the_broker_mean_three_calls_then_a_dead_letter() {
         Some("gave up after 3 attempts: cannot process, call 3")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_that_need_no_message_wrap_batch_handlers() {
+    use msg_core::{BatchOptions, Received};
+    use msg_middleware::{CircuitBreakerLayer, RateLimitLayer};
+    let b = MemoryBroker::new();
+    let calls = Arc::new(AtomicU32::new(0));
+    let router = Router::new(b.clone(), b.clone())
+        .with_state(calls.clone())
+        .handle_batch(
+            Subscription::new("orders").group("svc"),
+            BatchOptions::new(3, Duration::from_millis(20)),
+            |State(calls): State<Arc<AtomicU32>>, _batch: Vec<Received>| async move {
+                if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // The first call hangs: the timeout fails the batch.
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                Ok(())
+            },
+        )
+        .batch_layer(TimeoutLayer::new(Duration::from_millis(100)))
+        .batch_layer(CircuitBreakerLayer::new())
+        .batch_layer(RateLimitLayer::new(1_000.0, 10))
+        .start()
+        .await
+        .unwrap();
+    for i in 0..3 {
+        b.publish("orders", Message::new(format!("o-{i}")))
+            .await
+            .unwrap();
+    }
+    let stats = b
+        .wait_for("orders", |s| s.acked == 3, Duration::from_secs(10))
+        .await
+        .unwrap();
+    router.shutdown().await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "timed out once, then handled"
+    );
+    assert!(
+        stats.nacked >= 3,
+        "the timed-out batch was retried: {stats:?}"
+    );
+}
