@@ -61,11 +61,11 @@ impl AmqpAcker {
 
     /// Publishes the dead letter, then acks: a crash in between leaves a
     /// duplicate dead letter, never a lost message.
-    async fn dead_letter(&self, topic: &str, reason: &str) -> Result<()> {
+    async fn dead_letter(&self, topic: &str, reason: &str, attempts: u32) -> Result<()> {
         let config = &self.shared.config;
         // A dead letter starts at attempt 1 on its own topic; its
         // `msg-attempts` header keeps the history.
-        let letter = dead_letter_message(&self.received, reason, None);
+        let letter = dead_letter_message(&self.received, reason, attempts, None);
         if self.queue.group.is_some() {
             let dlq = self.queue.dead_letter_queue(&config.dead_letter_suffix);
             self.shared
@@ -116,7 +116,11 @@ impl AmqpAcker {
                     .await?;
                 self.ack().await
             }
-            Action::DeadLetter { topic, reason } => self.dead_letter(&topic, &reason).await,
+            Action::DeadLetter {
+                topic,
+                reason,
+                attempts,
+            } => self.dead_letter(&topic, &reason, attempts).await,
         }
     }
 }

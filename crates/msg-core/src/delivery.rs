@@ -196,6 +196,10 @@ pub enum Action {
         topic: String,
         /// Why: the handler's reason, or `max deliveries (N) reached`.
         reason: String,
+        /// The attempts the message had: its deliveries, or the handler's
+        /// calls when a retry layer called it more than once per delivery.
+        /// The dead letter's `msg-attempts` header.
+        attempts: u32,
     },
 }
 
@@ -260,11 +264,14 @@ impl Acker {
         let action = match (settlement, exhausted) {
             (Settlement::Ack, _) => Action::Ack,
             (Settlement::Retry | Settlement::RetryAfter(_), Some(max)) => {
-                dead_letter_action(policy, &*acker, SubscriptionPolicy::exhausted_reason(max))
+                let reason = SubscriptionPolicy::exhausted_reason(max);
+                dead_letter_action(policy, &*acker, reason, self.attempt)
             }
             (Settlement::Retry, None) => Action::Retry,
             (Settlement::RetryAfter(delay), None) => Action::RetryAfter(delay),
-            (Settlement::DeadLetter(reason), _) => dead_letter_action(policy, &*acker, reason),
+            (Settlement::DeadLetter(reason), _) => {
+                dead_letter_action(policy, &*acker, reason, self.attempt)
+            }
         };
         acker.settle(action)
     }
@@ -277,7 +284,7 @@ impl Acker {
     ) -> AckFuture {
         match self.backend.take() {
             Some(acker) => {
-                let action = dead_letter_action(Some(policy), &*acker, reason);
+                let action = dead_letter_action(Some(policy), &*acker, reason, self.attempt);
                 acker.settle(action)
             }
             None => AckFuture::ready(Err(Error::AlreadySettled)),
@@ -302,6 +309,13 @@ impl Acker {
     /// Never deliver again: dead-letter with `reason`.
     pub async fn dead_letter(&mut self, reason: impl Into<String>) -> Result<()> {
         self.settle(Settlement::DeadLetter(reason.into())).await
+    }
+
+    /// Counts `calls` handler calls for this message (a retry layer called
+    /// it more than once per delivery): a dead letter says so in
+    /// `msg-attempts`, rather than the deliveries alone.
+    pub(crate) fn count_calls(&mut self, calls: u32) {
+        self.attempt = self.attempt.max(calls);
     }
 
     /// Whether the delivery was settled.
@@ -332,12 +346,17 @@ fn dead_letter_action(
     policy: Option<&SubscriptionPolicy>,
     acker: &dyn AckBackend,
     reason: String,
+    attempts: u32,
 ) -> Action {
     let topic = match policy {
         Some(policy) => policy.dead_letter_topic(acker.topic()),
         None => dead_letter_topic(acker.topic()),
     };
-    Action::DeadLetter { topic, reason }
+    Action::DeadLetter {
+        topic,
+        reason,
+        attempts,
+    }
 }
 
 /// A received message, its metadata, and the handle that settles it.
@@ -426,12 +445,17 @@ pub fn dead_letter_topic(topic: &str) -> String {
 ///
 /// Transports without native dead-lettering use this so that a dead letter
 /// reads the same on every broker.
-pub fn dead_letter_message(received: &Received, reason: &str, error: Option<&str>) -> Message {
+pub fn dead_letter_message(
+    received: &Received,
+    reason: &str,
+    attempts: u32,
+    error: Option<&str>,
+) -> Message {
     let mut message = received.message.clone();
     let headers = message.headers_mut();
     headers.insert(headers::DEAD_LETTER_REASON, one_line(reason));
     headers.insert(headers::ORIGINAL_TOPIC, &*received.metadata.topic);
-    headers.insert(headers::ATTEMPTS, received.metadata.attempt.to_string());
+    headers.insert(headers::ATTEMPTS, attempts.to_string());
     headers.insert(
         headers::DEAD_LETTERED_AT,
         crate::raw::time::rfc3339(SystemTime::now()),
@@ -521,6 +545,7 @@ mod tests {
         let exhausted = Action::DeadLetter {
             topic: "orders.dlq".into(),
             reason: "max deliveries (3) reached".into(),
+            attempts: 3,
         };
         assert_eq!(
             *rec.0.lock().unwrap(),
@@ -553,11 +578,13 @@ mod tests {
             vec![
                 Action::DeadLetter {
                     topic: "failed".into(),
-                    reason: "bad".into()
+                    reason: "bad".into(),
+                    attempts: 1,
                 },
                 Action::DeadLetter {
                     topic: "orders.dlq".into(),
-                    reason: "worse".into()
+                    reason: "worse".into(),
+                    attempts: 1,
                 },
                 Action::Retry
             ]
@@ -570,7 +597,7 @@ mod tests {
             message: Message::new("p").with_header("h", "v"),
             metadata: Metadata::new("orders").with_attempt(3),
         };
-        let dl = dead_letter_message(&received, "bad\npayload", Some("decode failed"));
+        let dl = dead_letter_message(&received, "bad\npayload", 3, Some("decode failed"));
         assert_eq!(dl.id(), received.message.id());
         assert_eq!(dl.header("h"), Some("v"));
         assert_eq!(dl.header(headers::DEAD_LETTER_REASON), Some("bad payload"));

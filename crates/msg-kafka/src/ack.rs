@@ -103,9 +103,13 @@ impl AckBackend for KafkaAcker {
                     }
                 })
             }
-            Action::DeadLetter { topic, reason } => AckFuture::pending(async move {
+            Action::DeadLetter {
+                topic,
+                reason,
+                attempts,
+            } => AckFuture::pending(async move {
                 let f = &self.fetched;
-                let mut dead = dead_letter_message(&f.received, &reason, None);
+                let mut dead = dead_letter_message(&f.received, &reason, attempts, None);
                 let headers = dead.headers_mut();
                 headers.insert(HEADER_ORIGINAL_PARTITION, f.partition.to_string());
                 headers.insert(HEADER_ORIGINAL_OFFSET, f.offset.to_string());

@@ -53,13 +53,20 @@ impl MemoryAcker {
                 queue.requeue_delayed(entry, due);
                 None
             }
-            Action::DeadLetter { topic, reason } => {
+            Action::DeadLetter {
+                topic,
+                reason,
+                attempts,
+            } => {
                 counters.dead_lettered.fetch_add(1, Ordering::Release);
                 let received = Received {
                     message: entry.message.clone(),
                     metadata: Metadata::new(entry.topic.name.clone()).with_attempt(entry.attempt),
                 };
-                Some((topic, dead_letter_message(&received, &reason, None)))
+                Some((
+                    topic,
+                    dead_letter_message(&received, &reason, attempts, None),
+                ))
             }
         };
         if let Some((topic, message)) = out {

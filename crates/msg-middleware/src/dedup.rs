@@ -9,10 +9,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use msg_core::{BoxError, HandlerError, Outgoing, Received, Result, Uuid};
 use tokio::time::Instant;
@@ -29,6 +31,14 @@ pub trait DedupStore: Send + Sync + 'static {
     fn contains(&self, id: Uuid) -> impl Future<Output = Result<bool>> + Send;
     /// Records `id` as processed.
     fn mark(&self, id: Uuid) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether the store answers without waiting (it keeps the ids in this
+    /// process): then the layer asks it inline and allocates nothing per
+    /// message. `contains` and `mark` must then complete when first
+    /// polled.
+    fn answers_at_once(&self) -> bool {
+        false
+    }
 }
 
 impl<T: DedupStore> DedupStore for Arc<T> {
@@ -37,6 +47,9 @@ impl<T: DedupStore> DedupStore for Arc<T> {
     }
     fn mark(&self, id: Uuid) -> impl Future<Output = Result<()>> + Send {
         (**self).mark(id)
+    }
+    fn answers_at_once(&self) -> bool {
+        (**self).answers_at_once()
     }
 }
 
@@ -114,6 +127,10 @@ impl DedupStore for MemoryDedupStore {
         }
         std::future::ready(Ok(()))
     }
+
+    fn answers_at_once(&self) -> bool {
+        true
+    }
 }
 
 /// Skips messages already processed; see the [module docs](self).
@@ -187,25 +204,100 @@ where
 {
     type Response = Outgoing;
     type Error = HandlerError;
-    type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
+    type Future = DedupFuture<S::Future, St>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         self.inner.poll_ready(cx).map_err(failed)
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
+        let id = received.message.id();
+        if self.store.answers_at_once() {
+            return match self.store.contains(id).now_or_never() {
+                Some(Ok(true)) => {
+                    tracing::debug!(%id, topic = received.topic(), "duplicate skipped");
+                    DedupFuture::Done {
+                        result: Some(Ok(Outgoing::none())),
+                    }
+                }
+                Some(Ok(false)) => DedupFuture::Calling {
+                    inner: self.inner.call(received),
+                    store: self.store.clone(),
+                    id,
+                },
+                Some(Err(e)) => DedupFuture::Done {
+                    result: Some(Err(e.into())),
+                },
+                None => DedupFuture::Done {
+                    result: Some(Err(HandlerError::retry(
+                        "the dedup store said it answers at once, and did not",
+                    ))),
+                },
+            };
+        }
+        // The store waits (Redis, ...): ask it first, then call a clone of
+        // the service that was made ready.
         let mut inner = crate::take_ready(&mut self.inner);
         let store = self.store.clone();
-        Box::pin(async move {
-            let id = received.message.id();
-            if store.contains(id).await? {
-                tracing::debug!(%id, topic = received.topic(), "duplicate skipped");
-                return Ok(Outgoing::none());
+        DedupFuture::Waiting {
+            later: Box::pin(async move {
+                if store.contains(id).await? {
+                    tracing::debug!(%id, topic = received.topic(), "duplicate skipped");
+                    return Ok(Outgoing::none());
+                }
+                let out: Outgoing = inner.call(received).await.map_err(failed)?.into();
+                store.mark(id).await?;
+                Ok(out)
+            }),
+        }
+    }
+}
+
+// pin-project-lite takes no docs on fields.
+#[allow(missing_docs)]
+mod future {
+    use super::*;
+    pin_project_lite::pin_project! {
+        /// The future of a [`Dedup`] call.
+        #[project = DedupProj]
+        pub enum DedupFuture<F, St> {
+            /// Decided without calling the handler.
+            Done { result: Option<Result<Outgoing, HandlerError>> },
+            /// The handler runs; its id is marked when it succeeds.
+            Calling { #[pin] inner: F, store: Arc<St>, id: Uuid },
+            /// A store that waits: everything in one boxed future.
+            Waiting { later: BoxFuture<'static, Result<Outgoing, HandlerError>> },
+        }
+    }
+}
+pub use future::DedupFuture;
+use future::DedupProj;
+
+impl<F, R, E, St> Future for DedupFuture<F, St>
+where
+    F: Future<Output = std::result::Result<R, E>>,
+    R: Into<Outgoing>,
+    E: Into<BoxError>,
+    St: DedupStore,
+{
+    type Output = Result<Outgoing, HandlerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            DedupProj::Done { result } => {
+                Poll::Ready(result.take().expect("polled after it completed"))
             }
-            let out: Outgoing = inner.call(received).await.map_err(failed)?.into();
-            store.mark(id).await?;
-            Ok(out)
-        })
+            DedupProj::Calling { inner, store, id } => {
+                let out: Outgoing = std::task::ready!(inner.poll(cx)).map_err(failed)?.into();
+                Poll::Ready(match store.mark(*id).now_or_never() {
+                    Some(marked) => marked.map(|()| out).map_err(Into::into),
+                    None => Err(HandlerError::retry(
+                        "the dedup store said it answers at once, and did not",
+                    )),
+                })
+            }
+            DedupProj::Waiting { later } => later.as_mut().poll(cx),
+        }
     }
 }
 

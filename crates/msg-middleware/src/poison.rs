@@ -245,7 +245,8 @@ where
                 return Err(error);
             }
             let reason = format!("quarantined after {failures} failures: {error}");
-            let message = dead_letter_message(&original, &reason, Some(&error.chain()));
+            let message =
+                dead_letter_message(&original, &reason, original.attempt(), Some(&error.chain()));
             let topic = format!("{}.quarantine", original.topic());
             // Published first: if that fails, the delivery is retried and
             // nothing is lost.

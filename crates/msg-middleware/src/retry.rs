@@ -363,6 +363,7 @@ fn give_up(error: HandlerError, attempts: u32) -> HandlerError {
         attempts,
         last: error.into_source(),
     })
+    .with_calls(attempts)
 }
 
 /// The reason of a dead letter after the last attempt.

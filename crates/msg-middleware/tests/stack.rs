@@ -78,6 +78,11 @@ async fn three_attempts_in_process_mean_three_calls_then_a_dead_letter() {
         dead.header(headers::DEAD_LETTER_REASON),
         Some("gave up after 3 attempts: cannot process, call 3")
     );
+    assert_eq!(
+        dead.header(headers::ATTEMPTS),
+        Some("3"),
+        "the dead letter counts calls, not the one delivery"
+    );
     assert_eq!(dead.header(headers::CORRELATION_ID), Some("conv-9"));
 }
 
@@ -94,6 +99,7 @@ async fn three_attempts_via_the_broker_mean_three_calls_then_a_dead_letter() {
         dead.header(headers::DEAD_LETTER_REASON),
         Some("gave up after 3 attempts: cannot process, call 3")
     );
+    assert_eq!(dead.header(headers::ATTEMPTS), Some("3"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

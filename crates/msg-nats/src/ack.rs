@@ -29,10 +29,14 @@ impl Shared {
         received: &Received,
         topic: &str,
         reason: &str,
+        attempts: u32,
     ) -> Result<()> {
-        self.publish(topic, &dead_letter_message(received, reason, None))
-            .await
-            .map(drop)
+        self.publish(
+            topic,
+            &dead_letter_message(received, reason, attempts, None),
+        )
+        .await
+        .map(drop)
     }
 }
 
@@ -49,9 +53,13 @@ impl AckBackend for CoreAcker {
 
     fn settle(self: Box<Self>, action: Action) -> AckFuture {
         match action {
-            Action::DeadLetter { topic, reason } => AckFuture::pending(async move {
+            Action::DeadLetter {
+                topic,
+                reason,
+                attempts,
+            } => AckFuture::pending(async move {
                 self.shared
-                    .dead_letter(&self.received, &topic, &reason)
+                    .dead_letter(&self.received, &topic, &reason, attempts)
                     .await
             }),
             Action::Ack | Action::Retry | Action::RetryAfter(_) => AckFuture::ready(Ok(())),
@@ -80,9 +88,9 @@ impl JsAcker {
     /// Publishes the dead letter, then terminates the message: a crash in
     /// between leaves the message to be delivered again, and the server
     /// drops the second dead letter as a duplicate.
-    async fn dead_letter(&self, topic: &str, reason: &str) -> Result<()> {
+    async fn dead_letter(&self, topic: &str, reason: &str, attempts: u32) -> Result<()> {
         self.shared
-            .dead_letter(&self.received, topic, reason)
+            .dead_letter(&self.received, topic, reason, attempts)
             .await?;
         self.send(AckKind::Term).await
     }
@@ -93,7 +101,11 @@ impl JsAcker {
             Action::Ack => self.send(AckKind::Ack).await,
             Action::Retry => self.send(AckKind::Nak(None)).await,
             Action::RetryAfter(delay) => self.send(AckKind::Nak(Some(delay))).await,
-            Action::DeadLetter { topic, reason } => self.dead_letter(&topic, &reason).await,
+            Action::DeadLetter {
+                topic,
+                reason,
+                attempts,
+            } => self.dead_letter(&topic, &reason, attempts).await,
         }
     }
 }

@@ -100,9 +100,12 @@ impl RedisAcker {
 
     /// Publishes the dead letter to `topic`, then acks: a crash between the
     /// two leaves a duplicate dead letter, never a lost one.
-    async fn dead_letter(&self, topic: &str, reason: &str) -> Result<()> {
+    async fn dead_letter(&self, topic: &str, reason: &str, attempts: u32) -> Result<()> {
         self.shared
-            .append(topic, &dead_letter_message(&self.received, reason, None))
+            .append(
+                topic,
+                &dead_letter_message(&self.received, reason, attempts, None),
+            )
             .await?;
         self.ack().await
     }
@@ -134,7 +137,11 @@ impl RedisAcker {
                     .map_err(|e| self.shared.fail(e))?;
                 Ok(())
             }
-            Action::DeadLetter { topic, reason } => self.dead_letter(&topic, &reason).await,
+            Action::DeadLetter {
+                topic,
+                reason,
+                attempts,
+            } => self.dead_letter(&topic, &reason, attempts).await,
         }
     }
 }

@@ -71,8 +71,9 @@ async fn send_invoice(
 async fn inspect_dead_letter(State(app): State<App>, msg: Message) -> Result<(), HandlerError> {
     app.dead_letters.fetch_add(1, Ordering::SeqCst);
     println!(
-        "dead letter: {}: {}",
+        "dead letter: {}, {} attempts; reason: {}",
         String::from_utf8_lossy(msg.payload()),
+        msg.header(headers::ATTEMPTS).unwrap_or("?"),
         msg.header(headers::DEAD_LETTER_REASON).unwrap_or("?"),
     );
     Ok(())

@@ -102,11 +102,38 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "handler panicked".to_owned())
 }
 
+/// How a delivery is settled, and how many handler calls the message had
+/// when a retry layer counted them (a dead letter's `msg-attempts`).
+#[derive(Debug, Clone)]
+struct Decision {
+    settlement: Settlement,
+    calls: Option<u32>,
+}
+
+impl From<Settlement> for Decision {
+    fn from(settlement: Settlement) -> Self {
+        Self {
+            settlement,
+            calls: None,
+        }
+    }
+}
+
+impl Decision {
+    /// Starts settling `settle` as decided.
+    fn start(self, settle: &mut Acker) -> AckFuture {
+        if let Some(calls) = self.calls {
+            settle.count_calls(calls);
+        }
+        settle.start(self.settlement)
+    }
+}
+
 /// The settlement an outcome calls for, or the handler's messages, which
 /// must be published before the input is acked.
-fn settlement_now(outcome: Outcome, topic: &str) -> std::result::Result<Settlement, Outgoing> {
+fn settlement_now(outcome: Outcome, topic: &str) -> std::result::Result<Decision, Outgoing> {
     match outcome {
-        Ok(Ok(outgoing)) if outgoing.is_empty() => Ok(Settlement::Ack),
+        Ok(Ok(outgoing)) if outgoing.is_empty() => Ok(Settlement::Ack.into()),
         Ok(Ok(outgoing)) => Err(outgoing),
         Ok(Err(e)) => {
             let settlement = e.settlement();
@@ -119,12 +146,15 @@ fn settlement_now(outcome: Outcome, topic: &str) -> std::result::Result<Settleme
                 }
                 _ => tracing::debug!(topic, error = %e.chain(), "handler failed; retrying"),
             }
-            Ok(settlement)
+            Ok(Decision {
+                settlement,
+                calls: e.calls(),
+            })
         }
         Err(panic) => {
             let text = panic_text(&*panic);
             tracing::error!(topic, panic = %text, "handler panicked; the message will be redelivered");
-            Ok(Settlement::Retry)
+            Ok(Settlement::Retry.into())
         }
     }
 }
@@ -165,14 +195,14 @@ async fn settlement_for(
     inherited: Option<&Inherited>,
     publisher: &dyn DynPublisher,
     topic: &str,
-) -> Settlement {
+) -> Decision {
     match settlement_now(outcome, topic) {
-        Ok(settlement) => settlement,
+        Ok(decision) => decision,
         Err(mut outgoing) => {
             if let Some(inherited) = inherited {
                 inherited.apply(&mut outgoing);
             }
-            publish_outgoing(outgoing, publisher, topic).await
+            publish_outgoing(outgoing, publisher, topic).await.into()
         }
     }
 }
@@ -183,8 +213,8 @@ fn settled(result: crate::Result<()>, topic: &str) {
     }
 }
 
-async fn apply(settle: &mut Acker, settlement: Settlement, topic: &str) {
-    settled(settle.settle(settlement).await, topic);
+async fn apply(settle: &mut Acker, decision: impl Into<Decision>, topic: &str) {
+    settled(decision.into().start(settle).await, topic);
 }
 
 /// The rest of one message's handling, when it could not finish at once;
@@ -213,9 +243,9 @@ impl Handled<'_> {
         } = self;
         let publisher = publisher.clone();
         Box::pin(async move {
-            let settlement =
+            let decision =
                 settlement_for(outcome.await, inherited.as_ref(), &*publisher, &topic).await;
-            apply(&mut settle, settlement, &topic).await;
+            apply(&mut settle, decision, &topic).await;
             key
         })
     }
@@ -225,14 +255,14 @@ impl Handled<'_> {
     /// key it held, or [`Rest`], what has to wait.
     fn now(self, outcome: Outcome) -> std::result::Result<Option<Arc<str>>, Rest> {
         match settlement_now(outcome, &self.topic) {
-            Ok(settlement) => {
+            Ok(decision) => {
                 let Handled {
                     mut settle,
                     topic,
                     key,
                     ..
                 } = self;
-                match settle.start(settlement) {
+                match decision.start(&mut settle) {
                     AckFuture::Ready(result) => {
                         settled(result.unwrap_or(Err(Error::AlreadySettled)), &topic);
                         Ok(key)
@@ -464,17 +494,17 @@ async fn flush(
         .first()
         .map(|r| r.metadata.topic.clone())
         .unwrap_or_else(|| Arc::from(""));
-    let settlement = match handler.ready().await {
+    let decision = match handler.ready().await {
         Ok(_) => {
             let outcome = Call::start(handler, received).await;
             settlement_for(outcome, None, &**publisher, &topic).await
         }
         Err(e) => {
             tracing::warn!(topic = &*topic, error = %e.chain(), "batch handler not ready; the batch will be redelivered");
-            Settlement::Retry
+            Settlement::Retry.into()
         }
     };
     for settle in &mut settles {
-        apply(settle, settlement.clone(), &topic).await;
+        apply(settle, decision.clone(), &topic).await;
     }
 }

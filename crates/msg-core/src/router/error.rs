@@ -38,6 +38,7 @@ use crate::{BoxError, Error, Settlement};
 pub struct HandlerError {
     then: Then,
     source: BoxError,
+    calls: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +65,25 @@ impl HandlerError {
     }
 
     fn new(then: Then, source: BoxError) -> Self {
-        Self { then, source }
+        Self {
+            then,
+            source,
+            calls: None,
+        }
+    }
+
+    /// Says the handler was called `n` times for this message, counting
+    /// earlier deliveries (a retry layer calls it more than once per
+    /// delivery); a dead letter's `msg-attempts` header then says `n`
+    /// rather than the deliveries alone.
+    pub fn with_calls(mut self, n: u32) -> Self {
+        self.calls = Some(n);
+        self
+    }
+
+    /// The handler calls for this message, when a retry layer counted them.
+    pub fn calls(&self) -> Option<u32> {
+        self.calls
     }
 
     /// A boxed error back as a handler error: one that was a
@@ -156,6 +175,7 @@ impl fmt::Debug for HandlerError {
         f.debug_struct("HandlerError")
             .field("then", &self.then)
             .field("source", &self.source)
+            .field("calls", &self.calls)
             .finish()
     }
 }
