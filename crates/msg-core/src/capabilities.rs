@@ -32,10 +32,10 @@ pub struct Capabilities {
     /// A subscriber that starts at the earliest position receives messages
     /// published before it subscribed.
     pub replay: bool,
-    /// The broker dead-letters rejected messages itself.
+    /// The broker dead-letters messages itself.
     pub native_dead_letter: bool,
-    /// The broker delays the redelivery of a deferred message itself.
-    pub native_defer: bool,
+    /// The broker delays a `retry_after` itself.
+    pub native_retry_after: bool,
     /// The publish option `deliver_at` (and `delay`) is honoured.
     pub native_deliver_at: bool,
     /// The publish option `ttl` is honoured: the broker drops a message not
@@ -65,7 +65,7 @@ impl Capabilities {
             ordering: MessageOrder::None,
             replay: false,
             native_dead_letter: false,
-            native_defer: false,
+            native_retry_after: false,
             native_deliver_at: false,
             native_ttl: false,
             native_reply_to: false,
@@ -111,9 +111,9 @@ impl Capabilities {
         self.native_dead_letter = v;
         self
     }
-    /// Sets [`native_defer`](Self::native_defer).
-    pub const fn with_native_defer(mut self, v: bool) -> Self {
-        self.native_defer = v;
+    /// Sets [`native_retry_after`](Self::native_retry_after).
+    pub const fn with_native_retry_after(mut self, v: bool) -> Self {
+        self.native_retry_after = v;
         self
     }
     /// Sets [`native_deliver_at`](Self::native_deliver_at).

@@ -220,13 +220,13 @@ pub trait AckBackend: Send + 'static {
     /// again (a dropped delivery is never dead-lettered: its next delivery
     /// is, if it is past the limit). The default spawns an [`Action::Retry`]
     /// on the current Tokio runtime; transports that redeliver unsettled
-    /// messages on their own, or can nack without waiting, override it.
+    /// messages on their own, or can retry without waiting, override it.
     fn drop_unsettled(self: Box<Self>) {
         let nack = self.settle(Action::Retry);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Err(e) = nack.await {
-                    tracing::warn!(error = %e.chain(), "nack of a dropped delivery failed");
+                    tracing::warn!(error = %e.chain(), "retrying a dropped delivery failed");
                 }
             });
         }

@@ -61,7 +61,7 @@ pub enum Error {
     /// Some messages of a batch were not accepted; it says which were.
     #[error(transparent)]
     Batch(Box<crate::BatchError>),
-    /// The delivery was already acked, nacked, deferred or rejected.
+    /// The delivery was already settled (acked, retried or dead-lettered).
     #[error("delivery already settled")]
     AlreadySettled,
     /// The publisher or subscriber was closed.

@@ -33,8 +33,8 @@ pub const DEFAULT_MAX_DELIVERIES: u32 = 10;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliveryPolicy {
-    /// After this many deliveries, a message that fails again (nacked or
-    /// deferred) is dead-lettered with the reason `max deliveries (N)
+    /// After this many deliveries, a message that fails again (retried,
+    /// now or after a delay) is dead-lettered with the reason `max deliveries (N)
     /// reached`, and a message the broker delivers more often (its
     /// consumers crashed) is dead-lettered without being handed out.
     /// `None` redelivers forever (written `none` in a file or URL).

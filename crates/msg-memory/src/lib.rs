@@ -150,7 +150,7 @@ impl MemoryBroker {
             .with_ordering(MessageOrder::PerTopic)
             .with_replay(self.shared.config.retention > 0)
             .with_native_dead_letter(true)
-            .with_native_defer(true)
+            .with_native_retry_after(true)
             .with_native_deliver_at(true)
             .with_native_ttl(true)
             .with_native_reply_to(true)

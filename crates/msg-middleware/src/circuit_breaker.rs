@@ -1,10 +1,10 @@
 //! A circuit breaker: stop calling a handler whose downstream is failing.
 //!
 //! Closed: calls go through; `failure_threshold` failures in a row open
-//! the circuit. Open: messages are not handled but deferred
+//! the circuit. Open: messages are not handled but retried later
 //! (`retry_after` the time left until the reset), so they come back
 //! instead of failing. After `reset_timeout` the circuit is half-open: one
-//! trial call goes through (others are deferred); its success closes the
+//! trial call goes through (others are retried later); its success closes the
 //! circuit, its failure opens it again.
 //!
 //! Only failures that may heal count: a dead-letter failure (a bad
@@ -31,7 +31,7 @@ enum State {
     HalfOpen { trial_running: bool },
 }
 
-/// The error of a message deferred while the circuit is open.
+/// The error of a message retried later while the circuit is open.
 #[derive(Debug, Clone, Copy)]
 pub struct CircuitOpen;
 
@@ -298,7 +298,7 @@ mod tests {
             let e = breaker.clone().oneshot(received()).await.unwrap_err();
             assert_eq!(e.settlement(), Settlement::Retry);
         }
-        // Open: the handler is not called; the message is deferred.
+        // Open: the handler is not called; the message is retried later.
         let e = breaker.clone().oneshot(received()).await.unwrap_err();
         assert_eq!(
             e.settlement(),

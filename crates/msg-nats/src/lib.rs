@@ -130,7 +130,7 @@ impl NatsBroker {
         .with_persistent(true)
         .with_at_least_once(true)
         .with_replay(true)
-        .with_native_defer(true)
+        .with_native_retry_after(true)
         .with_native_dedup(true);
 
     /// The mode this broker speaks.

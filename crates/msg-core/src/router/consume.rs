@@ -376,7 +376,7 @@ pub(super) async fn run_single(
                 r = handler.ready() => break r.map(|_| ()),
                 Some(key) = in_flight.next(), if !in_flight.is_empty() => release(key, &mut busy, &mut ready),
                 // A handler that never gets ready must not hold up shutdown;
-                // the message in hand was not started: dropping it nacks it.
+                // the message in hand was not started: dropping it retries it.
                 () = &mut stop => break 'consume,
             }
         };
@@ -419,14 +419,14 @@ pub(super) async fn run_single(
         }
     }
 
-    // Stop fetching; messages waiting for their key never started: nack them
-    // (dropping a Acker nacks). In-flight ones may finish until the deadline;
-    // those still running then are dropped, which nacks them too.
+    // Stop fetching; messages waiting for their key never started: retry
+    // them (dropping an Acker retries). In-flight ones may finish until the
+    // deadline; those still running then are dropped, which retries them too.
     drop(ready);
     drop(busy);
     let drain = async { while in_flight.next().await.is_some() {} };
     if !until_deadline(&mut ctx, drain).await {
-        tracing::warn!("shutdown timeout passed; nacking messages still in flight");
+        tracing::warn!("shutdown timeout passed; retrying messages still in flight");
     }
     drop(in_flight);
     // Only now drop the stream, so that transports can still settle above.
@@ -474,12 +474,12 @@ pub(super) async fn run_batch(
         if flush_now {
             let work = flush(&mut handler, std::mem::take(&mut batch), &publisher);
             if !until_deadline(&mut ctx, work).await {
-                tracing::warn!("shutdown timeout passed; nacking the batch in flight");
+                tracing::warn!("shutdown timeout passed; retrying the batch in flight");
                 break;
             }
         }
     }
-    // A batch still being gathered never started: dropping it nacks it.
+    // A batch still being gathered never started: dropping it retries it.
     drop(batch);
     drop(stream);
 }
