@@ -91,10 +91,10 @@ impl MemoryDedupStore {
 
 impl DedupStore for MemoryDedupStore {
     fn contains(&self, id: Uuid) -> impl Future<Output = Result<bool>> + Send {
-        let now = Instant::now();
         let mut lru = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let found = match lru.entries.get(&id) {
-            Some((expires, _)) if *expires > now => {
+            // The clock is read only for an id that is there.
+            Some((expires, _)) if *expires > Instant::now() => {
                 let expires = *expires;
                 Self::touch(&mut lru, id, expires);
                 true
@@ -116,8 +116,12 @@ impl DedupStore for MemoryDedupStore {
             let Some((old, generation)) = lru.order.pop_front() else {
                 break;
             };
-            if lru.entries.get(&old).is_some_and(|(_, g)| *g == generation) {
-                lru.entries.remove(&old);
+            // One lookup: stale queue entries (the id was seen again
+            // since) are skipped.
+            if let std::collections::hash_map::Entry::Occupied(entry) = lru.entries.entry(old)
+                && entry.get().1 == generation
+            {
+                entry.remove();
             }
         }
         // Keep the queue from growing without bound through stale entries.
