@@ -30,7 +30,8 @@ use prometheus::{
 };
 
 use crate::failed;
-use tokio::time::Instant;
+// Real durations, whatever a test does to tokio's clock.
+use std::time::Instant;
 use tower::{Layer, Service};
 
 /// The metric families, registered once in a registry and shared by every
@@ -269,17 +270,31 @@ struct InFlight {
     done: bool,
 }
 
+/// How a call ended, for its counter.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Acked,
+    Retried,
+    RetriedAfter,
+    DeadLettered,
+}
+
 impl InFlight {
-    fn end(&mut self, outcome: Option<&IntCounter>) {
+    fn end(&mut self, outcome: Option<Outcome>) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        self.series.in_flight.dec();
-        self.series
+        let series = &self.series;
+        series.in_flight.dec();
+        series
             .process_duration
             .observe(self.started.elapsed().as_secs_f64());
-        if let Some(counter) = outcome {
-            counter.inc();
+        match outcome {
+            Some(Outcome::Acked) => series.acked.inc(),
+            Some(Outcome::Retried) => series.retried.inc(),
+            Some(Outcome::RetriedAfter) => series.retried_after.inc(),
+            Some(Outcome::DeadLettered) => series.dead_lettered.inc(),
+            None => {}
         }
     }
 }
@@ -304,8 +319,7 @@ impl Drop for OnPanic<'_> {
         if let Some(call) = self.0.take()
             && std::thread::panicking()
         {
-            let series = call.series.clone();
-            call.end(Some(&series.retried));
+            call.end(Some(Outcome::Retried));
         }
     }
 }
@@ -324,13 +338,12 @@ where
         let polled = this.inner.poll(cx);
         guard.defuse();
         let result = std::task::ready!(polled).map(Into::into).map_err(failed);
-        let series = this.call.series.clone();
         let outcome = match &result {
-            Ok(_) => &series.acked,
-            Err(e) if e.is_dead_letter() => &series.dead_lettered,
+            Ok(_) => Outcome::Acked,
+            Err(e) if e.is_dead_letter() => Outcome::DeadLettered,
             Err(e) => match e.settlement() {
-                Settlement::RetryAfter(_) => &series.retried_after,
-                _ => &series.retried,
+                Settlement::RetryAfter(_) => Outcome::RetriedAfter,
+                _ => Outcome::Retried,
             },
         };
         this.call.end(Some(outcome));

@@ -166,9 +166,11 @@ impl<S: Clone> Layer<S> for RetryLayer {
     type Service = Retry<S>;
     fn layer(&self, inner: S) -> Retry<S> {
         Retry {
-            spare: Arc::new(inner.clone()),
+            shared: Arc::new(Shared {
+                spare: inner.clone(),
+                config: self.clone(),
+            }),
             inner,
-            config: Arc::new(self.clone()),
         }
     }
 }
@@ -177,10 +179,17 @@ impl<S: Clone> Layer<S> for RetryLayer {
 #[derive(Clone, Debug)]
 pub struct Retry<S> {
     inner: S,
+    /// One reference count per call, not two.
+    shared: Arc<Shared<S>>,
+}
+
+/// What every call of a [`Retry`] shares.
+#[derive(Debug)]
+pub struct Shared<S> {
     /// What later attempts call (a clone of it), so that a first attempt
     /// that succeeds clones no service.
-    spare: Arc<S>,
-    config: Arc<RetryLayer>,
+    spare: S,
+    config: RetryLayer,
 }
 
 impl<S> Service<Received> for Retry<S>
@@ -199,14 +208,13 @@ where
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
-        match self.config.mode {
+        match self.shared.config.mode {
             Mode::InProcess => {
                 let again = Again {
                     received: received.clone(),
-                    spare: self.spare.clone(),
-                    config: self.config.clone(),
+                    shared: self.shared.clone(),
                     // Read the clock only when a limit needs it.
-                    started: self.config.max_elapsed.map(|_| Instant::now()),
+                    started: self.shared.config.max_elapsed.map(|_| Instant::now()),
                 };
                 RetryFuture::First {
                     call: self.inner.call(received),
@@ -216,7 +224,7 @@ where
             Mode::ViaBroker => RetryFuture::ViaBroker {
                 attempt: received.attempt(),
                 call: self.inner.call(received),
-                config: self.config.clone(),
+                shared: self.shared.clone(),
             },
         }
     }
@@ -226,8 +234,7 @@ where
 #[derive(Debug)]
 pub struct Again<S> {
     received: Received,
-    spare: Arc<S>,
-    config: Arc<RetryLayer>,
+    shared: Arc<Shared<S>>,
     started: Option<Instant>,
 }
 
@@ -246,7 +253,7 @@ mod future {
             /// The attempts after it.
             Again { later: BoxFuture<'static, Result<Outgoing, HandlerError>> },
             /// The one attempt of this delivery, via the broker.
-            ViaBroker { #[pin] call: S::Future, attempt: u32, config: Arc<RetryLayer> },
+            ViaBroker { #[pin] call: S::Future, attempt: u32, shared: Arc<Shared<S>> },
         }
     }
 }
@@ -271,7 +278,7 @@ where
                         Err(e) => failed(e),
                     };
                     let again = again.take().expect("polled after it completed");
-                    if !(again.config.predicate)(&error) {
+                    if !(again.shared.config.predicate)(&error) {
                         return Poll::Ready(Err(error));
                     }
                     Box::pin(in_process(error, again))
@@ -280,12 +287,12 @@ where
                 RetryProj::ViaBroker {
                     call,
                     attempt,
-                    config,
+                    shared,
                 } => {
                     let result = std::task::ready!(call.poll(cx))
                         .map(Into::into)
                         .map_err(failed);
-                    return Poll::Ready(via_broker(result, *attempt, config));
+                    return Poll::Ready(via_broker(result, *attempt, &shared.config));
                 }
             };
             self.set(RetryFuture::Again { later });
@@ -302,10 +309,10 @@ where
 {
     let Again {
         mut received,
-        spare,
-        config,
+        shared,
         started,
     } = again;
+    let config = &shared.config;
     // Earlier deliveries count one attempt each.
     let mut delays = config
         .delays()
@@ -326,7 +333,8 @@ where
         tokio::time::sleep(delay).await;
         let next = received.attempt() + 1;
         received.metadata = received.metadata.with_attempt(next);
-        match (*spare)
+        match shared
+            .spare
             .clone()
             .oneshot(received.clone())
             .await

@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use msg_core::{BoxError, Error, HandlerError, Outgoing};
+use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
 use crate::failed;
@@ -57,8 +58,10 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         TimeoutFuture {
-            inner: tokio::time::timeout(self.timeout, self.inner.call(request)),
+            inner: self.inner.call(request),
+            started: Instant::now(),
             timeout: self.timeout,
+            sleep: None,
         }
     }
 }
@@ -67,8 +70,13 @@ pin_project_lite::pin_project! {
     /// The future of a [`Timeout`] call.
     pub struct TimeoutFuture<F> {
         #[pin]
-        inner: tokio::time::Timeout<F>,
+        inner: F,
+        started: Instant,
         timeout: Duration,
+        // Made only when the handler waits: a handler done at its first
+        // poll never touches the timer wheel, and boxed so that the future
+        // of every call stays small.
+        sleep: Option<Pin<Box<Sleep>>>,
     }
 }
 
@@ -82,10 +90,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        Poll::Ready(match std::task::ready!(this.inner.poll(cx)) {
-            Ok(result) => result.map(Into::into).map_err(failed),
-            Err(_) => Err(HandlerError::retry(Error::Timeout(*this.timeout))),
-        })
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            return Poll::Ready(result.map(Into::into).map_err(failed));
+        }
+        let sleep = this.sleep.get_or_insert_with(|| {
+            Box::pin(tokio::time::sleep_until(*this.started + *this.timeout))
+        });
+        std::task::ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Err(HandlerError::retry(Error::Timeout(*this.timeout))))
     }
 }
 
@@ -115,6 +127,19 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.settlement(), Settlement::Retry);
         assert!(err.to_string().contains("timed out"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_that_waits_less_than_the_timeout_passes() {
+        let waits = service(|_r: Received| async {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            Ok(())
+        });
+        TimeoutLayer::new(Duration::from_secs(1))
+            .layer(waits)
+            .oneshot(received())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
