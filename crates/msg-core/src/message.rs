@@ -276,6 +276,25 @@ impl Message {
         self.headers.get(name)
     }
 
+    /// The conversation this message belongs to: its `correlation-id`
+    /// header, or its own id when it has none (it starts a conversation).
+    /// The router gives the messages a handler returns the same
+    /// correlation id, unless they set their own.
+    ///
+    /// ```
+    /// use msg_core::{Message, headers};
+    /// let first = Message::new("order placed");
+    /// assert_eq!(first.correlation_id(), first.id().to_string());
+    /// let reply = Message::new("invoiced").with_header(headers::CORRELATION_ID, "conv-1");
+    /// assert_eq!(reply.correlation_id(), "conv-1");
+    /// ```
+    pub fn correlation_id(&self) -> std::borrow::Cow<'_, str> {
+        match self.header(headers::CORRELATION_ID) {
+            Some(id) => std::borrow::Cow::Borrowed(id),
+            None => std::borrow::Cow::Owned(self.id.to_string()),
+        }
+    }
+
     /// Checks the headers; publishers call this before sending.
     pub fn validate(&self) -> Result<()> {
         self.headers.validate()

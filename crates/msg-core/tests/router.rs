@@ -685,6 +685,45 @@ async fn outgoing_messages_carry_the_inputs_correlation_and_trace() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_without_a_correlation_id_starts_one_conversation_across_redeliveries() {
+    let b = broker();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (c, s) = (calls.clone(), seen.clone());
+    let router = Router::new(b.clone(), b.clone())
+        .handle(
+            Subscription::new("orders").group("svc"),
+            move |msg: Message| {
+                let (c, s) = (c.clone(), s.clone());
+                async move {
+                    s.lock().unwrap().push(msg.correlation_id().into_owned());
+                    // The first delivery publishes and then fails: the
+                    // redelivery's message must join the same conversation.
+                    let out = Outgoing::none().with("invoices", Message::new("invoice"));
+                    if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                        return Err(HandlerError::retry("once"));
+                    }
+                    Ok(out)
+                }
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    let order = Message::new("order");
+    b.publish("orders", order.clone()).await.unwrap();
+    b.wait_for("orders", |s| s.acked == 1, WAIT).await.unwrap();
+    router.shutdown().await;
+    let expected = order.id().to_string();
+    assert_eq!(*seen.lock().unwrap(), [expected.clone(), expected.clone()]);
+    let invoice = &b.published("invoices")[0];
+    assert_eq!(
+        invoice.header(headers::CORRELATION_ID),
+        Some(expected.as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typed_result_goes_to_the_routes_topic() {
     #[derive(serde::Deserialize)]
     struct Order {

@@ -7,11 +7,10 @@
 //! ```
 //! use std::time::Duration;
 //! use msg_core::{Received, service};
-//! use msg_middleware::{CorrelationIdLayer, RetryLayer, TimeoutLayer};
+//! use msg_middleware::{RetryLayer, TimeoutLayer};
 //! use tower::ServiceBuilder;
 //!
 //! let handler = ServiceBuilder::new()
-//!     .layer(CorrelationIdLayer::new())
 //!     .layer(RetryLayer::in_process().max_attempts(3))
 //!     .layer(TimeoutLayer::new(Duration::from_secs(5)))
 //!     .service(service(|msg: Received| async move {
@@ -39,12 +38,12 @@
 //!   limit shared by every instance, on Redis.
 //! - `metrics` (feature `metrics`): Prometheus counters, histograms and a gauge of handling
 //!   and publishing, in a registry you pass.
-//! - [`correlation`]: reads or creates the `correlation-id` header and
-//!   copies it onto the messages the handler publishes.
+//!
+//! Correlation ids need no layer: the router gives the messages a handler
+//! returns the input's conversation (`Message::correlation_id`).
 #![forbid(unsafe_code)]
 
 pub mod circuit_breaker;
-pub mod correlation;
 pub mod dedup;
 #[cfg(feature = "metrics")]
 pub mod metrics;
@@ -58,7 +57,6 @@ pub mod timeout;
 pub mod tracing;
 
 pub use circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitOpen};
-pub use correlation::{CorrelationId, CorrelationIdLayer};
 pub use dedup::{Dedup, DedupLayer, DedupStore, MemoryDedupStore};
 #[cfg(feature = "metrics")]
 pub use metrics::{Metered, MeteredPublisher, Metrics, MetricsLayer};

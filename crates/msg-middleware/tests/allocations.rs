@@ -4,9 +4,7 @@
 use std::time::Duration;
 
 use msg_core::{Bytes, HandlerError, Message, Metadata, Received, headers, service};
-use msg_middleware::{
-    CircuitBreakerLayer, CorrelationIdLayer, Metrics, RetryLayer, TimeoutLayer, TracingLayer,
-};
+use msg_middleware::{CircuitBreakerLayer, Metrics, RetryLayer, TimeoutLayer, TracingLayer};
 use tower::{Layer, Service, ServiceExt};
 
 #[global_allocator]
@@ -65,10 +63,6 @@ fn layers_that_pass_a_message_through_allocate_nothing() {
                 per_message(TracingLayer::new(), h()).await,
             ),
             ("metrics", per_message(metrics.layer("bill"), h()).await),
-            (
-                "correlation id (present)",
-                per_message(CorrelationIdLayer::new(), h()).await,
-            ),
             (
                 "timeout",
                 per_message(TimeoutLayer::new(Duration::from_secs(5)), h()).await,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use msg_core::{HandlerError, Message, Metadata, Publisher, Router, State, Subscription, headers};
 use msg_memory::{MemoryBroker, MemoryConfig};
-use msg_middleware::{CorrelationIdLayer, RetryLayer, TimeoutLayer};
+use msg_middleware::{RetryLayer, TimeoutLayer};
 
 /// What the handler saw.
 #[derive(Clone)]
@@ -43,7 +43,6 @@ async fn always_failing(retry: RetryLayer) -> (Vec<u32>, Message) {
         // handlers they wrap: the last one added is the outermost.
         .layer(TimeoutLayer::new(Duration::from_millis(200)))
         .layer(retry)
-        .layer(CorrelationIdLayer::new())
         .start()
         .await
         .unwrap();

@@ -199,6 +199,7 @@ async fn settlement_for(
     match settlement_now(outcome, topic) {
         Ok(decision) => decision,
         Err(mut outgoing) => {
+            // A batch's messages come from many inputs: none is theirs.
             if let Some(inherited) = inherited {
                 inherited.apply(&mut outgoing);
             }
@@ -228,7 +229,7 @@ struct Handled<'a> {
     topic: Arc<str>,
     key: Option<Arc<str>>,
     /// What the handler's messages take from the input.
-    inherited: Option<Inherited>,
+    inherited: Inherited,
 }
 
 impl Handled<'_> {
@@ -244,7 +245,7 @@ impl Handled<'_> {
         let publisher = publisher.clone();
         Box::pin(async move {
             let decision =
-                settlement_for(outcome.await, inherited.as_ref(), &*publisher, &topic).await;
+                settlement_for(outcome.await, Some(&inherited), &*publisher, &topic).await;
             apply(&mut settle, decision, &topic).await;
             key
         })

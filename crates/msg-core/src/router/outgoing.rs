@@ -175,37 +175,41 @@ pub(crate) fn json_message<T: Serialize>(value: &T) -> Result<Message> {
     Ok(Message::new(payload).with_content_type(Encoder::<T>::content_type(&JsonCodec)))
 }
 
-/// The headers a handler's messages take from the message it handled,
-/// unless they set their own: the correlation id and the trace context,
-/// so that a conversation and a trace go on through the handler.
-#[derive(Debug, Default)]
-pub(crate) struct Inherited(Vec<(&'static str, String)>);
-
-const INHERITED: [&str; 3] = [
-    headers::CORRELATION_ID,
-    headers::TRACEPARENT,
-    headers::TRACESTATE,
-];
+/// What a handler's messages take from the message it handled, unless
+/// they set their own: the conversation (its `correlation-id`, or its own
+/// id when it starts one) and the trace context, so that a conversation
+/// and a trace go on through the handler.
+///
+/// Taken for every message, so it only keeps references (the id and a
+/// reference-counted clone of the headers): nothing is copied unless the
+/// handler returns messages.
+#[derive(Debug)]
+pub(crate) struct Inherited {
+    /// The input's id and headers; its payload stays with the handler.
+    input: Message,
+}
 
 impl Inherited {
-    /// What `message` passes on; `None`, allocating nothing, when it
-    /// carries none of those headers.
-    pub(crate) fn from(message: &Message) -> Option<Self> {
-        let mut inherited = Vec::new();
-        for name in INHERITED {
-            if let Some(value) = message.header(name) {
-                inherited.push((name, value.to_owned()));
-            }
-        }
-        (!inherited.is_empty()).then_some(Self(inherited))
+    pub(crate) fn from(message: &Message) -> Self {
+        let mut input = Message::with_id(message.id(), bytes::Bytes::new());
+        *input.headers_mut() = message.headers().clone();
+        Self { input }
     }
 
     /// Gives each message what it does not set itself.
     pub(crate) fn apply(&self, outgoing: &mut Outgoing) {
         for (_, message) in &mut outgoing.0 {
-            for (name, value) in &self.0 {
-                if !message.headers().contains(name) {
-                    message.headers_mut().insert(*name, value.clone());
+            if !message.headers().contains(headers::CORRELATION_ID) {
+                let conversation = self.input.correlation_id().into_owned();
+                message
+                    .headers_mut()
+                    .insert(headers::CORRELATION_ID, conversation);
+            }
+            for name in [headers::TRACEPARENT, headers::TRACESTATE] {
+                if let Some(value) = self.input.header(name)
+                    && !message.headers().contains(name)
+                {
+                    message.headers_mut().insert(name, value);
                 }
             }
         }
@@ -237,11 +241,23 @@ mod tests {
             "b",
             Message::new("2").with_header(headers::CORRELATION_ID, "own"),
         );
-        Inherited::from(&input).unwrap().apply(&mut out);
+        Inherited::from(&input).apply(&mut out);
         let out: Vec<_> = out.into_iter().collect();
         assert_eq!(out[0].1.header(headers::CORRELATION_ID), Some("conv-1"));
         assert_eq!(out[0].1.header(headers::TRACEPARENT), Some("00-aa-bb-01"));
         assert_eq!(out[1].1.header(headers::CORRELATION_ID), Some("own"));
-        assert!(Inherited::from(&Message::new("plain")).is_none());
+    }
+
+    #[test]
+    fn a_message_without_a_correlation_id_starts_a_conversation_named_by_its_id() {
+        let input = Message::new("in");
+        let mut out = Outgoing::none().with("a", Message::new("1"));
+        Inherited::from(&input).apply(&mut out);
+        let (_, message) = out.into_iter().next().unwrap();
+        assert_eq!(
+            message.header(headers::CORRELATION_ID),
+            Some(input.id().to_string().as_str())
+        );
+        assert_eq!(message.header(headers::TRACEPARENT), None);
     }
 }
