@@ -280,6 +280,54 @@ where
     }
 }
 
+/// A batch: the messages already processed (or twice in the batch) are
+/// left out, and acked with the batch; the handler gets the rest, and the
+/// batch's ids are marked when it succeeds. A batch of only duplicates
+/// does not call the handler.
+impl<S, St> Service<Vec<Received>> for Dedup<S, St>
+where
+    S: Service<Vec<Received>> + Clone + Send + 'static,
+    S::Response: Into<Outgoing>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    St: DedupStore,
+{
+    type Response = Outgoing;
+    type Error = HandlerError;
+    type Future = BoxFuture<'static, Result<Outgoing, HandlerError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
+        self.inner.poll_ready(cx).map_err(failed)
+    }
+
+    fn call(&mut self, batch: Vec<Received>) -> Self::Future {
+        let mut inner = crate::take_ready(&mut self.inner);
+        let store = self.store.clone();
+        Box::pin(async move {
+            let mut fresh = Vec::with_capacity(batch.len());
+            let mut ids = std::collections::HashSet::with_capacity(batch.len());
+            for received in batch {
+                let id = received.message.id();
+                // An id twice in one batch is a duplicate too.
+                if !ids.insert(id) || store.contains(id).await? {
+                    tracing::debug!(%id, topic = received.topic(), "duplicate skipped");
+                } else {
+                    fresh.push(received);
+                }
+            }
+            if fresh.is_empty() {
+                return Ok(Outgoing::none());
+            }
+            let handled: Vec<Uuid> = fresh.iter().map(|r| r.message.id()).collect();
+            let out: Outgoing = inner.call(fresh).await.map_err(failed)?.into();
+            for id in handled {
+                store.mark(id).await?;
+            }
+            Ok(out)
+        })
+    }
+}
+
 // pin-project-lite takes no docs on fields.
 #[allow(missing_docs)]
 mod future {
@@ -382,6 +430,71 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_batch_handler_gets_only_what_it_has_not_processed() {
+        let got = Arc::new(std::sync::Mutex::new(Vec::<Vec<Uuid>>::new()));
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (g, f) = (got.clone(), fail.clone());
+        let handler = tower::service_fn(move |batch: Vec<Received>| {
+            g.lock()
+                .unwrap()
+                .push(batch.iter().map(|r| r.message.id()).collect());
+            let fails = f.load(Ordering::SeqCst);
+            async move {
+                if fails {
+                    return Err(HandlerError::retry("down"));
+                }
+                Ok::<_, HandlerError>(Outgoing::none())
+            }
+        });
+        let layer = DedupLayer::new(MemoryDedupStore::new(Duration::from_secs(60), 100));
+        let (a, b, c, d) = (
+            Message::new("a"),
+            Message::new("b"),
+            Message::new("c"),
+            Message::new("d"),
+        );
+        let batch = |ms: &[&Message]| ms.iter().map(|m| received(m)).collect::<Vec<_>>();
+        let mut svc = layer.layer(handler);
+        svc.ready()
+            .await
+            .unwrap()
+            .call(batch(&[&a, &b, &a]))
+            .await
+            .unwrap();
+        svc.ready()
+            .await
+            .unwrap()
+            .call(batch(&[&a, &c]))
+            .await
+            .unwrap();
+        svc.ready()
+            .await
+            .unwrap()
+            .call(batch(&[&b, &c]))
+            .await
+            .unwrap();
+        fail.store(true, Ordering::SeqCst);
+        svc.ready()
+            .await
+            .unwrap()
+            .call(batch(&[&d]))
+            .await
+            .unwrap_err();
+        fail.store(false, Ordering::SeqCst);
+        svc.ready().await.unwrap().call(batch(&[&d])).await.unwrap();
+        assert_eq!(
+            *got.lock().unwrap(),
+            [
+                vec![a.id(), b.id()],
+                vec![c.id()],
+                vec![d.id()],
+                vec![d.id()]
+            ],
+            "duplicates left out, an all-duplicate batch not called, a failed one not marked"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -62,7 +62,7 @@ pub use dedup::{Dedup, DedupLayer, DedupStore, MemoryDedupStore};
 pub use metrics::{Metered, MeteredPublisher, Metrics, MetricsLayer};
 pub use poison::{MemoryPoisonStore, Poison, PoisonLayer, PoisonStore};
 pub use rate_limit::{RateLimit, RateLimitLayer};
-pub use retry::{Retry, RetryLayer};
+pub use retry::{Attempted, Retry, RetryLayer};
 pub use timeout::{Timeout, TimeoutLayer};
 #[cfg(feature = "otel")]
 pub use tracing::{Traced, TracedPublisher, TracingLayer};

@@ -224,29 +224,55 @@ where
     }
 
     fn call(&mut self, received: Received) -> Self::Future {
-        let meta = &received.metadata;
-        let series = match &self.last {
-            Some(series) if series.is_for(&meta.topic, &meta.group) => series.clone(),
+        let series = self.series(&received.metadata.topic, &received.metadata.group);
+        let call = InFlight::start(series, 1);
+        MeteredFuture {
+            inner: self.inner.call(received),
+            call,
+        }
+    }
+}
+
+/// A batch counts as its messages (consumed, in flight, and the outcome of
+/// each), and its call is one observation of the process duration.
+impl<S> Service<Vec<Received>> for Metered<S>
+where
+    S: Service<Vec<Received>>,
+    S::Response: Into<Outgoing>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Outgoing;
+    type Error = HandlerError;
+    type Future = MeteredFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), HandlerError>> {
+        self.inner.poll_ready(cx).map_err(failed)
+    }
+
+    fn call(&mut self, batch: Vec<Received>) -> Self::Future {
+        // A batch comes from one subscription: its first message names it.
+        let (topic, group) = batch
+            .first()
+            .map(|r| (r.metadata.topic.clone(), r.metadata.group.clone()))
+            .unwrap_or_else(|| (Arc::from(""), None));
+        let series = self.series(&topic, &group);
+        let call = InFlight::start(series, batch.len() as u64);
+        MeteredFuture {
+            inner: self.inner.call(batch),
+            call,
+        }
+    }
+}
+
+impl<S> Metered<S> {
+    fn series(&mut self, topic: &Arc<str>, group: &Option<Arc<str>>) -> Arc<Series> {
+        match &self.last {
+            Some(series) if series.is_for(topic, group) => series.clone(),
             _ => {
-                let series = Arc::new(Series::new(
-                    &self.metrics,
-                    &meta.topic,
-                    &meta.group,
-                    &self.handler,
-                ));
+                let series = Arc::new(Series::new(&self.metrics, topic, group, &self.handler));
                 self.last = Some(series.clone());
                 series
             }
-        };
-        series.consumed.inc();
-        series.in_flight.inc();
-        MeteredFuture {
-            inner: self.inner.call(received),
-            call: InFlight {
-                series,
-                started: Instant::now(),
-                done: false,
-            },
         }
     }
 }
@@ -266,6 +292,8 @@ pin_project_lite::pin_project! {
 #[derive(Debug)]
 struct InFlight {
     series: Arc<Series>,
+    /// The messages of the call: 1, or a batch's.
+    messages: u64,
     started: Instant,
     done: bool,
 }
@@ -280,20 +308,32 @@ enum Outcome {
 }
 
 impl InFlight {
+    fn start(series: Arc<Series>, messages: u64) -> Self {
+        series.consumed.inc_by(messages);
+        // A gauge of at most a batch's size.
+        series.in_flight.add(messages as i64);
+        Self {
+            series,
+            messages,
+            started: Instant::now(),
+            done: false,
+        }
+    }
+
     fn end(&mut self, outcome: Option<Outcome>) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let series = &self.series;
-        series.in_flight.dec();
+        let (series, n) = (&self.series, self.messages);
+        series.in_flight.sub(n as i64);
         series
             .process_duration
             .observe(self.started.elapsed().as_secs_f64());
         match outcome {
-            Some(Outcome::Acked) => series.acked.inc(),
-            Some(Outcome::Retried) => series.retried.inc(),
-            Some(Outcome::RetriedAfter) => series.retried_after.inc(),
-            Some(Outcome::DeadLettered) => series.dead_lettered.inc(),
+            Some(Outcome::Acked) => series.acked.inc_by(n),
+            Some(Outcome::Retried) => series.retried.inc_by(n),
+            Some(Outcome::RetriedAfter) => series.retried_after.inc_by(n),
+            Some(Outcome::DeadLettered) => series.dead_lettered.inc_by(n),
             None => {}
         }
     }
@@ -479,6 +519,50 @@ mod tests {
             value(&registry, "msg_acked_total", "billing"),
             2.0,
             "the group label"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_counts_its_messages_and_one_duration() {
+        use futures::FutureExt;
+        let registry = Registry::new();
+        let metrics = Metrics::new(&registry).unwrap();
+        let mut handler =
+            metrics
+                .layer("bill")
+                .layer(tower::service_fn(|batch: Vec<Received>| async move {
+                    if batch.iter().any(|r| r.payload().as_ref() == b"hang") {
+                        std::future::pending::<()>().await;
+                    }
+                    if batch.len() == 2 {
+                        return Err(HandlerError::retry("busy"));
+                    }
+                    Ok::<_, HandlerError>(Outgoing::none())
+                }));
+        let v = |name| value(&registry, name, "bill");
+        let batch = |ps: &[&'static str]| ps.iter().map(|p| received(p)).collect::<Vec<_>>();
+        let mut hanging = Box::pin(handler.call(batch(&["hang", "a", "b", "c"])));
+        assert!(futures::poll!(hanging.as_mut()).is_pending());
+        assert_eq!(v("msg_in_flight"), 4.0, "a batch's messages are in flight");
+        drop(hanging);
+        assert_eq!(v("msg_in_flight"), 0.0);
+        handler
+            .call(batch(&["a", "b", "c"]))
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        handler
+            .call(batch(&["d", "e"]))
+            .now_or_never()
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(v("messaging_client_consumed_messages_total"), 9.0);
+        assert_eq!(v("msg_acked_total"), 3.0);
+        assert_eq!(v("msg_retried_total"), 2.0);
+        assert_eq!(
+            v("messaging_process_duration_seconds"),
+            3.0,
+            "one observation per call"
         );
     }
 

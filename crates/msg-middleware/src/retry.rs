@@ -19,6 +19,10 @@
 //! already a dead letter (a retryable `msg_core::Error`, any other error, a
 //! timeout). A subscription's max deliveries still bounds the deliveries;
 //! keep it at or above `max_attempts` for `via_broker`.
+//!
+//! Around a batch handler (`Router::batch_layer`) the whole batch is one
+//! attempt: it is called again whole, every message's attempt going up
+//! together, and dead-lettered message by message after the last.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -192,38 +196,68 @@ pub struct Shared<S> {
     config: RetryLayer,
 }
 
-impl<S> Service<Received> for Retry<S>
+/// What a retried call handles: one message, or a batch (retried whole,
+/// every message's attempt going up together).
+pub trait Attempted: Clone + Send + 'static {
+    /// The attempt this is: for a batch, its latest message's.
+    fn attempt(&self) -> u32;
+    /// Sets the attempt the handler sees.
+    fn set_attempt(&mut self, attempt: u32);
+}
+
+impl Attempted for Received {
+    fn attempt(&self) -> u32 {
+        self.metadata.attempt
+    }
+    fn set_attempt(&mut self, attempt: u32) {
+        self.metadata.attempt = attempt;
+    }
+}
+
+impl Attempted for Vec<Received> {
+    fn attempt(&self) -> u32 {
+        self.iter().map(|r| r.metadata.attempt).max().unwrap_or(1)
+    }
+    fn set_attempt(&mut self, attempt: u32) {
+        for received in self {
+            received.metadata.attempt = attempt;
+        }
+    }
+}
+
+impl<S, R> Service<R> for Retry<S>
 where
-    S: Service<Received> + Clone + Send + Sync + 'static,
+    R: Attempted,
+    S: Service<R> + Clone + Send + Sync + 'static,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
 {
     type Response = Outgoing;
     type Error = HandlerError;
-    type Future = RetryFuture<S>;
+    type Future = RetryFuture<S, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), HandlerError>> {
         self.inner.poll_ready(cx).map_err(failed)
     }
 
-    fn call(&mut self, received: Received) -> Self::Future {
+    fn call(&mut self, request: R) -> Self::Future {
         match self.shared.config.mode {
             Mode::InProcess => {
                 let again = Again {
-                    received: received.clone(),
+                    request: request.clone(),
                     shared: self.shared.clone(),
                     // Read the clock only when a limit needs it.
                     started: self.shared.config.max_elapsed.map(|_| Instant::now()),
                 };
                 RetryFuture::First {
-                    call: self.inner.call(received),
+                    call: self.inner.call(request),
                     again: Some(again),
                 }
             }
             Mode::ViaBroker => RetryFuture::ViaBroker {
-                attempt: received.attempt(),
-                call: self.inner.call(received),
+                attempt: request.attempt(),
+                call: self.inner.call(request),
                 shared: self.shared.clone(),
             },
         }
@@ -232,8 +266,8 @@ where
 
 /// What attempts after the first need.
 #[derive(Debug)]
-pub struct Again<S> {
-    received: Received,
+pub struct Again<S, R> {
+    request: R,
     shared: Arc<Shared<S>>,
     started: Option<Instant>,
 }
@@ -247,9 +281,9 @@ mod future {
         /// later ones (in process) boxed, so that a first attempt that
         /// succeeds allocates nothing.
         #[project = RetryProj]
-        pub enum RetryFuture<S: Service<Received>> {
+        pub enum RetryFuture<S: Service<R>, R> {
             /// The first attempt, in process.
-            First { #[pin] call: S::Future, again: Option<Again<S>> },
+            First { #[pin] call: S::Future, again: Option<Again<S, R>> },
             /// The attempts after it.
             Again { later: BoxFuture<'static, Result<Outgoing, HandlerError>> },
             /// The one attempt of this delivery, via the broker.
@@ -260,9 +294,10 @@ mod future {
 pub use future::RetryFuture;
 use future::RetryProj;
 
-impl<S> Future for RetryFuture<S>
+impl<S, R> Future for RetryFuture<S, R>
 where
-    S: Service<Received> + Clone + Send + Sync + 'static,
+    R: Attempted,
+    S: Service<R> + Clone + Send + Sync + 'static,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
@@ -301,14 +336,18 @@ where
 }
 
 /// The attempts after a first that failed with `error`, in process.
-async fn in_process<S>(mut error: HandlerError, again: Again<S>) -> Result<Outgoing, HandlerError>
+async fn in_process<S, R>(
+    mut error: HandlerError,
+    again: Again<S, R>,
+) -> Result<Outgoing, HandlerError>
 where
-    S: Service<Received> + Clone,
+    R: Attempted,
+    S: Service<R> + Clone,
     S::Response: Into<Outgoing>,
     S::Error: Into<BoxError>,
 {
     let Again {
-        mut received,
+        mut request,
         shared,
         started,
     } = again;
@@ -316,13 +355,13 @@ where
     // Earlier deliveries count one attempt each.
     let mut delays = config
         .delays()
-        .skip(received.attempt().saturating_sub(1) as usize);
+        .skip(request.attempt().saturating_sub(1) as usize);
     loop {
         if !(config.predicate)(&error) {
             return Err(error);
         }
         let Some(delay) = delays.next() else {
-            return Err(give_up(error, received.attempt()));
+            return Err(give_up(error, request.attempt()));
         };
         if let (Some(max), Some(started)) = (config.max_elapsed, started)
             && started.elapsed() + delay > max
@@ -331,12 +370,11 @@ where
         }
         tracing::debug!(error = %error, ?delay, "handler failed; retrying in process");
         tokio::time::sleep(delay).await;
-        let next = received.attempt() + 1;
-        received.metadata = received.metadata.with_attempt(next);
+        request.set_attempt(request.attempt() + 1);
         match shared
             .spare
             .clone()
-            .oneshot(received.clone())
+            .oneshot(request.clone())
             .await
             .map(Into::into)
             .map_err(failed)

@@ -113,6 +113,55 @@ where
     }
 }
 
+/// A batch gets one span, linked (not parented) to the context each of
+/// its messages carries, as the OpenTelemetry messaging conventions have
+/// it for batches; the messages the handler returns carry the span.
+impl<S> Service<Vec<Received>> for Traced<S>
+where
+    S: Service<Vec<Received>>,
+    S::Response: Into<Outgoing>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Outgoing;
+    type Error = HandlerError;
+    type Future = TracedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), HandlerError>> {
+        self.inner.poll_ready(cx).map_err(failed)
+    }
+
+    fn call(&mut self, batch: Vec<Received>) -> Self::Future {
+        let topic = batch.first().map_or("", |r| r.topic());
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %format!("process {topic}"),
+            otel.kind = "consumer",
+            messaging.operation.type = "process",
+            messaging.destination.name = topic,
+            messaging.batch.message_count = batch.len(),
+            messaging.consumer.group.name = batch.first().and_then(|r| r.metadata.group.as_deref()),
+            error.type = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            for received in &batch {
+                let context =
+                    with_propagator(|p| p.extract(&HeaderReader(received.message.headers())));
+                let linked = opentelemetry::trace::TraceContextExt::span(&context)
+                    .span_context()
+                    .clone();
+                if linked.is_valid() {
+                    span.add_link(linked);
+                }
+            }
+        }
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(batch)
+        };
+        TracedFuture { inner, span }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// The future of a [`Traced`] handler call: polled inside the span,
     /// and the messages the handler returns carry the span's context.

@@ -146,3 +146,57 @@ async fn layers_that_need_no_message_wrap_batch_handlers() {
         "the timed-out batch was retried: {stats:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_retried_whole_and_then_dead_lettered_message_by_message() {
+    use msg_core::{BatchOptions, Received};
+    let b = MemoryBroker::with_config(MemoryConfig::default().retention(10)).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let router = Router::new(b.clone(), b.clone())
+        .with_state(seen.clone())
+        .handle_batch(
+            Subscription::new("orders").group("svc"),
+            // Three messages make the batch; the wait only bounds a short one.
+            BatchOptions::new(3, Duration::from_secs(1)),
+            |State(seen): State<Arc<Mutex<Vec<Vec<u32>>>>>, batch: Vec<Received>| async move {
+                seen.lock()
+                    .unwrap()
+                    .push(batch.iter().map(|r| r.attempt()).collect());
+                Err::<(), _>(HandlerError::retry("downstream is down"))
+            },
+        )
+        .batch_layer(
+            RetryLayer::in_process()
+                .max_attempts(3)
+                .min_delay(Duration::from_millis(5)),
+        )
+        .start()
+        .await
+        .unwrap();
+    for i in 0..3 {
+        b.publish("orders", Message::new(format!("o-{i}")))
+            .await
+            .unwrap();
+    }
+    b.wait_for("orders", |s| s.dead_lettered == 3, Duration::from_secs(10))
+        .await
+        .unwrap();
+    router.shutdown().await;
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [vec![1, 1, 1], vec![2, 2, 2], vec![3, 3, 3]],
+        "one delivery, three calls of the whole batch"
+    );
+    let dead = b.published("orders.dlq");
+    assert_eq!(dead.len(), 3);
+    for message in &dead {
+        assert_eq!(message.header(headers::ATTEMPTS), Some("3"));
+        assert!(
+            message
+                .header(headers::DEAD_LETTER_REASON)
+                .is_some_and(|r| r.starts_with("gave up after 3 attempts")),
+            "{:?}",
+            message.header(headers::DEAD_LETTER_REASON)
+        );
+    }
+}
