@@ -71,6 +71,8 @@ const TRANSPORTS: &[(&str, &str, &[&str])] = &[
     ("middleware", "msg-middleware", &["redis"]),
     // The facade: one trace across three hops on a real broker.
     ("facade", "msg", &["redis"]),
+    // The outbox on PostgreSQL (its SQLite tests need no server).
+    ("outbox", "msg-outbox", &["postgres"]),
     ("nats", "msg-nats", &["nats"]),
     ("amqp", "msg-amqp", &["rabbitmq"]),
     ("kafka", "msg-kafka", &["kafka"]),

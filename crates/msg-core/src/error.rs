@@ -91,6 +91,16 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The database or store behind a component (the outbox's tables, a
+    /// dedup store) refused or failed an operation.
+    #[error("store error")]
+    Store {
+        /// Whether trying again may succeed.
+        retryable: bool,
+        /// The store client's error.
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl Error {
@@ -98,7 +108,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Connection(_) | Error::Timeout(_) | Error::Backpressure => true,
-            Error::Broker { retryable, .. } => *retryable,
+            Error::Broker { retryable, .. } | Error::Store { retryable, .. } => *retryable,
             Error::Batch(batch) => batch.error().is_retryable(),
             _ => false,
         }
@@ -146,6 +156,23 @@ impl Error {
         }
     }
 
+    /// A store error that may go away (a lost connection, a busy or
+    /// locked database, a serialization conflict).
+    pub fn store_retryable(source: impl Into<BoxError>) -> Self {
+        Error::Store {
+            retryable: true,
+            source: source.into(),
+        }
+    }
+
+    /// A store error that trying again will not fix.
+    pub fn store_permanent(source: impl Into<BoxError>) -> Self {
+        Error::Store {
+            retryable: false,
+            source: source.into(),
+        }
+    }
+
     /// The error and all its sources on one line, joined with `: `.
     ///
     /// This is the form of the `msg-error` header.
@@ -187,6 +214,8 @@ mod tests {
         assert!(Error::Timeout(Duration::from_secs(1)).is_retryable());
         assert!(Error::broker_retryable("busy").is_retryable());
         assert!(!Error::broker_permanent("denied").is_retryable());
+        assert!(Error::store_retryable("locked").is_retryable());
+        assert!(!Error::store_permanent("no such table").is_retryable());
         assert!(!Error::AlreadySettled.is_retryable());
         assert!(!Error::Decode("bad json".into()).is_retryable());
         assert!(!Error::Closed.is_connection());

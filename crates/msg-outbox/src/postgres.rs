@@ -1,0 +1,390 @@
+//! The outbox in PostgreSQL.
+//!
+//! Two PostgreSQL facts shape it:
+//! - A `BIGSERIAL` is taken at insert, not at commit: a row with a smaller
+//!   `seq` can become visible after a larger one was published. Each row
+//!   records the inserting transaction (`txid`), and the relay only takes
+//!   rows whose transaction is older than every transaction still running
+//!   (`txid < pg_snapshot_xmin(pg_current_snapshot())`): no row that sorts
+//!   before them can still appear. Rows go out in `(txid, seq)` order. A
+//!   long transaction anywhere in the cluster holds the relay back for as
+//!   long as it runs.
+//! - A claim is a transaction: the relay takes a transaction-scoped
+//!   advisory lock per message key (and per row without a key), publishes,
+//!   records what it published and commits. Other relays skip the locked
+//!   keys; a relay that dies loses its connection, which ends the
+//!   transaction and frees its keys at once.
+//!
+//! Inserts fire a trigger that `NOTIFY`s the table's channel at commit,
+//! which wakes relays listening anywhere.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use msg_core::{Result, Uuid};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+
+use crate::row::{NewRow, now_millis};
+use crate::store::{
+    Claim, FailedRow, Hold, INSERT_COLUMNS, OutboxStats, Outcome, bind_new_row, claimed,
+    failed_row, store_error,
+};
+use crate::table::Table;
+
+/// The SQL, with the table's name in it, written once.
+#[derive(Debug)]
+struct Sql {
+    table: Table,
+    channel: String,
+    migrate: Vec<String>,
+    insert: String,
+    candidates: String,
+    lock_keys: String,
+    lock_rows: String,
+    rows: String,
+    mark_sent: String,
+    delete_sent_now: String,
+    fail: String,
+    delete_sent: String,
+    stats: String,
+    failed: String,
+    requeue: String,
+}
+
+impl Sql {
+    fn new(table: Table) -> Self {
+        let t = table.name();
+        let pending = table.derived("pending");
+        let by_key = table.derived("key");
+        let sent = table.derived("sent");
+        let channel = table.derived("enqueued");
+        let notify = table.derived("notify");
+        // Rows whose transaction may still be followed by earlier ones are
+        // not ready.
+        let settled = "txid < pg_snapshot_xmin(pg_current_snapshot())";
+        Self {
+            migrate: vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {t} (
+                        seq BIGSERIAL PRIMARY KEY,
+                        txid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+                        id TEXT NOT NULL,
+                        topic TEXT NOT NULL,
+                        msg_key TEXT,
+                        headers TEXT NOT NULL,
+                        payload BYTEA NOT NULL,
+                        deliver_at BIGINT,
+                        ttl_ms BIGINT,
+                        reply_to TEXT,
+                        enqueued_at BIGINT NOT NULL,
+                        state TEXT NOT NULL DEFAULT 'pending'
+                            CHECK (state IN ('pending', 'sent', 'failed')),
+                        attempts BIGINT NOT NULL DEFAULT 0,
+                        next_attempt_at BIGINT NOT NULL DEFAULT 0,
+                        last_error TEXT,
+                        sent_at BIGINT
+                    )"
+                ),
+                format!(
+                    "CREATE INDEX IF NOT EXISTS {pending} ON {t} (txid, seq) WHERE state = 'pending'"
+                ),
+                format!(
+                    "CREATE INDEX IF NOT EXISTS {by_key} ON {t} (msg_key, txid, seq) \
+                     WHERE state = 'pending' AND msg_key IS NOT NULL"
+                ),
+                format!("CREATE INDEX IF NOT EXISTS {sent} ON {t} (sent_at) WHERE state = 'sent'"),
+                format!(
+                    "CREATE OR REPLACE FUNCTION {notify}() RETURNS trigger LANGUAGE plpgsql AS $$
+                     BEGIN PERFORM pg_notify('{channel}', ''); RETURN NULL; END $$"
+                ),
+                format!(
+                    "CREATE OR REPLACE TRIGGER {notify} AFTER INSERT ON {t}
+                     FOR EACH STATEMENT EXECUTE FUNCTION {notify}()"
+                ),
+            ],
+            insert: format!(
+                "INSERT INTO {t} ({INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            ),
+            // Due rows, oldest first, whose key has no earlier row waiting
+            // out a backoff (which holds the key back).
+            candidates: format!(
+                "SELECT o.seq, o.msg_key FROM {t} o
+                 WHERE o.state = 'pending' AND o.next_attempt_at <= $1 AND o.{settled}
+                   AND (o.msg_key IS NULL OR NOT EXISTS (
+                     SELECT 1 FROM {t} p
+                     WHERE p.msg_key = o.msg_key AND p.state = 'pending'
+                       AND p.next_attempt_at > $1 AND (p.txid, p.seq) < (o.txid, o.seq)))
+                 ORDER BY o.txid, o.seq LIMIT $2"
+            ),
+            lock_keys: format!(
+                "SELECT k FROM unnest($1::text[]) AS k
+                 WHERE pg_try_advisory_xact_lock(hashtextextended('{t}:key:' || k, 0))"
+            ),
+            lock_rows: format!(
+                "SELECT s FROM unnest($1::bigint[]) AS s
+                 WHERE pg_try_advisory_xact_lock(hashtextextended('{t}:seq:' || s::text, 0))"
+            ),
+            // Read after the locks were taken, so it sees what the relay
+            // that held them last recorded.
+            rows: format!(
+                "SELECT seq, id, topic, msg_key, headers, payload, deliver_at, ttl_ms, reply_to,
+                        attempts, next_attempt_at
+                 FROM {t}
+                 WHERE state = 'pending' AND {settled}
+                   AND (msg_key = ANY($1) OR (msg_key IS NULL AND seq = ANY($2)))
+                 ORDER BY txid, seq LIMIT $3"
+            ),
+            mark_sent: format!("UPDATE {t} SET state = 'sent', sent_at = $1 WHERE seq = ANY($2)"),
+            delete_sent_now: format!("DELETE FROM {t} WHERE seq = ANY($1)"),
+            fail: format!(
+                "UPDATE {t} AS t SET attempts = f.attempts, next_attempt_at = f.next_attempt_at,
+                    last_error = f.error,
+                    state = CASE WHEN f.gave_up THEN 'failed' ELSE 'pending' END
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bool[], $5::text[])
+                    AS f(seq, attempts, next_attempt_at, gave_up, error)
+                 WHERE t.seq = f.seq"
+            ),
+            delete_sent: format!(
+                "DELETE FROM {t} WHERE seq IN (
+                    SELECT seq FROM {t} WHERE state = 'sent' AND sent_at < $1 LIMIT $2)"
+            ),
+            stats: format!(
+                "SELECT
+                    count(*) FILTER (WHERE state = 'pending') AS pending,
+                    count(*) FILTER (WHERE state = 'failed') AS failed,
+                    count(*) FILTER (WHERE state = 'sent') AS sent,
+                    min(enqueued_at) FILTER (WHERE state = 'pending') AS oldest
+                 FROM {t}"
+            ),
+            failed: format!(
+                "SELECT id, topic, attempts, last_error, enqueued_at FROM {t}
+                 WHERE state = 'failed' ORDER BY seq LIMIT $1"
+            ),
+            requeue: format!(
+                "UPDATE {t} SET state = 'pending', attempts = 0, next_attempt_at = 0,
+                    last_error = NULL
+                 WHERE id = $1 AND state = 'failed'"
+            ),
+            channel,
+            table,
+        }
+    }
+}
+
+/// An outbox table in a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub(crate) struct PgStore {
+    pool: PgPool,
+    sql: Arc<Sql>,
+}
+
+impl PgStore {
+    pub(crate) fn new(pool: PgPool, table: Table) -> Self {
+        Self {
+            pool,
+            sql: Arc::new(Sql::new(table)),
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(crate) fn table(&self) -> &Table {
+        &self.sql.table
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // Two processes creating the same table at once would collide.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("{}:migrate", self.sql.table.name()))
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        for statement in &self.sql.migrate {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        tx.commit().await.map_err(store_error)
+    }
+
+    pub(crate) async fn insert(&self, conn: &mut sqlx::PgConnection, row: &NewRow) -> Result<()> {
+        bind_new_row(sqlx::query(&self.sql.insert), row)
+            .execute(conn)
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    pub(crate) async fn claim(&self, batch: usize) -> Result<Claim> {
+        use sqlx::Row;
+        let now = now_millis();
+        let limit = i64::try_from(batch).unwrap_or(i64::MAX);
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let candidates = sqlx::query(&self.sql.candidates)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        let mut keys: Vec<String> = Vec::new();
+        let mut seqs: Vec<i64> = Vec::new();
+        let mut seen = HashSet::new();
+        for row in &candidates {
+            match row
+                .try_get::<Option<String>, _>("msg_key")
+                .map_err(store_error)?
+            {
+                Some(key) => {
+                    if seen.insert(key.clone()) {
+                        keys.push(key);
+                    }
+                }
+                None => seqs.push(row.try_get("seq").map_err(store_error)?),
+            }
+        }
+        let mut rows = Vec::new();
+        if !candidates.is_empty() {
+            let keys: Vec<String> = sqlx::query_scalar(&self.sql.lock_keys)
+                .bind(&keys)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            let seqs: Vec<i64> = sqlx::query_scalar(&self.sql.lock_rows)
+                .bind(&seqs)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            let locked = sqlx::query(&self.sql.rows)
+                .bind(&keys)
+                .bind(&seqs)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            // A key's rows stop at its first one not due (waiting out a
+            // backoff): the later ones wait for it.
+            let mut held_back = HashSet::new();
+            for row in &locked {
+                let due: i64 = row.try_get("next_attempt_at").map_err(store_error)?;
+                let row = claimed(row)?;
+                if let Some(key) = &row.key
+                    && (held_back.contains(key) || due > now)
+                {
+                    held_back.insert(key.clone());
+                    continue;
+                }
+                if row.key.is_none() && due > now {
+                    continue;
+                }
+                rows.push(row);
+            }
+        }
+        Ok(Claim {
+            rows,
+            hold: Hold::Transaction(tx),
+        })
+    }
+
+    pub(crate) async fn finish(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        outcome: Outcome,
+        keep_sent: bool,
+    ) -> Result<()> {
+        if !outcome.sent.is_empty() {
+            let query = if keep_sent {
+                sqlx::query(&self.sql.mark_sent)
+                    .bind(now_millis())
+                    .bind(&outcome.sent)
+            } else {
+                sqlx::query(&self.sql.delete_sent_now).bind(&outcome.sent)
+            };
+            query.execute(&mut *tx).await.map_err(store_error)?;
+        }
+        if !outcome.failed.is_empty() {
+            let f = &outcome.failed;
+            sqlx::query(&self.sql.fail)
+                .bind(f.iter().map(|f| f.seq).collect::<Vec<_>>())
+                .bind(f.iter().map(|f| f.attempts).collect::<Vec<_>>())
+                .bind(f.iter().map(|f| f.next_attempt_at).collect::<Vec<_>>())
+                .bind(f.iter().map(|f| f.gave_up).collect::<Vec<_>>())
+                .bind(f.iter().map(|f| f.error.clone()).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        // Released rows need nothing: committing frees their keys.
+        tx.commit().await.map_err(store_error)
+    }
+
+    pub(crate) async fn delete_sent(&self, before: i64, limit: i64) -> Result<u64> {
+        let done = sqlx::query(&self.sql.delete_sent)
+            .bind(before)
+            .bind(limit)
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected())
+    }
+
+    pub(crate) async fn stats(&self) -> Result<OutboxStats> {
+        use sqlx::Row;
+        let row = sqlx::query(&self.sql.stats)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error)?;
+        let count = |name: &str| -> Result<u64> {
+            let n: i64 = row.try_get(name).map_err(store_error)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        let oldest: Option<i64> = row.try_get("oldest").map_err(store_error)?;
+        Ok(OutboxStats {
+            pending: count("pending")?,
+            failed: count("failed")?,
+            sent: count("sent")?,
+            oldest_pending_age: oldest
+                .map(|at| Duration::from_millis(u64::try_from(now_millis() - at).unwrap_or(0))),
+        })
+    }
+
+    pub(crate) async fn failed(&self, limit: i64) -> Result<Vec<FailedRow>> {
+        let rows = sqlx::query(&self.sql.failed)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(failed_row).collect()
+    }
+
+    pub(crate) async fn requeue(&self, id: Uuid) -> Result<bool> {
+        let done = sqlx::query(&self.sql.requeue)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// A listener on the table's channel, or `None` (the relay polls) if
+    /// it cannot listen.
+    pub(crate) async fn listen(&self) -> Option<PgListener> {
+        let listen = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(&self.sql.channel).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listen.await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::warn!(error = %e, "the outbox relay cannot LISTEN; it polls instead");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! [`Relay`]: publishes committed outbox rows through a [`Publisher`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use msg_core::{Error, Publisher, Result, Uuid};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::row::{ClaimedRow, now_millis};
+use crate::store::{Failure, Outcome, Store};
+
+/// Publishes an outbox's rows once their transaction committed, and marks
+/// them sent only after the broker accepted them (at least once: a relay
+/// that dies between the two publishes the row again, with the same
+/// message id).
+///
+/// - Several relays may run at once, in one process or many: each claims
+///   its batch (SQLite: a lease; PostgreSQL: key locks held by the claiming
+///   transaction until the batch is recorded), so one pass never publishes
+///   a row another pass holds.
+/// - The rows of one message key are published in commit order, one at a
+///   time; a row that fails holds back only the later rows of its key.
+///   Rows without a key are published concurrently.
+/// - A failed publish is tried again after a backoff; after
+///   `max_attempts` tries, or at once for an error no retry can fix (the
+///   broker refuses its size, say), the row moves to the failed state with
+///   the reason, where [`Outbox::failed`](crate::Outbox::failed) shows it.
+///   A failed row no longer holds back its key.
+#[derive(Debug)]
+pub struct Relay<P> {
+    store: Store,
+    wake: Arc<Notify>,
+    publisher: Arc<P>,
+    /// Names this relay's leases.
+    owner: String,
+    batch_size: usize,
+    concurrency: usize,
+    max_attempts: u32,
+    min_backoff: Duration,
+    max_backoff: Duration,
+    retention: Duration,
+    lease: Duration,
+    poll_interval: Duration,
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PassReport {
+    /// Rows claimed.
+    pub claimed: usize,
+    /// Rows the broker accepted.
+    pub published: usize,
+    /// Rows whose publish failed and will be tried again.
+    pub retrying: usize,
+    /// Rows moved to the failed state.
+    pub failed: usize,
+}
+
+impl<P: Publisher> Relay<P> {
+    pub(crate) fn new(store: Store, wake: Arc<Notify>, publisher: P) -> Self {
+        Self {
+            store,
+            wake,
+            publisher: Arc::new(publisher),
+            owner: Uuid::new_v4().to_string(),
+            batch_size: 100,
+            concurrency: 32,
+            max_attempts: 10,
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            retention: Duration::ZERO,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Rows claimed per pass (default 100).
+    pub fn batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+
+    /// Keys (and rows without a key) published at once within a pass
+    /// (default 32).
+    pub fn concurrency(mut self, publishes: usize) -> Self {
+        self.concurrency = publishes.max(1);
+        self
+    }
+
+    /// Tries of a row before it moves to the failed state (default 10).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The backoff after a failed publish: `min` after the first, doubling
+    /// up to `max` (default 1 s to 5 min).
+    pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_backoff = min;
+        self.max_backoff = max.max(min);
+        self
+    }
+
+    /// How long sent rows are kept (default zero: deleted as they are
+    /// sent). Kept rows are deleted by a cleanup beside the relay.
+    pub fn retention(mut self, keep: Duration) -> Self {
+        self.retention = keep;
+        self
+    }
+
+    /// SQLite: how long a claim holds its rows (default 30 s). A relay
+    /// that dies leaves its rows to others after this; a pass that takes
+    /// longer may see its rows published twice. (PostgreSQL holds claims
+    /// with the claiming transaction, which ends with the relay.)
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often to look for rows when nothing wakes the relay (default
+    /// 1 s). Enqueues in this process wake it at once, and on PostgreSQL
+    /// enqueues anywhere do (`LISTEN`/`NOTIFY`).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Claims one batch, publishes it and records the outcome.
+    pub async fn run_once(&self) -> Result<PassReport> {
+        let claim = self
+            .store
+            .claim(&self.owner, self.batch_size, self.lease)
+            .await?;
+        let mut report = PassReport {
+            claimed: claim.rows.len(),
+            ..PassReport::default()
+        };
+        let outcomes: Vec<Outcome> = futures::stream::iter(by_key(claim.rows))
+            .map(|rows| self.publish_in_order(rows))
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let mut outcome = Outcome::default();
+        for o in outcomes {
+            outcome.sent.extend(o.sent);
+            outcome.failed.extend(o.failed);
+            outcome.released.extend(o.released);
+        }
+        report.published = outcome.sent.len();
+        report.failed = outcome.failed.iter().filter(|f| f.gave_up).count();
+        report.retrying = outcome.failed.len() - report.failed;
+        self.store
+            .finish(claim.hold, outcome, !self.retention.is_zero())
+            .await?;
+        Ok(report)
+    }
+
+    /// Publishes one key's rows in order, stopping at the first failure.
+    async fn publish_in_order(&self, rows: Vec<ClaimedRow>) -> Outcome {
+        let mut outcome = Outcome::default();
+        let mut rows = rows.into_iter();
+        while let Some(row) = rows.next() {
+            let published = match row.to_message() {
+                Ok((message, options)) => self
+                    .publisher
+                    .publish_with(&row.topic, message, options)
+                    .await
+                    .map(drop),
+                Err(e) => Err(e),
+            };
+            match published {
+                Ok(()) => outcome.sent.push(row.seq),
+                Err(error) => {
+                    outcome.failed.push(self.failure(&row, &error));
+                    // Later rows of the key wait for this one.
+                    outcome.released.extend(rows.map(|r| r.seq));
+                    break;
+                }
+            }
+        }
+        outcome
+    }
+
+    fn failure(&self, row: &ClaimedRow, error: &Error) -> Failure {
+        let attempts = row.attempts + 1;
+        let gave_up = !error.is_retryable() || attempts >= i64::from(self.max_attempts);
+        let backoff = self
+            .min_backoff
+            .saturating_mul(2u32.saturating_pow(u32::try_from(attempts - 1).unwrap_or(u32::MAX)))
+            .min(self.max_backoff);
+        let chain = error.chain();
+        if gave_up {
+            tracing::warn!(id = %row.id, topic = %row.topic, attempts, error = %chain, "outbox row failed: kept in the failed state");
+        } else {
+            tracing::debug!(id = %row.id, topic = %row.topic, attempts, ?backoff, error = %chain, "publishing an outbox row failed; trying again later");
+        }
+        Failure {
+            seq: row.seq,
+            attempts,
+            next_attempt_at: now_millis()
+                .saturating_add(i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX)),
+            gave_up,
+            error: chain,
+        }
+    }
+
+    /// Runs the relay (and, with a retention, the cleanup of sent rows) in
+    /// the background until [`RunningRelay::shutdown`].
+    pub fn start(self) -> RunningRelay {
+        let (stop, stopped) = watch::channel(false);
+        let cleanup = (!self.retention.is_zero())
+            .then(|| tokio::spawn(cleanup(self.store.clone(), self.retention, stopped.clone())));
+        let relay = tokio::spawn(self.run(stopped));
+        RunningRelay {
+            stop,
+            relay,
+            cleanup,
+        }
+    }
+
+    async fn run(self, mut stopped: watch::Receiver<bool>) {
+        #[cfg(feature = "postgres")]
+        let mut listener = match &self.store {
+            Store::Postgres(store) => store.listen().await,
+            #[allow(unreachable_patterns)]
+            _ => None,
+        };
+        // After a wake-up, the enqueuing transaction may not have committed
+        // yet: look again shortly, a few times, before the regular polling.
+        let mut soon: VecDeque<Duration> = VecDeque::new();
+        let mut errors = 0u32;
+        loop {
+            if *stopped.borrow() {
+                break;
+            }
+            let wait = match self.run_once().await {
+                Ok(report) if report.claimed == self.batch_size => {
+                    errors = 0;
+                    continue;
+                }
+                Ok(_) => {
+                    errors = 0;
+                    soon.pop_front().unwrap_or(self.poll_interval)
+                }
+                Err(error) => {
+                    errors += 1;
+                    tracing::warn!(error = %error.chain(), "outbox relay pass failed; trying again");
+                    self.min_backoff
+                        .saturating_mul(errors.min(16))
+                        .min(self.poll_interval.max(self.min_backoff))
+                }
+            };
+            #[cfg(feature = "postgres")]
+            let notified = async {
+                match listener.as_mut() {
+                    Some(listener) => {
+                        if let Err(e) = listener.recv().await {
+                            tracing::debug!(error = %e, "outbox listener reconnecting");
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(feature = "postgres"))]
+            let notified = std::future::pending::<()>();
+            tokio::select! {
+                _ = stopped.changed() => break,
+                () = self.wake.notified() => {
+                    soon = [5, 20, 100, 500].map(Duration::from_millis).into();
+                }
+                () = notified => {}
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// The claimed rows as runs to publish: one per key (in order), and one
+/// per row without a key; in the order of their first row.
+fn by_key(rows: Vec<ClaimedRow>) -> Vec<Vec<ClaimedRow>> {
+    let mut runs: Vec<Vec<ClaimedRow>> = Vec::new();
+    let mut by_key: HashMap<String, usize> = HashMap::new();
+    for row in rows {
+        match &row.key {
+            Some(key) => match by_key.get(key) {
+                Some(&run) => runs[run].push(row),
+                None => {
+                    by_key.insert(key.clone(), runs.len());
+                    runs.push(vec![row]);
+                }
+            },
+            None => runs.push(vec![row]),
+        }
+    }
+    runs
+}
+
+/// Deletes sent rows older than `retention`, in small chunks so that the
+/// relay's writes are never held up for long.
+async fn cleanup(store: Store, retention: Duration, mut stopped: watch::Receiver<bool>) {
+    const CHUNK: i64 = 1_000;
+    let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let before =
+            now_millis().saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        loop {
+            match store.delete_sent(before, CHUNK).await {
+                Ok(n) if n as i64 == CHUNK && !*stopped.borrow() => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e.chain(), "outbox cleanup failed; trying again later");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = stopped.changed() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// A relay running in the background.
+#[derive(Debug)]
+pub struct RunningRelay {
+    stop: watch::Sender<bool>,
+    relay: JoinHandle<()>,
+    cleanup: Option<JoinHandle<()>>,
+}
+
+impl RunningRelay {
+    /// Stops the relay after its pass in flight: what it published is
+    /// recorded and what it holds is released.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.relay.await {
+            tracing::error!(error = %e, "the outbox relay task failed");
+        }
+        if let Some(cleanup) = self.cleanup
+            && let Err(e) = cleanup.await
+        {
+            tracing::error!(error = %e, "the outbox cleanup task failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64, key: Option<&str>) -> ClaimedRow {
+        ClaimedRow {
+            seq,
+            id: Uuid::now_v7().to_string(),
+            topic: "t".into(),
+            key: key.map(Into::into),
+            headers: "[]".into(),
+            payload: vec![],
+            deliver_at: None,
+            ttl_ms: None,
+            reply_to: None,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn rows_run_by_key_in_order_and_alone_without_one() {
+        let runs = by_key(vec![
+            row(1, Some("a")),
+            row(2, None),
+            row(3, Some("b")),
+            row(4, Some("a")),
+            row(5, None),
+            row(6, Some("b")),
+        ]);
+        let seqs: Vec<Vec<i64>> = runs
+            .iter()
+            .map(|run| run.iter().map(|r| r.seq).collect())
+            .collect();
+        assert_eq!(seqs, [vec![1, 4], vec![2], vec![3, 6], vec![5]]);
+    }
+}

@@ -1,0 +1,199 @@
+//! The outbox on PostgreSQL: the server `cargo xtask brokers up postgres`
+//! starts (or `MSG_TEST_POSTGRES_URL`).
+#![cfg(feature = "postgres")]
+
+mod support;
+
+use std::time::Duration;
+
+use msg_core::{Message, PublishOptions, Result};
+use msg_outbox::Outbox;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Executor, Postgres};
+use support::{Db, Recorder, keyed};
+
+struct PgDb;
+
+async fn pool() -> PgPool {
+    let url = msg_testkit::BrokerEnv::get("postgres").url().to_owned();
+    PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL at {url}: {e} (start it: cargo xtask brokers up postgres)")
+        })
+}
+
+fn table_of(outbox: &Outbox<Postgres>) -> String {
+    format!("{outbox:?}").split('"').nth(1).unwrap().to_owned()
+}
+
+impl Db for PgDb {
+    type DB = Postgres;
+    const LEASED: bool = false;
+
+    async fn outbox() -> Outbox<Postgres> {
+        let table = format!("outbox_{}", msg_core::Uuid::new_v4().simple());
+        let outbox = Outbox::postgres(pool().await).with_table(&table).unwrap();
+        outbox.migrate().await.unwrap();
+        outbox
+    }
+
+    async fn other(outbox: &Outbox<Postgres>) -> Outbox<Postgres> {
+        Outbox::postgres(pool().await)
+            .with_table(&table_of(outbox))
+            .unwrap()
+    }
+
+    async fn enqueue(
+        outbox: &Outbox<Postgres>,
+        messages: Vec<(&'static str, Message)>,
+        commit: bool,
+    ) -> Result<()> {
+        let pool = pool().await;
+        let mut tx = pool.begin().await.unwrap();
+        tx.execute("CREATE TEMP TABLE IF NOT EXISTS business (n int)")
+            .await
+            .unwrap();
+        for (topic, message) in messages {
+            outbox.enqueue(&mut tx, topic, message).await?;
+        }
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+        Ok(())
+    }
+
+    async fn enqueue_with(
+        outbox: &Outbox<Postgres>,
+        topic: &'static str,
+        message: Message,
+        options: PublishOptions,
+    ) -> Result<()> {
+        let pool = pool().await;
+        let mut tx = pool.begin().await.unwrap();
+        outbox
+            .enqueue_with(&mut tx, topic, message, options)
+            .await?;
+        tx.commit().await.unwrap();
+        Ok(())
+    }
+
+    async fn rows(outbox: &Outbox<Postgres>) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {}", table_of(outbox)))
+            .fetch_one(&pool().await)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn rollback_publishes_nothing_and_commit_publishes_once() {
+    support::rollback_publishes_nothing_and_commit_publishes_once::<PgDb>().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_an_error_and_writes_nothing() {
+    support::bad_input_is_an_error_and_writes_nothing::<PgDb>().await;
+}
+
+#[tokio::test]
+async fn options_are_carried_to_the_publish() {
+    support::options_are_carried_to_the_publish::<PgDb>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_keep_each_keys_order() {
+    support::two_relays_keep_each_keys_order::<PgDb>().await;
+}
+
+#[tokio::test]
+async fn a_failing_row_holds_back_only_its_key() {
+    support::a_failing_row_holds_back_only_its_key::<PgDb>().await;
+}
+
+#[tokio::test]
+async fn a_row_that_cannot_be_published_is_kept_as_failed() {
+    support::a_row_that_cannot_be_published_is_kept_as_failed::<PgDb>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_rows_are_kept_for_the_retention_then_deleted() {
+    support::sent_rows_are_kept_for_the_retention_then_deleted::<PgDb>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_in_another_process_wakes_the_relay_through_notify() {
+    let outbox = PgDb::outbox().await;
+    // Another Outbox: no in-process wake-up reaches the relay.
+    let elsewhere = PgDb::other(&outbox).await;
+    support::an_enqueue_wakes_the_relay::<PgDb>(outbox, elsewhere).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_relays_rows_go_to_the_next_at_once() {
+    support::a_dead_relays_rows_go_to_the_next::<PgDb>().await;
+}
+
+/// A BIGSERIAL is taken at insert: the row of the transaction that
+/// committed second can have the smaller number. The relay must not
+/// publish a key's later row before its earlier one that is not visible
+/// yet.
+#[tokio::test]
+async fn a_row_committed_late_is_still_published_before_the_later_row_of_its_key() {
+    let outbox = PgDb::outbox().await;
+    let pool = pool().await;
+    let recorder = Recorder::accepting();
+    let relay = outbox.relay(recorder.clone());
+
+    let mut first = pool.begin().await.unwrap();
+    outbox
+        .enqueue(&mut first, "orders", keyed("k", 0))
+        .await
+        .unwrap();
+    let mut second = pool.begin().await.unwrap();
+    outbox
+        .enqueue(&mut second, "orders", keyed("k", 1))
+        .await
+        .unwrap();
+    // Unrelated work, committed in the meantime.
+    PgDb::enqueue(&outbox, vec![("orders", Message::new("other"))], true)
+        .await
+        .unwrap();
+    second.commit().await.unwrap();
+
+    let report = relay.run_once().await.unwrap();
+    assert_eq!(
+        report.claimed, 0,
+        "k:1 and everything after the first transaction wait for it: {report:?}"
+    );
+    first.commit().await.unwrap();
+    let report = relay.run_once().await.unwrap();
+    assert_eq!(report.published, 3, "{report:?}");
+    assert_eq!(recorder.payloads("orders"), ["k:0", "k:1", "other"]);
+}
+
+/// The relay's claim holds no row lock that blocks the application: an
+/// enqueue while a relay publishes goes through at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_does_not_wait_for_a_relay_in_flight() {
+    let outbox = PgDb::outbox().await;
+    PgDb::enqueue(&outbox, vec![("orders", keyed("k", 0))], true)
+        .await
+        .unwrap();
+    let hanging = Recorder::with_rule(|_, _| support::Act::Hang);
+    let relay = outbox.relay(hanging);
+    let pass = tokio::spawn(async move { relay.run_once().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        PgDb::enqueue(&outbox, vec![("orders", keyed("k", 1))], true),
+    )
+    .await
+    .expect("the enqueue did not wait")
+    .unwrap();
+    pass.abort();
+}

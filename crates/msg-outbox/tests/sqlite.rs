@@ -1,0 +1,149 @@
+//! The outbox on SQLite files.
+
+mod support;
+
+use msg_core::{Message, PublishOptions, Result};
+use msg_outbox::Outbox;
+use sqlx::Sqlite;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+use support::Db;
+
+struct SqliteDb;
+
+async fn pool(path: &std::path::Path) -> SqlitePool {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal);
+    SqlitePool::connect_with(options).await.unwrap()
+}
+
+/// Where each outbox's file is, by table name.
+fn file_of(outbox: &Outbox<Sqlite>) -> std::path::PathBuf {
+    let name = format!("{outbox:?}");
+    let table = name
+        .split('"')
+        .nth(1)
+        .expect("the Debug output names the table");
+    std::env::temp_dir().join(format!("msg-outbox-test-{table}.db"))
+}
+
+impl Db for SqliteDb {
+    type DB = Sqlite;
+    const LEASED: bool = true;
+
+    async fn outbox() -> Outbox<Sqlite> {
+        // A table name unique to the test names its file too.
+        let table = format!("outbox_{}", msg_core::Uuid::new_v4().simple());
+        let path = std::env::temp_dir().join(format!("msg-outbox-test-{table}.db"));
+        let outbox = Outbox::sqlite(pool(&path).await)
+            .with_table(&table)
+            .unwrap();
+        outbox.migrate().await.unwrap();
+        outbox
+    }
+
+    async fn other(outbox: &Outbox<Sqlite>) -> Outbox<Sqlite> {
+        let name = format!("{outbox:?}");
+        let table = name.split('"').nth(1).unwrap().to_owned();
+        Outbox::sqlite(pool(&file_of(outbox)).await)
+            .with_table(&table)
+            .unwrap()
+    }
+
+    async fn enqueue(
+        outbox: &Outbox<Sqlite>,
+        messages: Vec<(&'static str, Message)>,
+        commit: bool,
+    ) -> Result<()> {
+        let pool = pool(&file_of(outbox)).await;
+        // A transaction that writes takes the write lock up front, as
+        // SQLite advises: a deferred one that read first fails with "database
+        // is locked" when a relay wrote in between.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        sqlx::query("CREATE TABLE IF NOT EXISTS business (n INTEGER)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        for (topic, message) in messages {
+            outbox.enqueue(&mut tx, topic, message).await?;
+        }
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+        Ok(())
+    }
+
+    async fn enqueue_with(
+        outbox: &Outbox<Sqlite>,
+        topic: &'static str,
+        message: Message,
+        options: PublishOptions,
+    ) -> Result<()> {
+        let pool = pool(&file_of(outbox)).await;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        outbox
+            .enqueue_with(&mut tx, topic, message, options)
+            .await?;
+        tx.commit().await.unwrap();
+        Ok(())
+    }
+
+    async fn rows(outbox: &Outbox<Sqlite>) -> i64 {
+        let name = format!("{outbox:?}");
+        let table = name.split('"').nth(1).unwrap();
+        let pool = pool(&file_of(outbox)).await;
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn rollback_publishes_nothing_and_commit_publishes_once() {
+    support::rollback_publishes_nothing_and_commit_publishes_once::<SqliteDb>().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_an_error_and_writes_nothing() {
+    support::bad_input_is_an_error_and_writes_nothing::<SqliteDb>().await;
+}
+
+#[tokio::test]
+async fn options_are_carried_to_the_publish() {
+    support::options_are_carried_to_the_publish::<SqliteDb>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_keep_each_keys_order() {
+    support::two_relays_keep_each_keys_order::<SqliteDb>().await;
+}
+
+#[tokio::test]
+async fn a_failing_row_holds_back_only_its_key() {
+    support::a_failing_row_holds_back_only_its_key::<SqliteDb>().await;
+}
+
+#[tokio::test]
+async fn a_row_that_cannot_be_published_is_kept_as_failed() {
+    support::a_row_that_cannot_be_published_is_kept_as_failed::<SqliteDb>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sent_rows_are_kept_for_the_retention_then_deleted() {
+    support::sent_rows_are_kept_for_the_retention_then_deleted::<SqliteDb>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_in_this_process_wakes_the_relay() {
+    let outbox = SqliteDb::outbox().await;
+    support::an_enqueue_wakes_the_relay::<SqliteDb>(outbox.clone(), outbox).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_relays_rows_go_to_the_next_once_its_lease_expired() {
+    support::a_dead_relays_rows_go_to_the_next::<SqliteDb>().await;
+}

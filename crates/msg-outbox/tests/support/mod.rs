@@ -1,0 +1,499 @@
+//! What the SQLite and PostgreSQL tests share: a recording publisher and
+//! the cases every database must pass.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use msg_core::{Capabilities, Error, Message, PublishOptions, Publisher, Receipt, Result, headers};
+use msg_outbox::{Outbox, Relay};
+
+/// What the recording publisher does with one publish.
+pub enum Act {
+    Accept,
+    /// Accepts after a while, as a broker's confirm takes.
+    AcceptAfter(Duration),
+    Refuse(Error),
+    Hang,
+}
+
+type Rule = dyn Fn(&str, &Message) -> Act + Send + Sync;
+
+/// Records what it accepted, in order; a rule decides each publish.
+#[derive(Clone)]
+pub struct Recorder {
+    accepted: Arc<Mutex<Vec<(String, Message, PublishOptions)>>>,
+    tries: Arc<Mutex<HashMap<msg_core::Uuid, u32>>>,
+    rule: Arc<Rule>,
+}
+
+impl Recorder {
+    pub fn accepting() -> Self {
+        Self::with_rule(|_, _| Act::Accept)
+    }
+
+    pub fn with_rule(rule: impl Fn(&str, &Message) -> Act + Send + Sync + 'static) -> Self {
+        Self {
+            accepted: Arc::default(),
+            tries: Arc::default(),
+            rule: Arc::new(rule),
+        }
+    }
+
+    pub fn accepted(&self) -> Vec<(String, Message, PublishOptions)> {
+        self.accepted.lock().unwrap().clone()
+    }
+
+    pub fn payloads(&self, topic: &str) -> Vec<String> {
+        self.accepted()
+            .into_iter()
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, m, _)| String::from_utf8(m.payload().to_vec()).unwrap())
+            .collect()
+    }
+
+    /// Publishes tried for message `id`.
+    pub fn tries(&self, id: msg_core::Uuid) -> u32 {
+        self.tries.lock().unwrap().get(&id).copied().unwrap_or(0)
+    }
+
+    pub async fn wait_for(&self, accepted: usize, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.accepted.lock().unwrap().len() < accepted {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {accepted} published within {within:?}",
+                self.accepted.lock().unwrap().len()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Publisher for Recorder {
+    async fn publish_with(
+        &self,
+        topic: &str,
+        message: Message,
+        options: PublishOptions,
+    ) -> Result<Receipt> {
+        *self.tries.lock().unwrap().entry(message.id()).or_default() += 1;
+        let mut act = (self.rule)(topic, &message);
+        if let Act::AcceptAfter(delay) = act {
+            tokio::time::sleep(delay).await;
+            act = Act::Accept;
+        }
+        match act {
+            Act::AcceptAfter(_) => unreachable!(),
+            Act::Accept => {
+                let id = message.id();
+                self.accepted
+                    .lock()
+                    .unwrap()
+                    .push((topic.to_owned(), message, options));
+                let _ = id;
+                Ok(Receipt::accepted())
+            }
+            Act::Refuse(e) => Err(e),
+            Act::Hang => std::future::pending().await,
+        }
+    }
+
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::minimal("recorder")
+    }
+}
+
+/// One database the cases run on.
+pub trait Db: Send + Sync + 'static {
+    type DB: Send + Sync + 'static;
+    /// A fresh outbox (its own table or file), migrated.
+    fn outbox() -> impl Future<Output = Outbox<Self::DB>> + Send;
+    /// Another outbox over the same table, with its own connections, as
+    /// another process would have.
+    fn other(outbox: &Outbox<Self::DB>) -> impl Future<Output = Outbox<Self::DB>> + Send;
+    /// Enqueues `messages` in one transaction, which commits or rolls back.
+    fn enqueue(
+        outbox: &Outbox<Self::DB>,
+        messages: Vec<(&'static str, Message)>,
+        commit: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Enqueues with options, committing.
+    fn enqueue_with(
+        outbox: &Outbox<Self::DB>,
+        topic: &'static str,
+        message: Message,
+        options: PublishOptions,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Rows in the outbox table, whatever their state.
+    fn rows(outbox: &Outbox<Self::DB>) -> impl Future<Output = i64> + Send;
+    /// Whether a relay that dies needs its lease to expire.
+    const LEASED: bool;
+}
+
+pub fn keyed(key: &str, n: usize) -> Message {
+    Message::new(format!("{key}:{n}")).with_key(key)
+}
+
+pub async fn rollback_publishes_nothing_and_commit_publishes_once<D: Db>() {
+    let outbox = D::outbox().await;
+    let recorder = Recorder::accepting();
+    let relay = outbox.relay(recorder.clone());
+    D::enqueue(
+        &outbox,
+        vec![("orders", Message::new("rolled back"))],
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(D::rows(&outbox).await, 0, "a rollback leaves no row");
+    let committed = Message::new("committed").with_header(headers::CORRELATION_ID, "conv-1");
+    D::enqueue(&outbox, vec![("orders", committed.clone())], true)
+        .await
+        .unwrap();
+    let report = relay.run_once().await.unwrap();
+    assert_eq!((report.claimed, report.published), (1, 1));
+    assert_eq!(relay.run_once().await.unwrap().claimed, 0, "published once");
+    let accepted = recorder.accepted();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0].0, "orders");
+    assert_eq!(
+        accepted[0].1, committed,
+        "id, headers and payload as enqueued"
+    );
+    assert_eq!(
+        D::rows(&outbox).await,
+        0,
+        "sent rows are deleted by default"
+    );
+}
+
+pub async fn bad_input_is_an_error_and_writes_nothing<D: Db>() {
+    let outbox = D::outbox().await;
+    let err = D::enqueue(
+        &outbox,
+        vec![
+            ("orders", Message::new("ok")),
+            ("", Message::new("no topic")),
+        ],
+        true,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidTopic { .. }), "{err}");
+    let err = D::enqueue(
+        &outbox,
+        vec![("orders", Message::new("x").with_header("bad\nname", "v"))],
+        true,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::InvalidHeader { .. }), "{err}");
+    assert_eq!(D::rows(&outbox).await, 0);
+}
+
+pub async fn options_are_carried_to_the_publish<D: Db>() {
+    let outbox = D::outbox().await;
+    let recorder = Recorder::accepting();
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(4_000_000_000_000);
+    let options = PublishOptions::new()
+        .deliver_at(at)
+        .ttl(Duration::from_secs(30))
+        .reply_to("replies");
+    D::enqueue_with(&outbox, "orders", Message::new("later"), options.clone())
+        .await
+        .unwrap();
+    outbox.relay(recorder.clone()).run_once().await.unwrap();
+    assert_eq!(recorder.accepted()[0].2, options);
+}
+
+/// Two relays (as two processes) over rows of 20 keys: every row once,
+/// each key's rows in the order they were enqueued.
+pub async fn two_relays_keep_each_keys_order<D: Db>() {
+    const KEYS: usize = 20;
+    const PER_KEY: usize = 50;
+    let outbox = D::outbox().await;
+    // Confirms take 0 to 2 ms, so that the relays' publishes interleave.
+    let recorder = Recorder::with_rule(|_, message| {
+        Act::AcceptAfter(Duration::from_millis(u64::from(
+            message.id().as_bytes()[15] % 3,
+        )))
+    });
+    let enqueue = |n: usize| {
+        let batch = (0..KEYS)
+            .map(|k| ("orders", keyed(&format!("k{k}"), n)))
+            .collect();
+        D::enqueue(&outbox, batch, true)
+    };
+    // A backlog both relays race for, then small transactions while they
+    // run.
+    for n in 0..PER_KEY / 2 {
+        enqueue(n).await.unwrap();
+    }
+    let poll = Duration::from_millis(5);
+    let relays = [
+        outbox
+            .relay(recorder.clone())
+            .batch_size(37)
+            .poll_interval(poll)
+            .start(),
+        D::other(&outbox)
+            .await
+            .relay(recorder.clone())
+            .batch_size(23)
+            .poll_interval(poll)
+            .start(),
+    ];
+    for n in PER_KEY / 2..PER_KEY {
+        enqueue(n).await.unwrap();
+    }
+    recorder
+        .wait_for(KEYS * PER_KEY, Duration::from_secs(60))
+        .await;
+    for relay in relays {
+        relay.shutdown().await;
+    }
+    let payloads = recorder.payloads("orders");
+    assert_eq!(payloads.len(), KEYS * PER_KEY, "every row once");
+    let mut next: HashMap<String, usize> = HashMap::new();
+    for payload in payloads {
+        let (key, n) = payload.split_once(':').unwrap();
+        let expected = next.entry(key.to_owned()).or_default();
+        assert_eq!(
+            n.parse::<usize>().unwrap(),
+            *expected,
+            "key {key} out of order"
+        );
+        *expected += 1;
+    }
+}
+
+/// A row that fails holds back the later rows of its key, and only those;
+/// after its backoff the key goes on in order.
+pub async fn a_failing_row_holds_back_only_its_key<D: Db>() {
+    let outbox = D::outbox().await;
+    let failures = Arc::new(Mutex::new(2));
+    let f = failures.clone();
+    let recorder = Recorder::with_rule(move |_, message| {
+        let mut left = f.lock().unwrap();
+        if message.payload().as_ref() == b"stuck:0" && *left > 0 {
+            *left -= 1;
+            return Act::Refuse(Error::Connection("broker away".into()));
+        }
+        Act::Accept
+    });
+    let relay = outbox
+        .relay(recorder.clone())
+        .backoff(Duration::from_millis(200), Duration::from_secs(1));
+    D::enqueue(
+        &outbox,
+        vec![
+            ("orders", keyed("stuck", 0)),
+            ("orders", keyed("free", 0)),
+            ("orders", keyed("stuck", 1)),
+            ("orders", keyed("free", 1)),
+            ("orders", Message::new("no key")),
+        ],
+        true,
+    )
+    .await
+    .unwrap();
+    let first = relay.run_once().await.unwrap();
+    assert_eq!((first.published, first.retrying), (3, 1), "{first:?}");
+    assert_eq!(recorder.payloads("orders"), ["free:0", "free:1", "no key"]);
+    let held = relay.run_once().await.unwrap();
+    assert_eq!(held.claimed, 0, "the key waits out the backoff: {held:?}");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    relay.run_once().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    relay.run_once().await.unwrap();
+    let stuck: Vec<String> = recorder
+        .payloads("orders")
+        .into_iter()
+        .filter(|p| p.starts_with("stuck"))
+        .collect();
+    assert_eq!(
+        stuck,
+        ["stuck:0", "stuck:1"],
+        "in order, once the first went"
+    );
+}
+
+/// A row no retry can publish goes to the failed state with the reason,
+/// stops holding back its key, and can be put back by an operator.
+pub async fn a_row_that_cannot_be_published_is_kept_as_failed<D: Db>() {
+    let outbox = D::outbox().await;
+    let refuse = Arc::new(Mutex::new(true));
+    let r = refuse.clone();
+    let recorder = Recorder::with_rule(move |_, message| {
+        if message.payload().as_ref() == b"big:0" && *r.lock().unwrap() {
+            return Act::Refuse(Error::MessageTooLarge { size: 5, max: 4 });
+        }
+        if message.payload().as_ref() == b"flaky" {
+            return Act::Refuse(Error::Timeout(Duration::from_secs(1)));
+        }
+        Act::Accept
+    });
+    let relay = outbox
+        .relay(recorder.clone())
+        .max_attempts(3)
+        .backoff(Duration::ZERO, Duration::ZERO);
+    let big = keyed("big", 0);
+    let flaky = Message::new("flaky");
+    D::enqueue(
+        &outbox,
+        vec![
+            ("orders", big.clone()),
+            ("orders", keyed("big", 1)),
+            ("orders", flaky.clone()),
+        ],
+        true,
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        relay.run_once().await.unwrap();
+    }
+    assert_eq!(
+        recorder.tries(big.id()),
+        1,
+        "a permanent error is not retried"
+    );
+    assert_eq!(
+        recorder.tries(flaky.id()),
+        3,
+        "a retryable one max_attempts times"
+    );
+    assert_eq!(
+        recorder.payloads("orders"),
+        ["big:1"],
+        "a failed row holds back its key no longer"
+    );
+    let failed = outbox.failed(10).await.unwrap();
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[0].id, big.id());
+    assert_eq!(failed[0].topic, "orders");
+    assert!(
+        failed[0].error.contains("exceeds the limit"),
+        "{}",
+        failed[0].error
+    );
+    assert_eq!(failed[1].attempts, 3);
+    assert!(failed[1].error.contains("timed out"), "{}", failed[1].error);
+    let stats = outbox.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.failed), (0, 2));
+
+    *refuse.lock().unwrap() = false;
+    assert!(outbox.requeue_failed(big.id()).await.unwrap());
+    assert!(!outbox.requeue_failed(big.id()).await.unwrap(), "once");
+    relay.run_once().await.unwrap();
+    assert_eq!(recorder.payloads("orders"), ["big:1", "big:0"]);
+}
+
+/// With a retention, sent rows stay for it, then the cleanup deletes them.
+pub async fn sent_rows_are_kept_for_the_retention_then_deleted<D: Db>() {
+    let outbox = D::outbox().await;
+    let recorder = Recorder::accepting();
+    D::enqueue(&outbox, vec![("orders", Message::new("a"))], true)
+        .await
+        .unwrap();
+    let relay = outbox
+        .relay(recorder.clone())
+        .retention(Duration::from_millis(300))
+        .start();
+    recorder.wait_for(1, Duration::from_secs(10)).await;
+    let stats = outbox.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.sent), (0, 1), "kept after sending");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while D::rows(&outbox).await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never cleaned up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay.shutdown().await;
+}
+
+/// A relay that polls once a minute still publishes at once: an enqueue
+/// wakes it.
+pub async fn an_enqueue_wakes_the_relay<D: Db>(
+    outbox: Outbox<D::DB>,
+    enqueue_through: Outbox<D::DB>,
+) {
+    let recorder = Recorder::accepting();
+    let relay = outbox
+        .relay(recorder.clone())
+        .poll_interval(Duration::from_secs(60))
+        .start();
+    // Let the relay make its first pass and go to sleep.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    D::enqueue(
+        &enqueue_through,
+        vec![("orders", Message::new("now"))],
+        true,
+    )
+    .await
+    .unwrap();
+    recorder.wait_for(1, Duration::from_secs(5)).await;
+    relay.shutdown().await;
+}
+
+/// A relay that dies holding a batch (its publish never returns) leaves
+/// the rows to the next relay: published, in order, with the same ids.
+pub async fn a_dead_relays_rows_go_to_the_next<D: Db>() {
+    let outbox = D::outbox().await;
+    let lease = Duration::from_millis(300);
+    let hanging = Recorder::with_rule(|_, _| Act::Hang);
+    D::enqueue(
+        &outbox,
+        (0..5).map(|n| ("orders", keyed("k", n))).collect(),
+        true,
+    )
+    .await
+    .unwrap();
+    let dying: Relay<Recorder> = outbox.relay(hanging.clone()).lease(lease);
+    let pass = tokio::spawn(async move { dying.run_once().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        hanging.tries(hanging_first_id(&hanging)),
+        1,
+        "it holds the batch"
+    );
+    pass.abort();
+    let _ = pass.await;
+
+    let recorder = Recorder::accepting();
+    let next = D::other(&outbox).await.relay(recorder.clone()).lease(lease);
+    if D::LEASED {
+        assert_eq!(
+            next.run_once().await.unwrap().claimed,
+            0,
+            "the lease still holds the rows"
+        );
+        tokio::time::sleep(lease + Duration::from_millis(50)).await;
+    }
+    let report = next.run_once().await.unwrap();
+    assert_eq!(report.published, 5, "{report:?}");
+    assert_eq!(
+        recorder.payloads("orders"),
+        ["k:0", "k:1", "k:2", "k:3", "k:4"]
+    );
+}
+
+fn hanging_first_id(recorder: &Recorder) -> msg_core::Uuid {
+    *recorder
+        .tries
+        .lock()
+        .unwrap()
+        .keys()
+        .next()
+        .expect("a publish was tried")
+}
