@@ -10,6 +10,7 @@
 //! publish repeated after a crash).
 //!
 //! ```
+//! # #[cfg(feature = "sqlite")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> msg_core::Result<()> {
 //! use msg_outbox::Outbox;
@@ -33,6 +34,8 @@
 //! relay.shutdown().await;
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "sqlite"))]
+//! # fn main() {}
 //! ```
 //!
 //! See the project's `docs/outbox.md` for the guarantees, running several

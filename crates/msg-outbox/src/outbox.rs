@@ -96,11 +96,8 @@ macro_rules! enqueue_methods {
             /// The same outbox in the table `name` instead (letters, digits
             /// and `_`, optionally `schema.table`).
             pub fn with_table(self, name: &str) -> Result<Self> {
-                let Store::$variant(store) = &self.store else {
-                    unreachable!("an Outbox<DB> holds DB's store")
-                };
                 Ok(Self::from_store(Store::$variant(<$store>::new(
-                    store.pool().clone(),
+                    self.store.$new().pool().clone(),
                     Table::new(name)?,
                 ))))
             }
@@ -124,10 +121,7 @@ macro_rules! enqueue_methods {
                 options: PublishOptions,
             ) -> Result<()> {
                 let row = crate::row::NewRow::new(topic, message, &options)?;
-                let Store::$variant(store) = &self.store else {
-                    unreachable!("an Outbox<DB> holds DB's store")
-                };
-                store.insert(conn, &row).await?;
+                self.store.$new().insert(conn, &row).await?;
                 // A relay of this process looks at once (it finds the row
                 // once the transaction committed).
                 self.wake.notify_one();

@@ -153,6 +153,9 @@ impl Store {
         }
     }
 
+    /// Claims up to `batch` rows; SQLite leases them to `owner` for
+    /// `lease`.
+    #[cfg_attr(not(feature = "sqlite"), allow(unused_variables))]
     pub(crate) async fn claim(&self, owner: &str, batch: usize, lease: Duration) -> Result<Claim> {
         match self {
             #[cfg(feature = "sqlite")]
@@ -208,6 +211,24 @@ impl Store {
             Store::Sqlite(s) => s.requeue(id).await,
             #[cfg(feature = "postgres")]
             Store::Postgres(s) => s.requeue(id).await,
+        }
+    }
+
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn sqlite(&self) -> &crate::sqlite::SqliteStore {
+        match self {
+            Store::Sqlite(s) => s,
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("an Outbox<Sqlite> holds an SQLite store"),
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    pub(crate) fn postgres(&self) -> &crate::postgres::PgStore {
+        match self {
+            Store::Postgres(s) => s,
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("an Outbox<Postgres> holds a PostgreSQL store"),
         }
     }
 

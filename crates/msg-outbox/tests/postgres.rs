@@ -197,3 +197,112 @@ async fn enqueue_does_not_wait_for_a_relay_in_flight() {
     .unwrap();
     pass.abort();
 }
+
+/// The SQL block of docs/outbox.md that follows `heading`, as statements.
+fn documented_sql(heading: &str) -> String {
+    let doc = include_str!("../../../docs/outbox.md");
+    let after = &doc[doc.find(heading).expect("the heading")..];
+    after
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("an sql block")
+        .to_owned()
+}
+
+async fn columns(pool: &PgPool, schema: &str) -> Vec<String> {
+    let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text, is_nullable::text, column_default::text
+         FROM information_schema.columns
+         WHERE table_schema = $1 AND table_name = 'msg_outbox' ORDER BY ordinal_position",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut out: Vec<String> = rows
+        .into_iter()
+        // A serial's default names its sequence, which names the schema.
+        .map(|(n, t, null, d)| format!("{n} {t} {null} {:?}", d.map(|d| d.replace(schema, "_"))))
+        .collect();
+    let indexes: Vec<(String,)> = sqlx::query_as(
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 AND tablename = 'msg_outbox'
+         ORDER BY indexname",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    out.extend(indexes.into_iter().map(|i| i.0));
+    out
+}
+
+/// Two fresh schemas: one made with the documented SQL, one by migrate().
+#[tokio::test]
+async fn the_documented_sql_makes_the_table_migrate_makes() {
+    let suffix = msg_core::Uuid::new_v4().simple().to_string();
+    let (by_hand, migrated) = (format!("doc_{suffix}"), format!("mig_{suffix}"));
+    let connect = |schema: String| async move {
+        let url = msg_testkit::BrokerEnv::get("postgres").url().to_owned();
+        let admin = PgPool::connect(&url).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        PgPoolOptions::new()
+            .max_connections(2)
+            .after_connect(move |conn, _| {
+                let schema = schema.clone();
+                Box::pin(async move {
+                    conn.execute(format!("SET search_path TO {schema}").as_str())
+                        .await
+                        .map(drop)
+                })
+            })
+            .connect(&url)
+            .await
+            .unwrap()
+    };
+    let hand = connect(by_hand.clone()).await;
+    sqlx::raw_sql(&documented_sql("PostgreSQL (14"))
+        .execute(&hand)
+        .await
+        .unwrap();
+    let mig = connect(migrated.clone()).await;
+    Outbox::postgres(mig.clone()).migrate().await.unwrap();
+    let documented = columns(&hand, &by_hand).await;
+    assert!(documented.len() > 16, "{documented:?}");
+    assert_eq!(documented, columns(&mig, &migrated).await);
+    Outbox::postgres(hand.clone()).migrate().await.unwrap();
+}
+
+/// A row another program inserted with plain SQL is published, and its
+/// insert woke the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_written_by_another_program_is_published() {
+    let outbox = PgDb::outbox().await;
+    let recorder = Recorder::accepting();
+    let relay = outbox
+        .relay(recorder.clone())
+        .poll_interval(Duration::from_secs(60))
+        .start();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = msg_core::Uuid::new_v4();
+    sqlx::query(&format!(
+        "INSERT INTO {} (id, topic, msg_key, headers, payload, enqueued_at)
+         VALUES ($1, 'orders', 'k', '[[\"content-type\",\"text/plain\"]]', 'hi'::bytea, 0)",
+        table_of(&outbox)
+    ))
+    .bind(id.to_string())
+    .execute(&pool().await)
+    .await
+    .unwrap();
+    recorder.wait_for(1, Duration::from_secs(5)).await;
+    relay.shutdown().await;
+    let (topic, message, _) = recorder.accepted().remove(0);
+    assert_eq!(topic, "orders");
+    assert_eq!(message.id(), id);
+    assert_eq!(message.key(), Some("k"));
+    assert_eq!(message.header("content-type"), Some("text/plain"));
+    assert_eq!(&message.payload()[..], b"hi");
+}

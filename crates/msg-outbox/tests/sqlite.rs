@@ -147,3 +147,88 @@ async fn an_enqueue_in_this_process_wakes_the_relay() {
 async fn a_dead_relays_rows_go_to_the_next_once_its_lease_expired() {
     support::a_dead_relays_rows_go_to_the_next::<SqliteDb>().await;
 }
+
+/// The SQL block of docs/outbox.md that follows `heading`.
+fn documented_sql(heading: &str) -> Vec<String> {
+    let doc = include_str!("../../../docs/outbox.md");
+    let after = &doc[doc.find(heading).expect("the heading")..];
+    let block = after
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("an sql block");
+    // Statements end with `;` at the end of a line (a function body holds
+    // `;` inside lines).
+    block
+        .split_inclusive(";\n")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn schema(pool: &SqlitePool) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let columns: Vec<(String, String, i64, Option<String>, i64)> = sqlx::query_as(
+        "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info('msg_outbox')",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    out.extend(columns.iter().map(|c| format!("{c:?}")));
+    let indexes: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'msg_outbox' ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    out.extend(indexes.iter().map(|i| i.0.clone()));
+    out
+}
+
+#[tokio::test]
+async fn the_documented_sql_makes_the_table_migrate_makes() {
+    let dir = std::env::temp_dir().join(format!("msg-outbox-doc-sql-{}", msg_core::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let by_hand = pool(&dir.join("by-hand.db")).await;
+    for statement in documented_sql("SQLite:") {
+        sqlx::query(&statement).execute(&by_hand).await.unwrap();
+    }
+    let migrated = pool(&dir.join("migrated.db")).await;
+    Outbox::sqlite(migrated.clone()).migrate().await.unwrap();
+    let documented = schema(&by_hand).await;
+    assert!(documented.len() > 17, "{documented:?}");
+    assert_eq!(documented, schema(&migrated).await);
+    // And migrate() accepts the table made by hand.
+    Outbox::sqlite(by_hand.clone()).migrate().await.unwrap();
+}
+
+/// A row another program wrote with plain SQL, as the docs describe the
+/// columns, is published like any other.
+#[tokio::test]
+async fn a_row_written_by_another_program_is_published() {
+    let path = std::env::temp_dir().join(format!(
+        "msg-outbox-foreign-{}.db",
+        msg_core::Uuid::new_v4()
+    ));
+    let pool = pool(&path).await;
+    let outbox = Outbox::sqlite(pool.clone());
+    outbox.migrate().await.unwrap();
+    let id = msg_core::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO msg_outbox (id, topic, msg_key, headers, payload, enqueued_at)
+         VALUES (?, 'orders', 'k', '[[\"content-type\",\"text/plain\"]]', x'6869', 0)",
+    )
+    .bind(id.to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let recorder = support::Recorder::accepting();
+    outbox.relay(recorder.clone()).run_once().await.unwrap();
+    let (topic, message, _) = recorder.accepted().remove(0);
+    assert_eq!(topic, "orders");
+    assert_eq!(message.id(), id);
+    assert_eq!(message.key(), Some("k"));
+    assert_eq!(message.header("content-type"), Some("text/plain"));
+    assert_eq!(&message.payload()[..], b"hi");
+}

@@ -1,23 +1,25 @@
-//! Typed events through the router on the in-process broker.
+//! Typed events through the router on the in-process broker, from an outbox
+//! in an embedded SQLite file.
 //!
-//! Orders are published as CloudEvents. Two consumer groups each receive
+//! The shop writes each order to its database and, in the same
+//! transaction, enqueues the order as a CloudEvent in the outbox; a relay
+//! publishes what committed. Two consumer groups each receive
 //! every order: billing turns an order into an invoice (a message the router
 //! publishes before it acks the order), shipping ships it. One order has no
 //! amount: billing rejects it as permanent, so it ends in the dead-letter
 //! topic `orders.placed.dlq`, where an ops handler reads the reason.
 //!
-//! Run: `cargo run -p msg --example quickstart`
+//! Run: `cargo run -p msg --features outbox,sqlite --example quickstart`
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use msg::{
-    Event, HandlerError, Json, Message, Outgoing, PublisherExt, Router, State, Subscription,
-    headers,
-};
+use msg::outbox::Outbox;
+use msg::{Event, HandlerError, Json, Message, Outgoing, Router, State, Subscription, headers};
 use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct OrderPlaced {
@@ -127,7 +129,30 @@ async fn main() -> anyhow::Result<()> {
         .start()
         .await?;
 
+    // The shop's database, an SQLite file: its orders and its outbox.
+    let dir = std::env::temp_dir().join(format!("msg-quickstart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let db = SqlitePool::connect_with(
+        SqliteConnectOptions::new()
+            .filename(dir.join("shop.db"))
+            .create_if_missing(true),
+    )
+    .await?;
+    sqlx::query("CREATE TABLE orders (id INTEGER PRIMARY KEY, amount_cents INTEGER NOT NULL)")
+        .execute(&db)
+        .await?;
+    let outbox = Outbox::sqlite(db.clone());
+    outbox.migrate().await?;
+    let relay = outbox.relay(conn.clone()).start();
+
     for (order_id, amount_cents) in [(1, 2_500), (2, 0), (3, 990)] {
+        // The order and its event commit together, or neither does.
+        let mut tx = db.begin().await?;
+        sqlx::query("INSERT INTO orders (id, amount_cents) VALUES (?, ?)")
+            .bind(i64::from(order_id))
+            .bind(i64::try_from(amount_cents)?)
+            .execute(&mut *tx)
+            .await?;
         let event = Event::new(
             "/shop",
             "com.example.order.placed",
@@ -137,7 +162,10 @@ async fn main() -> anyhow::Result<()> {
             },
         )
         .with_subject(format!("order-{order_id}"));
-        conn.publish_event("orders.placed", &event).await?;
+        outbox
+            .enqueue_event(&mut tx, "orders.placed", &event)
+            .await?;
+        tx.commit().await?;
     }
 
     let waited = tokio::time::timeout(Duration::from_secs(10), async {
@@ -146,7 +174,10 @@ async fn main() -> anyhow::Result<()> {
         }
     })
     .await;
+    relay.shutdown().await;
     router.shutdown().await;
+    db.close().await;
+    std::fs::remove_dir_all(&dir)?;
     waited.context("the orders were not all handled within 10 s")?;
 
     let summary = format!(

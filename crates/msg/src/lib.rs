@@ -39,15 +39,24 @@
 //! | `nats` | `nats://host:port` (core), `nats+js://host:port` (JetStream); `tls://`, `tls+js://` | `nats` (`msg-nats`) |
 //! | `kafka` | `kafka://[user:password@]host:port[,host:port...]` | `kafka` (`msg-kafka`) |
 //!
+//! The transactional outbox is the feature `outbox`, with the database as
+//! a feature too (`sqlite`, embedded; `postgres`): module `outbox`
+//! (`msg-outbox`).
+//!
 //! What only transport authors need is in [`raw`].
 #![forbid(unsafe_code)]
 
 pub use msg_core::*;
 
-/// Handler middleware as `tower` layers: retry, timeout, dead letter,
-/// poison quarantine, dedup, circuit breaker, rate limit, metrics,
-/// tracing, correlation id.
+/// Handler middleware as `tower` layers: retry then dead letter,
+/// timeout, poison quarantine, dedup, circuit breaker, rate limit,
+/// metrics, tracing.
 pub use msg_middleware as middleware;
+
+/// The transactional outbox: messages enqueued in the application's
+/// database transaction, published by a relay once it committed.
+#[cfg(feature = "outbox")]
+pub use msg_outbox as outbox;
 
 /// The in-process broker.
 #[cfg(feature = "memory")]
