@@ -128,7 +128,7 @@ async fn kill_and_finish<P: Publisher, F: Future<Output = u64>>(
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     // Mid-batch: some of a batch published, not all.
-    while lines(out).len() < ROWS / 4 || lines(out).len() % BATCH == 0 {
+    while lines(out).len() < ROWS / 4 || lines(out).len().is_multiple_of(BATCH) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the child relay published only {} rows",
