@@ -42,6 +42,7 @@
 //! relays, and the SQL of the table.
 #![forbid(unsafe_code)]
 
+pub mod inbox;
 mod outbox;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -52,6 +53,7 @@ mod sqlite;
 mod store;
 mod table;
 
+pub use inbox::Inbox;
 pub use outbox::Outbox;
 pub use relay::{PassReport, Relay, RunningRelay};
 pub use store::{FailedRow, OutboxStats};

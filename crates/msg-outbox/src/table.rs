@@ -13,6 +13,11 @@ impl Default for Table {
 }
 
 impl Table {
+    /// The inbox's default table, `msg_inbox`.
+    pub(crate) fn default_inbox() -> Self {
+        Self("msg_inbox".to_owned())
+    }
+
     /// `name`, which SQL takes unquoted: a letter or `_`, then letters,
     /// digits and `_`, at most 48 bytes (PostgreSQL's limit of 63 less
     /// the suffixes of the indexes named after it). An optional schema

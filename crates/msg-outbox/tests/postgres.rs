@@ -306,3 +306,46 @@ async fn a_row_written_by_another_program_is_published() {
     assert_eq!(message.header("content-type"), Some("text/plain"));
     assert_eq!(&message.payload()[..], b"hi");
 }
+
+/// Two deliveries of one message handled at once: the second waits for the
+/// first's transaction, then skips if it committed and runs if it rolled
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_holds_a_second_delivery_until_the_first_ends() {
+    use msg_core::{Metadata, Received};
+    use msg_outbox::Inbox;
+    let table = format!("inbox_{}", msg_core::Uuid::new_v4().simple());
+    let inbox = Inbox::postgres(pool().await, "billing")
+        .with_table(&table)
+        .unwrap();
+    inbox.migrate().await.unwrap();
+    let received = Received {
+        message: Message::new("order"),
+        metadata: Metadata::new("orders"),
+    };
+    for commit in [false, true] {
+        let first = inbox.begin(&received).await.unwrap().expect("first");
+        let (i, r) = (inbox.clone(), received.clone());
+        let mut second = tokio::spawn(async move { i.begin(&r).await.map(|tx| tx.is_some()) });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut second)
+                .await
+                .is_err(),
+            "the second delivery waits"
+        );
+        if commit {
+            first.commit().await.unwrap();
+        } else {
+            first.rollback().await.unwrap();
+        }
+        let ran = second.await.unwrap().unwrap();
+        assert_eq!(ran, !commit, "commit {commit}");
+        // After a rollback the second delivery holds the record: end it.
+        if !commit {
+            assert!(
+                inbox.begin(&received).await.unwrap().is_some(),
+                "its transaction was dropped"
+            );
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! [`Inbox`]: a consumer's effects, once per message.
+//!
+//! At-least-once delivery hands a consumer some messages twice. The inbox
+//! records each message id it processed (per consumer name) in the same
+//! transaction as the consumer's own writes: a message whose id is there
+//! is skipped, and one whose transaction did not commit left no trace, so
+//! its redelivery runs the work again. Messages the work enqueues in an
+//! [`Outbox`](crate::Outbox) through the same transaction go out only if it
+//! commits (the "consumer outbox").
+//!
+//! ```ignore
+//! async fn bill(State(app): State<App>, received: Received) -> Result<(), HandlerError> {
+//!     let Some(mut tx) = app.inbox.begin(&received).await? else {
+//!         return Ok(()); // processed before: ack, do nothing
+//!     };
+//!     sqlx::query("INSERT INTO invoices (order_id) VALUES (?)")
+//!         .bind(received.message.json::<Order>()?.id)
+//!         .execute(&mut *tx)
+//!         .await?;
+//!     app.outbox.enqueue_json(&mut tx, "invoices", &invoice).await?;
+//!     tx.commit().await?;
+//!     Ok(()) // the router acks after the commit
+//! }
+//! ```
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use msg_core::{Received, Result};
+
+use crate::row::now_millis;
+use crate::store::store_error;
+use crate::table::Table;
+
+/// The SQL of an inbox table, with its name in it.
+#[derive(Debug)]
+struct Sql {
+    migrate: Vec<String>,
+    record: String,
+    forget: String,
+}
+
+impl Sql {
+    fn new(table: &Table, postgres: bool) -> Self {
+        let t = table.name();
+        let processed = table.derived("processed");
+        let (int, p) = if postgres {
+            ("BIGINT", ["$1", "$2", "$3"])
+        } else {
+            ("INTEGER", ["?1", "?2", "?3"])
+        };
+        Self {
+            migrate: vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {t} (
+                        consumer TEXT NOT NULL,
+                        message_id TEXT NOT NULL,
+                        processed_at {int} NOT NULL,
+                        PRIMARY KEY (consumer, message_id)
+                    )"
+                ),
+                format!("CREATE INDEX IF NOT EXISTS {processed} ON {t} (processed_at)"),
+            ],
+            // A second delivery running at the same time waits here for
+            // the first one's transaction, then finds its row.
+            record: format!(
+                "INSERT INTO {t} (consumer, message_id, processed_at) VALUES ({}, {}, {})
+                 ON CONFLICT (consumer, message_id) DO NOTHING",
+                p[0], p[1], p[2]
+            ),
+            forget: format!("DELETE FROM {t} WHERE processed_at < {}", p[0]),
+        }
+    }
+}
+
+/// Records the messages a consumer processed, in the consumer's own
+/// transaction; see the [module docs](self). `DB` is `sqlx::Sqlite` or
+/// `sqlx::Postgres`.
+pub struct Inbox<DB: sqlx::Database> {
+    pool: sqlx::Pool<DB>,
+    consumer: String,
+    sql: std::sync::Arc<Sql>,
+    _db: PhantomData<fn() -> DB>,
+}
+
+impl<DB: sqlx::Database> Clone for Inbox<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            consumer: self.consumer.clone(),
+            sql: self.sql.clone(),
+            _db: PhantomData,
+        }
+    }
+}
+
+impl<DB: sqlx::Database> std::fmt::Debug for Inbox<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The inbox methods, the same for each database but for its types.
+macro_rules! inbox_methods {
+    ($db:ty, $new:ident, $postgres:literal, $begin:literal, $name:literal) => {
+        impl Inbox<$db> {
+            #[doc = concat!("The inbox of consumer `consumer` (a name that stays the same across restarts, such as the consumer group) in the ", $name, " database of `pool`, in the table `msg_inbox`.")]
+            pub fn $new(pool: sqlx::Pool<$db>, consumer: impl Into<String>) -> Self {
+                Self {
+                    pool,
+                    consumer: consumer.into(),
+                    sql: std::sync::Arc::new(Sql::new(&Table::default_inbox(), $postgres)),
+                    _db: PhantomData,
+                }
+            }
+
+            /// The same inbox in the table `name` instead (letters, digits
+            /// and `_`, optionally `schema.table`).
+            pub fn with_table(mut self, name: &str) -> Result<Self> {
+                self.sql = std::sync::Arc::new(Sql::new(&Table::new(name)?, $postgres));
+                Ok(self)
+            }
+
+            /// Creates the inbox's table if it is missing.
+            pub async fn migrate(&self) -> Result<()> {
+                let mut tx = self.pool.begin().await.map_err(store_error)?;
+                for statement in &self.sql.migrate {
+                    sqlx::query(statement)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(store_error)?;
+                }
+                tx.commit().await.map_err(store_error)
+            }
+
+            /// Begins the transaction that handles `received`, with its id
+            /// recorded for this consumer; `Ok(None)` when this consumer
+            /// already processed it (skip the work, return `Ok`). Do the
+            /// work through the transaction (`&mut *tx`, `outbox.enqueue(&mut
+            /// tx, ..)`), commit it, then return from the handler, which
+            /// acks: a crash before the commit leaves no trace and the
+            /// redelivery runs the work, one after it is skipped. A
+            /// transaction dropped without a commit rolls back.
+            ///
+            /// A second delivery of the same id handled at the same time
+            /// waits here until the first one's transaction ends.
+            pub async fn begin(
+                &self,
+                received: &Received,
+            ) -> Result<Option<sqlx::Transaction<'static, $db>>> {
+                let mut tx = self.pool.begin_with($begin).await.map_err(store_error)?;
+                let recorded = sqlx::query(&self.sql.record)
+                    .bind(&self.consumer)
+                    .bind(received.message.id().to_string())
+                    .bind(now_millis())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+                if recorded.rows_affected() == 0 {
+                    tracing::debug!(id = %received.message.id(), consumer = %self.consumer, "already processed; skipped");
+                    tx.rollback().await.map_err(store_error)?;
+                    return Ok(None);
+                }
+                Ok(Some(tx))
+            }
+
+            /// Forgets the ids processed more than `age` ago; returns how
+            /// many. A message redelivered after that runs again: keep
+            /// `age` above the longest redelivery (the broker's retention
+            /// for a replay). Run it now and then, e.g. hourly.
+            pub async fn forget_older_than(&self, age: Duration) -> Result<u64> {
+                let before = now_millis()
+                    .saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+                let done = sqlx::query(&self.sql.forget)
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(store_error)?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+// SQLite: take the writer lock up front, so that the transaction never
+// has to upgrade a stale read snapshot (which fails, rather than waits).
+#[cfg(feature = "sqlite")]
+inbox_methods!(sqlx::Sqlite, sqlite, false, "BEGIN IMMEDIATE", "SQLite");
+
+#[cfg(feature = "postgres")]
+inbox_methods!(sqlx::Postgres, postgres, true, "BEGIN", "PostgreSQL");
