@@ -264,7 +264,7 @@ async fn the_documented_sql_makes_the_table_migrate_makes() {
             .unwrap()
     };
     let hand = connect(by_hand.clone()).await;
-    sqlx::raw_sql(&documented_sql("PostgreSQL (14"))
+    sqlx::raw_sql(&documented_sql("\nPostgreSQL (14"))
         .execute(&hand)
         .await
         .unwrap();

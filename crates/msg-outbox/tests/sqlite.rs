@@ -167,18 +167,19 @@ fn documented_sql(heading: &str) -> Vec<String> {
         .collect()
 }
 
-async fn schema(pool: &SqlitePool) -> Vec<String> {
+async fn schema(pool: &SqlitePool, table: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let columns: Vec<(String, String, i64, Option<String>, i64)> = sqlx::query_as(
-        "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info('msg_outbox')",
-    )
+    let columns: Vec<(String, String, i64, Option<String>, i64)> = sqlx::query_as(&format!(
+        "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info('{table}')"
+    ))
     .fetch_all(pool)
     .await
     .unwrap();
     out.extend(columns.iter().map(|c| format!("{c:?}")));
     let indexes: Vec<(String,)> = sqlx::query_as(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'msg_outbox' ORDER BY name",
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? ORDER BY name",
     )
+    .bind(table)
     .fetch_all(pool)
     .await
     .unwrap();
@@ -191,16 +192,27 @@ async fn the_documented_sql_makes_the_table_migrate_makes() {
     let dir = std::env::temp_dir().join(format!("msg-outbox-doc-sql-{}", msg_core::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let by_hand = pool(&dir.join("by-hand.db")).await;
-    for statement in documented_sql("SQLite:") {
+    for statement in documented_sql("\nSQLite:\n") {
         sqlx::query(&statement).execute(&by_hand).await.unwrap();
     }
     let migrated = pool(&dir.join("migrated.db")).await;
     Outbox::sqlite(migrated.clone()).migrate().await.unwrap();
-    let documented = schema(&by_hand).await;
+    let documented = schema(&by_hand, "msg_outbox").await;
     assert!(documented.len() > 17, "{documented:?}");
-    assert_eq!(documented, schema(&migrated).await);
+    assert_eq!(documented, schema(&migrated, "msg_outbox").await);
     // And migrate() accepts the table made by hand.
     Outbox::sqlite(by_hand.clone()).migrate().await.unwrap();
+
+    for statement in documented_sql("The inbox table") {
+        sqlx::query(&statement).execute(&by_hand).await.unwrap();
+    }
+    msg_outbox::Inbox::sqlite(migrated.clone(), "c")
+        .migrate()
+        .await
+        .unwrap();
+    let documented = schema(&by_hand, "msg_inbox").await;
+    assert!(documented.len() >= 4, "{documented:?}");
+    assert_eq!(documented, schema(&migrated, "msg_inbox").await);
 }
 
 /// A row another program wrote with plain SQL, as the docs describe the
