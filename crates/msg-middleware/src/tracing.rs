@@ -265,6 +265,28 @@ fn inject(span: &tracing::Span, message: &mut Message) {
     with_propagator(|p| p.inject_context(&context, &mut HeaderWriter(message.headers_mut())));
 }
 
+/// Writes the current span's context into `message`, unless it carries a
+/// trace context already: for a message stored before it is published (the
+/// outbox), so that the trace goes on from where it was written. Without a
+/// current span it writes nothing.
+pub fn inject_current_context(message: &mut Message) {
+    if message.headers().contains(headers::TRACEPARENT) {
+        return;
+    }
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    let context = span.context();
+    if !opentelemetry::trace::TraceContextExt::span(&context)
+        .span_context()
+        .is_valid()
+    {
+        return;
+    }
+    with_propagator(|p| p.inject_context(&context, &mut HeaderWriter(message.headers_mut())));
+}
+
 impl<P: Publisher> Publisher for TracedPublisher<P> {
     async fn publish_with(
         &self,

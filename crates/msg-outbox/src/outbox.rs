@@ -120,6 +120,12 @@ macro_rules! enqueue_methods {
                 message: Message,
                 options: PublishOptions,
             ) -> Result<()> {
+                #[cfg(feature = "otel")]
+                let message = {
+                    let mut message = message;
+                    msg_middleware::tracing::inject_current_context(&mut message);
+                    message
+                };
                 let row = crate::row::NewRow::new(topic, message, &options)?;
                 self.store.$new().insert(conn, &row).await?;
                 // A relay of this process looks at once (it finds the row

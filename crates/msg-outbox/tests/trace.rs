@@ -1,0 +1,95 @@
+//! One trace through the outbox: the span that enqueued a message is the
+//! parent of the relay's send span, whose child is the consumer's span.
+
+use std::time::Duration;
+
+use msg_core::{Message, Received, Router, Subscription};
+use msg_memory::MemoryBroker;
+use msg_middleware::{TracedPublisher, TracingLayer};
+use msg_outbox::Outbox;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_trace_goes_on_through_the_outbox() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    // Thread-local: the current-thread runtime runs everything here.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let path =
+        std::env::temp_dir().join(format!("msg-outbox-trace-{}.db", msg_core::Uuid::new_v4()));
+    let pool = SqlitePool::connect_with(
+        SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    let outbox = Outbox::sqlite(pool.clone());
+    outbox.migrate().await.unwrap();
+    let broker = MemoryBroker::new();
+    let router = Router::new(broker.clone(), broker.clone())
+        .handle(
+            Subscription::new("orders").group("billing"),
+            |_r: Received| async { Ok(()) },
+        )
+        .layer(TracingLayer::new())
+        .start()
+        .await
+        .unwrap();
+
+    async {
+        let mut tx = pool.begin().await.unwrap();
+        outbox
+            .enqueue(&mut tx, "orders", Message::new("o-1"))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    .instrument(tracing::info_span!("place order"))
+    .await;
+    // The relay runs later, in no span of its own.
+    outbox
+        .relay(TracedPublisher::new(broker.clone()))
+        .run_once()
+        .await
+        .unwrap();
+    broker
+        .wait_for("orders", |s| s.acked == 1, Duration::from_secs(5))
+        .await
+        .unwrap();
+    router.shutdown().await;
+    provider.force_flush().unwrap();
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let find = |name: &str| {
+        spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+            panic!(
+                "no span {name}: {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        })
+    };
+    let (place, send, process) = (
+        find("place order"),
+        find("send orders"),
+        find("process orders"),
+    );
+    let trace = place.span_context.trace_id();
+    assert_eq!(send.span_context.trace_id(), trace, "one trace");
+    assert_eq!(process.span_context.trace_id(), trace, "one trace");
+    assert_eq!(
+        send.parent_span_id,
+        place.span_context.span_id(),
+        "the enqueue is the send's parent"
+    );
+    assert_eq!(process.parent_span_id, send.span_context.span_id());
+}
