@@ -43,6 +43,8 @@
 #![forbid(unsafe_code)]
 
 pub mod inbox;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod outbox;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -54,6 +56,8 @@ mod store;
 mod table;
 
 pub use inbox::Inbox;
+#[cfg(feature = "metrics")]
+pub use metrics::OutboxMetrics;
 pub use outbox::Outbox;
 pub use relay::{PassReport, Relay, RunningRelay};
 pub use store::{FailedRow, OutboxStats};

@@ -130,7 +130,7 @@ impl Sql {
             // that held them last recorded.
             rows: format!(
                 "SELECT seq, id, topic, msg_key, headers, payload, deliver_at, ttl_ms, reply_to,
-                        attempts, next_attempt_at
+                        attempts, next_attempt_at, enqueued_at
                  FROM {t}
                  WHERE state = 'pending' AND {settled}
                    AND (msg_key = ANY($1) OR (msg_key IS NULL AND seq = ANY($2)))

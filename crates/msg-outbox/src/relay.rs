@@ -44,6 +44,10 @@ pub struct Relay<P> {
     retention: Duration,
     lease: Duration,
     poll_interval: Duration,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::TableMetrics>,
+    #[cfg(feature = "metrics")]
+    stats_interval: Duration,
 }
 
 /// What one pass did.
@@ -75,7 +79,27 @@ impl<P: Publisher> Relay<P> {
             retention: Duration::ZERO,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
+            #[cfg(feature = "metrics")]
+            metrics: None,
+            #[cfg(feature = "metrics")]
+            stats_interval: Duration::from_secs(10),
         }
+    }
+
+    /// Records the relay's work in `metrics` (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, metrics: &crate::OutboxMetrics) -> Self {
+        self.metrics = Some(metrics.table(self.store.table().name()));
+        self
+    }
+
+    /// How often a running relay with metrics reads the table's counts
+    /// (pending, failed, oldest pending) into them (default 10 s): a count
+    /// over the table's pending rows, so not too often on a large one.
+    #[cfg(feature = "metrics")]
+    pub fn stats_interval(mut self, interval: Duration) -> Self {
+        self.stats_interval = interval.max(Duration::from_millis(1));
+        self
     }
 
     /// Rows claimed per pass (default 100).
@@ -153,6 +177,12 @@ impl<P: Publisher> Relay<P> {
         report.published = outcome.sent.len();
         report.failed = outcome.failed.iter().filter(|f| f.gave_up).count();
         report.retrying = outcome.failed.len() - report.failed;
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = &self.metrics {
+            metrics.published.inc_by(report.published as u64);
+            metrics.retried.inc_by(report.retrying as u64);
+            metrics.failed.inc_by(report.failed as u64);
+        }
         self.store
             .finish(claim.hold, outcome, !self.retention.is_zero())
             .await?;
@@ -173,7 +203,14 @@ impl<P: Publisher> Relay<P> {
                 Err(e) => Err(e),
             };
             match published {
-                Ok(()) => outcome.sent.push(row.seq),
+                Ok(()) => {
+                    #[cfg(feature = "metrics")]
+                    if let Some(metrics) = &self.metrics {
+                        let lag = (now_millis() - row.enqueued_at).max(0);
+                        metrics.lag.observe(lag as f64 / 1_000.0);
+                    }
+                    outcome.sent.push(row.seq);
+                }
                 Err(error) => {
                     outcome.failed.push(self.failure(&row, &error));
                     // Later rows of the key wait for this one.
@@ -233,9 +270,23 @@ impl<P: Publisher> Relay<P> {
         // yet: look again shortly, a few times, before the regular polling.
         let mut soon: VecDeque<Duration> = VecDeque::new();
         let mut errors = 0u32;
+        #[cfg(feature = "metrics")]
+        let mut stats_due = tokio::time::Instant::now();
         loop {
             if *stopped.borrow() {
                 break;
+            }
+            #[cfg(feature = "metrics")]
+            if let Some(metrics) = &self.metrics
+                && tokio::time::Instant::now() >= stats_due
+            {
+                stats_due = tokio::time::Instant::now() + self.stats_interval;
+                match self.store.stats().await {
+                    Ok(stats) => metrics.stats(&stats),
+                    Err(e) => {
+                        tracing::debug!(error = %e.chain(), "reading the outbox's counts failed")
+                    }
+                }
             }
             let wait = match self.run_once().await {
                 Ok(report) if report.claimed == self.batch_size => {
@@ -364,6 +415,7 @@ mod tests {
             ttl_ms: None,
             reply_to: None,
             attempts: 0,
+            enqueued_at: 0,
         }
     }
 

@@ -66,6 +66,9 @@ pub(crate) struct ClaimedRow {
     pub(crate) reply_to: Option<String>,
     /// Failed publishes so far.
     pub(crate) attempts: i64,
+    /// Milliseconds since the Unix epoch.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) enqueued_at: i64,
 }
 
 impl ClaimedRow {
@@ -137,6 +140,7 @@ mod tests {
             ttl_ms: row.ttl_ms,
             reply_to: row.reply_to,
             attempts: 0,
+            enqueued_at: row.enqueued_at,
         }
     }
 

@@ -97,7 +97,7 @@ impl Sql {
                           AND (p.next_attempt_at > ?3 OR p.lease_until >= ?3)))
                     ORDER BY o.seq LIMIT ?4)
                  RETURNING seq, id, topic, msg_key, headers, payload, deliver_at, ttl_ms,
-                           reply_to, attempts"
+                           reply_to, attempts, enqueued_at"
             ),
             mark_sent: format!(
                 "UPDATE {t} SET state = 'sent', sent_at = ?1, lease_owner = NULL, lease_until = NULL

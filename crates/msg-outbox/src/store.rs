@@ -62,6 +62,7 @@ where
         ttl_ms: row.try_get("ttl_ms").map_err(get)?,
         reply_to: row.try_get("reply_to").map_err(get)?,
         attempts: row.try_get("attempts").map_err(get)?,
+        enqueued_at: row.try_get("enqueued_at").map_err(get)?,
     })
 }
 
