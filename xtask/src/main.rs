@@ -199,10 +199,14 @@ fn prerequisites() -> Result<()> {
 /// each needs.
 const BENCHED: &[(&str, &[&str])] = &[
     ("memory", &[]),
-    ("redis", &["redis"]),
-    ("nats", &["nats"]),
-    ("amqp", &["rabbitmq"]),
-    ("kafka", &["kafka"]),
+    // Each broker also takes the outbox relay from PostgreSQL.
+    ("redis", &["redis", "postgres"]),
+    ("nats", &["nats", "postgres"]),
+    ("amqp", &["rabbitmq", "postgres"]),
+    ("kafka", &["kafka", "postgres"]),
+    // The embedded outbox (SQLite into the in-process broker) and what
+    // enqueue costs a PostgreSQL transaction.
+    ("outbox", &["postgres"]),
 ];
 
 fn bench(args: &[String]) -> Result<()> {

@@ -19,3 +19,4 @@ fn harness() -> Harness {
 }
 
 msg_testkit::conformance_suite!(harness());
+msg_testkit::outbox_case!(harness());

@@ -13,6 +13,7 @@
 //! section of `docs/benchmarks.md` and the chart `docs/benchmarks.svg`.
 
 mod measure;
+mod outbox;
 mod raw;
 mod report;
 mod side;
@@ -22,7 +23,7 @@ use measure::{Row, Sizes};
 use side::MsgSide;
 
 /// The transports this build compares, and how each gets its broker URL.
-const TRANSPORTS: &[&str] = &["memory", "redis", "nats", "amqp", "kafka"];
+const TRANSPORTS: &[&str] = &["memory", "redis", "nats", "amqp", "kafka", "outbox"];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
@@ -71,7 +72,45 @@ async fn main() -> Result<()> {
 }
 
 async fn run(transport: &str, sizes: Sizes) -> Result<Vec<Row>> {
+    let mut rows = compare(transport, sizes).await?;
+    // Each real broker: the outbox relay from PostgreSQL into it.
+    if transport != "memory" && transport != "outbox" {
+        let conn = msg::connect(&broker_url(transport)?).await?;
+        let db = outbox::Database::Postgres(outbox::postgres()?);
+        rows.push(outbox::relay_row(transport, &conn, &db, sizes).await?);
+    }
+    Ok(rows)
+}
+
+/// The URL msg connects to for `transport`.
+fn broker_url(transport: &str) -> Result<String> {
+    let env = |name| msg_testkit::BrokerEnv::get(name).url().to_owned();
+    Ok(match transport {
+        "redis" => env("redis"),
+        "nats" => env("nats").replacen("nats://", "nats+js://", 1),
+        "amqp" => env("rabbitmq"),
+        "kafka" => format!("{}?fetch.wait.max.ms=10", env("kafka")),
+        other => bail!("no broker for {other}"),
+    })
+}
+
+async fn compare(transport: &str, sizes: Sizes) -> Result<Vec<Row>> {
     match transport {
+        "outbox" => {
+            // The embedded pair (SQLite into the in-process broker), and
+            // what enqueue costs a PostgreSQL transaction.
+            let conn = msg::connect("memory://bench-outbox?capacity=1000000").await?;
+            let sqlite =
+                outbox::relay_row("memory", &conn, &outbox::Database::Sqlite, sizes).await?;
+            let url = outbox::postgres()?;
+            let pg = outbox::Database::Postgres(url.clone());
+            let from_pg = outbox::relay_row("memory", &conn, &pg, sizes).await?;
+            Ok(vec![
+                sqlite,
+                from_pg,
+                outbox::enqueue_row(&url, sizes).await?,
+            ])
+        }
         "memory" => {
             let conn = msg::connect("memory://bench?retention=1000000&capacity=1000000").await?;
             let raw = raw::memory::RawMemory::default();

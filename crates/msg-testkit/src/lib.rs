@@ -26,6 +26,8 @@ mod brokers;
 pub mod cases;
 mod harness;
 mod options;
+#[cfg(feature = "outbox")]
+pub mod outbox;
 
 pub use brokers::{BrokerEnv, env_file};
 pub use harness::{Harness, SKIPS_FILE, collect, recv};

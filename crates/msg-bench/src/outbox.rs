@@ -1,0 +1,232 @@
+//! The outbox's rows: how fast a relay drains a table into a broker, next
+//! to msg's own confirmed publish on the same broker in the same run; and
+//! what enqueue adds to a PostgreSQL transaction.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use msg::outbox::Outbox;
+use msg::{Connection, Message, Publisher};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+
+use crate::measure::{Row, Sizes, median, percentile};
+use crate::side::payload;
+
+/// Where the relay reads from.
+pub(crate) enum Database {
+    /// An SQLite file (the embedded default).
+    Sqlite,
+    /// The PostgreSQL that `cargo xtask brokers up postgres` starts.
+    Postgres(String),
+}
+
+impl Database {
+    fn name(&self) -> &'static str {
+        match self {
+            Database::Sqlite => "SQLite",
+            Database::Postgres(_) => "PostgreSQL",
+        }
+    }
+}
+
+const BATCH: usize = 500;
+const IN_FLIGHT: usize = 64;
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", msg::Uuid::new_v4().simple())
+}
+
+/// Fills an outbox with `n` rows (not timed) and returns the time a relay
+/// takes to publish them all.
+async fn relay_rate(db: &Database, conn: &Connection, topic: &str, n: usize) -> Result<f64> {
+    let messages: Vec<Message> = (0..n).map(|_| Message::new(payload())).collect();
+    let elapsed = match db {
+        Database::Sqlite => {
+            let dir = std::env::temp_dir().join(unique("msg-bench-outbox"));
+            std::fs::create_dir_all(&dir)?;
+            let pool = SqlitePool::connect_with(
+                SqliteConnectOptions::new()
+                    .filename(dir.join("outbox.db"))
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal),
+            )
+            .await?;
+            let outbox = Outbox::sqlite(pool.clone());
+            outbox.migrate().await?;
+            for chunk in messages.chunks(1_000) {
+                let mut tx = pool.begin().await?;
+                for m in chunk {
+                    outbox.enqueue(&mut tx, topic, m.clone()).await?;
+                }
+                tx.commit().await?;
+            }
+            let elapsed = drain(&relay(&outbox, conn)).await?;
+            pool.close().await;
+            let _ = std::fs::remove_dir_all(&dir);
+            elapsed
+        }
+        Database::Postgres(url) => {
+            let pool = PgPoolOptions::new().max_connections(4).connect(url).await?;
+            let table = unique("bench_outbox");
+            let outbox = Outbox::postgres(pool.clone()).with_table(&table)?;
+            outbox.migrate().await?;
+            for chunk in messages.chunks(1_000) {
+                let mut tx = pool.begin().await?;
+                for m in chunk {
+                    outbox.enqueue(&mut tx, topic, m.clone()).await?;
+                }
+                tx.commit().await?;
+            }
+            let elapsed = drain(&relay(&outbox, conn)).await?;
+            sqlx::query(&format!("DROP TABLE {table}"))
+                .execute(&pool)
+                .await?;
+            pool.close().await;
+            elapsed
+        }
+    };
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// A relay as a busy service would set it: large batches, as many
+/// publishes in flight as the direct side has.
+fn relay<DB>(outbox: &Outbox<DB>, conn: &Connection) -> msg::outbox::Relay<Connection> {
+    outbox
+        .relay(conn.clone())
+        .batch_size(BATCH)
+        .concurrency(IN_FLIGHT)
+}
+
+/// Runs passes until one finds nothing; the time until the last row went.
+async fn drain<P: Publisher>(relay: &msg::outbox::Relay<P>) -> Result<Duration> {
+    let started = Instant::now();
+    let mut last = started;
+    loop {
+        let pass = relay.run_once().await?;
+        anyhow::ensure!(pass.failed == 0 && pass.retrying == 0, "relay: {pass:?}");
+        if pass.claimed == 0 {
+            return Ok(last - started);
+        }
+        last = Instant::now();
+    }
+}
+
+/// msg's own confirmed publish, `IN_FLIGHT` at once, as the relay has.
+async fn direct_rate(conn: &Connection, topic: &str, n: usize) -> Result<f64> {
+    let started = Instant::now();
+    let results: Vec<msg::Result<msg::Receipt>> = futures::stream::iter(0..n)
+        .map(|_| conn.publish(topic, Message::new(payload())))
+        .buffer_unordered(IN_FLIGHT)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    for r in results {
+        r?;
+    }
+    Ok(n as f64 / elapsed.as_secs_f64())
+}
+
+/// The relay from `db` next to direct publishing, alternating.
+pub(crate) async fn relay_row(
+    transport: &str,
+    conn: &Connection,
+    db: &Database,
+    sizes: Sizes,
+) -> Result<Row> {
+    let (mut relay, mut direct) = (Vec::new(), Vec::new());
+    for round in 0..sizes.rounds {
+        eprintln!(
+            "bench: {transport} outbox ({}) round {}",
+            db.name(),
+            round + 1
+        );
+        let topic = format!("bench.{transport}.outbox.{}", &unique("r")[2..10]);
+        direct.push(direct_rate(conn, &topic, sizes.messages).await?);
+        relay.push(relay_rate(db, conn, &topic, sizes.messages).await?);
+    }
+    let (msg, raw) = (median(relay), median(direct));
+    Ok(Row {
+        transport: transport.to_owned(),
+        metric: match db {
+            Database::Sqlite => "outbox relay from SQLite (vs msg's direct publish)",
+            Database::Postgres(_) => "outbox relay from PostgreSQL (vs msg's direct publish)",
+        },
+        unit: "msg/s",
+        msg,
+        raw,
+        compare: msg / raw,
+        higher_is_better: true,
+        ruststream: None,
+    })
+}
+
+/// A PostgreSQL transaction that inserts a business row, with and without
+/// an enqueue, alternating: the p99 of each (µs).
+pub(crate) async fn enqueue_row(url: &str, sizes: Sizes) -> Result<Row> {
+    let pool: PgPool = PgPoolOptions::new().max_connections(2).connect(url).await?;
+    let table = unique("bench_outbox");
+    let outbox = Outbox::postgres(pool.clone()).with_table(&table)?;
+    outbox.migrate().await?;
+    let orders = unique("bench_orders");
+    sqlx::query(&format!(
+        "CREATE TABLE {orders} (id BIGSERIAL PRIMARY KEY, body BYTEA NOT NULL)"
+    ))
+    .execute(&pool)
+    .await?;
+    let insert = format!("INSERT INTO {orders} (body) VALUES ($1)");
+    let n = sizes.messages.min(5_000);
+    let (mut with, mut without) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..2 * n {
+        let body = payload();
+        let started = Instant::now();
+        let mut tx = pool.begin().await?;
+        sqlx::query(&insert)
+            .bind(body.as_ref())
+            .execute(&mut *tx)
+            .await?;
+        if i % 2 == 0 {
+            outbox
+                .enqueue(&mut tx, "orders.placed", Message::new(body))
+                .await?;
+        }
+        tx.commit().await?;
+        let took = started.elapsed().as_nanos() as u64;
+        if i % 2 == 0 {
+            with.push(took);
+        } else {
+            without.push(took);
+        }
+    }
+    for t in [&table, &orders] {
+        sqlx::query(&format!("DROP TABLE {t}"))
+            .execute(&pool)
+            .await?;
+    }
+    pool.close().await;
+    with.sort_unstable();
+    without.sort_unstable();
+    let (w, wo) = (
+        percentile(&with, 99.0) / 1_000.0,
+        percentile(&without, 99.0) / 1_000.0,
+    );
+    Ok(Row {
+        transport: "postgres".to_owned(),
+        metric: "transaction p99, with an enqueue (raw: without)",
+        unit: "µs",
+        msg: w,
+        raw: wo,
+        compare: w - wo,
+        higher_is_better: false,
+        ruststream: None,
+    })
+}
+
+/// The PostgreSQL URL, when the run has one.
+pub(crate) fn postgres() -> Result<String> {
+    Ok(msg_testkit::BrokerEnv::lookup("postgres")
+        .context("no PostgreSQL for the outbox rows: cargo xtask brokers up postgres")?
+        .url()
+        .to_owned())
+}
