@@ -310,7 +310,10 @@ impl<P: Publisher> Relay<P> {
                 match listener.as_mut() {
                     Some(listener) => {
                         if let Err(e) = listener.recv().await {
-                            tracing::debug!(error = %e, "outbox listener reconnecting");
+                            // It reconnects on the next call; until then the
+                            // relay polls, rather than spinning on the error.
+                            tracing::debug!(error = %e, "outbox listener lost its connection");
+                            std::future::pending::<()>().await;
                         }
                     }
                     None => std::future::pending().await,
