@@ -105,11 +105,9 @@ async fn compare(transport: &str, sizes: Sizes) -> Result<Vec<Row>> {
             let url = outbox::postgres()?;
             let pg = outbox::Database::Postgres(url.clone());
             let from_pg = outbox::relay_row("memory", &conn, &pg, sizes).await?;
-            Ok(vec![
-                sqlite,
-                from_pg,
-                outbox::enqueue_row(&url, sizes).await?,
-            ])
+            let mut rows = vec![sqlite, from_pg];
+            rows.extend(outbox::enqueue_rows(&url, sizes).await?);
+            Ok(rows)
         }
         "memory" => {
             let conn = msg::connect("memory://bench?retention=1000000&capacity=1000000").await?;

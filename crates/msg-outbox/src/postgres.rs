@@ -18,7 +18,7 @@
 //! Inserts fire a trigger that `NOTIFY`s the table's channel at commit,
 //! which wakes relays listening anywhere.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use msg_core::{Result, Uuid};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
-use crate::row::{NewRow, now_millis};
+use crate::row::{ClaimedRow, NewRow, now_millis};
 use crate::store::{
     Claim, FailedRow, Hold, INSERT_COLUMNS, OutboxStats, Outcome, bind_new_row, claimed,
     failed_row, store_error,
@@ -41,8 +41,6 @@ struct Sql {
     migrate: Vec<String>,
     insert: String,
     candidates: String,
-    lock_keys: String,
-    lock_rows: String,
     rows: String,
     mark_sent: String,
     delete_sent_now: String,
@@ -108,33 +106,40 @@ impl Sql {
                 "INSERT INTO {t} ({INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
             // Due rows, oldest first, whose key has no earlier row waiting
-            // out a backoff (which holds the key back).
+            // out a backoff (which holds the key back), each taken with a
+            // transaction-scoped advisory lock on its key (or on itself,
+            // without a key); rows whose lock another claim holds are
+            // skipped, so that concurrent claims take different rows. The
+            // locks are tried in order over a window of the oldest rows
+            // (the inner LIMIT), and only until the batch is full. No row
+            // lock: the claim takes no transaction id before it records
+            // its batch, so it holds back no other relay's view of what
+            // committed (see `settled`).
             candidates: format!(
-                "SELECT o.seq, o.msg_key FROM {t} o
-                 WHERE o.state = 'pending' AND o.next_attempt_at <= $1 AND o.{settled}
-                   AND (o.msg_key IS NULL OR NOT EXISTS (
-                     SELECT 1 FROM {t} p
-                     WHERE p.msg_key = o.msg_key AND p.state = 'pending'
-                       AND p.next_attempt_at > $1 AND (p.txid, p.seq) < (o.txid, o.seq)))
-                 ORDER BY o.txid, o.seq LIMIT $2"
+                "SELECT c.* FROM (
+                    SELECT o.seq, o.id, o.topic, o.msg_key, o.headers, o.payload,
+                           o.deliver_at, o.ttl_ms, o.reply_to, o.attempts, o.enqueued_at
+                    FROM {t} o
+                    WHERE o.state = 'pending' AND o.next_attempt_at <= $1 AND o.{settled}
+                      AND (o.msg_key IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM {t} p
+                        WHERE p.msg_key = o.msg_key AND p.state = 'pending'
+                          AND p.next_attempt_at > $1 AND (p.txid, p.seq) < (o.txid, o.seq)))
+                    ORDER BY o.txid, o.seq LIMIT $3) c
+                 WHERE pg_try_advisory_xact_lock(hashtextextended(
+                    CASE WHEN c.msg_key IS NULL THEN '{t}:seq:' || c.seq::text
+                         ELSE '{t}:key:' || c.msg_key END, 0))
+                 LIMIT $2"
             ),
-            lock_keys: format!(
-                "SELECT k FROM unnest($1::text[]) AS k
-                 WHERE pg_try_advisory_xact_lock(hashtextextended('{t}:key:' || k, 0))"
-            ),
-            lock_rows: format!(
-                "SELECT s FROM unnest($1::bigint[]) AS s
-                 WHERE pg_try_advisory_xact_lock(hashtextextended('{t}:seq:' || s::text, 0))"
-            ),
-            // Read after the locks were taken, so it sees what the relay
-            // that held them last recorded.
+            // Every pending row of the keys this claim holds, in order (read
+            // after the locks were taken, so it sees what the claim that
+            // held them last recorded).
             rows: format!(
                 "SELECT seq, id, topic, msg_key, headers, payload, deliver_at, ttl_ms, reply_to,
                         attempts, next_attempt_at, enqueued_at
                  FROM {t}
-                 WHERE state = 'pending' AND {settled}
-                   AND (msg_key = ANY($1) OR (msg_key IS NULL AND seq = ANY($2)))
-                 ORDER BY txid, seq LIMIT $3"
+                 WHERE state = 'pending' AND {settled} AND msg_key = ANY($1)
+                 ORDER BY txid, seq LIMIT $2"
             ),
             mark_sent: format!("UPDATE {t} SET state = 'sent', sent_at = $1 WHERE seq = ANY($2)"),
             delete_sent_now: format!("DELETE FROM {t} WHERE seq = ANY($1)"),
@@ -226,43 +231,27 @@ impl PgStore {
         let now = now_millis();
         let limit = i64::try_from(batch).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await.map_err(store_error)?;
+        // The window holds the batches of a few other claims in flight.
         let candidates = sqlx::query(&self.sql.candidates)
             .bind(now)
             .bind(limit)
+            .bind(limit.saturating_mul(4))
             .fetch_all(&mut *tx)
             .await
             .map_err(store_error)?;
-        let mut keys: Vec<String> = Vec::new();
-        let mut seqs: Vec<i64> = Vec::new();
-        let mut seen = HashSet::new();
-        for row in &candidates {
-            match row
-                .try_get::<Option<String>, _>("msg_key")
-                .map_err(store_error)?
-            {
-                Some(key) => {
-                    if seen.insert(key.clone()) {
-                        keys.push(key);
-                    }
-                }
-                None => seqs.push(row.try_get("seq").map_err(store_error)?),
-            }
-        }
-        let mut rows = Vec::new();
-        if !candidates.is_empty() {
-            let keys: Vec<String> = sqlx::query_scalar(&self.sql.lock_keys)
+        let candidates = candidates.iter().map(claimed).collect::<Result<Vec<_>>>()?;
+        let keys: Vec<String> = candidates
+            .iter()
+            .filter_map(|r| r.key.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        // Every pending row of a locked key, in order: its first rows may
+        // not be among the candidates (another claim's window held them).
+        let mut runs: HashMap<String, Vec<ClaimedRow>> = HashMap::new();
+        if !keys.is_empty() {
+            let keyed = sqlx::query(&self.sql.rows)
                 .bind(&keys)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            let seqs: Vec<i64> = sqlx::query_scalar(&self.sql.lock_rows)
-                .bind(&seqs)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store_error)?;
-            let locked = sqlx::query(&self.sql.rows)
-                .bind(&keys)
-                .bind(&seqs)
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await
@@ -270,19 +259,27 @@ impl PgStore {
             // A key's rows stop at its first one not due (waiting out a
             // backoff): the later ones wait for it.
             let mut held_back = HashSet::new();
-            for row in &locked {
+            for row in &keyed {
                 let due: i64 = row.try_get("next_attempt_at").map_err(store_error)?;
                 let row = claimed(row)?;
-                if let Some(key) = &row.key
-                    && (held_back.contains(key) || due > now)
-                {
-                    held_back.insert(key.clone());
+                let key = row.key.clone().expect("rows of a key");
+                if held_back.contains(&key) || due > now {
+                    held_back.insert(key);
                     continue;
                 }
-                if row.key.is_none() && due > now {
-                    continue;
+                runs.entry(key).or_default().push(row);
+            }
+        }
+        // The candidates' order, each key's run where the key first shows.
+        let mut rows = Vec::with_capacity(candidates.len());
+        for row in candidates {
+            match &row.key {
+                None => rows.push(row),
+                Some(key) => {
+                    if let Some(run) = runs.remove(key) {
+                        rows.extend(run);
+                    }
                 }
-                rows.push(row);
             }
         }
         Ok(Claim {

@@ -38,6 +38,7 @@ pub struct Relay<P> {
     owner: String,
     batch_size: usize,
     concurrency: usize,
+    workers: usize,
     max_attempts: u32,
     min_backoff: Duration,
     max_backoff: Duration,
@@ -73,6 +74,7 @@ impl<P: Publisher> Relay<P> {
             owner: Uuid::new_v4().to_string(),
             batch_size: 100,
             concurrency: 32,
+            workers: 2,
             max_attempts: 10,
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
@@ -112,6 +114,16 @@ impl<P: Publisher> Relay<P> {
     /// (default 32).
     pub fn concurrency(mut self, publishes: usize) -> Self {
         self.concurrency = publishes.max(1);
+        self
+    }
+
+    /// Passes a running relay makes at once (default 2): while one
+    /// publishes its batch, the next claims and records its own, so the
+    /// database's time overlaps the broker's. Each is a relay of its own
+    /// for the claims (and on PostgreSQL holds a connection while it
+    /// publishes).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
         self
     }
 
@@ -251,18 +263,26 @@ impl<P: Publisher> Relay<P> {
         let (stop, stopped) = watch::channel(false);
         let cleanup = (!self.retention.is_zero())
             .then(|| tokio::spawn(cleanup(self.store.clone(), self.retention, stopped.clone())));
-        let relay = tokio::spawn(self.run(stopped));
+        let relay = Arc::new(self);
+        let workers = (0..relay.workers)
+            .map(|worker| tokio::spawn(relay.clone().run(worker, stopped.clone())))
+            .collect();
         RunningRelay {
             stop,
-            relay,
+            workers,
             cleanup,
         }
     }
 
-    async fn run(self, mut stopped: watch::Receiver<bool>) {
+    #[cfg_attr(
+        not(any(feature = "postgres", feature = "metrics")),
+        allow(unused_variables)
+    )]
+    async fn run(self: Arc<Self>, worker: usize, mut stopped: watch::Receiver<bool>) {
+        // One listener per relay: the first worker wakes the others.
         #[cfg(feature = "postgres")]
         let mut listener = match &self.store {
-            Store::Postgres(store) => store.listen().await,
+            Store::Postgres(store) if worker == 0 => store.listen().await,
             #[allow(unreachable_patterns)]
             _ => None,
         };
@@ -277,7 +297,8 @@ impl<P: Publisher> Relay<P> {
                 break;
             }
             #[cfg(feature = "metrics")]
-            if let Some(metrics) = &self.metrics
+            if worker == 0
+                && let Some(metrics) = &self.metrics
                 && tokio::time::Instant::now() >= stats_due
             {
                 stats_due = tokio::time::Instant::now() + self.stats_interval;
@@ -309,11 +330,15 @@ impl<P: Publisher> Relay<P> {
             let notified = async {
                 match listener.as_mut() {
                     Some(listener) => {
-                        if let Err(e) = listener.recv().await {
-                            // It reconnects on the next call; until then the
-                            // relay polls, rather than spinning on the error.
-                            tracing::debug!(error = %e, "outbox listener lost its connection");
-                            std::future::pending::<()>().await;
+                        match listener.recv().await {
+                            Ok(_) => self.wake.notify_waiters(),
+                            Err(e) => {
+                                // It reconnects on the next call; until then
+                                // the relay polls, rather than spinning on
+                                // the error.
+                                tracing::debug!(error = %e, "outbox listener lost its connection");
+                                std::future::pending::<()>().await;
+                            }
                         }
                     }
                     None => std::future::pending().await,
@@ -382,7 +407,7 @@ async fn cleanup(store: Store, retention: Duration, mut stopped: watch::Receiver
 #[derive(Debug)]
 pub struct RunningRelay {
     stop: watch::Sender<bool>,
-    relay: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
     cleanup: Option<JoinHandle<()>>,
 }
 
@@ -391,8 +416,10 @@ impl RunningRelay {
     /// recorded and what it holds is released.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        if let Err(e) = self.relay.await {
-            tracing::error!(error = %e, "the outbox relay task failed");
+        for worker in self.workers {
+            if let Err(e) = worker.await {
+                tracing::error!(error = %e, "an outbox relay task failed");
+            }
         }
         if let Some(cleanup) = self.cleanup
             && let Err(e) = cleanup.await
