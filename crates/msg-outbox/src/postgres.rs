@@ -20,7 +20,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use msg_core::{Result, Uuid};
 use sqlx::PgPool;
@@ -29,7 +28,7 @@ use sqlx::postgres::PgListener;
 use crate::row::{ClaimedRow, NewRow, now_millis};
 use crate::store::{
     Claim, FailedRow, Hold, INSERT_COLUMNS, OutboxStats, Outcome, bind_new_row, claimed,
-    failed_row, store_error,
+    failed_row, stats, store_error,
 };
 use crate::table::Table;
 
@@ -331,23 +330,11 @@ impl PgStore {
     }
 
     pub(crate) async fn stats(&self) -> Result<OutboxStats> {
-        use sqlx::Row;
         let row = sqlx::query(&self.sql.stats)
             .fetch_one(&self.pool)
             .await
             .map_err(store_error)?;
-        let count = |name: &str| -> Result<u64> {
-            let n: i64 = row.try_get(name).map_err(store_error)?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        };
-        let oldest: Option<i64> = row.try_get("oldest").map_err(store_error)?;
-        Ok(OutboxStats {
-            pending: count("pending")?,
-            failed: count("failed")?,
-            sent: count("sent")?,
-            oldest_pending_age: oldest
-                .map(|at| Duration::from_millis(u64::try_from(now_millis() - at).unwrap_or(0))),
-        })
+        stats(&row)
     }
 
     pub(crate) async fn failed(&self, limit: i64) -> Result<Vec<FailedRow>> {

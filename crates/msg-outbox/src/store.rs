@@ -243,6 +243,28 @@ impl Store {
     }
 }
 
+/// The counts of a stats query: `pending, failed, sent, oldest`.
+pub(crate) fn stats<'r, R>(row: &'r R) -> Result<OutboxStats>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let count = |name: &'static str| -> Result<u64> {
+        let n: i64 = row.try_get(name).map_err(store_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    let oldest: Option<i64> = row.try_get("oldest").map_err(store_error)?;
+    Ok(OutboxStats {
+        pending: count("pending")?,
+        failed: count("failed")?,
+        sent: count("sent")?,
+        oldest_pending_age: oldest.map(|at| {
+            Duration::from_millis(u64::try_from(crate::row::now_millis() - at).unwrap_or(0))
+        }),
+    })
+}
+
 /// The row of a failed-state query: `id, topic, attempts, last_error,
 /// enqueued_at`.
 pub(crate) fn failed_row<'r, R>(row: &'r R) -> Result<FailedRow>
