@@ -45,6 +45,7 @@ pub struct Relay<P> {
     retention: Duration,
     lease: Duration,
     poll_interval: Duration,
+    shutdown_timeout: Duration,
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::TableMetrics>,
     #[cfg(feature = "metrics")]
@@ -81,6 +82,7 @@ impl<P: Publisher> Relay<P> {
             retention: Duration::ZERO,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(30),
             #[cfg(feature = "metrics")]
             metrics: None,
             #[cfg(feature = "metrics")]
@@ -162,6 +164,15 @@ impl<P: Publisher> Relay<P> {
     /// enqueues anywhere do (`LISTEN`/`NOTIFY`).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long [`RunningRelay::shutdown`] waits for the passes in flight
+    /// (default 30 s). Past it, they are abandoned: their rows are
+    /// published again by the next relay (PostgreSQL: at once; SQLite:
+    /// once their lease expired), with the same ids.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
         self
     }
 
@@ -271,6 +282,7 @@ impl<P: Publisher> Relay<P> {
             stop,
             workers,
             cleanup,
+            timeout: relay.shutdown_timeout,
         }
     }
 
@@ -409,16 +421,31 @@ pub struct RunningRelay {
     stop: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
     cleanup: Option<JoinHandle<()>>,
+    timeout: Duration,
 }
 
 impl RunningRelay {
-    /// Stops the relay after its pass in flight: what it published is
-    /// recorded and what it holds is released.
+    /// Stops the relay after its passes in flight: what they published is
+    /// recorded and what they hold is released. A pass still publishing
+    /// after the relay's `shutdown_timeout` (a broker that does not answer)
+    /// is abandoned; see [`Relay::shutdown_timeout`].
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        for worker in self.workers {
-            if let Err(e) = worker.await {
-                tracing::error!(error = %e, "an outbox relay task failed");
+        let aborts: Vec<_> = self.workers.iter().map(JoinHandle::abort_handle).collect();
+        let finished = tokio::time::timeout(self.timeout, futures::future::join_all(self.workers));
+        match finished.await {
+            Ok(results) => {
+                for result in results {
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "an outbox relay task failed");
+                    }
+                }
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?self.timeout, "outbox relay passes still in flight at shutdown: abandoned; their rows will be published again");
+                for abort in aborts {
+                    abort.abort();
+                }
             }
         }
         if let Some(cleanup) = self.cleanup

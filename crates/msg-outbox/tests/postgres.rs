@@ -349,3 +349,8 @@ async fn the_inbox_holds_a_second_delivery_until_the_first_ends() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_up_on_a_broker_that_never_answers() {
+    support::shutdown_gives_up_on_a_broker_that_never_answers::<PgDb>().await;
+}

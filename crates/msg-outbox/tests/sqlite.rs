@@ -244,3 +244,8 @@ async fn a_row_written_by_another_program_is_published() {
     assert_eq!(message.header("content-type"), Some("text/plain"));
     assert_eq!(&message.payload()[..], b"hi");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_up_on_a_broker_that_never_answers() {
+    support::shutdown_gives_up_on_a_broker_that_never_answers::<SqliteDb>().await;
+}

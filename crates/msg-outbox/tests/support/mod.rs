@@ -497,3 +497,34 @@ fn hanging_first_id(recorder: &Recorder) -> msg_core::Uuid {
         .next()
         .expect("a publish was tried")
 }
+
+/// A relay whose broker never answers still shuts down, after its
+/// shutdown timeout, and its rows go to the next relay.
+pub async fn shutdown_gives_up_on_a_broker_that_never_answers<D: Db>() {
+    let outbox = D::outbox().await;
+    let lease = Duration::from_millis(300);
+    D::enqueue(&outbox, vec![("orders", Message::new("stuck"))], true)
+        .await
+        .unwrap();
+    let hanging = Recorder::with_rule(|_, _| Act::Hang);
+    let running = outbox
+        .relay(hanging.clone())
+        .lease(lease)
+        .shutdown_timeout(Duration::from_millis(200))
+        .start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while hanging.tries.lock().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "nothing was tried");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::timeout(Duration::from_secs(5), running.shutdown())
+        .await
+        .expect("shutdown returned after its timeout");
+    let recorder = Recorder::accepting();
+    let next = D::other(&outbox).await.relay(recorder.clone()).lease(lease);
+    if D::LEASED {
+        tokio::time::sleep(lease + Duration::from_millis(50)).await;
+    }
+    next.run_once().await.unwrap();
+    assert_eq!(recorder.payloads("orders"), ["stuck"]);
+}
