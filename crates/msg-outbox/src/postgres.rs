@@ -177,6 +177,12 @@ impl Sql {
     }
 }
 
+/// What the scan of a claim found: a row without a key, or a key.
+enum Candidate {
+    Row(ClaimedRow),
+    Key(String),
+}
+
 /// An outbox table in a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub(crate) struct PgStore {
@@ -238,10 +244,22 @@ impl PgStore {
             .fetch_all(&mut *tx)
             .await
             .map_err(store_error)?;
-        let candidates = candidates.iter().map(claimed).collect::<Result<Vec<_>>>()?;
+        // A row without a key is claimed as it is; a key's rows are read
+        // again below, whole, so only the key is taken here.
+        let candidates = candidates
+            .iter()
+            .map(|row| match row.try_get::<Option<String>, _>("msg_key") {
+                Ok(None) => claimed(row).map(Candidate::Row),
+                Ok(Some(key)) => Ok(Candidate::Key(key)),
+                Err(e) => Err(store_error(e)),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let keys: Vec<String> = candidates
             .iter()
-            .filter_map(|r| r.key.clone())
+            .filter_map(|c| match c {
+                Candidate::Key(key) => Some(key.clone()),
+                Candidate::Row(_) => None,
+            })
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
@@ -271,11 +289,11 @@ impl PgStore {
         }
         // The candidates' order, each key's run where the key first shows.
         let mut rows = Vec::with_capacity(candidates.len());
-        for row in candidates {
-            match &row.key {
-                None => rows.push(row),
-                Some(key) => {
-                    if let Some(run) = runs.remove(key) {
+        for candidate in candidates {
+            match candidate {
+                Candidate::Row(row) => rows.push(row),
+                Candidate::Key(key) => {
+                    if let Some(run) = runs.remove(&key) {
                         rows.extend(run);
                     }
                 }

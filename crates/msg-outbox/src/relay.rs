@@ -216,8 +216,8 @@ impl<P: Publisher> Relay<P> {
     async fn publish_in_order(&self, rows: Vec<ClaimedRow>) -> Outcome {
         let mut outcome = Outcome::default();
         let mut rows = rows.into_iter();
-        while let Some(row) = rows.next() {
-            let published = match row.to_message() {
+        while let Some(mut row) = rows.next() {
+            let published = match row.take_message() {
                 Ok((message, options)) => self
                     .publisher
                     .publish_with(&row.topic, message, options)

@@ -72,10 +72,11 @@ pub(crate) struct ClaimedRow {
 }
 
 impl ClaimedRow {
-    /// The message and options as they were enqueued. A row that does not
-    /// decode (edited by hand, say) is a permanent error: it goes to the
-    /// failed state with the reason.
-    pub(crate) fn to_message(&self) -> Result<(Message, PublishOptions)> {
+    /// The message and options as they were enqueued, moving the payload
+    /// out of the row (it is published once; the row keeps what recording
+    /// the outcome needs). A row that does not decode (edited by hand, say)
+    /// is a permanent error: it goes to the failed state with the reason.
+    pub(crate) fn take_message(&mut self) -> Result<(Message, PublishOptions)> {
         let corrupt = |what: &str, e: Box<dyn std::error::Error + Send + Sync>| {
             Error::Decode(format!("outbox row {}: {what}: {e}", self.seq).into())
         };
@@ -85,7 +86,7 @@ impl ClaimedRow {
         let message = Message::from_parts(MessageParts {
             id,
             key: self.key.clone(),
-            payload: Bytes::from(self.payload.clone()),
+            payload: Bytes::from(std::mem::take(&mut self.payload)),
             headers,
         });
         let mut options = PublishOptions::new();
@@ -156,7 +157,7 @@ mod tests {
             .ttl(Duration::from_secs(60))
             .reply_to("replies");
         let row = NewRow::new("orders", message.clone(), &options).unwrap();
-        let (back, back_options) = claimed(row).to_message().unwrap();
+        let (back, back_options) = claimed(row).take_message().unwrap();
         assert_eq!(back, message, "id, key, payload, headers in order");
         assert_eq!(back_options, options);
     }
@@ -178,7 +179,7 @@ mod tests {
     fn a_row_that_does_not_decode_says_which_and_why() {
         let mut row = claimed(NewRow::new("t", Message::new("x"), &PublishOptions::new()).unwrap());
         row.headers = "not json".into();
-        let err = row.to_message().unwrap_err();
+        let err = row.take_message().unwrap_err();
         assert!(err.to_string().contains("outbox row 1: headers"), "{err}");
     }
 }
