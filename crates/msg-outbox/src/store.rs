@@ -19,17 +19,7 @@ pub(crate) fn store_error(error: sqlx::Error) -> Error {
         | sqlx::Error::Protocol(_)
         | sqlx::Error::Tls(_) => true,
         sqlx::Error::Database(db) => {
-            let code = db.code();
-            let code = code.as_deref().unwrap_or("");
-            // SQLite: BUSY (5), LOCKED (6) and their extended codes;
-            // PostgreSQL: serialization failure, deadlock, lock not
-            // available, too many connections, shutting down.
-            matches!(code, "5" | "6" | "261" | "517" | "262")
-                || code.starts_with("40")
-                || code == "55P03"
-                || code.starts_with("53")
-                || code.starts_with("57P")
-                || code.starts_with("08")
+            msg_core::raw::store::retryable_sql_code(db.code().as_deref().unwrap_or(""))
         }
         _ => false,
     };
