@@ -73,6 +73,9 @@ const TRANSPORTS: &[(&str, &str, &[&str])] = &[
     ("facade", "msg", &["redis"]),
     // The outbox on PostgreSQL (its SQLite tests need no server).
     ("outbox", "msg-outbox", &["postgres"]),
+    // The scheduler's PostgreSQL and Redis stores (SQLite and memory need
+    // no server).
+    ("scheduler", "msg-scheduler", &["postgres", "redis"]),
     ("nats", "msg-nats", &["nats"]),
     ("amqp", "msg-amqp", &["rabbitmq"]),
     ("kafka", "msg-kafka", &["kafka"]),

@@ -20,3 +20,4 @@ fn harness() -> Harness {
 
 msg_testkit::conformance_suite!(harness());
 msg_testkit::outbox_case!(harness());
+msg_testkit::scheduler_case!(harness());

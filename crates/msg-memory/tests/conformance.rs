@@ -14,3 +14,4 @@ fn harness() -> msg_testkit::Harness {
 
 msg_testkit::conformance_suite!(harness());
 msg_testkit::outbox_case!(harness());
+msg_testkit::scheduler_case!(harness());

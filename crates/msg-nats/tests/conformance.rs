@@ -35,4 +35,5 @@ mod jetstream {
     msg_testkit::conformance_suite!(super::harness(msg_nats::Mode::JetStream).await);
     // The outbox's relay needs a publish the broker confirms.
     msg_testkit::outbox_case!(super::harness(msg_nats::Mode::JetStream).await);
+    msg_testkit::scheduler_case!(super::harness(msg_nats::Mode::JetStream).await);
 }

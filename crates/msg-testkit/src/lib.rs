@@ -28,6 +28,8 @@ mod harness;
 mod options;
 #[cfg(feature = "outbox")]
 pub mod outbox;
+#[cfg(feature = "scheduler")]
+pub mod scheduler;
 
 pub use brokers::{BrokerEnv, env_file};
 pub use harness::{Harness, SKIPS_FILE, collect, recv};

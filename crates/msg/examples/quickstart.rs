@@ -7,9 +7,12 @@
 //! every order: billing turns an order into an invoice (a message the router
 //! publishes before it acks the order), shipping ships it. One order has no
 //! amount: billing rejects it as permanent, so it ends in the dead-letter
-//! topic `orders.placed.dlq`, where an ops handler reads the reason.
+//! topic `orders.placed.dlq`, where an ops handler reads the reason. For
+//! each invoice, billing schedules a payment reminder in the same SQLite
+//! file (keyed by order, so a redelivered order does not schedule twice);
+//! the scheduler's runner publishes it when it is due.
 //!
-//! Run: `cargo run -p msg --features outbox,sqlite --example quickstart`
+//! Run: `cargo run -p msg --features outbox,scheduler,sqlite --example quickstart`
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use msg::outbox::Outbox;
+use msg::scheduler::{IfExists, ScheduleOptions, Scheduler, When};
 use msg::{Event, HandlerError, Json, Message, Outgoing, Router, State, Subscription, headers};
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
@@ -38,7 +42,14 @@ struct Tally {
     billed: AtomicUsize,
     shipped: AtomicUsize,
     invoiced: AtomicUsize,
+    reminded: AtomicUsize,
     dead_letters: AtomicUsize,
+}
+
+/// What the handlers share: the tally, and the scheduler for reminders.
+struct Shop {
+    tally: Tally,
+    scheduler: Scheduler,
 }
 
 impl Tally {
@@ -46,12 +57,13 @@ impl Tally {
         self.billed.load(Ordering::SeqCst) == 2
             && self.shipped.load(Ordering::SeqCst) == 3
             && self.invoiced.load(Ordering::SeqCst) == 2
+            && self.reminded.load(Ordering::SeqCst) == 2
             && self.dead_letters.load(Ordering::SeqCst) == 1
     }
 }
 
 async fn bill(
-    State(tally): State<Arc<Tally>>,
+    State(shop): State<Arc<Shop>>,
     order: Event<OrderPlaced>,
 ) -> Result<Outgoing, HandlerError> {
     let order = order.data;
@@ -62,11 +74,24 @@ async fn bill(
             order.order_id
         )));
     }
-    tally.billed.fetch_add(1, Ordering::SeqCst);
+    shop.tally.billed.fetch_add(1, Ordering::SeqCst);
     println!(
         "billing:  order {} billed {} cents",
         order.order_id, order.amount_cents
     );
+    let reminder = Message::new(format!("order {} is due for payment", order.order_id));
+    let once_per_order = ScheduleOptions::new()
+        .key(format!("reminder-{}", order.order_id))
+        .if_exists(IfExists::Keep);
+    shop.scheduler
+        .schedule_with(
+            "invoices.reminder",
+            reminder,
+            When::after(Duration::from_millis(300)),
+            once_per_order,
+        )
+        .await
+        .map_err(HandlerError::retry)?;
     let invoice = InvoiceCreated {
         order_id: order.order_id,
         total_cents: order.amount_cents,
@@ -75,19 +100,19 @@ async fn bill(
 }
 
 async fn ship(
-    State(tally): State<Arc<Tally>>,
+    State(shop): State<Arc<Shop>>,
     order: Event<OrderPlaced>,
 ) -> Result<(), HandlerError> {
-    tally.shipped.fetch_add(1, Ordering::SeqCst);
+    shop.tally.shipped.fetch_add(1, Ordering::SeqCst);
     println!("shipping: order {} shipped", order.data.order_id);
     Ok(())
 }
 
 async fn record_invoice(
-    State(tally): State<Arc<Tally>>,
+    State(shop): State<Arc<Shop>>,
     Json(invoice): Json<InvoiceCreated>,
 ) -> Result<(), HandlerError> {
-    tally.invoiced.fetch_add(1, Ordering::SeqCst);
+    shop.tally.invoiced.fetch_add(1, Ordering::SeqCst);
     println!(
         "invoices: invoice for order {} over {} cents",
         invoice.order_id, invoice.total_cents
@@ -95,11 +120,17 @@ async fn record_invoice(
     Ok(())
 }
 
+async fn remind(State(shop): State<Arc<Shop>>, msg: Message) -> Result<(), HandlerError> {
+    shop.tally.reminded.fetch_add(1, Ordering::SeqCst);
+    println!("reminder: {}", String::from_utf8_lossy(msg.payload()));
+    Ok(())
+}
+
 async fn inspect_dead_letter(
-    State(tally): State<Arc<Tally>>,
+    State(shop): State<Arc<Shop>>,
     msg: Message,
 ) -> Result<(), HandlerError> {
-    tally.dead_letters.fetch_add(1, Ordering::SeqCst);
+    shop.tally.dead_letters.fetch_add(1, Ordering::SeqCst);
     println!(
         "ops:      dead letter {} from {}: {}",
         msg.id(),
@@ -112,24 +143,9 @@ async fn inspect_dead_letter(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let conn = msg::connect("memory://quickstart").await?;
-    let tally = Arc::new(Tally::default());
 
-    let router = Router::new(conn.clone(), conn.clone())
-        .with_state(tally.clone())
-        .handle(Subscription::new("orders.placed").group("billing"), bill)
-        .handle(Subscription::new("orders.placed").group("shipping"), ship)
-        .handle(
-            Subscription::new("invoices.created").group("accounting"),
-            record_invoice,
-        )
-        .handle(
-            Subscription::new("orders.placed.dlq").group("ops"),
-            inspect_dead_letter,
-        )
-        .start()
-        .await?;
-
-    // The shop's database, an SQLite file: its orders and its outbox.
+    // The shop's database, an SQLite file: its orders, its outbox and its
+    // schedules.
     let dir = std::env::temp_dir().join(format!("msg-quickstart-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let db = SqlitePool::connect_with(
@@ -144,6 +160,32 @@ async fn main() -> anyhow::Result<()> {
     let outbox = Outbox::sqlite(db.clone());
     outbox.migrate().await?;
     let relay = outbox.relay(conn.clone()).start();
+    let scheduler = Scheduler::sqlite(db.clone());
+    scheduler.migrate().await?;
+    let runner = scheduler.runner(conn.clone()).start();
+
+    let shop = Arc::new(Shop {
+        tally: Tally::default(),
+        scheduler,
+    });
+    let router = Router::new(conn.clone(), conn.clone())
+        .with_state(shop.clone())
+        .handle(Subscription::new("orders.placed").group("billing"), bill)
+        .handle(Subscription::new("orders.placed").group("shipping"), ship)
+        .handle(
+            Subscription::new("invoices.created").group("accounting"),
+            record_invoice,
+        )
+        .handle(
+            Subscription::new("invoices.reminder").group("accounting"),
+            remind,
+        )
+        .handle(
+            Subscription::new("orders.placed.dlq").group("ops"),
+            inspect_dead_letter,
+        )
+        .start()
+        .await?;
 
     for (order_id, amount_cents) in [(1, 2_500), (2, 0), (3, 990)] {
         // The order and its event commit together, or neither does.
@@ -168,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
         tx.commit().await?;
     }
 
+    let tally = &shop.tally;
     let waited = tokio::time::timeout(Duration::from_secs(10), async {
         while !tally.done() {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -175,16 +218,18 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     relay.shutdown().await;
+    runner.shutdown().await;
     router.shutdown().await;
     db.close().await;
     std::fs::remove_dir_all(&dir)?;
     waited.context("the orders were not all handled within 10 s")?;
 
     let summary = format!(
-        "{} billed, {} shipped, {} invoiced, {} dead-lettered",
+        "{} billed, {} shipped, {} invoiced, {} reminded, {} dead-lettered",
         tally.billed.load(Ordering::SeqCst),
         tally.shipped.load(Ordering::SeqCst),
         tally.invoiced.load(Ordering::SeqCst),
+        tally.reminded.load(Ordering::SeqCst),
         tally.dead_letters.load(Ordering::SeqCst),
     );
     if !tally.done() {

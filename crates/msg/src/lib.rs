@@ -41,7 +41,10 @@
 //!
 //! The transactional outbox is the feature `outbox`, with the database as
 //! a feature too (`sqlite`, embedded; `postgres`): module `outbox`
-//! (`msg-outbox`).
+//! (`msg-outbox`). Scheduled and recurring delivery is the feature
+//! `scheduler` (module `scheduler`, `msg-scheduler`), with its stores
+//! chosen the same way (`sqlite`, `postgres`, and `redis` with the Redis
+//! transport; the in-memory store always).
 //!
 //! What only transport authors need is in [`raw`].
 #![forbid(unsafe_code)]
@@ -57,6 +60,11 @@ pub use msg_middleware as middleware;
 /// database transaction, published by a relay once it committed.
 #[cfg(feature = "outbox")]
 pub use msg_outbox as outbox;
+
+/// Messages delivered at a time: one-shot and recurring schedules, their
+/// runners, and `deliver_at` on every transport.
+#[cfg(feature = "scheduler")]
+pub use msg_scheduler as scheduler;
 
 /// The in-process broker.
 #[cfg(feature = "memory")]
