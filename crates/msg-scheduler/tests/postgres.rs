@@ -85,3 +85,63 @@ async fn a_runner_hears_of_another_processs_schedule() {
         "fired {late:?} late: the runner did not hear"
     );
 }
+
+/// The columns and indexes of `msg_schedules` in `schema`.
+async fn table_shape(pool: &PgPool, schema: &str) -> Vec<String> {
+    let columns: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text, is_nullable::text, column_default::text
+         FROM information_schema.columns
+         WHERE table_schema = $1 AND table_name = 'msg_schedules' ORDER BY ordinal_position",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT indexname::text, replace(indexdef, $1, '_')
+         FROM pg_indexes WHERE schemaname = $1 AND tablename = 'msg_schedules'
+         ORDER BY indexname",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    columns
+        .into_iter()
+        .map(|(n, t, null, d)| format!("{n} {t} {null} {d:?}"))
+        .chain(indexes.into_iter().map(|(n, d)| format!("{n}: {d}")))
+        .collect()
+}
+
+/// The table docs/scheduler.md shows is the table `migrate` makes.
+#[tokio::test]
+async fn the_documented_sql_makes_the_table_migrate_makes() {
+    let doc = include_str!("../../../docs/scheduler.md");
+    let sql = doc
+        .split("```sql\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("an sql block in docs/scheduler.md");
+    let by_hand = pool().await;
+    for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
+        sqlx::query(statement).execute(&by_hand).await.unwrap();
+    }
+    let migrated = pool().await;
+    Scheduler::postgres(migrated.clone())
+        .migrate()
+        .await
+        .unwrap();
+    let schema_of = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, String>("SELECT current_schema()::text")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let (a, b) = (
+        schema_of(by_hand.clone()).await,
+        schema_of(migrated.clone()).await,
+    );
+    let shape = table_shape(&by_hand, &a).await;
+    assert!(!shape.is_empty());
+    assert_eq!(shape, table_shape(&migrated, &b).await);
+}
