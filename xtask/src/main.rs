@@ -210,6 +210,8 @@ const BENCHED: &[(&str, &[&str])] = &[
     // The embedded outbox (SQLite into the in-process broker) and what
     // enqueue costs a PostgreSQL transaction.
     ("outbox", &["postgres"]),
+    // The scheduler's runners over SQLite, PostgreSQL and Redis.
+    ("scheduler", &["postgres", "redis"]),
 ];
 
 fn bench(args: &[String]) -> Result<()> {

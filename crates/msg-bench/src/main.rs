@@ -16,6 +16,7 @@ mod measure;
 mod outbox;
 mod raw;
 mod report;
+mod scheduler;
 mod side;
 
 use anyhow::{Result, bail};
@@ -23,7 +24,15 @@ use measure::{Row, Sizes};
 use side::MsgSide;
 
 /// The transports this build compares, and how each gets its broker URL.
-const TRANSPORTS: &[&str] = &["memory", "redis", "nats", "amqp", "kafka", "outbox"];
+const TRANSPORTS: &[&str] = &[
+    "memory",
+    "redis",
+    "nats",
+    "amqp",
+    "kafka",
+    "outbox",
+    "scheduler",
+];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
@@ -55,10 +64,17 @@ async fn main() -> Result<()> {
     }
     let sizes = if quick { Sizes::quick() } else { Sizes::full() };
     let mut rows: Vec<Row> = Vec::new();
+    let mut scheduled = Vec::new();
     for transport in TRANSPORTS
         .iter()
         .filter(|t| only.as_deref().is_none_or(|o| o == **t))
     {
+        if *transport == "scheduler" {
+            // Runners over each store: figures of their own, not msg vs raw.
+            scheduled = scheduler::rows(sizes).await?;
+            println!("{}", scheduler::table(&scheduled));
+            continue;
+        }
         rows.extend(run(transport, sizes).await?);
         if let Some(path) = &peers {
             report::add_peers(&mut rows, path)?;
@@ -66,7 +82,12 @@ async fn main() -> Result<()> {
         report::print(&rows);
     }
     if docs {
-        report::write_docs(&rows, quick)?;
+        if !rows.is_empty() {
+            report::write_docs(&rows, quick)?;
+        }
+        if !scheduled.is_empty() {
+            scheduler::write_docs(&scheduled, quick)?;
+        }
     }
     Ok(())
 }

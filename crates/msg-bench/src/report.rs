@@ -148,20 +148,26 @@ pub(crate) fn write_docs(rows: &[Row], quick: bool) -> Result<()> {
         if quick { " (a `--quick` run)" } else { "" },
         table(rows)
     );
-    let path = dir.join("benchmarks.md");
+    replace_section(BEGIN, END, &section)
+}
+
+/// Puts `section` (which starts with `begin` and ends with `end`) into
+/// docs/benchmarks.md in place of the one there, or at its end.
+pub(crate) fn replace_section(begin: &str, end: &str, section: &str) -> Result<()> {
+    let path = docs_dir().join("benchmarks.md");
     let text = std::fs::read_to_string(&path).context("docs/benchmarks.md")?;
-    let text = match (text.find(BEGIN), text.find(END)) {
+    let text = match (text.find(begin), text.find(end)) {
         (Some(b), Some(e)) if b < e => {
-            format!("{}{section}{}", &text[..b], &text[e + END.len()..])
+            format!("{}{section}{}", &text[..b], &text[e + end.len()..])
         }
-        _ => format!("{}\n{section}\n", text.trim_end()),
+        _ => format!("{}\n\n{section}\n", text.trim_end()),
     };
     std::fs::write(&path, text)?;
-    println!("bench: wrote {} and benchmarks.svg", path.display());
+    println!("bench: wrote {}", path.display());
     Ok(())
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -179,6 +185,6 @@ fn machine() -> String {
     )
 }
 
-fn today() -> String {
+pub(crate) fn today() -> String {
     msg::raw::time::rfc3339(std::time::SystemTime::now())[..10].to_owned()
 }

@@ -165,14 +165,25 @@ impl<P: Publisher> Runner<P> {
             changed.borrow_and_update();
             let wait = match self.run_once().await {
                 Ok(n) if n >= self.batch_size => continue,
-                Ok(_) => match store.next_wake().await {
+                Ok(claimed) => match store.next_wake().await {
                     Ok(next) => {
                         #[cfg(feature = "metrics")]
                         self.record_backlog().await;
-                        let now = self.scheduler.clock.now_millis();
-                        next.map_or(poll, |at| {
-                            Duration::from_millis(at.saturating_sub(now).max(1) as u64).min(poll)
-                        })
+                        let now = self.scheduler.clock.now();
+                        let now_ms = crate::time::millis(now);
+                        match next {
+                            // Due while this pass fired: the next pass at
+                            // once. After a pass that found nothing, a
+                            // millisecond first, so that a store that
+                            // disagrees with itself cannot make us spin.
+                            Some(at) if at <= now_ms && claimed > 0 => continue,
+                            Some(at) => crate::time::from_millis(at)
+                                .duration_since(now)
+                                .unwrap_or_default()
+                                .max(Duration::from_micros(100))
+                                .min(poll),
+                            None => poll,
+                        }
                     }
                     Err(error) => {
                         tracing::warn!(%error, "the store did not say what is due next");

@@ -541,17 +541,34 @@ macro_rules! sql_store {
                 Box::pin(async move {
                     let token = token.to_string();
                     let mut removed = Vec::new();
+                    let mut updates = Vec::new();
+                    for (id, next) in outcomes {
+                        match next {
+                            $crate::store::Next::Remove => removed.push(id.to_string()),
+                            other => updates.push((id, other)),
+                        }
+                    }
+                    let remove = sqlx::query(&self.sql.finish_remove)
+                        .bind(token.clone())
+                        .bind(Self::id_list(removed.clone()));
+                    // One statement needs no transaction of its own: the
+                    // common case (one-shot fires only) is one round trip.
+                    if updates.is_empty() {
+                        if !removed.is_empty() {
+                            remove
+                                .execute(&self.pool)
+                                .await
+                                .map_err($crate::store::sql::store_error)?;
+                        }
+                        return Ok(());
+                    }
                     let mut tx = self
                         .pool
                         .begin()
                         .await
                         .map_err($crate::store::sql::store_error)?;
-                    for (id, next) in outcomes {
+                    for (id, next) in updates {
                         let query = match next {
-                            $crate::store::Next::Remove => {
-                                removed.push(id.to_string());
-                                continue;
-                            }
                             $crate::store::Next::Due { at, fires } => {
                                 sqlx::query(&self.sql.finish_due)
                                     .bind(&token)
@@ -563,6 +580,7 @@ macro_rules! sql_store {
                                 .bind(&token)
                                 .bind(id.to_string())
                                 .bind(at),
+                            $crate::store::Next::Remove => continue,
                         };
                         query
                             .execute(&mut *tx)
@@ -570,9 +588,7 @@ macro_rules! sql_store {
                             .map_err($crate::store::sql::store_error)?;
                     }
                     if !removed.is_empty() {
-                        sqlx::query(&self.sql.finish_remove)
-                            .bind(&token)
-                            .bind(Self::id_list(removed))
+                        remove
                             .execute(&mut *tx)
                             .await
                             .map_err($crate::store::sql::store_error)?;
