@@ -86,7 +86,7 @@ async fn main() -> Result<()> {
             report::write_docs(&rows, quick)?;
         }
         if !scheduled.is_empty() {
-            scheduler::write_docs(&scheduled, quick)?;
+            scheduler::write_docs(&scheduled, sizes, quick)?;
         }
     }
     Ok(())

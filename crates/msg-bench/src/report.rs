@@ -168,6 +168,16 @@ pub(crate) fn replace_section(begin: &str, end: &str, section: &str) -> Result<(
 }
 
 pub(crate) fn machine() -> String {
+    format!(
+        "{}; clients: fred 10.1, async-nats 0.51, lapin 4.12, \
+         rdkafka 0.39 (librdkafka 2.12.1); brokers as `cargo xtask brokers` starts them: \
+         Redis 7.0, nats-server 2.15 (JetStream, file store), RabbitMQ 3.10, tansu 0.6 (memory storage)",
+        cores()
+    )
+}
+
+/// The machine's cores and CPU.
+pub(crate) fn cores() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -178,11 +188,7 @@ pub(crate) fn machine() -> String {
         })
         .unwrap_or_else(|| "an unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!(
-        "{cores} cores ({cpu}); clients: fred 10.1, async-nats 0.51, lapin 4.12, \
-         rdkafka 0.39 (librdkafka 2.12.1); brokers as `cargo xtask brokers` starts them: \
-         Redis 7.0, nats-server 2.15 (JetStream, file store), RabbitMQ 3.10, tansu 0.6 (memory storage)"
-    )
+    format!("{cores} cores ({cpu})")
 }
 
 pub(crate) fn today() -> String {
