@@ -6,7 +6,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use msg_core::{Message, PublishOptions, Publisher, Subscriber, headers};
+use msg_core::{
+    Message, PublishOptions, Publisher, StartPosition, Subscriber, Subscription, headers,
+};
 use msg_scheduler::{Scheduled, Scheduler};
 
 use crate::harness::{Harness, collect};
@@ -19,7 +21,7 @@ pub async fn scheduled_deliver_at_not_before(h: &Harness) {
     let delay = Duration::from_millis(1500);
     let conn = h.connect().await;
     let mut stream = conn
-        .subscribe(msg_core::Subscription::new(&topic))
+        .subscribe(Subscription::new(&topic).start(StartPosition::Earliest))
         .await
         .expect("subscribe");
     let scheduler = Scheduler::memory();
