@@ -413,28 +413,25 @@ mod tests {
             .unwrap()
             .in_zone("Europe/Berlin")
             .unwrap();
-        let mut t = ms("2026-03-27T12:00:00Z");
-        let mut fires = Vec::new();
-        for _ in 0..3 {
-            t = r.next_after(t).unwrap().unwrap();
-            fires.push(utc(t));
-        }
+        let three_after = |from: &str| {
+            let mut t = ms(from);
+            (0..3)
+                .map(|_| {
+                    t = r.next_after(t).unwrap().unwrap();
+                    utc(t)
+                })
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            fires,
+            three_after("2026-03-27T12:00:00Z"),
             [
                 "2026-03-28T01:30:00+00:00", // 02:30 CET
                 "2026-03-29T01:00:00+00:00", // 02:30 does not exist: 03:00 CEST
                 "2026-03-30T00:30:00+00:00", // 02:30 CEST
             ]
         );
-        let mut t = ms("2026-10-24T12:00:00Z");
-        let mut fires = Vec::new();
-        for _ in 0..3 {
-            t = r.next_after(t).unwrap().unwrap();
-            fires.push(utc(t));
-        }
         assert_eq!(
-            fires,
+            three_after("2026-10-24T12:00:00Z"),
             [
                 "2026-10-25T00:30:00+00:00", // 02:30 CEST, the first of two
                 "2026-10-26T01:30:00+00:00", // the next day, 02:30 CET

@@ -58,6 +58,9 @@ impl PgStore {
                          EXECUTE FUNCTION {t}_notify()"
                     ),
                 ],
+                migrate_lock: Some(format!(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('{t}:migrate', 0))"
+                )),
             }),
             // The LISTEN tells of changes; the poll only covers a lost
             // notification connection.
@@ -71,23 +74,6 @@ impl PgStore {
     pub fn with_poll_interval(mut self, poll: Duration) -> Self {
         self.poll = poll.max(Duration::from_millis(1));
         self
-    }
-
-    async fn migrate_tables(&self) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        // Two processes creating the same table at once would collide.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("{TABLE}:migrate"))
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        for statement in &self.sql.migrate {
-            sqlx::query(statement)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-        }
-        tx.commit().await.map_err(store_error)
     }
 
     async fn listen(&self) -> Result<Option<BoxStream<'static, ()>>> {

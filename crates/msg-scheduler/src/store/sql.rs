@@ -38,6 +38,7 @@ pub(crate) const COLUMNS: &str = "id, schedule_key, topic, message_id, message_k
 #[derive(Debug)]
 pub(crate) struct Sql {
     pub(crate) migrate: Vec<String>,
+    pub(crate) migrate_lock: Option<String>,
     pub(crate) insert: String,
     pub(crate) insert_replace: String,
     pub(crate) insert_keep: String,
@@ -65,6 +66,9 @@ pub(crate) struct Dialect {
     pub(crate) dollar: bool,
     /// Statements after the table: triggers, say.
     pub(crate) extra: Vec<String>,
+    /// Taken first in the migration's transaction, where processes that
+    /// create the table at once would otherwise collide.
+    pub(crate) migrate_lock: Option<String>,
 }
 
 impl Sql {
@@ -105,6 +109,7 @@ impl Sql {
         let firing = "(claim IS NOT NULL AND wake_at > $2) AS firing";
         Self {
             migrate,
+            migrate_lock: d.migrate_lock,
             insert_replace: p(format!(
                 "{insert} ON CONFLICT (schedule_key) DO UPDATE SET topic = excluded.topic,
                  message_id = excluded.message_id, message_key = excluded.message_key,
@@ -387,14 +392,27 @@ pub(crate) fn store_error(error: sqlx::Error) -> Error {
 }
 
 /// The [`Store`](super::Store) of a SQL store type with fields `pool` and
-/// `sql` (an [`Sql`]) and inherent `migrate_tables`, `listen`,
+/// `sql` (an [`Sql`]) and inherent `listen`,
 /// `poll`, `id_list` and `DOLLAR`: the same code for both dialects, with
 /// their types.
 macro_rules! sql_store {
     ($store:ty) => {
         impl $crate::store::Store for $store {
             fn migrate(&self) -> futures::future::BoxFuture<'_, msg_core::Result<()>> {
-                Box::pin(self.migrate_tables())
+                Box::pin(async move {
+                    let mut tx = self
+                        .pool
+                        .begin()
+                        .await
+                        .map_err($crate::store::sql::store_error)?;
+                    for statement in self.sql.migrate_lock.iter().chain(&self.sql.migrate) {
+                        sqlx::query(statement)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err($crate::store::sql::store_error)?;
+                    }
+                    tx.commit().await.map_err($crate::store::sql::store_error)
+                })
             }
 
             fn insert(

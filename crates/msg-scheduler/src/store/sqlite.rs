@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use msg_core::Result;
 use sqlx::SqlitePool;
 
-use super::sql::{Dialect, Sql, sql_store, store_error};
+use super::sql::{Dialect, Sql, sql_store};
 
 /// Schedules in an SQLite database, in the table `msg_schedules`.
 #[derive(Debug)]
@@ -36,6 +36,8 @@ impl SqliteStore {
                 id_list: "SELECT value FROM json_each(?2)",
                 dollar: Self::DOLLAR,
                 extra: Vec::new(),
+                // One writer at a time: migrations cannot collide.
+                migrate_lock: None,
             }),
             poll: Duration::from_secs(1),
         }
@@ -47,17 +49,6 @@ impl SqliteStore {
     pub fn with_poll_interval(mut self, poll: Duration) -> Self {
         self.poll = poll.max(Duration::from_millis(1));
         self
-    }
-
-    async fn migrate_tables(&self) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        for statement in &self.sql.migrate {
-            sqlx::query(statement)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-        }
-        tx.commit().await.map_err(store_error)
     }
 
     async fn listen(&self) -> Result<Option<BoxStream<'static, ()>>> {
