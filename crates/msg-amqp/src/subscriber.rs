@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use msg_core::raw::govern;
+use msg_core::raw::{govern, stable_id};
 use msg_core::{
     Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Received, Result,
     Subscriber, Subscription, Uuid,
@@ -207,11 +207,7 @@ impl Reader {
 /// the topic of a deferred copy (`msg-topic`).
 fn decode(delivery: &lapin::message::Delivery) -> (Message, u32, Option<u32>, Option<String>) {
     let properties = &delivery.properties;
-    let id = properties
-        .message_id()
-        .as_ref()
-        .and_then(|id| Uuid::parse_str(id.as_str()).ok())
-        .unwrap_or_else(Uuid::now_v7);
+    let id = message_id(delivery);
     let mut headers = Headers::new();
     let mut key = None;
     let mut copies_before = 0;
@@ -240,6 +236,39 @@ fn decode(delivery: &lapin::message::Delivery) -> (Message, u32, Option<u32>, Op
     }
     *message.headers_mut() = headers;
     (message, copies_before, broker_count, topic)
+}
+
+/// The message's id: its AMQP `message-id` when that is a UUID (as msg
+/// writes it). A message of another client gets an id derived from what
+/// identifies it, the same on every delivery: its `message-id` string with
+/// the exchange and routing key it was published to; without a
+/// `message-id`, its exchange, routing key, `timestamp` and payload (so
+/// that two such messages alike in all of these share an id).
+fn message_id(delivery: &lapin::message::Delivery) -> Uuid {
+    let properties = &delivery.properties;
+    let given = properties.message_id().as_ref().map(|id| id.as_str());
+    if let Some(id) = given.and_then(|id| Uuid::parse_str(id).ok()) {
+        return id;
+    }
+    let exchange = delivery.exchange.as_str();
+    let routing_key = delivery.routing_key.as_str();
+    // Lengths first: no choice of names can make two places read alike.
+    let place = format!(
+        "amqp/{}:{exchange}/{}:{routing_key}/",
+        exchange.len(),
+        routing_key.len()
+    );
+    match given {
+        Some(id) => stable_id(format!("{place}message-id/{id}")),
+        None => {
+            let timestamp = properties
+                .timestamp()
+                .map_or(String::new(), |t| t.to_string());
+            let mut content = format!("{place}content/{timestamp}/").into_bytes();
+            content.extend_from_slice(&delivery.data);
+            stable_id(content)
+        }
+    }
 }
 
 fn text(value: &AMQPValue) -> Option<String> {

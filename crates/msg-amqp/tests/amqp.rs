@@ -191,3 +191,52 @@ async fn bad_input_is_a_clear_error() {
         Err(Error::InvalidTopic { .. })
     ));
 }
+
+/// Another client's `message-id` that is not a UUID names its message: the
+/// same `message-id` on the same topic gives the same id (a producer's
+/// retry is recognised), another gives another, and a redelivery keeps it.
+#[tokio::test]
+async fn a_foreign_message_id_names_the_message() {
+    let _shared = broker_lock("foreign-message-id").await;
+    let b = broker(config()).await;
+    let t = topic("foreign-id");
+    let mut stream = b.subscribe(Subscription::new(&t).group("g")).await.unwrap();
+    let raw = lapin::Connection::connect(&url(), Default::default())
+        .await
+        .unwrap();
+    let channel = raw.create_channel().await.unwrap();
+    for (message_id, body) in [("order-7", "a"), ("order-7", "b"), ("order-8", "c")] {
+        channel
+            .basic_publish(
+                "msg".into(),
+                t.as_str().into(),
+                Default::default(),
+                body.as_bytes(),
+                lapin::BasicProperties::default().with_message_id(message_id.into()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // Four deliveries: "a" once more after its retry, in whatever order
+    // the prefetch gives them.
+    let mut ids: std::collections::HashMap<String, Vec<msg_core::Uuid>> = Default::default();
+    let mut retried = false;
+    for _ in 0..4 {
+        let mut d = next(&mut stream).await;
+        let body = String::from_utf8(d.message().payload().to_vec()).unwrap();
+        ids.entry(body.clone()).or_default().push(d.message().id());
+        if body == "a" && !retried {
+            retried = true;
+            d.retry().await.unwrap();
+        } else {
+            d.ack().await.unwrap();
+        }
+    }
+    let a = &ids["a"];
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[0], a[1], "a redelivery keeps the id");
+    assert_eq!(ids["b"], [a[0]], "the same message-id, the same id");
+    assert_ne!(ids["c"], [a[0]], "another message-id, another id");
+}

@@ -316,7 +316,7 @@ impl<T> Event<T> {
 
     fn message_id(&self) -> Uuid {
         Uuid::parse_str(&self.id).unwrap_or_else(|_| {
-            crate::raw::stable_id(&format!("cloudevents/\n{}\n{}", self.source, self.id))
+            crate::raw::stable_id(format!("cloudevents/\n{}\n{}", self.source, self.id))
         })
     }
 }

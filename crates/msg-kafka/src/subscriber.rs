@@ -323,7 +323,7 @@ pub(crate) fn decode(record: &BorrowedMessage<'_>) -> Message {
     }
     let id = id.unwrap_or_else(|| {
         // The same record always gets the same id.
-        stable_id(&format!(
+        stable_id(format!(
             "kafka/{}/{}/{}",
             record.topic(),
             record.partition(),

@@ -12,8 +12,27 @@ use msg_core::Connection;
 use msg_kafka::{KafkaBroker, KafkaConfig};
 use msg_testkit::{BrokerEnv, Harness};
 
+/// A record as another client produces it: no key, no headers.
+async fn foreign_publish(url: String, topic: String, payload: Vec<u8>) -> msg_core::Result<()> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let servers = url.trim_start_matches("kafka://").to_owned();
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", servers)
+        .create()
+        .map_err(msg_core::Error::broker_retryable)?;
+    producer
+        .send(
+            FutureRecord::<(), _>::to(&topic).payload(&payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| msg_core::Error::broker_retryable(e))?;
+    Ok(())
+}
+
 fn harness() -> Harness {
-    let config = KafkaConfig::from_url(BrokerEnv::get("kafka").url()).expect("URL");
+    let url = BrokerEnv::get("kafka").url().to_owned();
+    let config = KafkaConfig::from_url(&url).expect("URL");
     Harness::new("kafka", KafkaBroker::CAPABILITIES, move || {
         let config = config.clone();
         async move { Ok(Connection::new(KafkaBroker::connect(config).await?)) }
@@ -24,6 +43,7 @@ fn harness() -> Harness {
     // once lost the consumer_groups case that way); Kafka's own bound on a
     // rebalance is the session timeout, 45 s.
     .with_timeout(Duration::from_secs(45))
+    .with_foreign_publish(move |topic, payload| foreign_publish(url.clone(), topic, payload))
 }
 
 msg_testkit::conformance_suite!(harness());

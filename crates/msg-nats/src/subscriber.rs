@@ -453,7 +453,7 @@ impl Reader {
         };
         let stream = self.declare.stream.clone();
         let message = decode(&nats, || {
-            stable_id(&format!("nats/{stream}/{stream_sequence}"))
+            stable_id(format!("nats/{stream}/{stream_sequence}"))
         });
         let metadata = Metadata::new(nats.subject.as_str())
             .with_offset(stream_sequence)

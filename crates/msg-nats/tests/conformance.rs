@@ -5,8 +5,43 @@ use msg_core::Connection;
 use msg_nats::{Mode, NatsBroker, NatsConfig};
 use msg_testkit::{BrokerEnv, Harness};
 
+/// A message as another client publishes it: to the topic's subject, no
+/// headers; through JetStream (acknowledged) in JetStream mode.
+async fn foreign_publish(
+    url: String,
+    mode: Mode,
+    topic: String,
+    payload: Vec<u8>,
+) -> msg_core::Result<()> {
+    let client = async_nats::connect(url.as_str())
+        .await
+        .map_err(msg_core::Error::broker_retryable)?;
+    match mode {
+        Mode::Core => {
+            client
+                .publish(topic, payload.into())
+                .await
+                .map_err(msg_core::Error::broker_retryable)?;
+            client
+                .flush()
+                .await
+                .map_err(msg_core::Error::broker_retryable)?;
+        }
+        Mode::JetStream => {
+            async_nats::jetstream::new(client)
+                .publish(topic, payload.into())
+                .await
+                .map_err(msg_core::Error::broker_retryable)?
+                .await
+                .map_err(msg_core::Error::broker_retryable)?;
+        }
+    }
+    Ok(())
+}
+
 async fn harness(mode: Mode) -> Harness {
     let env = BrokerEnv::get("nats");
+    let foreign_url = env.url().to_owned();
     let config = NatsConfig::from_url(env.url()).expect("URL").mode(mode);
     // The capabilities hold the server's payload limit: ask it.
     let capabilities = NatsBroker::connect(config.clone())
@@ -24,6 +59,9 @@ async fn harness(mode: Mode) -> Harness {
     .with_restart(move || {
         let env = env.clone();
         async move { env.restart().await }
+    })
+    .with_foreign_publish(move |topic, payload| {
+        foreign_publish(foreign_url.clone(), mode, topic, payload)
     })
 }
 

@@ -479,7 +479,7 @@ fn decode(stream: &str, entry: &Entry) -> Message {
     }
     // An entry of another client: an id derived from the entry id stays the
     // same across redeliveries.
-    let id = id.unwrap_or_else(|| stable_id(&format!("redis/{stream}/{}", entry.id)));
+    let id = id.unwrap_or_else(|| stable_id(format!("redis/{stream}/{}", entry.id)));
     let mut message = Message::with_id(id, payload);
     if let Some(key) = key {
         message = message.with_key(key);

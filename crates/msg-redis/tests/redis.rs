@@ -134,6 +134,37 @@ async fn entries_of_other_clients_are_read_with_a_stable_id() {
     again.ack().await.unwrap();
 }
 
+/// The same entry id in two streams is two messages: their derived ids
+/// differ (an id derived from the entry id alone made dedup drop one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_entry_id_in_two_streams_gets_two_ids() {
+    let b = broker(|c| c).await;
+    let raw = raw_client().await;
+    let (t1, t2) = (topic("foreign-1"), topic("foreign-2"));
+    let mut ids = Vec::new();
+    for t in [&t1, &t2] {
+        let _: String = raw
+            .xadd(
+                t.as_str(),
+                false,
+                None::<()>,
+                "1-7",
+                vec![("payload", "same")],
+            )
+            .await
+            .unwrap();
+        let mut stream = b
+            .subscribe(Subscription::new(t).start(StartPosition::Earliest))
+            .await
+            .unwrap();
+        let mut d = next(&mut stream).await;
+        assert_eq!(&d.message().payload()[..], b"same");
+        ids.push(d.message().id());
+        d.ack().await.unwrap();
+    }
+    assert_ne!(ids[0], ids[1], "entry 1-7 of two streams got one id");
+}
+
 #[tokio::test]
 async fn patterns_and_tls_urls_are_clear_errors() {
     let b = broker(|c| c).await;

@@ -157,7 +157,7 @@ impl Schedule {
 }
 
 fn fire_id(message_id: Uuid, due: i64) -> Uuid {
-    msg_core::raw::stable_id(&format!("msg-scheduler/{message_id}/{due}"))
+    msg_core::raw::stable_id(format!("msg-scheduler/{message_id}/{due}"))
 }
 
 /// Which schedules [`list`](crate::Scheduler::list) returns: those that

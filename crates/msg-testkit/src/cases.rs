@@ -1295,6 +1295,70 @@ pub async fn ttl_expires_undelivered(h: &Harness) {
     }
 }
 
+/// A message another client published (with the broker's own client,
+/// nothing of msg's: no id, no headers) gets an id that stays the same
+/// when it is delivered again, and differs from the id of a message with
+/// the same body on another topic: dedup recognises a redelivery and does
+/// not drop a stranger.
+pub async fn foreign_messages_have_stable_ids(h: &Harness) {
+    let (a, b) = (h.topic("foreign-a"), h.topic("foreign-b"));
+    let c = h.connect().await;
+    let group = h.group("foreign");
+    let subscription = |topic: &str| {
+        let s = sub(topic);
+        if h.capabilities().consumer_groups {
+            s.group(&group)
+        } else {
+            s
+        }
+    };
+    let mut on_a = c.subscribe(subscription(&a)).await.expect("subscribe");
+    let mut on_b = c.subscribe(subscription(&b)).await.expect("subscribe");
+    let body = b"the same body";
+    match h.foreign_publish(&a, body).await {
+        None => {
+            return h.skip(
+                "foreign_messages_have_stable_ids",
+                "the harness has no other client to publish with",
+            );
+        }
+        Some(published) => published.expect("publish with the broker's own client"),
+    }
+    h.foreign_publish(&b, body)
+        .await
+        .expect("a foreign publisher")
+        .expect("publish with the broker's own client");
+    let mut first = recv(&mut on_a, h.timeout())
+        .await
+        .expect("the foreign message");
+    let id = first.message().id();
+    if h.capabilities().at_least_once {
+        first.retry().await.expect("retry");
+        let mut again = recv(&mut on_a, h.timeout())
+            .await
+            .expect("the foreign message, delivered again");
+        assert_eq!(
+            again.message().id(),
+            id,
+            "{}: a foreign message's id changed when it was delivered again",
+            h.name()
+        );
+        again.ack().await.expect("ack");
+    } else {
+        first.ack().await.expect("ack");
+    }
+    let mut other = recv(&mut on_b, h.timeout())
+        .await
+        .expect("the other topic's message");
+    assert_ne!(
+        other.message().id(),
+        id,
+        "{}: the same body on another topic got the same id",
+        h.name()
+    );
+    other.ack().await.expect("ack");
+}
+
 /// `reply_to` reaches the consumer in the `msg-reply-to` header.
 pub async fn reply_to_carried(h: &Harness) {
     let topic = h.topic("reply-to");

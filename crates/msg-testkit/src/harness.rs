@@ -14,6 +14,7 @@ pub const SKIPS_FILE: &str = "MSG_CONFORMANCE_SKIPS";
 
 type ConnectFn = dyn Fn() -> BoxFuture<'static, Result<Connection>> + Send + Sync;
 type RestartFn = dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync;
+type ForeignFn = dyn Fn(String, Vec<u8>) -> BoxFuture<'static, Result<()>> + Send + Sync;
 
 /// A transport under test: how to connect to it, what it guarantees, and
 /// optionally how to restart its broker.
@@ -23,6 +24,7 @@ pub struct Harness {
     capabilities: Capabilities,
     connect: Arc<ConnectFn>,
     restart: Option<Arc<RestartFn>>,
+    foreign: Option<Arc<ForeignFn>>,
     timeout: Duration,
     quiet: Duration,
     /// Tells this harness's consumer groups from those of earlier runs.
@@ -52,6 +54,7 @@ impl Harness {
             capabilities,
             connect: Arc::new(move || Box::pin(connect())),
             restart: None,
+            foreign: None,
             timeout: Duration::from_secs(15),
             quiet: Duration::from_millis(300),
             run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
@@ -105,6 +108,29 @@ impl Harness {
         match (self.connect)().await {
             Ok(c) => c,
             Err(e) => panic!("{}: connect failed: {}", self.name, e.chain()),
+        }
+    }
+
+    /// How another client publishes: `publish(topic, payload)` with the
+    /// broker's own client, nothing of msg's (no id, no headers), for the
+    /// case on foreign messages' ids.
+    pub fn with_foreign_publish<F, Fut>(mut self, publish: F) -> Self
+    where
+        F: Fn(String, Vec<u8>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.foreign = Some(Arc::new(move |topic, payload| {
+            Box::pin(publish(topic, payload))
+        }));
+        self
+    }
+
+    /// Publishes `payload` to `topic` as another client would, if the
+    /// harness knows how ([`with_foreign_publish`](Self::with_foreign_publish)).
+    pub async fn foreign_publish(&self, topic: &str, payload: &[u8]) -> Option<Result<()>> {
+        match &self.foreign {
+            Some(publish) => Some(publish(topic.to_owned(), payload.to_vec()).await),
+            None => None,
         }
     }
 

@@ -19,8 +19,10 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x8aca_65e6_0a13_5d60_a3bc_9d3c_1b8b_a23
 /// assert_ne!(a, stable_id("kafka/orders/0/43"));
 /// assert_eq!(a.get_version_num(), 5);
 /// ```
-pub fn stable_id(place: &str) -> Uuid {
-    Uuid::new_v5(&NAMESPACE, place.as_bytes())
+///
+/// `place` may be bytes, for an id derived from a message's content.
+pub fn stable_id(place: impl AsRef<[u8]>) -> Uuid {
+    Uuid::new_v5(&NAMESPACE, place.as_ref())
 }
 
 #[cfg(test)]
