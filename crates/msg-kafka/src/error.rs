@@ -1,6 +1,7 @@
 //! rdkafka's errors mapped into `msg_core::Error`.
 
 use msg_core::Error;
+use msg_core::raw::url::is_secret;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
 
 /// Whether trying again can help: the broker or the network being away,
@@ -56,7 +57,24 @@ pub(crate) fn kafka(e: KafkaError) -> Error {
         Some(_) => Error::broker_permanent(e),
         // Configuration and client creation: the caller's to fix.
         None => match e {
-            KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => {
+            // librdkafka's text names the value: never keep it for a
+            // secret property, not even as the error's source.
+            KafkaError::ClientConfig(_, desc, key, value) => {
+                let (desc, value) = if is_secret(&key) {
+                    let desc = if value.is_empty() {
+                        desc
+                    } else {
+                        desc.replace(&value, "***")
+                    };
+                    (desc, "***".to_owned())
+                } else {
+                    (desc, value)
+                };
+                Error::invalid_config(format!(
+                    "librdkafka refused the configuration property `{key}` = `{value}`: {desc}"
+                ))
+            }
+            KafkaError::ClientCreation(_) => {
                 Error::invalid_config_with("librdkafka refused the configuration", e)
             }
             other => Error::broker_retryable(other),
@@ -64,13 +82,13 @@ pub(crate) fn kafka(e: KafkaError) -> Error {
     }
 }
 
-/// A publish: a record over the broker's limit is the caller's problem.
-pub(crate) fn publish(e: KafkaError, size: usize) -> Error {
+/// A publish of `size` bytes under the configured limit `max`
+/// (`message.max.bytes`): a record over the limit is the caller's problem.
+pub(crate) fn publish(e: KafkaError, size: usize, max: usize) -> Error {
     match e.rdkafka_error_code() {
-        Some(Code::MessageSizeTooLarge | Code::InvalidMessageSize) => Error::MessageTooLarge {
-            size,
-            max: crate::DEFAULT_MAX_MESSAGE_SIZE,
-        },
+        Some(Code::MessageSizeTooLarge | Code::InvalidMessageSize) => {
+            Error::MessageTooLarge { size, max }
+        }
         _ => kafka(e),
     }
 }
@@ -95,12 +113,59 @@ mod tests {
             .is_retryable()
         );
         assert!(matches!(
-            publish(KafkaError::MessageProduction(Code::MessageSizeTooLarge), 9),
-            Error::MessageTooLarge { size: 9, .. }
+            publish(
+                KafkaError::MessageProduction(Code::MessageSizeTooLarge),
+                9,
+                5
+            ),
+            Error::MessageTooLarge { size: 9, max: 5 }
         ));
         assert!(matches!(
             kafka(KafkaError::ClientCreation("bad".into())),
             Error::InvalidConfig { .. }
         ));
+    }
+
+    #[test]
+    fn a_refused_secret_is_not_in_the_error() {
+        use rdkafka::types::RDKafkaConfRes;
+        let refused = KafkaError::ClientConfig(
+            RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Invalid value \"s3cret\" for configuration property \"ssl.key.password\"".into(),
+            "ssl.key.password".into(),
+            "s3cret".into(),
+        );
+        let e = kafka(refused);
+        let shown = format!("{e} {e:?} {}", e.chain());
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("ssl.key.password"), "{shown}");
+        // Values of other properties help and are shown.
+        let e = kafka(KafkaError::ClientConfig(
+            RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Invalid value".into(),
+            "acks".into(),
+            "maybe".into(),
+        ));
+        assert!(e.to_string().contains("maybe"), "{e}");
+    }
+
+    #[test]
+    fn librdkafkas_own_refusal_of_a_secret_is_redacted() {
+        // Built without the `ssl` feature, librdkafka refuses SSL settings,
+        // and its error names the value.
+        let refused = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("ssl.key.password", "s3cret")
+            .create::<rdkafka::producer::BaseProducer>();
+        let Err(e) = refused else {
+            panic!("librdkafka took ssl.key.password: this test needs another secret it refuses");
+        };
+        assert!(
+            format!("{e}").contains("s3cret"),
+            "librdkafka no longer echoes it: {e}"
+        );
+        let e = kafka(e);
+        let shown = format!("{e} {e:?} {}", e.chain());
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }

@@ -107,19 +107,27 @@ impl Shared {
                     record = again;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) => return Err(error::publish(e, message.payload().len())),
+                Err((e, _)) => {
+                    let max = self.config.max_message_size();
+                    return Err(error::publish(e, message.payload().len(), max));
+                }
             }
         }
     }
 
-    /// Waits for the acknowledgement of one enqueued record.
-    pub(crate) async fn acknowledged(delivery: DeliveryFuture, size: usize) -> Result<Receipt> {
+    /// Waits for the acknowledgement of one enqueued record of `size`
+    /// bytes, under the limit `max`.
+    pub(crate) async fn acknowledged(
+        delivery: DeliveryFuture,
+        size: usize,
+        max: usize,
+    ) -> Result<Receipt> {
         match delivery.await {
             Ok(Ok(d)) => Ok(Receipt::at(Position::Offset {
                 partition: d.partition,
                 offset: d.offset,
             })),
-            Ok(Err((e, _))) => Err(error::publish(e, size)),
+            Ok(Err((e, _))) => Err(error::publish(e, size, max)),
             // The producer went away with the record still queued.
             Err(canceled) => Err(Error::Connection(Box::new(canceled))),
         }
@@ -129,7 +137,12 @@ impl Shared {
     /// publisher is closed (dead letters of the subscriber use this).
     pub(crate) async fn produce(&self, topic: &str, message: &Message) -> Result<Receipt> {
         let delivery = self.enqueue(topic, message).await?;
-        Self::acknowledged(delivery, message.payload().len()).await
+        Self::acknowledged(
+            delivery,
+            message.payload().len(),
+            self.config.max_message_size(),
+        )
+        .await
     }
 
     /// Waits until every queued record is acknowledged or failed.
@@ -180,9 +193,11 @@ impl Publisher for KafkaBroker {
         let mut refused = None;
         for message in &messages {
             match self.shared.enqueue(topic, message).await {
-                Ok(delivery) => {
-                    pending.push(Shared::acknowledged(delivery, message.payload().len()))
-                }
+                Ok(delivery) => pending.push(Shared::acknowledged(
+                    delivery,
+                    message.payload().len(),
+                    self.shared.config.max_message_size(),
+                )),
                 Err(e) => {
                     refused = Some(e);
                     break;
