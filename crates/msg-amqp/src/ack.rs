@@ -49,19 +49,44 @@ pub(crate) struct AmqpAcker {
     pub(crate) requeues: Arc<Requeues>,
 }
 
+/// What lapin's acker answered: `Ok(false)` means its channel closed (a
+/// restart, a lost connection) and nothing was sent. The broker delivers
+/// the message again; the settle is a retryable error, never a success.
+fn sent(answer: lapin::Result<bool>) -> Result<()> {
+    match answer {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(channel_closed()),
+        Err(e) => Err(crate::error::map(e)),
+    }
+}
+
+fn channel_closed() -> msg_core::Error {
+    msg_core::Error::Connection(
+        "the delivery's channel closed before it was settled; the broker delivers it again".into(),
+    )
+}
+
 impl AmqpAcker {
     async fn ack(&self) -> Result<()> {
         self.requeues.forget(self.received.message.id());
-        self.acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(drop)
-            .map_err(crate::error::map)
+        sent(self.acker.ack(BasicAckOptions::default()).await)
+    }
+
+    /// Fails when the delivery's channel has closed: its copy (a retry or a
+    /// dead letter) must not be published, since the broker delivers the
+    /// original again.
+    fn alive(&self) -> Result<()> {
+        if self.acker.poisoned() {
+            Err(channel_closed())
+        } else {
+            Ok(())
+        }
     }
 
     /// Publishes the dead letter, then acks: a crash in between leaves a
     /// duplicate dead letter, never a lost message.
     async fn dead_letter(&self, topic: &str, reason: &str, attempts: u32) -> Result<()> {
+        self.alive()?;
         let config = &self.shared.config;
         // A dead letter starts at attempt 1 on its own topic; its
         // `msg-attempts` header keeps the history.
@@ -89,16 +114,16 @@ impl AmqpAcker {
         let attempt = self.received.metadata.attempt;
         match action {
             Action::Ack => self.ack().await,
-            Action::Retry => self
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                })
-                .await
-                .map(drop)
-                .map_err(crate::error::map),
+            Action::Retry => sent(
+                self.acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await,
+            ),
             Action::RetryAfter(delay) => {
+                self.alive()?;
                 let ms = (delay.as_millis().min(u128::from(u32::MAX)) as u64).max(1);
                 let channel = self.shared.publish_channel().await?;
                 let retry = retry_queue_name(&self.queue.name, ms);
@@ -138,13 +163,7 @@ impl AckBackend for AmqpAcker {
             Action::Ack => {
                 self.requeues.forget(self.received.message.id());
                 let acker = self.acker;
-                AckFuture::pending(async move {
-                    acker
-                        .ack(BasicAckOptions::default())
-                        .await
-                        .map(drop)
-                        .map_err(crate::error::map)
-                })
+                AckFuture::pending(async move { sent(acker.ack(BasicAckOptions::default()).await) })
             }
             other => AckFuture::pending(self.settle_now(other)),
         }

@@ -240,3 +240,50 @@ async fn a_foreign_message_id_names_the_message() {
     assert_eq!(ids["b"], [a[0]], "the same message-id, the same id");
     assert_ne!(ids["c"], [a[0]], "another message-id, another id");
 }
+
+/// A defer of a delivery whose channel a broker restart closed fails with
+/// a retryable error, publishes no copy, and the broker's redelivery is
+/// the one copy that comes back (a reported success and a retry-queue copy
+/// beside the redelivery was the defect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_defer_across_a_restart_comes_back_once() {
+    use futures::StreamExt;
+    // Alone: the restart would fail the other tests of this binary.
+    let _alone = broker_lock("reconnect_after_restart").await;
+    let b = broker(config()).await;
+    let t = topic("defer-restart");
+    let mut stream = b.subscribe(Subscription::new(&t).group("g")).await.unwrap();
+    let m = Message::new("once");
+    b.publish(&t, m.clone()).await.unwrap();
+    let mut d = next(&mut stream).await;
+    BrokerEnv::get("rabbitmq")
+        .restart()
+        .await
+        .expect("restart rabbitmq (cargo xtask brokers up rabbitmq)");
+    let settled = d.retry_after(Duration::from_millis(300)).await;
+    let err = settled.expect_err("a defer on a closed channel reported success");
+    assert!(err.is_retryable(), "{err}");
+    // Count what comes back, past the retry queue's delay.
+    let mut copies = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut quiet_since = None;
+    while tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+            Ok(Some(Ok(mut again))) => {
+                assert_eq!(again.message().id(), m.id());
+                copies += 1;
+                again.ack().await.unwrap();
+                quiet_since = Some(tokio::time::Instant::now());
+            }
+            // The stream reports the outage and goes on.
+            Ok(Some(Err(e))) => assert!(e.is_retryable(), "{e}"),
+            Ok(None) => panic!("the stream ended"),
+            Err(_) => {
+                if quiet_since.is_some_and(|q| q.elapsed() > Duration::from_secs(2)) {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(copies, 1, "the message came back {copies} times");
+}
