@@ -230,6 +230,12 @@ fn decode(delivery: &lapin::message::Delivery) -> (Message, u32, Option<u32>, Op
             }
         }
     }
+    // Another client says the content type in the property only.
+    if let Some(content_type) = properties.content_type()
+        && !headers.contains(msg_core::headers::CONTENT_TYPE)
+    {
+        headers.insert(msg_core::headers::CONTENT_TYPE, content_type.as_str());
+    }
     let mut message = Message::with_id(id, Bytes::from(delivery.data.clone()));
     if let Some(key) = key {
         message = message.with_key(key);
@@ -271,10 +277,15 @@ fn message_id(delivery: &lapin::message::Delivery) -> Uuid {
     }
 }
 
+/// A header value as text. An AMQP timestamp (as the CloudEvents AMQP
+/// binding allows for `time`) becomes RFC 3339.
 fn text(value: &AMQPValue) -> Option<String> {
     match value {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        AMQPValue::Timestamp(seconds) => Some(msg_core::raw::time::rfc3339(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(*seconds),
+        )),
         _ => None,
     }
 }

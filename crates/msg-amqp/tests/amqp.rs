@@ -287,3 +287,84 @@ async fn a_defer_across_a_restart_comes_back_once() {
     }
     assert_eq!(copies, 1, "the message came back {copies} times");
 }
+
+/// CloudEvents as other SDKs write them to RabbitMQ (the AMQP binding
+/// mapped onto 0-9-1): binary mode with `cloudEvents_` attributes, the
+/// content type in the `content_type` property and `time` as an AMQP
+/// timestamp; structured mode with only the property. Both are read.
+#[tokio::test]
+async fn cloudevents_of_other_sdks_are_read() {
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+    use msg_core::{Event, JsonCodec};
+    let _shared = broker_lock("foreign-cloudevents").await;
+    let b = broker(config()).await;
+    let t = topic("foreign-ce");
+    let mut stream = b.subscribe(Subscription::new(&t).group("g")).await.unwrap();
+    let raw = lapin::Connection::connect(&url(), Default::default())
+        .await
+        .unwrap();
+    let channel = raw.create_channel().await.unwrap();
+    let mut attributes = FieldTable::default();
+    let text = |v: &str| AMQPValue::LongString(LongString::from(v.as_bytes().to_vec()));
+    for (name, value) in [
+        ("cloudEvents_specversion", "1.0"),
+        ("cloudEvents_id", "py-1"),
+        ("cloudEvents_source", "/python"),
+        ("cloudEvents_type", "com.example.order"),
+    ] {
+        attributes.insert(ShortString::from(name), text(value));
+    }
+    attributes.insert(
+        ShortString::from("cloudEvents_time"),
+        AMQPValue::Timestamp(1_700_000_000),
+    );
+    let binary = lapin::BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_headers(attributes);
+    let structured =
+        lapin::BasicProperties::default().with_content_type("application/cloudevents+json".into());
+    let doc =
+        br#"{"specversion":"1.0","id":"py-2","source":"/python","type":"t","data":{"order":2}}"#;
+    for (payload, properties) in [(&br#"{"order":1}"#[..], binary), (&doc[..], structured)] {
+        channel
+            .basic_publish(
+                "msg".into(),
+                t.as_str().into(),
+                Default::default(),
+                payload,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    #[derive(serde::Deserialize)]
+    struct Order {
+        order: u32,
+    }
+    let mut events = Vec::new();
+    for _ in 0..2 {
+        let mut d = next(&mut stream).await;
+        let e = Event::<Order>::from_message(d.message(), &JsonCodec)
+            .unwrap_or_else(|err| panic!("not read: {}", err.chain()));
+        d.ack().await.unwrap();
+        events.push(e);
+    }
+    events.sort_by_key(|e| e.data.order);
+    assert_eq!(events[0].id, "py-1");
+    assert_eq!(
+        events[0].datacontenttype.as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(
+        events[0].time,
+        Some(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+    );
+    assert!(
+        events[0].extensions.is_empty(),
+        "{:?}",
+        events[0].extensions
+    );
+    assert_eq!(events[1].id, "py-2");
+}

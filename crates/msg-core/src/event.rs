@@ -18,40 +18,16 @@ use uuid::Uuid;
 use crate::codec::{Decoder, Encoder};
 use crate::{Error, Message, Result, headers};
 
+mod binding;
+
+pub use binding::CloudEventsBinding;
+use binding::{Reader, header_ignoring_case};
+
 /// The CloudEvents spec version written and accepted.
 pub const SPEC_VERSION: &str = "1.0";
 
 /// The media type of structured-mode CloudEvents in JSON.
 pub const STRUCTURED_JSON: &str = "application/cloudevents+json";
-
-/// How a protocol names CloudEvents attributes in its headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CloudEventsBinding {
-    /// Kafka: `ce_id`, `ce_type`, ...
-    Kafka,
-    /// HTTP-style, used for NATS, Redis and in memory: `ce-id`, `ce-type`, ...
-    #[default]
-    Http,
-    /// AMQP: `cloudEvents:id`, `cloudEvents:type`, ...
-    Amqp,
-}
-
-impl CloudEventsBinding {
-    /// The header-name prefix of the attributes.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            CloudEventsBinding::Kafka => "ce_",
-            CloudEventsBinding::Http => "ce-",
-            CloudEventsBinding::Amqp => "cloudEvents:",
-        }
-    }
-
-    const ALL: [CloudEventsBinding; 3] = [
-        CloudEventsBinding::Kafka,
-        CloudEventsBinding::Http,
-        CloudEventsBinding::Amqp,
-    ];
-}
 
 /// A typed event with CloudEvents 1.0 attributes.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,28 +102,37 @@ impl<T> Event<T> {
         let mut message = Message::with_id(self.message_id(), payload);
         let p = binding.prefix();
         let h = message.headers_mut();
-        h.insert(format!("{p}specversion"), SPEC_VERSION);
-        h.insert(format!("{p}id"), &self.id);
-        h.insert(format!("{p}source"), &self.source);
-        h.insert(format!("{p}type"), &self.ty);
+        let mut attr = |name: &str, value: &str| {
+            h.insert(format!("{p}{name}"), binding.encode_value(value));
+        };
+        attr("specversion", SPEC_VERSION);
+        attr("id", &self.id);
+        attr("source", &self.source);
+        attr("type", &self.ty);
         if let Some(time) = self.time {
-            h.insert(format!("{p}time"), crate::raw::time::rfc3339(time));
+            attr("time", &crate::raw::time::rfc3339(time));
         }
         if let Some(subject) = &self.subject {
-            h.insert(format!("{p}subject"), subject);
+            attr("subject", subject);
         }
         if let Some(schema) = &self.dataschema {
-            h.insert(format!("{p}dataschema"), schema);
+            attr("dataschema", schema);
         }
         for (name, value) in &self.extensions {
             validate_extension_name(name)?;
-            h.insert(format!("{p}{name}"), value);
+            attr(name, value);
         }
         let content_type = self
             .datacontenttype
             .as_deref()
             .unwrap_or(codec.content_type());
-        h.insert(headers::CONTENT_TYPE, content_type);
+        let header = binding.content_type_header();
+        let content_type = if header == headers::CONTENT_TYPE {
+            content_type.into()
+        } else {
+            binding.encode_value(content_type)
+        };
+        h.insert(header, content_type);
         message.validate()?;
         Ok(message)
     }
@@ -158,34 +143,32 @@ impl<T> Event<T> {
     where
         T: DeserializeOwned,
     {
-        let content_type = message.header(headers::CONTENT_TYPE).unwrap_or_default();
-        if content_type.starts_with(STRUCTURED_JSON) {
+        // Header names are case-insensitive in HTTP and NATS: a structured
+        // event's `Content-Type` is as good as `content-type`.
+        let content_type = header_ignoring_case(message, headers::CONTENT_TYPE);
+        if content_type.is_some_and(|c| {
+            c.get(..STRUCTURED_JSON.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(STRUCTURED_JSON))
+        }) {
             return Self::from_structured(message.payload());
         }
-        let binding = CloudEventsBinding::ALL
-            .into_iter()
-            .find(|b| {
-                message
-                    .headers()
-                    .contains(&format!("{}specversion", b.prefix()))
-            })
+        let reader = Reader::detect(message)
             .ok_or_else(|| decode_error("not a CloudEvent: no specversion header"))?;
-        let p = binding.prefix();
-        let attr = |name: &str| message.header(&format!("{p}{name}")).map(str::to_owned);
-        let spec = attr("specversion").unwrap_or_default();
+        let attr = |name: &str| reader.attr(message, name);
+        let spec = attr("specversion")?.unwrap_or_default();
         if spec != SPEC_VERSION {
             return Err(decode_error(format!(
                 "unsupported CloudEvents specversion {spec:?}"
             )));
         }
         let required = |name: &'static str| {
-            attr(name).ok_or_else(|| {
+            attr(name)?.ok_or_else(|| {
                 decode_error(format!(
                     "CloudEvent without the required attribute {name:?}"
                 ))
             })
         };
-        let time = attr("time")
+        let time = attr("time")?
             .map(|t| crate::raw::time::parse_rfc3339(&t))
             .transpose()?;
         let known = [
@@ -196,23 +179,22 @@ impl<T> Event<T> {
             "time",
             "subject",
             "dataschema",
+            "datacontenttype",
         ];
-        let extensions = message
-            .headers()
-            .iter()
-            .filter_map(|(n, v)| Some((n.strip_prefix(p)?, v)))
-            .filter(|(n, _)| !known.contains(n))
-            .map(|(n, v)| (n.to_owned(), v.to_owned()))
-            .collect();
+        // NATS names it `ce-datacontenttype`; the others `content-type`.
+        let datacontenttype = match attr("datacontenttype")? {
+            Some(c) => Some(c),
+            None => content_type.map(str::to_owned),
+        };
         Ok(Self {
             id: required("id")?,
             source: required("source")?,
             ty: required("type")?,
             time,
-            subject: attr("subject"),
-            datacontenttype: message.header(headers::CONTENT_TYPE).map(str::to_owned),
-            dataschema: attr("dataschema"),
-            extensions,
+            subject: attr("subject")?,
+            datacontenttype,
+            dataschema: attr("dataschema")?,
+            extensions: reader.extensions(message, &known)?,
             data: codec.decode(message.payload())?,
         })
     }
@@ -386,7 +368,10 @@ mod tests {
             let m = e.to_message(&JsonCodec, binding).unwrap();
             let p = binding.prefix();
             assert_eq!(m.header(&format!("{p}type")), Some("com.example.shipped"));
-            assert_eq!(m.header("content-type"), Some("application/json"));
+            assert_eq!(
+                m.header(&binding.content_type_header()),
+                Some("application/json")
+            );
             assert_eq!(m.id().to_string(), e.id);
             let back = Event::<Shipped>::from_message(&m, &JsonCodec).unwrap();
             assert_eq!(back.data, e.data);
@@ -468,5 +453,82 @@ mod tests {
                 .to_message(&JsonCodec, CloudEventsBinding::Http)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn nats_binding_names_datacontenttype_and_percent_encodes_values() {
+        let mut e = event().with_subject("order 1 \u{2713} 100%41");
+        e.datacontenttype = Some("application/json".into());
+        let m = e.to_message(&JsonCodec, CloudEventsBinding::Nats).unwrap();
+        assert_eq!(m.header("ce-datacontenttype"), Some("application/json"));
+        assert!(
+            m.header("content-type").is_none(),
+            "the binding has no content-type"
+        );
+        // NATS protocol binding §3.1.3.2: space, `%` and non-ASCII encoded.
+        assert_eq!(
+            m.header("ce-subject"),
+            Some("order%201%20%E2%9C%93%20100%2541")
+        );
+        let back = Event::<Shipped>::from_message(&m, &JsonCodec).unwrap();
+        assert_eq!(back.subject.as_deref(), Some("order 1 \u{2713} 100%41"));
+        assert_eq!(back.datacontenttype.as_deref(), Some("application/json"));
+        assert_eq!(
+            back.extensions,
+            vec![("tenant".to_owned(), "acme".to_owned())]
+        );
+    }
+
+    #[test]
+    fn a_foreign_nats_event_is_read_as_the_binding_says() {
+        // The binding's own binary-mode example, with header names in
+        // another case (NATS header names are case-insensitive) and an
+        // encoded value.
+        let m = Message::new(r#"{"order":3}"#)
+            .with_header("CE-SpecVersion", "1.0")
+            .with_header("ce-type", "com.example.someevent")
+            .with_header("ce-time", "2018-04-05T03:56:24Z")
+            .with_header("ce-id", "1234-1234-1234")
+            .with_header("ce-source", "/mycontext/subcontext")
+            .with_header("ce-datacontenttype", "application/json")
+            .with_header("Ce-Subject", "Euro%20%E2%82%AC");
+        let e = Event::<Shipped>::from_message(&m, &JsonCodec).unwrap();
+        assert_eq!(e.ty, "com.example.someevent");
+        assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
+        assert_eq!(e.subject.as_deref(), Some("Euro \u{20AC}"));
+        assert!(e.extensions.is_empty(), "{:?}", e.extensions);
+        assert_eq!(e.data.order, 3);
+        let bad = m.clone().with_header("ce-dataschema", "%C0%A0");
+        assert!(matches!(
+            Event::<Shipped>::from_message(&bad, &JsonCodec),
+            Err(Error::Decode(_))
+        ));
+    }
+
+    #[test]
+    fn a_structured_event_is_recognised_by_any_case_of_content_type() {
+        let doc = r#"{"specversion":"1.0","id":"x","source":"/s","type":"t","data":{"order":4}}"#;
+        let m = Message::new(doc).with_header(
+            "Content-Type",
+            "application/cloudevents+json; charset=utf-8",
+        );
+        let e = Event::<Shipped>::from_message(&m, &JsonCodec).unwrap();
+        assert_eq!(e.data.order, 4);
+    }
+
+    #[test]
+    fn amqp_attributes_with_either_prefix_are_read() {
+        for prefix in ["cloudEvents:", "cloudEvents_"] {
+            let m = Message::new(r#"{"order":5}"#)
+                .with_header(format!("{prefix}specversion"), "1.0")
+                .with_header(format!("{prefix}id"), "a-1")
+                .with_header(format!("{prefix}source"), "/py")
+                .with_header(format!("{prefix}type"), "t")
+                .with_header(format!("{prefix}tenant"), "acme");
+            let e = Event::<Shipped>::from_message(&m, &JsonCodec)
+                .unwrap_or_else(|err| panic!("{prefix}: {err}"));
+            assert_eq!(e.id, "a-1");
+            assert_eq!(e.extensions, vec![("tenant".to_owned(), "acme".to_owned())]);
+        }
     }
 }

@@ -122,7 +122,7 @@ impl NatsBroker {
         // The server's default max_payload; the connection reports the
         // actual limit.
         .with_max_message_size(Some(1024 * 1024))
-        .with_cloudevents(CloudEventsBinding::Http);
+        .with_cloudevents(CloudEventsBinding::Nats);
 
     /// What JetStream guarantees.
     pub const JETSTREAM_CAPABILITIES: Capabilities = Self::CORE_CAPABILITIES

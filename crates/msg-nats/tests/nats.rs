@@ -282,3 +282,80 @@ async fn core_subscription_is_in_place_when_subscribe_returns() {
         "messages published right after subscribing were missed"
     );
 }
+
+/// The CloudEvents NATS binding both ways, with async-nats as the other
+/// side: what msg writes has `ce-datacontenttype` (no `content-type`) and
+/// percent-encoded values; what another client writes (header names in
+/// another case, encoded values, a structured event under `Content-Type`)
+/// msg reads.
+#[tokio::test]
+async fn cloudevents_follow_the_nats_binding_both_ways() {
+    use msg_core::{Event, JsonCodec, PublisherExt};
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Order {
+        order: u32,
+    }
+    let _shared = broker_lock("cloudevents").await;
+    let b = broker(config(Mode::Core)).await;
+    let t = topic("ce");
+    // msg writes; the raw client reads the headers as they are on the wire.
+    let mut raw = b.client().subscribe(t.clone()).await.unwrap();
+    b.client().flush().await.unwrap();
+    let event = Event::new("/shop", "com.example.order", Order { order: 1 })
+        .with_subject("order 1 \u{2713} 100%41");
+    b.publish_event(&t, &event).await.unwrap();
+    let wire = tokio::time::timeout(WAIT, raw.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let h = wire.headers.expect("headers");
+    assert_eq!(
+        h.get("ce-datacontenttype").map(|v| v.as_str()),
+        Some("application/json")
+    );
+    assert!(
+        h.get("content-type").is_none(),
+        "the binding has no content-type"
+    );
+    assert_eq!(
+        h.get("ce-subject").map(|v| v.as_str()),
+        Some("order%201%20%E2%9C%93%20100%2541")
+    );
+    // Another client writes; msg reads.
+    let mut stream = b.subscribe(Subscription::new(&t)).await.unwrap();
+    let mut binary = async_nats::HeaderMap::new();
+    for (name, value) in [
+        ("Ce-SpecVersion", "1.0"),
+        ("Ce-Id", "go-1"),
+        ("Ce-Source", "/go"),
+        ("Ce-Type", "com.example.order"),
+        ("Ce-DataContentType", "application/json"),
+        ("Ce-Subject", "Euro%20%E2%82%AC"),
+    ] {
+        binary.insert(name, value);
+    }
+    b.client()
+        .publish_with_headers(t.clone(), binary, r#"{"order":2}"#.into())
+        .await
+        .unwrap();
+    let mut structured = async_nats::HeaderMap::new();
+    structured.insert("Content-Type", "application/cloudevents+json");
+    let doc = r#"{"specversion":"1.0","id":"go-2","source":"/go","type":"t","data":{"order":3}}"#;
+    b.client()
+        .publish_with_headers(t.clone(), structured, doc.into())
+        .await
+        .unwrap();
+    b.client().flush().await.unwrap();
+    for expected in [2, 3] {
+        let mut d = next(&mut stream).await;
+        let e = Event::<Order>::from_message(d.message(), &JsonCodec)
+            .unwrap_or_else(|err| panic!("not read: {}", err.chain()));
+        d.ack().await.unwrap();
+        assert_eq!(e.data.order, expected);
+        if expected == 2 {
+            assert_eq!(e.datacontenttype.as_deref(), Some("application/json"));
+            assert_eq!(e.subject.as_deref(), Some("Euro \u{20AC}"));
+            assert!(e.extensions.is_empty(), "{:?}", e.extensions);
+        }
+    }
+}
