@@ -1106,8 +1106,9 @@ pub async fn cloudevent_roundtrip(h: &Harness) {
     let topic = h.topic("cloudevent");
     let c = h.connect().await;
     let mut stream = c.subscribe(sub(&topic)).await.expect("subscribe");
+    // A subject with what bindings must encode: space, `%`, `"`, non-ASCII.
     let event = Event::new("/conformance", "org.msg.test.happened", vec![1u32, 2, 3])
-        .with_subject("subject-1")
+        .with_subject("order 1 \u{2713} 100%41 \"x\"")
         .with_extension(
             "traceparent",
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
@@ -1125,6 +1126,7 @@ pub async fn cloudevent_roundtrip(h: &Harness) {
     assert_eq!(got.source, event.source);
     assert_eq!(got.ty, event.ty);
     assert_eq!(got.subject, event.subject);
+    assert_eq!(got.datacontenttype.as_deref(), Some("application/json"));
     assert_eq!(got.extensions, event.extensions);
     assert_eq!(got.data, event.data);
     // Time travels as RFC 3339 with microseconds at least.
