@@ -228,6 +228,12 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             match p {
                 Via::Native => {
                     down_native(&paths, *b)?;
+                    // An outage rather than a blink, when a test asks.
+                    let down_ms = std::env::var("MSG_BROKERS_RESTART_DOWN_MS")
+                        .ok()
+                        .and_then(|ms| ms.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    std::thread::sleep(std::time::Duration::from_millis(down_ms));
                     up_native(&paths, *b)?;
                 }
                 Via::Docker => docker(root, "restart", &brokers)?,

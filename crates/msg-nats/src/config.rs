@@ -554,10 +554,14 @@ impl fmt::Debug for NatsConfig {
 /// first connect as for every reconnect): none before the first, then
 /// 50 ms doubling up to 2 s, so that a restarted server is found quickly
 /// and a server that stays down is not hammered.
+/// The wait before reconnect attempt `attempt`: none for the first, then
+/// 50 ms doubling to 500 ms. The cap bounds how long after a server comes
+/// back the client notices (a try every half second costs a down server
+/// nothing).
 fn reconnect_delay(attempt: usize) -> Duration {
     match attempt {
         0 | 1 => Duration::ZERO,
-        n => Duration::from_millis((50u64 << (n - 2).min(6)).min(2_000)),
+        n => Duration::from_millis((50u64 << (n - 2).min(6)).min(500)),
     }
 }
 
@@ -570,7 +574,7 @@ mod tests {
         let delays: Vec<u64> = (1..=9)
             .map(|n| reconnect_delay(n).as_millis() as u64)
             .collect();
-        assert_eq!(delays, [0, 50, 100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(delays, [0, 50, 100, 200, 400, 500, 500, 500, 500]);
     }
 
     #[test]

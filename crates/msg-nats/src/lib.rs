@@ -57,6 +57,9 @@ pub(crate) struct Shared {
     pub(crate) subscriber_closed: AtomicBool,
     /// Becomes true when the subscriber closes; every stream watches it.
     pub(crate) closing: watch::Sender<bool>,
+    /// Counts lost connections: a JetStream publish waiting for its
+    /// acknowledgement when the connection goes fails at once.
+    pub(crate) disconnects: Arc<watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for NatsBroker {
@@ -75,7 +78,19 @@ impl NatsBroker {
     /// In JetStream mode it also checks that the server has JetStream.
     pub async fn connect(config: NatsConfig) -> Result<Self> {
         config.delivery.validate()?;
-        let options = config.connect_options().await?;
+        let disconnects = Arc::new(watch::channel(0u64).0);
+        let counter = disconnects.clone();
+        let options = config
+            .connect_options()
+            .await?
+            .event_callback(move |event| {
+                let counter = counter.clone();
+                async move {
+                    if matches!(event, async_nats::Event::Disconnected) {
+                        counter.send_modify(|n| *n += 1);
+                    }
+                }
+            });
         let client = options
             .connect(config.servers.clone())
             .await
@@ -101,6 +116,7 @@ impl NatsBroker {
                 publisher_closed: AtomicBool::new(false),
                 subscriber_closed: AtomicBool::new(false),
                 closing: watch::channel(false).0,
+                disconnects,
             }),
         })
     }

@@ -128,15 +128,30 @@ impl Shared {
         message: &Message,
         ttl: Option<Duration>,
     ) -> Result<Receipt> {
+        let lost = self.disconnects.subscribe();
         let ack = self.send_js(topic, message, ttl).await?;
-        ack.await.map(receipt).map_err(|e| {
-            error::js_publish(
-                e,
-                message.payload().len(),
-                self.max_payload(),
-                self.config.request_timeout,
-            )
-        })
+        self.acknowledged(ack, message.payload().len(), lost).await
+    }
+
+    /// Waits for a JetStream acknowledgement. One in flight when the
+    /// connection goes never comes: this fails at once (retryable) rather
+    /// than after the whole request timeout, so that the caller publishes
+    /// again as soon as the server answers. `lost` was subscribed before
+    /// the publish was sent.
+    async fn acknowledged(
+        &self,
+        ack: async_nats::jetstream::context::PublishAckFuture,
+        size: usize,
+        mut lost: tokio::sync::watch::Receiver<u64>,
+    ) -> Result<Receipt> {
+        tokio::select! {
+            acked = ack => acked.map(receipt).map_err(|e| {
+                error::js_publish(e, size, self.max_payload(), self.config.request_timeout)
+            }),
+            _ = lost.changed() => Err(Error::Connection(
+                "the connection to NATS was lost before the publish was acknowledged".into(),
+            )),
+        }
     }
 
     /// Publishes in this broker's mode.
@@ -277,6 +292,7 @@ impl Publisher for NatsBroker {
             Mode::JetStream => {
                 let mut acks = Vec::with_capacity(len);
                 let mut refused = None;
+                let lost = self.shared.disconnects.subscribe();
                 for message in &messages {
                     let ack = match self.shared.send_js(topic, message, None).await {
                         Ok(ack) => ack,
@@ -285,13 +301,10 @@ impl Publisher for NatsBroker {
                             break;
                         }
                     };
-                    let (size, max) = (message.payload().len(), self.shared.max_payload());
-                    let timeout = self.shared.config.request_timeout;
-                    acks.push(async move {
-                        ack.await
-                            .map(receipt)
-                            .map_err(|e| error::js_publish(e, size, max, timeout))
-                    });
+                    acks.push(
+                        self.shared
+                            .acknowledged(ack, message.payload().len(), lost.clone()),
+                    );
                 }
                 batch_outcome(len, join_all(acks).await, refused)
             }

@@ -148,10 +148,17 @@ async fn kill_and_finish<P: Publisher, F: Future<Output = u64>>(
     let at_kill = lines(out).len();
     assert!(at_kill < ROWS, "killed after it had published everything");
     let recorded = ROWS - usize::try_from(pending().await).unwrap();
+    // Usually the kill lands inside a batch (some rows published, not
+    // recorded). Under load the child can finish the batch between the
+    // parent's look and the kill; then there is nothing in flight, and the
+    // checks below still hold (no duplicates at all).
     assert!(
-        recorded < at_kill,
-        "the kill landed mid-batch: {at_kill} published, {recorded} recorded"
+        recorded <= at_kill,
+        "{recorded} recorded but only {at_kill} published"
     );
+    if recorded == at_kill {
+        println!("{which}: the kill landed between batches ({at_kill} published and recorded)");
+    }
 
     let running = finish
         .batch_size(BATCH)

@@ -196,10 +196,16 @@ async fn kill_and_finish(which: &str, db: &str) {
     let at_kill = lines(&out).len();
     let (left_at_kill, held) = left_and_held(&scheduler).await;
     let recorded = SCHEDULES - left_at_kill;
+    // Usually the kill lands inside a batch; under load the child can
+    // finish one between the parent's look and the kill, and then nothing
+    // is in flight (the checks below still hold, with no duplicates).
     assert!(
-        recorded < at_kill,
-        "the kill landed inside a batch: {at_kill} fired, {recorded} recorded"
+        recorded <= at_kill,
+        "{recorded} recorded but only {at_kill} fired"
     );
+    if recorded == at_kill {
+        println!("{which}: the kill landed between batches ({at_kill} fired and recorded)");
+    }
     assert!(
         held >= at_kill - recorded && held <= BATCH,
         "the dead runner's batch ({held} schedules) stays held under its lease"

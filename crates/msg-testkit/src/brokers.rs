@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 /// A running broker: its URL and the command that restarts it.
 #[derive(Debug, Clone)]
@@ -67,6 +68,12 @@ impl BrokerEnv {
 
     /// Restarts the broker with its restart command, keeping its data.
     pub async fn restart(&self) -> msg_core::Result<()> {
+        self.restart_after(Duration::ZERO).await
+    }
+
+    /// Restarts the broker and keeps it down for `down` in between (an
+    /// outage, not a blink), keeping its data.
+    pub async fn restart_after(&self, down: Duration) -> msg_core::Result<()> {
         let Some(command) = self.restart.clone() else {
             return Err(msg_core::Error::invalid_config(format!(
                 "broker {} has no restart command",
@@ -74,11 +81,15 @@ impl BrokerEnv {
             )));
         };
         let name = self.name.clone();
-        let output =
-            tokio::task::spawn_blocking(move || Command::new("sh").args(["-c", &command]).output())
-                .await
-                .map_err(|e| msg_core::Error::Connection(Box::new(e)))?
-                .map_err(|e| msg_core::Error::Connection(Box::new(e)))?;
+        let output = tokio::task::spawn_blocking(move || {
+            Command::new("sh")
+                .args(["-c", &command])
+                .env(RESTART_DOWN_MS, down.as_millis().to_string())
+                .output()
+        })
+        .await
+        .map_err(|e| msg_core::Error::Connection(Box::new(e)))?
+        .map_err(|e| msg_core::Error::Connection(Box::new(e)))?;
         if output.status.success() {
             Ok(())
         } else {
@@ -92,6 +103,10 @@ impl BrokerEnv {
         }
     }
 }
+
+/// How long `cargo xtask brokers restart` keeps a broker down, in
+/// milliseconds (default 0).
+const RESTART_DOWN_MS: &str = "MSG_BROKERS_RESTART_DOWN_MS";
 
 /// The env file `cargo xtask brokers up` writes.
 pub fn env_file() -> PathBuf {
