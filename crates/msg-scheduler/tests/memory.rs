@@ -175,3 +175,36 @@ async fn a_recurring_schedule_ends_at_its_end() {
     );
     assert!(s.get(id).await.unwrap().is_none(), "over, and gone");
 }
+
+/// A runner under a paused clock set to the night Europe/Berlin moves to
+/// summer time: a daily 02:30 fires at 03:00 CEST that night (02:30 does
+/// not exist) and at 02:30 CEST the next.
+#[tokio::test(start_paused = true)]
+async fn a_runner_fires_a_zoned_cron_across_the_spring_change() {
+    // 2026-03-28T12:00:00Z.
+    let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_774_699_200);
+    let clock = Clock::Tokio {
+        base,
+        since: tokio::time::Instant::now(),
+    };
+    let s = Scheduler::memory().with_clock(clock);
+    let recorder = Recorder::with_clock(clock);
+    let runner = s.runner(recorder.clone()).start();
+    let nightly = When::cron("0 30 2 * * *")
+        .unwrap()
+        .in_zone("Europe/Berlin")
+        .unwrap();
+    s.schedule("t", Message::new("nightly"), nightly)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2 * 24 * 3600)).await;
+    runner.shutdown().await;
+    let fired: Vec<i64> = recorder.fired().iter().map(|f| ms(f.at) / 1000).collect();
+    assert_eq!(
+        fired,
+        [
+            1_774_746_000, // 2026-03-29T01:00:00Z: 03:00 CEST, after the gap
+            1_774_830_600, // 2026-03-30T00:30:00Z: 02:30 CEST
+        ]
+    );
+}
