@@ -117,7 +117,7 @@ impl Shared {
         let timeout = self.config.publish_timeout;
         let confirmation = tokio::time::timeout(timeout, confirm)
             .await
-            .map_err(|_| Error::Timeout(timeout))?
+            .map_err(|_| Error::timeout(timeout))?
             .map_err(error::map)?;
         match confirmation {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),

@@ -467,7 +467,7 @@ pub fn dead_letter_message(
 }
 
 /// Header values may not hold line breaks: fold them into spaces.
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
         .collect()

@@ -76,9 +76,25 @@ pub enum Error {
     /// The broker could not be reached or the connection broke.
     #[error("connection failed")]
     Connection(#[source] BoxError),
-    /// An operation did not complete in time.
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
+    /// An operation did not complete in time: a request that got no reply,
+    /// a publish the broker did not confirm, a connect.
+    #[error("{}timed out after {after:?}", on_topic(topic.as_deref()))]
+    Timeout {
+        /// How long it waited.
+        after: Duration,
+        /// The topic of the operation, where it had one (a request's).
+        topic: Option<String>,
+    },
+    /// A request's handler failed, and its error came back as the reply.
+    #[error("the handler of {topic:?} failed: {reason}")]
+    HandlerFailed {
+        /// The topic the request was sent to.
+        topic: String,
+        /// The handler's error chain, as it sent it.
+        reason: String,
+        /// Whether the handler said that trying again may succeed.
+        retryable: bool,
+    },
     /// A bounded queue is full and the transport is set to fail rather than wait.
     #[error("queue full")]
     Backpressure,
@@ -107,8 +123,10 @@ impl Error {
     /// Whether the same operation may succeed if tried again later.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Connection(_) | Error::Timeout(_) | Error::Backpressure => true,
-            Error::Broker { retryable, .. } | Error::Store { retryable, .. } => *retryable,
+            Error::Connection(_) | Error::Timeout { .. } | Error::Backpressure => true,
+            Error::Broker { retryable, .. }
+            | Error::Store { retryable, .. }
+            | Error::HandlerFailed { retryable, .. } => *retryable,
             Error::Batch(batch) => batch.error().is_retryable(),
             _ => false,
         }
@@ -120,6 +138,19 @@ impl Error {
             Error::Connection(_) => true,
             Error::Batch(batch) => batch.error().is_connection(),
             _ => false,
+        }
+    }
+
+    /// A timeout after `after`, of an operation with no topic.
+    pub fn timeout(after: Duration) -> Self {
+        Error::Timeout { after, topic: None }
+    }
+
+    /// A timeout after `after` of an operation on `topic`.
+    pub fn timeout_on(topic: impl Into<String>, after: Duration) -> Self {
+        Error::Timeout {
+            after,
+            topic: Some(topic.into()),
         }
     }
 
@@ -187,6 +218,10 @@ impl From<crate::BatchError> for Error {
     }
 }
 
+fn on_topic(topic: Option<&str>) -> String {
+    topic.map(|t| format!("{t:?}: ")).unwrap_or_default()
+}
+
 /// Renders an error and its sources on one line, joined with `: `.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut out = error.to_string();
@@ -211,7 +246,11 @@ mod tests {
     fn classification() {
         assert!(Error::Connection("down".into()).is_retryable());
         assert!(Error::Connection("down".into()).is_connection());
-        assert!(Error::Timeout(Duration::from_secs(1)).is_retryable());
+        assert!(Error::timeout(Duration::from_secs(1)).is_retryable());
+        assert_eq!(
+            Error::timeout_on("prices", Duration::from_secs(2)).to_string(),
+            "\"prices\": timed out after 2s"
+        );
         assert!(Error::broker_retryable("busy").is_retryable());
         assert!(!Error::broker_permanent("denied").is_retryable());
         assert!(Error::store_retryable("locked").is_retryable());

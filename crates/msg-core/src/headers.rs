@@ -27,3 +27,8 @@ pub const DEAD_LETTERED_AT: &str = "msg-dead-lettered-at";
 pub const DELIVER_AT: &str = "msg-deliver-at";
 /// Where replies to the message go; set by the `reply_to` publish option.
 pub const REPLY_TO: &str = "msg-reply-to";
+/// On a reply: the responding handler failed, and this is its error chain.
+pub const REPLY_ERROR: &str = "msg-reply-error";
+/// On an error reply: `true` when the handler said trying again may
+/// succeed.
+pub const REPLY_RETRYABLE: &str = "msg-reply-retryable";

@@ -10,6 +10,8 @@
 //!   extractors ([`Json`], [`State`], [`Metadata`], ...) or any
 //!   `tower::Service`; middleware are `tower::Layer`s; [`HandlerError`]
 //!   says what becomes of a message that failed.
+//! - [`Requester`], [`Connection::request`]: request/reply over any
+//!   transport; a route with [`HandlerOptions::reply`] answers.
 //! - [`Event`], [`Codec`]: typed payloads and CloudEvents.
 //! - [`Error`]: one error type that says what is retryable.
 //!
@@ -27,6 +29,7 @@ mod message;
 mod policy;
 mod publish;
 pub mod raw;
+mod request;
 pub mod router;
 mod subscription;
 mod transport;
@@ -39,10 +42,11 @@ pub use event::{CloudEventsBinding, Event};
 pub use message::{Headers, Message, MessageParts};
 pub use policy::{DEFAULT_DEAD_LETTER_SUFFIX, DEFAULT_MAX_DELIVERIES, DeliveryPolicy};
 pub use publish::{BatchError, Position, PublishOptions, Receipt};
+pub use request::{ReplyInbox, Requester};
 pub use router::error::HandlerError;
 pub use router::extract::{FromReceived, FromReceivedOwned, Json, State};
 pub use router::handler::{BatchHandler, BoxBatchHandler, BoxHandler, Handler, service};
-pub use router::outgoing::{IntoOutgoing, Outgoing};
+pub use router::outgoing::{IntoOutgoing, Outgoing, ResultTo};
 pub use router::routes::Routes;
 pub use router::{BatchOptions, HandlerOptions, Router, RunningRouter};
 pub use subscription::{DEFAULT_PREFETCH, Distribution, StartPosition, Subscription};

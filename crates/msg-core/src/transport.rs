@@ -2,15 +2,19 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde::Serialize;
 
+use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
+
 use crate::codec::{Encoder, JsonCodec};
 use crate::{
-    BatchError, Capabilities, Delivery, Event, Message, PublishOptions, Receipt, Result,
-    Subscription,
+    BatchError, Capabilities, Delivery, Event, Message, PublishOptions, Receipt, Received,
+    ReplyInbox, Requester, Result, StartPosition, Subscription,
 };
 
 /// The stream of deliveries of one subscription.
@@ -94,6 +98,22 @@ pub trait Subscriber: Send + Sync + 'static {
 
     /// What the transport guarantees.
     fn capabilities(&self) -> Capabilities;
+
+    /// Opens an inbox for one requester's replies (see [`Requester`]).
+    ///
+    /// This default subscribes to a new topic
+    /// ([`new_reply_topic`](crate::raw::reply::new_reply_topic)) from its
+    /// start, and leaves it on the broker. Transports override it with
+    /// their native inbox, or to remove the topic when the requester
+    /// closes.
+    fn reply_inbox(&self) -> impl Future<Output = Result<ReplyInbox>> + Send {
+        async move {
+            let address = crate::raw::reply::new_reply_topic();
+            let subscription = Subscription::new(address.clone()).start(StartPosition::Earliest);
+            let replies = self.subscribe(subscription).await?;
+            Ok(ReplyInbox::new(address, replies))
+        }
+    }
 }
 
 /// The object-safe form of [`Publisher`], for choosing a transport at run
@@ -199,11 +219,16 @@ pub trait DynSubscriber: Send + Sync + 'static {
     fn close_boxed(&self) -> BoxFuture<'_, Result<()>>;
     /// [`Subscriber::capabilities`].
     fn subscriber_capabilities(&self) -> Capabilities;
+    /// [`Subscriber::reply_inbox`], boxed.
+    fn reply_inbox_boxed(&self) -> BoxFuture<'_, Result<ReplyInbox>>;
 }
 
 impl<S: Subscriber> DynSubscriber for S {
     fn subscribe_boxed(&self, subscription: Subscription) -> BoxFuture<'_, Result<DeliveryStream>> {
         Box::pin(self.subscribe(subscription))
+    }
+    fn reply_inbox_boxed(&self) -> BoxFuture<'_, Result<ReplyInbox>> {
+        Box::pin(self.reply_inbox())
     }
     fn close_boxed(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(Subscriber::close(self))
@@ -226,25 +251,27 @@ impl Subscriber for Arc<dyn DynSubscriber> {
     fn capabilities(&self) -> Capabilities {
         (**self).subscriber_capabilities()
     }
+    fn reply_inbox(&self) -> impl Future<Output = Result<ReplyInbox>> + Send {
+        (**self).reply_inbox_boxed()
+    }
 }
 
 /// A publisher and a subscriber of one transport, chosen at run time.
 ///
-/// This is what `msg::connect(url)` returns. Cloning shares the connection.
+/// This is what `msg::connect(url)` returns. Cloning shares the
+/// connection, and its [`Requester`], opened by the first request.
 #[derive(Clone)]
 pub struct Connection {
     publisher: Arc<dyn DynPublisher>,
     subscriber: Arc<dyn DynSubscriber>,
+    requester: Arc<OnceCell<Requester>>,
 }
 
 impl Connection {
     /// Wraps a transport that both publishes and subscribes.
     pub fn new<T: Publisher + Subscriber>(transport: T) -> Self {
         let transport = Arc::new(transport);
-        Self {
-            publisher: transport.clone(),
-            subscriber: transport,
-        }
+        Self::from_parts(transport.clone(), transport)
     }
 
     /// Pairs a publisher with a subscriber, possibly of different transports.
@@ -255,6 +282,7 @@ impl Connection {
         Self {
             publisher,
             subscriber,
+            requester: Arc::new(OnceCell::new()),
         }
     }
 
@@ -268,13 +296,68 @@ impl Connection {
         self.subscriber.clone()
     }
 
+    /// The connection's requester: its reply inbox is opened by the first
+    /// call and shared by every request of the connection and its clones.
+    pub async fn requester(&self) -> Result<&Requester> {
+        self.requester
+            .get_or_try_init(|| Requester::open(self.publisher.clone(), &*self.subscriber))
+            .await
+    }
+
+    /// Sends `message` to `topic` and awaits the first reply, at most
+    /// `timeout` (see [`Requester::request`]).
+    pub async fn request(
+        &self,
+        topic: &str,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<Received> {
+        self.requester()
+            .await?
+            .request(topic, message, timeout)
+            .await
+    }
+
+    /// Sends `request` as JSON to `topic` and decodes the reply from JSON
+    /// (see [`Requester::request_json`]).
+    pub async fn request_json<Req: Serialize + Sync, Resp: DeserializeOwned>(
+        &self,
+        topic: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp> {
+        self.requester()
+            .await?
+            .request_json(topic, request, timeout)
+            .await
+    }
+
+    /// Sends `message` to `topic` and collects every reply that comes
+    /// within `timeout` (see [`Requester::request_all`]).
+    pub async fn request_all(
+        &self,
+        topic: &str,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<Vec<Result<Received>>> {
+        self.requester()
+            .await?
+            .request_all(topic, message, timeout)
+            .await
+    }
+
     /// Closes both sides: the publisher flushes and refuses further
-    /// publishes, then the subscriber ends its streams. Both are closed
-    /// even when the first fails; the first error is returned.
+    /// publishes, the requester's inbox is removed, then the subscriber
+    /// ends its streams. All are closed even when one fails; the first
+    /// error is returned.
     pub async fn close(&self) -> Result<()> {
         let published = self.publisher.close_boxed().await;
+        let requested = match self.requester.get() {
+            Some(requester) => requester.close().await,
+            None => Ok(()),
+        };
         let subscribed = self.subscriber.close_boxed().await;
-        published.and(subscribed)
+        published.and(requested).and(subscribed)
     }
 }
 
@@ -330,6 +413,9 @@ impl Subscriber for Connection {
     }
     fn capabilities(&self) -> Capabilities {
         self.subscriber.subscriber_capabilities()
+    }
+    fn reply_inbox(&self) -> impl Future<Output = Result<ReplyInbox>> + Send {
+        self.subscriber.reply_inbox_boxed()
     }
 }
 

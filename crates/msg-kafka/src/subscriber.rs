@@ -638,7 +638,7 @@ impl KafkaBroker {
             };
             let timeout = shared.config.subscribe_timeout;
             if tokio::time::timeout(timeout, assigned).await.is_err() {
-                return Err(Error::Timeout(timeout));
+                return Err(Error::timeout(timeout));
             }
         }
         drop(consumer);

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
+use msg_core::raw::reply::is_reply_topic;
 use msg_core::raw::topic::topic_matches;
 use msg_core::{Message, Result};
 use tokio::sync::Notify;
@@ -326,7 +327,8 @@ impl Shared {
                             }
                         }
                         appended_at(offset);
-                        if self.config.retention > 0 {
+                        // Replies are for the one inbox listening now.
+                        if self.config.retention > 0 && !is_reply_topic(&ts.topic.name) {
                             if ts.log.len() == self.config.retention {
                                 ts.log.pop_front();
                             }
@@ -456,6 +458,11 @@ impl Shared {
         }
         // Publishers waiting for room in this queue look again: it is gone.
         queue.space.notify_waiters();
+    }
+
+    /// Forgets `topic`: its counters and retained messages.
+    pub(crate) fn remove_topic(&self, topic: &str) {
+        lock(&self.state).topics.remove(topic);
     }
 
     pub(crate) fn stats(&self, topic: &str) -> TopicStats {

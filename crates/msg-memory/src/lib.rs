@@ -200,7 +200,7 @@ impl MemoryBroker {
         });
         tokio::time::timeout(timeout, wait)
             .await
-            .map_err(|_| Error::Timeout(timeout))
+            .map_err(|_| Error::timeout(timeout))
     }
 }
 

@@ -12,10 +12,11 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::task::{Context, Poll, ready};
 
 use futures::{FutureExt, Stream};
+use msg_core::raw::reply::new_reply_topic;
 use msg_core::raw::{Governor, Prefetch, dead_letter_failed};
 use msg_core::{
-    Capabilities, Delivery, DeliveryStream, Metadata, Result, StartPosition, Subscriber,
-    Subscription,
+    Capabilities, Delivery, DeliveryStream, Metadata, ReplyInbox, Result, StartPosition,
+    Subscriber, Subscription,
 };
 use tokio::time::Instant;
 
@@ -64,6 +65,18 @@ impl Subscriber for MemoryBroker {
 
     fn capabilities(&self) -> Capabilities {
         self.capabilities()
+    }
+
+    /// A reply topic of this broker, which retains nothing and is removed
+    /// when the requester closes.
+    async fn reply_inbox(&self) -> Result<ReplyInbox> {
+        let address = new_reply_topic();
+        let replies = self.subscribe(Subscription::new(address.clone())).await?;
+        let (shared, topic) = (self.shared.clone(), address.clone());
+        Ok(ReplyInbox::new(address, replies).with_cleanup(async move {
+            shared.remove_topic(&topic);
+            Ok(())
+        }))
     }
 }
 

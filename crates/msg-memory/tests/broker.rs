@@ -259,7 +259,7 @@ async fn patterns_bind_topics_created_later_and_wait_for_reports_timeouts() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Timeout(_)));
+    assert!(matches!(err, Error::Timeout { .. }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

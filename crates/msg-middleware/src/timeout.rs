@@ -97,7 +97,7 @@ where
             Box::pin(tokio::time::sleep_until(*this.started + *this.timeout))
         });
         std::task::ready!(sleep.as_mut().poll(cx));
-        Poll::Ready(Err(HandlerError::retry(Error::Timeout(*this.timeout))))
+        Poll::Ready(Err(HandlerError::retry(Error::timeout(*this.timeout))))
     }
 }
 

@@ -10,7 +10,7 @@ use msg_core::Error;
 /// configuration errors; the rest is the network.
 pub(crate) fn connect(e: async_nats::ConnectError, timeout: Duration) -> Error {
     match e.kind() {
-        ConnectErrorKind::TimedOut => Error::Timeout(timeout),
+        ConnectErrorKind::TimedOut => Error::timeout(timeout),
         ConnectErrorKind::ServerParse
         | ConnectErrorKind::Authentication
         | ConnectErrorKind::AuthorizationViolation
@@ -39,7 +39,7 @@ pub(crate) fn js_publish(
 ) -> Error {
     match e.kind() {
         PublishErrorKind::MaxPayloadExceeded => Error::MessageTooLarge { size, max },
-        PublishErrorKind::TimedOut => Error::Timeout(timeout),
+        PublishErrorKind::TimedOut => Error::timeout(timeout),
         PublishErrorKind::BrokenPipe => Error::Connection(Box::new(e)),
         PublishErrorKind::MaxAckPending => Error::Backpressure,
         // Outside every stream: retrying cannot help until someone creates one.
@@ -76,9 +76,15 @@ mod tests {
     fn timeouts_are_retryable_timeouts_naming_the_limit() {
         let limit = Duration::from_secs(3);
         let e = js_publish(PublishErrorKind::TimedOut.into(), 1, 10, limit);
-        assert!(matches!(e, Error::Timeout(d) if d == limit), "{e:?}");
+        assert!(
+            matches!(e, Error::Timeout { after: d, .. } if d == limit),
+            "{e:?}"
+        );
         let e = connect(ConnectErrorKind::TimedOut.into(), limit);
-        assert!(matches!(e, Error::Timeout(d) if d == limit), "{e:?}");
+        assert!(
+            matches!(e, Error::Timeout { after: d, .. } if d == limit),
+            "{e:?}"
+        );
         assert!(e.is_retryable());
         let e = connect(ConnectErrorKind::Authentication.into(), limit);
         assert!(

@@ -10,7 +10,7 @@ use msg_core::Error;
 pub(crate) fn map(e: FredError, timeout: Duration) -> Error {
     match e.kind() {
         ErrorKind::IO | ErrorKind::Canceled => Error::Connection(Box::new(e)),
-        ErrorKind::Timeout => Error::Timeout(timeout),
+        ErrorKind::Timeout => Error::timeout(timeout),
         ErrorKind::Config | ErrorKind::Url | ErrorKind::Auth => {
             Error::invalid_config_with("Redis refused the configuration", e)
         }
@@ -44,7 +44,7 @@ mod tests {
             Duration::from_secs(7),
         );
         assert!(
-            matches!(e, Error::Timeout(d) if d == Duration::from_secs(7)),
+            matches!(e, Error::Timeout { after: d, .. } if d == Duration::from_secs(7)),
             "{e:?}"
         );
         assert!(e.is_retryable());

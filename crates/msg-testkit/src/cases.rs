@@ -12,6 +12,7 @@ use msg_core::{
 use tokio::time::Instant;
 
 use crate::harness::{Harness, collect, recv};
+pub use crate::request::*;
 
 /// A subscription as the cases use it: from the earliest position, so that
 /// nothing published right after subscribing can be missed.

@@ -28,6 +28,7 @@ mod harness;
 mod options;
 #[cfg(feature = "outbox")]
 pub mod outbox;
+mod request;
 #[cfg(feature = "scheduler")]
 pub mod scheduler;
 
@@ -77,7 +78,16 @@ macro_rules! conformance_suite {
             publisher_close_loses_nothing,
             new_subscriber_receives_old_messages,
             graceful_shutdown_loses_nothing,
-            reconnect_after_restart
+            reconnect_after_restart,
+            request_reply_roundtrip,
+            request_error_reply,
+            request_times_out_without_handler,
+            late_reply_is_dropped_and_counted,
+            dropped_request_is_withdrawn,
+            request_all_gathers_every_reply,
+            request_without_reply_address_is_dead_lettered,
+            request_after_close_fails,
+            requester_survives_restart
         );
     };
 }
@@ -88,7 +98,7 @@ macro_rules! conformance_suite {
 #[doc(hidden)]
 pub async fn broker_lock(case: &str) -> BrokerGuard {
     static LOCK: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
-    if case == "reconnect_after_restart" {
+    if case.ends_with("_restart") {
         BrokerGuard::Alone(LOCK.write().await)
     } else {
         BrokerGuard::Shared(LOCK.read().await)

@@ -11,6 +11,7 @@
 pub mod config;
 mod id;
 mod prefetch;
+pub mod reply;
 pub mod store;
 pub mod time;
 pub mod topic;

@@ -216,7 +216,7 @@ mod tests {
         assert!(
             matches!(e.settlement(), Settlement::DeadLetter(reason) if reason.contains("not json"))
         );
-        let e = HandlerError::from(Error::Timeout(Duration::from_secs(1)));
+        let e = HandlerError::from(Error::timeout(Duration::from_secs(1)));
         assert!(!e.is_dead_letter(), "a retryable msg error is retried");
     }
 

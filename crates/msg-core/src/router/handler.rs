@@ -11,8 +11,8 @@ use tower::Service;
 
 use super::error::HandlerError;
 use super::extract::{FromReceived, FromReceivedOwned, State};
-use super::outgoing::{IntoOutgoing, Outgoing};
-use crate::{BoxError, Received};
+use super::outgoing::{IntoOutgoing, Outgoing, ResultTo};
+use crate::{BoxError, Received, headers};
 
 /// What the router runs for each message of a subscription.
 ///
@@ -59,11 +59,12 @@ pub trait Handler<T, S>: Sized {
     /// hand (the router does this itself).
     fn with_state(self, state: S) -> Self::Service;
 
-    /// As [`Handler::with_state`], with the topic a typed result is
-    /// published to ([`HandlerOptions::publish_to`](crate::HandlerOptions::publish_to));
-    /// the router calls this.
-    fn with_route(self, state: S, publish_to: Option<Arc<str>>) -> Self::Service {
-        let _ = publish_to;
+    /// As [`Handler::with_state`], with where a typed result goes
+    /// ([`HandlerOptions::publish_to`](crate::HandlerOptions::publish_to),
+    /// [`HandlerOptions::reply`](crate::HandlerOptions::reply)); the
+    /// router calls this.
+    fn with_route(self, state: S, result_to: ResultTo) -> Self::Service {
+        let _ = result_to;
         self.with_state(state)
     }
 }
@@ -164,7 +165,7 @@ pub struct FnHandler<F, T, S> {
     f: F,
     state: S,
     /// Where a typed result (see [`IntoOutgoing`]) is published.
-    publish_to: Option<Arc<str>>,
+    result_to: ResultTo,
     _args: PhantomData<fn() -> T>,
 }
 
@@ -173,7 +174,7 @@ impl<F: Clone, T, S: Clone> Clone for FnHandler<F, T, S> {
         Self {
             f: self.f.clone(),
             state: self.state.clone(),
-            publish_to: self.publish_to.clone(),
+            result_to: self.result_to.clone(),
             _args: PhantomData,
         }
     }
@@ -242,11 +243,11 @@ macro_rules! fn_handler {
             type Service = FnHandler<F, (M, $($borrowed,)* $last), S>;
 
             fn with_state(self, state: S) -> Self::Service {
-                self.with_route(state, None)
+                self.with_route(state, ResultTo::Nowhere)
             }
 
-            fn with_route(self, state: S, publish_to: Option<Arc<str>>) -> Self::Service {
-                FnHandler { f: self, state, publish_to, _args: PhantomData }
+            fn with_route(self, state: S, result_to: ResultTo) -> Self::Service {
+                FnHandler { f: self, state, result_to, _args: PhantomData }
             }
         }
 
@@ -269,6 +270,10 @@ macro_rules! fn_handler {
             }
 
             fn call(&mut self, received: Received) -> Self::Future {
+                let publish_to = match publish_to(&self.result_to, &received) {
+                    Ok(publish_to) => publish_to,
+                    Err(error) => return FnFuture::Failed { error: Some(error) },
+                };
                 let args = (|| {
                     $(let $borrowed = $borrowed::from_received(&received, &self.state)?;)*
                     let $last = $last::from_received_owned(received, &self.state)?;
@@ -277,13 +282,29 @@ macro_rules! fn_handler {
                 match args {
                     Ok(($($borrowed,)* $last)) => FnFuture::Running {
                         future: (self.f)($($borrowed,)* $last),
-                        publish_to: self.publish_to.clone(),
+                        publish_to,
                     },
                     Err(error) => FnFuture::Failed { error: Some(error) },
                 }
             }
         }
     };
+}
+
+/// Where the typed result of the handler of `received` is published.
+fn publish_to(result_to: &ResultTo, received: &Received) -> Result<Option<Arc<str>>, HandlerError> {
+    match result_to {
+        ResultTo::Nowhere => Ok(None),
+        ResultTo::Topic(topic) => Ok(Some(topic.clone())),
+        ResultTo::ReplyTo => match received.header(headers::REPLY_TO) {
+            Some(to) => Ok(Some(Arc::from(to))),
+            // Nobody waits for an answer: do not run the handler for it.
+            None => Err(HandlerError::dead_letter(
+                "the route answers requests, but this message has no reply address \
+                 (msg-reply-to): send it with Connection::request",
+            )),
+        },
+    }
 }
 
 fn_handler!(; T1);
@@ -336,7 +357,7 @@ where
         FnHandler {
             f: self,
             state,
-            publish_to: None,
+            result_to: ResultTo::Nowhere,
             _args: PhantomData,
         }
     }
@@ -359,7 +380,7 @@ where
     fn call(&mut self, batch: Vec<Received>) -> Self::Future {
         FnFuture::Running {
             future: (self.f)(batch),
-            publish_to: self.publish_to.clone(),
+            publish_to: None,
         }
     }
 }
@@ -377,7 +398,7 @@ where
         FnHandler {
             f: self,
             state,
-            publish_to: None,
+            result_to: ResultTo::Nowhere,
             _args: PhantomData,
         }
     }
@@ -401,7 +422,7 @@ where
     fn call(&mut self, batch: Vec<Received>) -> Self::Future {
         FnFuture::Running {
             future: (self.f)(State(self.state.clone()), batch),
-            publish_to: self.publish_to.clone(),
+            publish_to: None,
         }
     }
 }

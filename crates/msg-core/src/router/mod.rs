@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod handler;
 pub mod outgoing;
+mod reply;
 pub mod routes;
 
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use tokio::task::JoinHandle;
 use tower::{Layer, Service};
 
 use self::handler::{BatchHandler, BoxBatchHandler, BoxHandler, Handler, box_handler};
-use self::outgoing::Outgoing;
+use self::outgoing::{Outgoing, ResultTo};
 use crate::{
     BoxError, DynPublisher, DynSubscriber, Publisher, Received, Result, Subscriber, Subscription,
 };
@@ -45,6 +46,7 @@ pub struct HandlerOptions {
     concurrency: usize,
     ordered_by_key: bool,
     publish_to: Option<String>,
+    reply: bool,
 }
 
 impl<'de> serde::Deserialize<'de> for HandlerOptions {
@@ -52,6 +54,9 @@ impl<'de> serde::Deserialize<'de> for HandlerOptions {
         let options = HandlerOptions::deserialize(deserializer)?;
         if options.concurrency == 0 {
             return Err(serde::de::Error::custom("concurrency must be at least 1"));
+        }
+        if let Err(e) = options.check() {
+            return Err(serde::de::Error::custom(e));
         }
         Ok(options)
     }
@@ -63,6 +68,7 @@ impl Default for HandlerOptions {
             concurrency: 64,
             ordered_by_key: false,
             publish_to: None,
+            reply: false,
         }
     }
 }
@@ -86,6 +92,43 @@ impl HandlerOptions {
     pub fn publish_to(mut self, topic: impl Into<String>) -> Self {
         self.publish_to = Some(topic.into());
         self
+    }
+
+    /// The handler answers requests ([`Connection::request`](crate::Connection::request)):
+    /// its typed result (`Json(value)`, a `Message`, an `Event`) goes to
+    /// each message's reply address with its correlation id, and its
+    /// error goes back as an error reply, which the requester gets as
+    /// [`Error::HandlerFailed`](crate::Error::HandlerFailed). The request
+    /// is then acked: a failure is answered, not retried (put a retry
+    /// layer on the route to retry in the handler first). A message
+    /// without a reply address is dead-lettered without running the
+    /// handler.
+    pub fn reply(mut self) -> Self {
+        self.reply = true;
+        self
+    }
+
+    /// Where a typed result goes.
+    fn result_to(&self) -> ResultTo {
+        match (&self.publish_to, self.reply) {
+            (_, true) => ResultTo::ReplyTo,
+            (Some(topic), false) => ResultTo::Topic(Arc::from(topic.as_str())),
+            (None, false) => ResultTo::Nowhere,
+        }
+    }
+
+    /// Checks that the options agree with each other and name valid topics.
+    fn check(&self) -> Result<()> {
+        if let Some(topic) = &self.publish_to {
+            if self.reply {
+                return Err(crate::Error::invalid_config(format!(
+                    "a route that answers requests (reply) sends its results to each request's \
+                     reply address, so it cannot also publish them to {topic:?} (publish_to)"
+                )));
+            }
+            crate::raw::topic::validate_topic(topic)?;
+        }
+        Ok(())
     }
 }
 
@@ -225,8 +268,7 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         options: HandlerOptions,
         handler: H,
     ) -> Self {
-        let publish_to = options.publish_to.as_deref().map(Arc::from);
-        let service = BoxHandler::new(handler.with_route(self.state.clone(), publish_to));
+        let service = BoxHandler::new(handler.with_route(self.state.clone(), options.result_to()));
         self.entries
             .push(Entry::Single(subscription, service, options));
         self
@@ -293,10 +335,8 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
         for entry in &self.entries {
             let subscription = entry.subscription();
             subscription.validate()?;
-            if let Entry::Single(_, _, options) = entry
-                && let Some(topic) = &options.publish_to
-            {
-                crate::raw::topic::validate_topic(topic)?;
+            if let Entry::Single(_, _, options) = entry {
+                options.check()?;
             }
             streams.push(
                 self.subscriber
@@ -317,7 +357,10 @@ impl<S: Clone + Send + Sync + 'static> Router<S> {
                 };
                 match entry {
                     Entry::Single(_, handler, options) => {
-                        let handler = self.layers.iter().fold(handler, |h, wrap| wrap(h));
+                        let mut handler = self.layers.iter().fold(handler, |h, wrap| wrap(h));
+                        if options.reply {
+                            handler = reply::answer_errors(handler);
+                        }
                         tokio::spawn(consume::run_single(ctx, stream, handler, options))
                     }
                     Entry::Batch(_, handler, options) => {

@@ -111,7 +111,9 @@ impl<T: Into<Outgoing>> From<Option<T>> for Outgoing {
 /// [`Outgoing`] (`()`, an `Outgoing`, `(topic, Message)`, ...), or
 /// `Json(value)`, published as JSON to the route's topic
 /// ([`HandlerOptions::publish_to`](crate::HandlerOptions::publish_to)), or
-/// an [`Event`], published there as a structured-mode CloudEvent.
+/// to the request's reply address on a route that answers requests
+/// ([`HandlerOptions::reply`](crate::HandlerOptions::reply)); likewise a
+/// [`Message`] as it is, and an [`Event`] as a structured-mode CloudEvent.
 ///
 /// ```
 /// use msg_core::{HandlerError, HandlerOptions, Json};
@@ -157,6 +159,18 @@ impl<T: Serialize> IntoOutgoing for Json<T> {
     }
 }
 
+impl IntoOutgoing for Message {
+    fn into_outgoing(self, publish_to: Option<&str>) -> Result<Outgoing, HandlerError> {
+        match publish_to {
+            Some(topic) => Ok(Outgoing::none().with(topic, self)),
+            None => Err(HandlerError::dead_letter(
+                "the handler returned a Message for the route's topic, but the route has none \
+                 (HandlerOptions::publish_to)",
+            )),
+        }
+    }
+}
+
 impl<T: Serialize> IntoOutgoing for Event<T> {
     fn into_outgoing(self, publish_to: Option<&str>) -> Result<Outgoing, HandlerError> {
         match publish_to {
@@ -167,6 +181,20 @@ impl<T: Serialize> IntoOutgoing for Event<T> {
             )),
         }
     }
+}
+
+/// Where a handler function's typed result ([`IntoOutgoing`]) is
+/// published; set by [`HandlerOptions`](crate::HandlerOptions).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ResultTo {
+    /// Nowhere: a typed result is a mistake, and dead-letters the input.
+    #[default]
+    Nowhere,
+    /// This topic ([`HandlerOptions::publish_to`](crate::HandlerOptions::publish_to)).
+    Topic(std::sync::Arc<str>),
+    /// The reply address of each message
+    /// ([`HandlerOptions::reply`](crate::HandlerOptions::reply)).
+    ReplyTo,
 }
 
 /// `value` as a JSON message.

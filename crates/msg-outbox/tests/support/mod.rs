@@ -340,7 +340,7 @@ pub async fn a_row_that_cannot_be_published_is_kept_as_failed<D: Db>() {
             return Act::Refuse(Error::MessageTooLarge { size: 5, max: 4 });
         }
         if message.payload().as_ref() == b"flaky" {
-            return Act::Refuse(Error::Timeout(Duration::from_secs(1)));
+            return Act::Refuse(Error::timeout(Duration::from_secs(1)));
         }
         Act::Accept
     });
