@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use fred::prelude::StreamsInterface;
 use fred::types::Value;
 use fred::types::streams::XCap;
+use msg_core::raw::reply::is_reply_topic;
 use msg_core::raw::topic::validate_topic;
 use msg_core::raw::{apply_options, batch_outcome, check_size};
 use msg_core::{
@@ -68,7 +69,7 @@ impl Shared {
         let cap = self.cap()?;
         let id: Value = self
             .client
-            .xadd(topic, false, cap, "*", fields(message))
+            .xadd(topic, is_reply_topic(topic), cap, "*", fields(message))
             .await
             .map_err(|e| self.fail(e))?;
         Ok(receipt(id))
@@ -83,7 +84,9 @@ impl Shared {
     }
 }
 
-/// The receipt of an XADD, which replies with the new entry's id.
+/// The receipt of an XADD, which replies with the new entry's id (or
+/// nil for a reply whose inbox is gone: `NOMKSTREAM`, the requester
+/// closed and nobody waits for it).
 fn receipt(id: Value) -> Receipt {
     match id.into_string() {
         Some(id) => Receipt::at(Position::EntryId(id)),
@@ -141,7 +144,13 @@ impl Publisher for RedisBroker {
         let pipeline = self.shared.client.pipeline();
         for message in &messages {
             let queued: std::result::Result<(), _> = pipeline
-                .xadd(topic, false, cap.clone(), "*", fields(message))
+                .xadd(
+                    topic,
+                    is_reply_topic(topic),
+                    cap.clone(),
+                    "*",
+                    fields(message),
+                )
                 .await;
             if let Err(e) = queued {
                 return Err(BatchError::none_accepted(len, self.shared.fail(e)));

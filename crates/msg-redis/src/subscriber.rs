@@ -20,9 +20,10 @@ use bytes::Bytes;
 use fred::prelude::{Client, ClientLike, KeysInterface, SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
 use futures::StreamExt;
+use msg_core::raw::reply::new_reply_topic;
 use msg_core::raw::{Prefetch, govern, stable_id};
 use msg_core::{
-    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Result,
+    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, ReplyInbox, Result,
     StartPosition, Subscriber, Subscription, Uuid,
 };
 use tokio::sync::mpsc;
@@ -122,6 +123,20 @@ impl Subscriber for RedisBroker {
 
     fn capabilities(&self) -> Capabilities {
         self.capabilities()
+    }
+
+    /// A stream of its own, deleted when the requester closes; replies to
+    /// it after that are dropped (`XADD NOMKSTREAM`), so a late reply does
+    /// not bring it back.
+    async fn reply_inbox(&self) -> Result<ReplyInbox> {
+        let address = new_reply_topic();
+        let subscription = Subscription::new(address.clone()).start(StartPosition::Earliest);
+        let replies = self.subscribe(subscription).await?;
+        let (shared, key) = (self.shared.clone(), address.clone());
+        Ok(ReplyInbox::new(address, replies).with_cleanup(async move {
+            let _: i64 = shared.client.del(key).await.map_err(|e| shared.fail(e))?;
+            Ok(())
+        }))
     }
 }
 
