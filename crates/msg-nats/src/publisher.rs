@@ -14,6 +14,11 @@
 //! stream holds several topics: the same message dead-lettered to
 //! `<topic>.dlq`, or forwarded to another topic, is a different publish.
 //!
+//! Replies to a requester's inbox (`_INBOX.…`, see
+//! [`reply_inbox`](msg_core::Subscriber::reply_inbox)) go over core NATS
+//! in both modes: they are for the one requester listening now, and no
+//! stream should keep them.
+//!
 //! Messages of other clients are read too: without a `Nats-Msg-Id` that
 //! starts with a UUID, the id is derived from the stream sequence
 //! (JetStream; stable across redeliveries) or new (core NATS).
@@ -67,6 +72,9 @@ pub(crate) fn nats_headers(topic: &str, message: &Message) -> Result<HeaderMap> 
     );
     Ok(map)
 }
+
+/// The subjects of requesters' reply inboxes (async-nats's default).
+pub(crate) const INBOX_PREFIX: &str = "_INBOX.";
 
 impl Shared {
     /// Checks the topic and message, and that the publisher is open.
@@ -154,11 +162,21 @@ impl Shared {
         }
     }
 
-    /// Publishes in this broker's mode.
+    /// Publishes in this broker's mode (a reply always over core NATS).
     pub(crate) async fn publish(&self, topic: &str, message: &Message) -> Result<Receipt> {
-        match self.config.mode {
+        match self.mode_for(topic) {
             Mode::Core => self.publish_core(topic, message).await,
             Mode::JetStream => self.publish_js(topic, message, None).await,
+        }
+    }
+
+    /// The mode a publish to `topic` takes: core NATS for a reply to an
+    /// inbox, this broker's mode otherwise.
+    pub(crate) fn mode_for(&self, topic: &str) -> Mode {
+        if topic.starts_with(INBOX_PREFIX) {
+            Mode::Core
+        } else {
+            self.config.mode
         }
     }
 }
@@ -245,7 +263,7 @@ impl Publisher for NatsBroker {
         apply_options(&mut message, &options, &self.capabilities())?;
         self.shared.check(topic, &message)?;
         let later = options.deliver_at.filter(|at| !delay_until(*at).is_zero());
-        match (self.shared.config.mode, later) {
+        match (self.shared.mode_for(topic), later) {
             (Mode::Core, _) => self.shared.publish_core(topic, &message).await,
             (Mode::JetStream, None) => self.shared.publish_js(topic, &message, options.ttl).await,
             (Mode::JetStream, Some(_)) if options.ttl.is_some() => Err(Error::Unsupported {
@@ -274,7 +292,7 @@ impl Publisher for NatsBroker {
         {
             return Err(BatchError::none_accepted(len, e));
         }
-        match self.shared.config.mode {
+        match self.shared.mode_for(topic) {
             Mode::Core => {
                 let mut receipts = Vec::with_capacity(len);
                 let mut refused = None;

@@ -26,15 +26,15 @@ use bytes::Bytes;
 use futures::StreamExt;
 use msg_core::raw::{Prefetch, govern, stable_id};
 use msg_core::{
-    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Received, Result,
-    StartPosition, Subscriber, Subscription, Uuid,
+    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Received,
+    ReplyInbox, Result, StartPosition, Subscriber, Subscription, Uuid,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::ack::{CoreAcker, JsAcker};
 use crate::config::Mode;
-use crate::publisher::HEADER_ID;
+use crate::publisher::{HEADER_ID, INBOX_PREFIX};
 use crate::{NatsBroker, Shared, error};
 
 /// How long a broadcast consumer outlives a subscriber that vanished
@@ -67,6 +67,21 @@ impl Subscriber for NatsBroker {
 
     fn capabilities(&self) -> Capabilities {
         self.capabilities()
+    }
+
+    /// The native inbox: a core NATS subscription to a subject of its own
+    /// (`_INBOX.<nuid>`), in both modes. Nothing is stored and nothing
+    /// stays on the server when the subscription ends.
+    async fn reply_inbox(&self) -> Result<ReplyInbox> {
+        if self.shared.subscriber_closed.load(AtomicOrdering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let address = self.shared.client.new_inbox();
+        debug_assert!(address.starts_with(INBOX_PREFIX));
+        let replies = self
+            .subscribe_core(Subscription::new(address.clone()))
+            .await?;
+        Ok(ReplyInbox::new(address, replies))
     }
 }
 

@@ -428,3 +428,63 @@ async fn jetstream_publishing_resumes_soon_after_an_outage() {
         "publishing resumed {took:?} after the server answered"
     );
 }
+
+/// Requests in JetStream mode: 10,000 of them over one connection use its
+/// core NATS inbox; no stream keeps replies, and the request topic's
+/// stream has one consumer, the responder's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_use_the_core_inbox_and_store_no_reply() {
+    use msg_core::{Connection, HandlerError, HandlerOptions, Received, Router};
+
+    let _shared = broker_lock("requests").await;
+    let b = broker(config(Mode::JetStream)).await;
+    let client = b.client().clone();
+    let t = topic("request");
+    let conn = Connection::new(b);
+    let router = Router::new(conn.clone(), conn.clone())
+        .handle_with(
+            earliest(&t).group("answer"),
+            HandlerOptions::default().reply(),
+            |m: Received| async move { Ok::<_, HandlerError>(Message::new(m.payload().clone())) },
+        )
+        .start()
+        .await
+        .unwrap();
+    let requester = conn.requester().await.unwrap().clone();
+    assert!(
+        requester.address().starts_with("_INBOX."),
+        "{}",
+        requester.address()
+    );
+    for chunk in 0..10 {
+        let replies = futures::future::join_all((0..1_000).map(|i| {
+            let requester = requester.clone();
+            let t = t.clone();
+            async move {
+                let body = format!("{chunk}-{i}");
+                let reply = requester
+                    .request(&t, Message::new(body.clone()), WAIT)
+                    .await
+                    .unwrap();
+                assert_eq!(reply.payload().as_ref(), body.as_bytes());
+            }
+        }));
+        replies.await;
+    }
+    assert_eq!(requester.late_replies(), 0);
+    let js = async_nats::jetstream::new(client);
+    let stream = js.stream_by_subject(requester.address()).await;
+    assert!(stream.is_err(), "no stream holds the inbox: {stream:?}");
+    let mut request_stream = js
+        .get_stream(js.stream_by_subject(&t).await.unwrap())
+        .await
+        .unwrap();
+    let info = request_stream.info().await.unwrap();
+    assert_eq!(
+        info.state.consumer_count, 1,
+        "the responder's consumer, and no other"
+    );
+    assert_eq!(info.state.messages, 10_000, "the requests, and no reply");
+    router.shutdown().await;
+    conn.close().await.unwrap();
+}
