@@ -35,6 +35,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use msg_core::raw::reply::is_reply_topic;
 use msg_core::{Capabilities, CloudEventsBinding, MessageOrder, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -167,9 +168,15 @@ impl Shared {
         let new: Vec<NewTopic<'_>> = missing
             .iter()
             .map(|t| {
+                // A reply topic has one reader: one partition keeps it cheap.
+                let partitions = if is_reply_topic(t) {
+                    1
+                } else {
+                    i32::from(self.config.partitions)
+                };
                 NewTopic::new(
                     t,
-                    i32::from(self.config.partitions),
+                    partitions,
                     TopicReplication::Fixed(i32::from(self.config.replication_factor)),
                 )
             })
@@ -194,5 +201,68 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Whether the reply topic `topic` exists: known to this handle, or in
+    /// the cluster's metadata now (then remembered).
+    pub(crate) async fn reply_topic_exists(&self, topic: &str) -> Result<bool> {
+        if self
+            .known_topics
+            .lock()
+            .expect("topics lock")
+            .contains(topic)
+        {
+            return Ok(true);
+        }
+        let producer = self.producer.clone();
+        let (name, timeout) = (topic.to_owned(), self.config.connect_timeout);
+        let exists = tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer;
+            // All topics rather than this one: asked for a topic it does
+            // not have, tansu answers with what crashes librdkafka 2.x
+            // (a segfault in its metadata cache, seen in tests).
+            let metadata = producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map_err(error::kafka)?;
+            Ok::<_, msg_core::Error>(
+                metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty()),
+            )
+        })
+        .await
+        .map_err(|e| msg_core::Error::Connection(Box::new(e)))??;
+        if exists {
+            self.known_topics
+                .lock()
+                .expect("topics lock")
+                .insert(topic.to_owned());
+        }
+        Ok(exists)
+    }
+
+    /// Forgets that `topic` exists (a reply topic whose publish failed:
+    /// its requester may have deleted it).
+    pub(crate) fn forget_topic(&self, topic: &str) {
+        self.known_topics.lock().expect("topics lock").remove(topic);
+    }
+
+    /// Deletes `topic` (a requester's reply topic, when it closes).
+    pub(crate) async fn delete_topic(&self, topic: &str) -> Result<()> {
+        self.forget_topic(topic);
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = self
+            .admin
+            .delete_topics(&[topic], &options)
+            .await
+            .map_err(error::kafka)?;
+        match results.into_iter().next() {
+            Some(Err((_, code))) if code != RDKafkaErrorCode::UnknownTopicOrPartition => {
+                Err(error::kafka(rdkafka::error::KafkaError::AdminOp(code)))
+            }
+            _ => Ok(()),
+        }
     }
 }

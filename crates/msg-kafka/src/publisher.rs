@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
 
 use futures::future::join_all;
+use msg_core::raw::reply::is_reply_topic;
 use msg_core::raw::topic::validate_topic;
 use msg_core::raw::{apply_options, batch_outcome, check_size};
 use msg_core::{
@@ -89,7 +90,11 @@ impl Shared {
     /// acknowledged. While librdkafka's queue is full it waits, up to the
     /// publish timeout.
     pub(crate) async fn enqueue(&self, topic: &str, message: &Message) -> Result<DeliveryFuture> {
-        self.ensure_topics(&[topic]).await?;
+        // A reply topic is its requester's to make and delete: a late
+        // reply must not make it again.
+        if !is_reply_topic(topic) {
+            self.ensure_topics(&[topic]).await?;
+        }
         let key = record_key(message);
         let mut record = FutureRecord::to(topic)
             .payload(message.payload().as_ref())
@@ -135,14 +140,29 @@ impl Shared {
 
     /// Publishes and waits for the acknowledgement, whether or not the
     /// publisher is closed (dead letters of the subscriber use this).
+    ///
+    /// A reply to a reply topic that no longer exists is dropped: its
+    /// requester closed, and nobody waits for it.
     pub(crate) async fn produce(&self, topic: &str, message: &Message) -> Result<Receipt> {
+        let reply = is_reply_topic(topic);
+        if reply && !self.reply_topic_exists(topic).await? {
+            tracing::debug!(
+                topic,
+                "the reply topic is gone (its requester closed); reply dropped"
+            );
+            return Ok(Receipt::accepted());
+        }
         let delivery = self.enqueue(topic, message).await?;
-        Self::acknowledged(
+        let acknowledged = Self::acknowledged(
             delivery,
             message.payload().len(),
             self.config.max_message_size(),
         )
-        .await
+        .await;
+        if reply && acknowledged.is_err() {
+            self.forget_topic(topic);
+        }
+        acknowledged
     }
 
     /// Waits until every queued record is acknowledged or failed.

@@ -16,11 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use msg_core::raw::reply::new_reply_topic;
 use msg_core::raw::topic::{is_pattern, validate_topic};
 use msg_core::raw::{Prefetch, govern, stable_id};
 use msg_core::{
     Capabilities, Delivery, DeliveryStream, Distribution, Error, Headers, Message, Metadata,
-    Received, Result, StartPosition, Subscriber, Subscription, Uuid, headers,
+    Received, ReplyInbox, Result, StartPosition, Subscriber, Subscription, Uuid, headers,
 };
 use rdkafka::ClientContext;
 use rdkafka::consumer::{
@@ -706,6 +707,20 @@ impl Subscriber for KafkaBroker {
 
     fn capabilities(&self) -> Capabilities {
         KafkaBroker::capabilities(self)
+    }
+
+    /// A topic of its own with one partition, read by a group of its own
+    /// from the start, and deleted when the requester closes. Making it
+    /// costs a topic creation and a group join (tens of milliseconds to
+    /// seconds, once per requester); a requester that is killed leaves
+    /// its topic behind.
+    async fn reply_inbox(&self) -> Result<ReplyInbox> {
+        let address = new_reply_topic();
+        let subscription = Subscription::new(address.clone()).start(StartPosition::Earliest);
+        let replies = self.subscribe(subscription).await?;
+        let (shared, topic) = (self.shared.clone(), address.clone());
+        Ok(ReplyInbox::new(address, replies)
+            .with_cleanup(async move { shared.delete_topic(&topic).await }))
     }
 }
 

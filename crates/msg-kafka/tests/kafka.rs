@@ -317,3 +317,80 @@ async fn consumption_goes_on_across_an_outage_of_every_broker() {
     broker.publish_batch(topic, after.clone()).await.unwrap();
     drain(&mut stream, &after.iter().map(Message::id).collect()).await;
 }
+
+/// The topics the broker has now.
+fn broker_topics() -> HashSet<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", config().brokers().join(","))
+        .create()
+        .unwrap();
+    let metadata = consumer.fetch_metadata(None, WAIT).unwrap();
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.name().to_owned())
+        .collect()
+}
+
+/// 10,000 requests over one connection use one reply topic of one
+/// partition, deleted on close; a reply that comes later does not make
+/// it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_use_one_reply_topic_deleted_on_close() {
+    use msg_core::{Connection, HandlerError, HandlerOptions, Received, Router};
+
+    let topic = unique("kt.request");
+    let conn = Connection::new(KafkaBroker::connect(config()).await.unwrap());
+    let router = Router::new(conn.clone(), conn.clone())
+        .handle_with(
+            earliest(&topic).group(unique("answer")),
+            HandlerOptions::default().reply(),
+            |m: Received| async move { Ok::<_, HandlerError>(Message::new(m.payload().clone())) },
+        )
+        .start()
+        .await
+        .unwrap();
+    let requester = conn.requester().await.unwrap().clone();
+    let inbox = requester.address().to_owned();
+    for chunk in 0..10 {
+        let replies = futures::future::join_all((0..1_000).map(|i| {
+            let requester = requester.clone();
+            let topic = topic.clone();
+            async move {
+                let body = format!("{chunk}-{i}");
+                let reply = requester
+                    .request(&topic, Message::new(body.clone()), WAIT * 3)
+                    .await
+                    .unwrap();
+                assert_eq!(reply.payload().as_ref(), body.as_bytes());
+            }
+        }));
+        replies.await;
+    }
+    assert_eq!(requester.late_replies(), 0);
+    let topics = broker_topics();
+    let reply_topics: Vec<&String> = topics.iter().filter(|t| **t == inbox).collect();
+    assert_eq!(reply_topics.len(), 1, "one reply topic for all requests");
+    router.shutdown().await;
+    conn.close().await.unwrap();
+    assert!(
+        !broker_topics().contains(&inbox),
+        "the reply topic is deleted on close"
+    );
+    // A responder answering after the requester left does not make it again.
+    let late = KafkaBroker::connect(config()).await.unwrap();
+    let started = std::time::Instant::now();
+    late.publish(&inbox, Message::new("late"))
+        .await
+        .expect("a late reply is dropped, not an error");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "dropped at once, not after the publish timeout"
+    );
+    assert!(
+        !broker_topics().contains(&inbox),
+        "a late reply does not make the topic again"
+    );
+}
