@@ -212,6 +212,8 @@ const BENCHED: &[(&str, &[&str])] = &[
     ("outbox", &["postgres"]),
     // The scheduler's runners over SQLite, PostgreSQL and Redis.
     ("scheduler", &["postgres", "redis"]),
+    // Request/reply round trips on every transport, raw NATS beside msg.
+    ("request", &["redis", "nats", "rabbitmq", "kafka"]),
 ];
 
 fn bench(args: &[String]) -> Result<()> {

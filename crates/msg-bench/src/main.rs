@@ -16,6 +16,7 @@ mod measure;
 mod outbox;
 mod raw;
 mod report;
+mod request;
 mod scheduler;
 mod side;
 
@@ -32,6 +33,7 @@ const TRANSPORTS: &[&str] = &[
     "kafka",
     "outbox",
     "scheduler",
+    "request",
 ];
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -65,6 +67,7 @@ async fn main() -> Result<()> {
     let sizes = if quick { Sizes::quick() } else { Sizes::full() };
     let mut rows: Vec<Row> = Vec::new();
     let mut scheduled = Vec::new();
+    let mut requested = Vec::new();
     for transport in TRANSPORTS
         .iter()
         .filter(|t| only.as_deref().is_none_or(|o| o == **t))
@@ -73,6 +76,12 @@ async fn main() -> Result<()> {
             // Runners over each store: figures of their own, not msg vs raw.
             scheduled = scheduler::rows(sizes).await?;
             println!("{}", scheduler::table(&scheduled));
+            continue;
+        }
+        if *transport == "request" {
+            // Round trips per transport, raw NATS beside msg on NATS.
+            requested = request::rows(sizes).await?;
+            println!("{}", request::table(&requested));
             continue;
         }
         rows.extend(run(transport, sizes).await?);
@@ -87,6 +96,9 @@ async fn main() -> Result<()> {
         }
         if !scheduled.is_empty() {
             scheduler::write_docs(&scheduled, sizes, quick)?;
+        }
+        if !requested.is_empty() {
+            request::write_docs(&requested, sizes, quick)?;
         }
     }
     Ok(())

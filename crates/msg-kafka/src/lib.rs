@@ -168,17 +168,15 @@ impl Shared {
         let new: Vec<NewTopic<'_>> = missing
             .iter()
             .map(|t| {
-                // A reply topic has one reader: one partition keeps it cheap.
-                let partitions = if is_reply_topic(t) {
-                    1
+                let replication =
+                    TopicReplication::Fixed(i32::from(self.config.replication_factor));
+                if is_reply_topic(t) {
+                    // One reader: one partition. A reply is of no use once
+                    // its request timed out: keep an hour of them at most.
+                    NewTopic::new(t, 1, replication).set("retention.ms", "3600000")
                 } else {
-                    i32::from(self.config.partitions)
-                };
-                NewTopic::new(
-                    t,
-                    partitions,
-                    TopicReplication::Fixed(i32::from(self.config.replication_factor)),
-                )
+                    NewTopic::new(t, i32::from(self.config.partitions), replication)
+                }
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -244,25 +242,8 @@ impl Shared {
     }
 
     /// Forgets that `topic` exists (a reply topic whose publish failed:
-    /// its requester may have deleted it).
+    /// it may have been deleted).
     pub(crate) fn forget_topic(&self, topic: &str) {
         self.known_topics.lock().expect("topics lock").remove(topic);
-    }
-
-    /// Deletes `topic` (a requester's reply topic, when it closes).
-    pub(crate) async fn delete_topic(&self, topic: &str) -> Result<()> {
-        self.forget_topic(topic);
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = self
-            .admin
-            .delete_topics(&[topic], &options)
-            .await
-            .map_err(error::kafka)?;
-        match results.into_iter().next() {
-            Some(Err((_, code))) if code != RDKafkaErrorCode::UnknownTopicOrPartition => {
-                Err(error::kafka(rdkafka::error::KafkaError::AdminOp(code)))
-            }
-            _ => Ok(()),
-        }
     }
 }

@@ -141,8 +141,8 @@ impl Shared {
     /// Publishes and waits for the acknowledgement, whether or not the
     /// publisher is closed (dead letters of the subscriber use this).
     ///
-    /// A reply to a reply topic that no longer exists is dropped: its
-    /// requester closed, and nobody waits for it.
+    /// A reply to a reply topic that no longer exists is dropped (at once,
+    /// not after the publish timeout): nobody waits for it.
     pub(crate) async fn produce(&self, topic: &str, message: &Message) -> Result<Receipt> {
         let reply = is_reply_topic(topic);
         if reply && !self.reply_topic_exists(topic).await? {
