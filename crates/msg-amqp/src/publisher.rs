@@ -9,6 +9,7 @@
 //! | `content-type` property | also set from the `content-type` header |
 //! | `msg-attempt` header | deliveries before this copy (set on deferred copies) |
 //! | `reply-to` property | also set from the `msg-reply-to` header |
+//! | `correlation-id` property | also set from the `correlation-id` header (read into it when a message has no header) |
 //! | `expiration` property | the publish option `ttl`, in milliseconds |
 //! | body | payload |
 //!
@@ -74,6 +75,9 @@ pub(crate) fn properties(
     }
     if let Some(reply_to) = message.header(headers::REPLY_TO) {
         properties = properties.with_reply_to(reply_to.into());
+    }
+    if let Some(correlation) = message.header(headers::CORRELATION_ID) {
+        properties = properties.with_correlation_id(correlation.into());
     }
     if let Some(ttl) = ttl {
         // Whole milliseconds, rounded up: never expire early.

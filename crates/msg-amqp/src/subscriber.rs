@@ -14,10 +14,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use msg_core::raw::reply::new_reply_topic;
 use msg_core::raw::{govern, stable_id};
 use msg_core::{
-    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Received, Result,
-    Subscriber, Subscription, Uuid,
+    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, Received,
+    ReplyInbox, Result, Subscriber, Subscription, Uuid,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -29,6 +30,48 @@ use crate::{AmqpBroker, Shared, error};
 
 impl Subscriber for AmqpBroker {
     async fn subscribe(&self, subscription: Subscription) -> Result<DeliveryStream> {
+        let queue = WorkQueue::new(&subscription);
+        self.consume(subscription, queue).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.shared
+            .subscriber_closed
+            .store(true, AtomicOrdering::Release);
+        self.shared.closing.send_replace(true);
+        Ok(())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.capabilities()
+    }
+
+    /// An exclusive queue named after its address (`msg-reply.<uuid>`),
+    /// bound to the exchange with the address as routing key; the broker
+    /// deletes it with the connection. Named so, it is also reached the
+    /// way RabbitMQ's RPC clients and servers answer: through the default
+    /// exchange, with the `reply-to` property as routing key and the
+    /// `correlation-id` property.
+    async fn reply_inbox(&self) -> Result<ReplyInbox> {
+        let address = new_reply_topic();
+        let queue = WorkQueue {
+            name: address.clone(),
+            group: None,
+        };
+        let replies = self
+            .consume(Subscription::new(address.clone()), queue)
+            .await?;
+        Ok(ReplyInbox::new(address, replies))
+    }
+}
+
+impl AmqpBroker {
+    /// Consumes `subscription` from `queue`, declared and bound first.
+    async fn consume(
+        &self,
+        subscription: Subscription,
+        queue: WorkQueue,
+    ) -> Result<DeliveryStream> {
         subscription.validate()?;
         if self.shared.subscriber_closed.load(AtomicOrdering::Acquire) {
             return Err(Error::Closed);
@@ -36,7 +79,7 @@ impl Subscriber for AmqpBroker {
         let (tx, rx) = mpsc::channel(subscription.prefetch_count());
         let mut reader = Reader {
             shared: self.shared.clone(),
-            queue: Arc::new(WorkQueue::new(&subscription)),
+            queue: Arc::new(queue),
             topics: subscription.topics().to_vec(),
             prefetch: subscription.prefetch_count().min(usize::from(u16::MAX)) as u16,
             requeues: Arc::default(),
@@ -57,18 +100,6 @@ impl Subscriber for AmqpBroker {
             .delivery()
             .for_subscription(&subscription);
         Ok(govern(stream.boxed(), policy))
-    }
-
-    async fn close(&self) -> Result<()> {
-        self.shared
-            .subscriber_closed
-            .store(true, AtomicOrdering::Release);
-        self.shared.closing.send_replace(true);
-        Ok(())
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.capabilities()
     }
 }
 
@@ -230,11 +261,21 @@ fn decode(delivery: &lapin::message::Delivery) -> (Message, u32, Option<u32>, Op
             }
         }
     }
-    // Another client says the content type in the property only.
-    if let Some(content_type) = properties.content_type()
-        && !headers.contains(msg_core::headers::CONTENT_TYPE)
-    {
-        headers.insert(msg_core::headers::CONTENT_TYPE, content_type.as_str());
+    // Another client says these in the properties only (an RPC server
+    // answers with the request's `correlation-id` property, say).
+    let from_properties = [
+        (msg_core::headers::CONTENT_TYPE, properties.content_type()),
+        (
+            msg_core::headers::CORRELATION_ID,
+            properties.correlation_id(),
+        ),
+    ];
+    for (name, value) in from_properties {
+        if let Some(value) = value
+            && !headers.contains(name)
+        {
+            headers.insert(name, value.as_str());
+        }
     }
     let mut message = Message::with_id(id, Bytes::from(delivery.data.clone()));
     if let Some(key) = key {

@@ -368,3 +368,179 @@ async fn cloudevents_of_other_sdks_are_read() {
     );
     assert_eq!(events[1].id, "py-2");
 }
+
+/// An RPC server written as RabbitMQ's tutorial does (raw lapin: reply
+/// through the default exchange to the `reply-to` queue, with the request's
+/// `correlation-id` property and no msg headers) answers an msg requester.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_rpc_server_answers_an_msg_requester() {
+    use futures::StreamExt;
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    };
+
+    let _shared = broker_lock("rpc-interop").await;
+    let t = topic("rpc");
+    let raw = lapin::Connection::connect(&url(), Default::default())
+        .await
+        .unwrap();
+    let channel = raw.create_channel().await.unwrap();
+    let queue = format!("{t}.server");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            "msg".into(),
+            t.as_str().into(),
+            QueueBindOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let mut requests = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "server".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let server = tokio::spawn(async move {
+        while let Some(Ok(request)) = requests.next().await {
+            let reply_to = request.properties.reply_to().clone().expect("reply-to");
+            let correlation = request
+                .properties
+                .correlation_id()
+                .clone()
+                .expect("correlation-id");
+            let mut answer = b"re: ".to_vec();
+            answer.extend_from_slice(&request.data);
+            channel
+                .basic_publish(
+                    "".into(),
+                    reply_to.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &answer,
+                    lapin::BasicProperties::default().with_correlation_id(correlation),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            request.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    });
+    let conn = msg_core::Connection::new(broker(config()).await);
+    for i in 0..3 {
+        let reply = conn
+            .request(&t, Message::new(format!("q{i}")), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(reply.payload().as_ref(), format!("re: q{i}").as_bytes());
+    }
+    conn.close().await.unwrap();
+    server.abort();
+}
+
+/// 10,000 requests over one connection use one reply queue, named after
+/// the address, which the broker deletes when the connection closes; the
+/// answering queue has one consumer, the route's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_use_one_reply_queue_deleted_on_close() {
+    use lapin::options::QueueDeclareOptions;
+    use msg_core::{Connection, HandlerError, HandlerOptions, Received, Router};
+
+    let _shared = broker_lock("requests").await;
+    let t = topic("requests");
+    let conn = Connection::new(broker(config()).await);
+    let router = Router::new(conn.clone(), conn.clone())
+        .handle_with(
+            Subscription::new(&t).group("answer"),
+            HandlerOptions::default().reply(),
+            |m: Received| async move { Ok::<_, HandlerError>(Message::new(m.payload().clone())) },
+        )
+        .start()
+        .await
+        .unwrap();
+    let requester = conn.requester().await.unwrap().clone();
+    let inbox = requester.address().to_owned();
+    for chunk in 0..10 {
+        let replies = futures::future::join_all((0..1_000).map(|i| {
+            let requester = requester.clone();
+            let t = t.clone();
+            async move {
+                let body = format!("{chunk}-{i}");
+                let reply = requester
+                    .request(&t, Message::new(body.clone()), WAIT)
+                    .await
+                    .unwrap();
+                assert_eq!(reply.payload().as_ref(), body.as_bytes());
+            }
+        }));
+        replies.await;
+    }
+    assert_eq!(requester.late_replies(), 0);
+    let raw = lapin::Connection::connect(&url(), Default::default())
+        .await
+        .unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let channel = raw.create_channel().await.unwrap();
+    let answering = channel
+        .queue_declare(
+            format!("{t}:answer").as_str().into(),
+            passive,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answering.consumer_count(),
+        1,
+        "the route's consumer, and no other"
+    );
+    // Another connection may not even look at an exclusive queue.
+    let reply_queue = channel
+        .queue_declare(inbox.as_str().into(), passive, Default::default())
+        .await
+        .expect_err("the reply queue is exclusive");
+    assert!(
+        reply_queue.to_string().contains("RESOURCE_LOCKED"),
+        "the reply queue is named after its address: {reply_queue}"
+    );
+    router.shutdown().await;
+    conn.close().await.unwrap();
+    // Auto-delete: gone once its consumer is cancelled.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        // A passive declare of a missing queue closes its channel.
+        let channel = raw.create_channel().await.unwrap();
+        let found = channel
+            .queue_declare(inbox.as_str().into(), passive, Default::default())
+            .await;
+        match found {
+            Err(e) if e.to_string().contains("NOT_FOUND") => break,
+            Err(e) if e.to_string().contains("RESOURCE_LOCKED") => {}
+            other => panic!("unexpected: {other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reply queue outlived its requester"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
