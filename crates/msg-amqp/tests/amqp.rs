@@ -460,38 +460,14 @@ async fn a_plain_rpc_server_answers_an_msg_requester() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_use_one_reply_queue_deleted_on_close() {
     use lapin::options::QueueDeclareOptions;
-    use msg_core::{Connection, HandlerError, HandlerOptions, Received, Router};
 
     let _shared = broker_lock("requests").await;
     let t = topic("requests");
-    let conn = Connection::new(broker(config()).await);
-    let router = Router::new(conn.clone(), conn.clone())
-        .handle_with(
-            Subscription::new(&t).group("answer"),
-            HandlerOptions::default().reply(),
-            |m: Received| async move { Ok::<_, HandlerError>(Message::new(m.payload().clone())) },
-        )
-        .start()
-        .await
-        .unwrap();
+    let conn = msg_core::Connection::new(broker(config()).await);
+    let router = msg_testkit::echo_responder(&conn, Subscription::new(&t).group("answer")).await;
     let requester = conn.requester().await.unwrap().clone();
     let inbox = requester.address().to_owned();
-    for chunk in 0..10 {
-        let replies = futures::future::join_all((0..1_000).map(|i| {
-            let requester = requester.clone();
-            let t = t.clone();
-            async move {
-                let body = format!("{chunk}-{i}");
-                let reply = requester
-                    .request(&t, Message::new(body.clone()), WAIT)
-                    .await
-                    .unwrap();
-                assert_eq!(reply.payload().as_ref(), body.as_bytes());
-            }
-        }));
-        replies.await;
-    }
-    assert_eq!(requester.late_replies(), 0);
+    msg_testkit::request_echoes(&requester, &t, 10, WAIT).await;
     let raw = lapin::Connection::connect(&url(), Default::default())
         .await
         .unwrap();

@@ -60,6 +60,21 @@ impl Sizes {
     }
 }
 
+/// `values`' median, with their range when there are several.
+pub(crate) fn spread(values: &[f64], scale: f64, decimals: usize) -> String {
+    let median = median(values.to_vec()) / scale;
+    let (min, max) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v / scale), hi.max(*v / scale))
+        });
+    if values.len() > 1 {
+        format!("{median:.decimals$} ({min:.decimals$}–{max:.decimals$})")
+    } else {
+        format!("{median:.decimals$}")
+    }
+}
+
 /// One line of the results: the medians of both sides.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Row {

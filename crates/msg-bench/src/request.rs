@@ -12,7 +12,7 @@ use msg::{
     StartPosition, Subscription, Uuid,
 };
 
-use crate::measure::{Sizes, median, percentile};
+use crate::measure::{Sizes, percentile, spread};
 
 /// Requests in flight at once in the throughput run.
 const IN_FLIGHT: usize = 64;
@@ -26,17 +26,6 @@ pub(crate) struct RequestRow {
     per_sec: Vec<f64>,
     p50_us: Vec<f64>,
     p99_us: Vec<f64>,
-}
-
-/// `values`' median and range.
-fn spread(values: &[f64], scale: f64, decimals: usize) -> String {
-    let median = median(values.to_vec()) / scale;
-    let (min, max) = values
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(*v / scale), hi.max(*v / scale))
-        });
-    format!("{median:.decimals$} ({min:.decimals$}–{max:.decimals$})")
 }
 
 /// A way to send requests: msg's requester or the raw NATS client.

@@ -15,7 +15,7 @@ use msg::scheduler::store::redis::RedisStore;
 use msg::scheduler::{Scheduler, When};
 use msg::{Connection, Message, Publisher, Uuid};
 
-use crate::measure::{Sizes, median, percentile};
+use crate::measure::{Sizes, percentile, spread};
 use crate::side::payload;
 
 /// One store's figures.
@@ -28,21 +28,6 @@ pub(crate) struct SchedulerRow {
     fires_per_sec: Vec<f64>,
     lateness_p50_ms: Vec<f64>,
     lateness_p99_ms: Vec<f64>,
-}
-
-/// `values`' median, with their range when there are several.
-fn spread(values: &[f64], scale: f64, decimals: usize) -> String {
-    let median = median(values.to_vec()) / scale;
-    let (min, max) = values
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(*v / scale), hi.max(*v / scale))
-        });
-    if values.len() > 1 {
-        format!("{median:.decimals$} ({min:.decimals$}–{max:.decimals$})")
-    } else {
-        format!("{median:.decimals$}")
-    }
 }
 
 /// Where schedules live.

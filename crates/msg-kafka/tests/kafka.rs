@@ -339,38 +339,14 @@ fn broker_topics() -> HashSet<String> {
 /// once, and does not make the topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_use_one_reply_topic() {
-    use msg_core::{Connection, HandlerError, HandlerOptions, Received, Router};
     use rdkafka::consumer::{BaseConsumer, Consumer};
 
     let topic = unique("kt.request");
-    let conn = Connection::new(KafkaBroker::connect(config()).await.unwrap());
-    let router = Router::new(conn.clone(), conn.clone())
-        .handle_with(
-            earliest(&topic).group(unique("answer")),
-            HandlerOptions::default().reply(),
-            |m: Received| async move { Ok::<_, HandlerError>(Message::new(m.payload().clone())) },
-        )
-        .start()
-        .await
-        .unwrap();
+    let conn = msg_core::Connection::new(KafkaBroker::connect(config()).await.unwrap());
+    let router = msg_testkit::echo_responder(&conn, earliest(&topic).group(unique("answer"))).await;
     let requester = conn.requester().await.unwrap().clone();
     let inbox = requester.address().to_owned();
-    for chunk in 0..10 {
-        let replies = futures::future::join_all((0..1_000).map(|i| {
-            let requester = requester.clone();
-            let topic = topic.clone();
-            async move {
-                let body = format!("{chunk}-{i}");
-                let reply = requester
-                    .request(&topic, Message::new(body.clone()), WAIT * 3)
-                    .await
-                    .unwrap();
-                assert_eq!(reply.payload().as_ref(), body.as_bytes());
-            }
-        }));
-        replies.await;
-    }
-    assert_eq!(requester.late_replies(), 0);
+    msg_testkit::request_echoes(&requester, &topic, 10, WAIT * 3).await;
     let topics = broker_topics();
     assert!(topics.contains(&inbox));
     let reply_topics = topics

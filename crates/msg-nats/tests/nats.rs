@@ -434,44 +434,19 @@ async fn jetstream_publishing_resumes_soon_after_an_outage() {
 /// stream has one consumer, the responder's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_use_the_core_inbox_and_store_no_reply() {
-    use msg_core::{Connection, HandlerError, HandlerOptions, Received, Router};
-
     let _shared = broker_lock("requests").await;
     let b = broker(config(Mode::JetStream)).await;
     let client = b.client().clone();
     let t = topic("request");
-    let conn = Connection::new(b);
-    let router = Router::new(conn.clone(), conn.clone())
-        .handle_with(
-            earliest(&t).group("answer"),
-            HandlerOptions::default().reply(),
-            |m: Received| async move { Ok::<_, HandlerError>(Message::new(m.payload().clone())) },
-        )
-        .start()
-        .await
-        .unwrap();
+    let conn = msg_core::Connection::new(b);
+    let router = msg_testkit::echo_responder(&conn, earliest(&t).group("answer")).await;
     let requester = conn.requester().await.unwrap().clone();
     assert!(
         requester.address().starts_with("_INBOX."),
         "{}",
         requester.address()
     );
-    for chunk in 0..10 {
-        let replies = futures::future::join_all((0..1_000).map(|i| {
-            let requester = requester.clone();
-            let t = t.clone();
-            async move {
-                let body = format!("{chunk}-{i}");
-                let reply = requester
-                    .request(&t, Message::new(body.clone()), WAIT)
-                    .await
-                    .unwrap();
-                assert_eq!(reply.payload().as_ref(), body.as_bytes());
-            }
-        }));
-        replies.await;
-    }
-    assert_eq!(requester.late_replies(), 0);
+    msg_testkit::request_echoes(&requester, &t, 10, WAIT).await;
     let js = async_nats::jetstream::new(client);
     let stream = js.stream_by_subject(requester.address()).await;
     assert!(stream.is_err(), "no stream holds the inbox: {stream:?}");

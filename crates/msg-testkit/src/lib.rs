@@ -24,6 +24,7 @@
 
 mod brokers;
 pub mod cases;
+mod dead_letter;
 mod harness;
 mod options;
 #[cfg(feature = "outbox")]
@@ -35,6 +36,7 @@ pub mod scheduler;
 pub use brokers::{BrokerEnv, env_file};
 pub use harness::{Harness, SKIPS_FILE, collect, recv};
 pub use options::{check_documented_options, documented_options};
+pub use request::{echo_responder, request_echoes};
 
 /// Expands to one `#[tokio::test]` per conformance case, each building the
 /// harness with the given expression. The calling crate needs `tokio` (with
@@ -87,7 +89,8 @@ macro_rules! conformance_suite {
             request_all_gathers_every_reply,
             request_without_reply_address_is_dead_lettered,
             request_after_close_fails,
-            requester_survives_restart
+            requester_survives_restart,
+            dead_letter_manager
         );
     };
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use msg_core::{
-    Connection, Error, HandlerError, HandlerOptions, Json, Message, Publisher, Received, Router,
-    RunningRouter, StartPosition, Subscriber, Subscription, headers,
+    Connection, Error, HandlerError, HandlerOptions, Json, Message, Publisher, Received, Requester,
+    Router, RunningRouter, StartPosition, Subscriber, Subscription, headers,
 };
 use tokio::time::Instant;
 
@@ -30,12 +30,51 @@ where
     if let Some(group) = group {
         subscription = subscription.group(group);
     }
+    answer(c, subscription, handler).await
+}
+
+async fn answer<T, H>(c: &Connection, subscription: Subscription, handler: H) -> RunningRouter
+where
+    H: msg_core::Handler<T, ()>,
+{
     Router::new(c.clone(), c.clone())
         .shutdown_timeout(Duration::from_secs(1))
         .handle_with(subscription, HandlerOptions::default().reply(), handler)
         .start()
         .await
         .expect("start the responder")
+}
+
+/// Starts a route over `subscription` that answers each request with its
+/// own payload.
+pub async fn echo_responder(c: &Connection, subscription: Subscription) -> RunningRouter {
+    answer(c, subscription, echo).await
+}
+
+async fn echo(m: Received) -> Result<Message, HandlerError> {
+    Ok(Message::new(m.payload().clone()))
+}
+
+/// Sends `chunks` times 1,000 requests at once to `topic`, and checks
+/// that each reply echoes its own request and that none came late.
+pub async fn request_echoes(requester: &Requester, topic: &str, chunks: usize, timeout: Duration) {
+    for chunk in 0..chunks {
+        join_all((0..1_000).map(|i| async move {
+            let body = format!("{chunk}-{i}");
+            let reply = requester
+                .request(topic, Message::new(body.clone()), timeout)
+                .await
+                .unwrap_or_else(|e| panic!("request {body}: {}", e.chain()));
+            assert_eq!(
+                reply.payload().as_ref(),
+                body.as_bytes(),
+                "another request's reply"
+            );
+        }))
+        .await;
+    }
+    assert_eq!(requester.late_replies(), 0);
+    assert_eq!(requester.in_flight(), 0);
 }
 
 /// 1,000 requests in flight at once each get their own reply, with the
@@ -309,13 +348,7 @@ pub async fn requester_survives_restart(h: &Harness) {
     const CASE: &str = "requester_survives_restart";
     let topic = h.topic("request-restart");
     let c = h.connect().await;
-    let router = responder(
-        &c,
-        &topic,
-        Some(h.group("answer")),
-        |m: Received| async move { Ok::<_, HandlerError>(Message::new(m.payload().clone())) },
-    )
-    .await;
+    let router = responder(&c, &topic, Some(h.group("answer")), echo).await;
     let requester = c.requester().await.expect("requester").clone();
     requester
         .request(&topic, Message::new("before"), h.timeout() * 3)
