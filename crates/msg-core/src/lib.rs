@@ -12,6 +12,8 @@
 //!   says what becomes of a message that failed.
 //! - [`Requester`], [`Connection::request`]: request/reply over any
 //!   transport; a route with [`HandlerOptions::reply`] answers.
+//! - [`dead_letter::DeadLetters`]: list, count, replay and purge what was
+//!   dead-lettered, over any transport that reads its dead-letter topics.
 //! - [`Event`], [`Codec`]: typed payloads and CloudEvents.
 //! - [`Error`]: one error type that says what is retryable.
 //!
@@ -21,6 +23,7 @@
 
 mod capabilities;
 pub mod codec;
+pub mod dead_letter;
 mod delivery;
 mod error;
 pub mod event;

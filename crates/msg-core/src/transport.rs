@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::OnceCell;
 
 use crate::codec::{Encoder, JsonCodec};
+use crate::dead_letter::{DeadLetters, DynDeadLetterReader};
 use crate::{
     BatchError, Capabilities, Delivery, Event, Message, PublishOptions, Receipt, Received,
     ReplyInbox, Requester, Result, StartPosition, Subscription,
@@ -265,6 +266,7 @@ pub struct Connection {
     publisher: Arc<dyn DynPublisher>,
     subscriber: Arc<dyn DynSubscriber>,
     requester: Arc<OnceCell<Requester>>,
+    dead_letter_reader: Option<Arc<dyn DynDeadLetterReader>>,
 }
 
 impl Connection {
@@ -283,6 +285,29 @@ impl Connection {
             publisher,
             subscriber,
             requester: Arc::new(OnceCell::new()),
+            dead_letter_reader: None,
+        }
+    }
+
+    /// Reads dead-letter topics through `reader` (the transport's own
+    /// [`DeadLetterReader`](crate::dead_letter::DeadLetterReader)), for
+    /// [`Connection::dead_letters`]. `msg::connect` sets it for every
+    /// transport that has one.
+    pub fn with_dead_letter_reader(mut self, reader: Arc<dyn DynDeadLetterReader>) -> Self {
+        self.dead_letter_reader = Some(reader);
+        self
+    }
+
+    /// The dead-letter manager over this connection's transport, or
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when it was made
+    /// without a dead-letter reader.
+    pub fn dead_letters(&self) -> Result<DeadLetters> {
+        match &self.dead_letter_reader {
+            Some(reader) => Ok(DeadLetters::new(reader.clone(), self.publisher.clone())),
+            None => Err(crate::Error::Unsupported {
+                operation: "reading dead letters",
+                transport: self.publisher.publisher_capabilities().transport,
+            }),
         }
     }
 

@@ -460,6 +460,40 @@ impl Shared {
         queue.space.notify_waiters();
     }
 
+    /// Up to `limit` retained messages of `topic` after `offset` (from
+    /// the oldest when `None`), with their offsets.
+    pub(crate) fn retained_after(
+        &self,
+        topic: &str,
+        offset: Option<u64>,
+        limit: usize,
+    ) -> Vec<(u64, Message)> {
+        lock(&self.state)
+            .topics
+            .get(topic)
+            .map(|ts| {
+                ts.log
+                    .iter()
+                    .filter(|s| offset.is_none_or(|o| s.offset > o))
+                    .take(limit)
+                    .map(|s| (s.offset, s.message.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes the retained messages of `topic` at `offsets`; returns how
+    /// many there were.
+    pub(crate) fn remove_retained(&self, topic: &str, offsets: &[u64]) -> u64 {
+        let mut state = lock(&self.state);
+        let Some(ts) = state.topics.get_mut(topic) else {
+            return 0;
+        };
+        let before = ts.log.len();
+        ts.log.retain(|s| !offsets.contains(&s.offset));
+        (before - ts.log.len()) as u64
+    }
+
     /// Forgets `topic`: its counters and retained messages.
     pub(crate) fn remove_topic(&self, topic: &str) {
         lock(&self.state).topics.remove(topic);

@@ -27,6 +27,7 @@
 mod ack;
 mod broker;
 mod config;
+mod dead_letter;
 mod error;
 mod publisher;
 mod subscriber;

@@ -1,5 +1,7 @@
 //! The conformance suite on the in-process broker.
 
+use std::sync::Arc;
+
 use msg_core::Connection;
 use msg_memory::{MemoryBroker, MemoryConfig};
 
@@ -8,7 +10,7 @@ fn harness() -> msg_testkit::Harness {
         MemoryBroker::with_config(MemoryConfig::default().retention(1_000)).expect("config");
     msg_testkit::Harness::new("memory", broker.capabilities(), move || {
         let client = broker.client();
-        async move { Ok(Connection::new(client)) }
+        async move { Ok(Connection::new(client.clone()).with_dead_letter_reader(Arc::new(client))) }
     })
 }
 

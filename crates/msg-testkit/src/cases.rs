@@ -11,6 +11,7 @@ use msg_core::{
 };
 use tokio::time::Instant;
 
+pub use crate::dead_letter::*;
 use crate::harness::{Harness, collect, recv};
 pub use crate::request::*;
 

@@ -98,7 +98,13 @@ pub async fn connect(url: &str) -> Result<Connection> {
         .ok_or_else(|| Error::invalid_config("a broker URL needs a scheme, e.g. memory://"))?;
     match scheme {
         #[cfg(feature = "memory")]
-        "memory" => Ok(Connection::new(msg_memory::MemoryBroker::connect(url)?)),
+        "memory" => {
+            let broker = msg_memory::MemoryBroker::connect(url)?;
+            Ok(
+                Connection::new(broker.clone())
+                    .with_dead_letter_reader(std::sync::Arc::new(broker)),
+            )
+        }
         #[cfg(feature = "redis")]
         "redis" | "rediss" => Ok(Connection::new(
             msg_redis::RedisBroker::connect_url(url).await?,
