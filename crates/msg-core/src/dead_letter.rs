@@ -353,6 +353,10 @@ pub struct ReplayReport {
     pub removed: u64,
     /// Not replayed: they name no original topic and the replay none.
     pub no_topic: u64,
+    /// Published, but the broker took them for messages it already had
+    /// and did not store them (JetStream's duplicate window); they stay on
+    /// the dead-letter topic.
+    pub duplicates: u64,
 }
 
 /// How many dead letters one read asks for.
@@ -554,7 +558,11 @@ impl DeadLetters {
                 tokio::time::sleep(pause).await;
             }
             let message = replayed(&letter);
-            self.publisher.publish_boxed(&to, message).await?;
+            let receipt = self.publisher.publish_boxed(&to, message).await?;
+            if receipt.duplicate {
+                report.duplicates += 1;
+                continue;
+            }
             if remove {
                 // Removed once published: a crash in between replays it
                 // again, with the same id.

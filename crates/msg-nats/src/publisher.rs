@@ -4,7 +4,7 @@
 //!
 //! | header | value |
 //! |---|---|
-//! | `Nats-Msg-Id` | `<message id>:<topic>` |
+//! | `Nats-Msg-Id` | `<message id>:<topic>`, and `:replay-<n>` for a dead letter's `n`th replay |
 //! | `msg-key` | the ordering key, when there is one |
 //! | every other header | as given |
 //!
@@ -66,9 +66,15 @@ pub(crate) fn nats_headers(topic: &str, message: &Message) -> Result<HeaderMap> 
             .map_err(|_| invalid(headers::MSG_KEY, "the key holds a line break"))?;
         map.insert(headers::MSG_KEY, value);
     }
+    // A replayed dead letter keeps its id, but is a new publish: within
+    // the duplicate window the server would drop it as the original.
+    let replay = message
+        .header(msg_core::dead_letter::REPLAY_COUNT)
+        .map(|n| format!(":replay-{n}"))
+        .unwrap_or_default();
     map.insert(
         HEADER_ID,
-        HeaderValue::from(format!("{}:{topic}", message.id())),
+        HeaderValue::from(format!("{}:{topic}{replay}", message.id())),
     );
     Ok(map)
 }

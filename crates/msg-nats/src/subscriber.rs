@@ -556,11 +556,21 @@ impl futures::Stream for Pull {
 
 /// The message in a NATS message (layout in the publisher module).
 fn decode(nats: &async_nats::Message, fallback_id: impl FnOnce() -> Uuid) -> Message {
+    decode_parts(nats.headers.as_ref(), &nats.payload, fallback_id)
+}
+
+/// The message of NATS headers and a payload; `fallback_id` names one of
+/// another client.
+pub(crate) fn decode_parts(
+    map: Option<&async_nats::HeaderMap>,
+    payload: &Bytes,
+    fallback_id: impl FnOnce() -> Uuid,
+) -> Message {
     let mut id = None;
     let mut scheduled_id = None;
     let mut key = None;
     let mut headers = Headers::new();
-    if let Some(map) = &nats.headers {
+    if let Some(map) = map {
         for (name, values) in map.iter() {
             let name: &str = name.as_ref();
             let last = values.last().map(|v| v.as_str());
@@ -587,7 +597,7 @@ fn decode(nats: &async_nats::Message, fallback_id: impl FnOnce() -> Uuid) -> Mes
         }
     }
     let id = id.or(scheduled_id).unwrap_or_else(fallback_id);
-    let mut message = Message::with_id(id, nats.payload.clone());
+    let mut message = Message::with_id(id, payload.clone());
     if let Some(key) = key {
         message = message.with_key(key);
     }

@@ -1,6 +1,8 @@
 //! The conformance suite against a real nats-server started by
 //! `cargo xtask brokers up nats`, once per mode.
 
+use std::sync::Arc;
+
 use msg_core::Connection;
 use msg_nats::{Mode, NatsBroker, NatsConfig};
 use msg_testkit::{BrokerEnv, Harness};
@@ -54,7 +56,10 @@ async fn harness(mode: Mode) -> Harness {
     };
     Harness::new(name, capabilities, move || {
         let config = config.clone();
-        async move { Ok(Connection::new(NatsBroker::connect(config).await?)) }
+        async move {
+            let broker = NatsBroker::connect(config).await?;
+            Ok(Connection::new(broker.clone()).with_dead_letter_reader(Arc::new(broker)))
+        }
     })
     .with_restart(move || {
         let env = env.clone();

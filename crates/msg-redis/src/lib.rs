@@ -17,6 +17,8 @@
 
 mod ack;
 mod config;
+mod dead_letter;
+mod entry;
 mod error;
 pub mod publisher;
 mod subscriber;

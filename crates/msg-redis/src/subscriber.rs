@@ -16,20 +16,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use fred::prelude::{Client, ClientLike, KeysInterface, SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
 use futures::StreamExt;
 use msg_core::raw::reply::new_reply_topic;
-use msg_core::raw::{Prefetch, govern, stable_id};
+use msg_core::raw::{Prefetch, govern};
 use msg_core::{
-    Capabilities, Delivery, DeliveryStream, Error, Headers, Message, Metadata, ReplyInbox, Result,
-    StartPosition, Subscriber, Subscription, Uuid,
+    Capabilities, Delivery, DeliveryStream, Error, Metadata, ReplyInbox, Result, StartPosition,
+    Subscriber, Subscription, Uuid,
 };
 use tokio::sync::mpsc;
 
 use crate::ack::{PendingAck, RedisAcker, spawn_acks};
-use crate::publisher::{FIELD_ID, FIELD_KEY, FIELD_PAYLOAD, HEADER_PREFIX};
+use crate::entry::{Entry, decode, parse_entries, parse_read};
 use crate::{RedisBroker, Shared, error};
 
 /// The sorted set of deferred entries of one stream and group. `:` cannot
@@ -138,12 +137,6 @@ impl Subscriber for RedisBroker {
             Ok(())
         }))
     }
-}
-
-/// One entry as read from a stream.
-struct Entry {
-    id: String,
-    fields: Vec<(Bytes, Bytes)>,
 }
 
 pub(crate) struct Reader {
@@ -414,91 +407,4 @@ pub(crate) fn now_ms() -> i64 {
 
 fn entry_millis(id: &str) -> Option<u64> {
     id.split_once('-')?.0.parse().ok()
-}
-
-fn bytes_of(v: Value) -> Option<Bytes> {
-    match v {
-        Value::Bytes(b) => Some(b),
-        Value::String(s) => Some(Bytes::copy_from_slice(s.as_bytes())),
-        Value::Integer(i) => Some(Bytes::from(i.to_string())),
-        _ => None,
-    }
-}
-
-fn text_of(v: Value) -> Option<String> {
-    bytes_of(v).and_then(|b| String::from_utf8(b.to_vec()).ok())
-}
-
-/// XREADGROUP (RESP2): [[stream, [entry, ...]], ...], or nil on timeout.
-fn parse_read(reply: Value) -> Vec<(String, Vec<Entry>)> {
-    let Value::Array(streams) = reply else {
-        return Vec::new();
-    };
-    streams
-        .into_iter()
-        .filter_map(|s| match s {
-            Value::Array(mut pair) if pair.len() == 2 => {
-                let entries = pair.pop()?;
-                let key = text_of(pair.pop()?)?;
-                Some((key, parse_entries(entries)))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-/// [[id, [field, value, ...]], ...]; entries deleted meanwhile have nil fields.
-fn parse_entries(entries: Value) -> Vec<Entry> {
-    let Value::Array(entries) = entries else {
-        return Vec::new();
-    };
-    entries
-        .into_iter()
-        .filter_map(|e| match e {
-            Value::Array(mut pair) if pair.len() == 2 => {
-                let fields = pair.pop()?;
-                let id = text_of(pair.pop()?)?;
-                let Value::Array(flat) = fields else {
-                    return None;
-                };
-                let mut fields = Vec::with_capacity(flat.len() / 2);
-                let mut it = flat.into_iter();
-                while let (Some(f), Some(v)) = (it.next(), it.next()) {
-                    fields.push((bytes_of(f)?, bytes_of(v).unwrap_or_default()));
-                }
-                Some(Entry { id, fields })
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-/// The message in an entry (layout in the publisher module).
-fn decode(stream: &str, entry: &Entry) -> Message {
-    let mut id = None;
-    let mut key = None;
-    let mut payload = Bytes::new();
-    let mut headers = Headers::new();
-    for (field, value) in &entry.fields {
-        let text = || String::from_utf8_lossy(value).into_owned();
-        match &field[..] {
-            f if f == FIELD_ID.as_bytes() => id = Uuid::parse_str(&text()).ok(),
-            f if f == FIELD_KEY.as_bytes() => key = Some(text()),
-            f if f == FIELD_PAYLOAD.as_bytes() => payload = value.clone(),
-            f => {
-                if let Some(name) = f.strip_prefix(HEADER_PREFIX.as_bytes()) {
-                    headers.insert(String::from_utf8_lossy(name).into_owned(), text());
-                }
-            }
-        }
-    }
-    // An entry of another client: an id derived from the entry id stays the
-    // same across redeliveries.
-    let id = id.unwrap_or_else(|| stable_id(format!("redis/{stream}/{}", entry.id)));
-    let mut message = Message::with_id(id, payload);
-    if let Some(key) = key {
-        message = message.with_key(key);
-    }
-    *message.headers_mut() = headers;
-    message
 }

@@ -1,6 +1,7 @@
 //! The conformance suite against a real Redis started by
 //! `cargo xtask brokers up redis`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use msg_core::Connection;
@@ -43,7 +44,10 @@ fn harness() -> Harness {
         let config = RedisConfig::from_url(&url)
             .expect("URL")
             .claim_idle(Duration::from_secs(5));
-        async move { Ok(Connection::new(RedisBroker::connect(config).await?)) }
+        async move {
+            let broker = RedisBroker::connect(config).await?;
+            Ok(Connection::new(broker.clone()).with_dead_letter_reader(Arc::new(broker)))
+        }
     })
     .with_restart(move || {
         let env = env.clone();

@@ -106,13 +106,21 @@ pub async fn connect(url: &str) -> Result<Connection> {
             )
         }
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => Ok(Connection::new(
-            msg_redis::RedisBroker::connect_url(url).await?,
-        )),
+        "redis" | "rediss" => {
+            let broker = msg_redis::RedisBroker::connect_url(url).await?;
+            Ok(
+                Connection::new(broker.clone())
+                    .with_dead_letter_reader(std::sync::Arc::new(broker)),
+            )
+        }
         #[cfg(feature = "nats")]
-        "nats" | "tls" | "nats+js" | "tls+js" => Ok(Connection::new(
-            msg_nats::NatsBroker::connect_url(url).await?,
-        )),
+        "nats" | "tls" | "nats+js" | "tls+js" => {
+            let broker = msg_nats::NatsBroker::connect_url(url).await?;
+            Ok(
+                Connection::new(broker.clone())
+                    .with_dead_letter_reader(std::sync::Arc::new(broker)),
+            )
+        }
         #[cfg(feature = "amqp")]
         "amqp" | "amqps" => Ok(Connection::new(
             msg_amqp::AmqpBroker::connect_url(url).await?,
