@@ -79,6 +79,8 @@ const TRANSPORTS: &[(&str, &str, &[&str])] = &[
     ("nats", "msg-nats", &["nats"]),
     ("amqp", "msg-amqp", &["rabbitmq"]),
     ("kafka", "msg-kafka", &["kafka"]),
+    // The `msg` binary, run as a user runs it.
+    ("cli", "msg-cli", &["redis", "nats"]),
 ];
 
 fn test(args: &[String]) -> Result<()> {
