@@ -6,6 +6,7 @@
 //! loss. The fault tests in `tests/kafka.rs` take brokers down and up on
 //! librdkafka's mock cluster instead.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use msg_core::Connection;
@@ -35,7 +36,10 @@ fn harness() -> Harness {
     let config = KafkaConfig::from_url(&url).expect("URL");
     Harness::new("kafka", KafkaBroker::CAPABILITIES, move || {
         let config = config.clone();
-        async move { Ok(Connection::new(KafkaBroker::connect(config).await?)) }
+        async move {
+            let broker = KafkaBroker::connect(config).await?;
+            Ok(Connection::new(broker.clone()).with_dead_letter_reader(Arc::new(broker)))
+        }
     })
     // How long a member may wait for its next message. A group on tansu can
     // stall for more than the default 15 s while members join (tansu 0.6

@@ -126,9 +126,13 @@ pub async fn connect(url: &str) -> Result<Connection> {
             msg_amqp::AmqpBroker::connect_url(url).await?,
         )),
         #[cfg(feature = "kafka")]
-        "kafka" => Ok(Connection::new(
-            msg_kafka::KafkaBroker::connect_url(url).await?,
-        )),
+        "kafka" => {
+            let broker = msg_kafka::KafkaBroker::connect_url(url).await?;
+            Ok(
+                Connection::new(broker.clone())
+                    .with_dead_letter_reader(std::sync::Arc::new(broker)),
+            )
+        }
         other => Err(Error::invalid_config(format!(
             "no transport for URL scheme {other:?}; compiled in: {}",
             SCHEMES.join(", ")
