@@ -11,6 +11,7 @@ mod consume;
 mod dlq;
 mod output;
 mod publish;
+mod tail;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,7 @@ Examples:
   export MSG_URL=redis://127.0.0.1:6379
   msg publish orders '{\"id\": 7}' --json --key customer-3
   msg consume orders --group audit --from earliest --count 10
+  msg tail 'orders.>'
   msg dlq stats orders.dlq
   msg --output json ping | jq .capabilities";
 
@@ -48,6 +50,10 @@ enum Command {
     /// Receive messages and print them; each is acked once printed.
     #[command(after_help = consume::EXAMPLES)]
     Consume(consume::Args),
+    /// Print every message on the matching topics as it arrives, until
+    /// Ctrl-C.
+    #[command(after_help = tail::EXAMPLES)]
+    Tail(tail::Args),
     /// List, count, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(dlq::Command),
@@ -156,6 +162,7 @@ async fn run(cli: Cli) -> Result<()> {
     let result = match cli.command {
         Command::Publish(args) => publish::run(&conn, args, output).await,
         Command::Consume(args) => consume::run(&conn, args, output).await,
+        Command::Tail(args) => tail::run(&conn, args, output).await,
         Command::Dlq(command) => dlq::run(&conn, command, output).await,
         Command::Ping => ping(&conn, &url, output),
         Command::Completions { .. } => unreachable!("handled above"),

@@ -55,6 +55,7 @@ fn every_command_explains_itself_with_examples() {
     for command in [
         &["publish"][..],
         &["consume"],
+        &["tail"],
         &["ping"],
         &["completions"],
         &["dlq", "stats"],
@@ -315,6 +316,7 @@ fn the_reference_in_the_docs_is_the_help() {
         &[][..],
         &["publish"],
         &["consume"],
+        &["tail"],
         &["dlq"],
         &["dlq", "stats"],
         &["dlq", "list"],
@@ -343,4 +345,81 @@ fn the_reference_in_the_docs_is_the_help() {
         docs == text,
         "docs/cli.md is not the help of the binary: run MSG_WRITE_DOCS=1 cargo test -p msg-cli --test cli"
     );
+}
+
+/// `msg tail` in a terminal (a pty from util-linux's `script`): it prints
+/// messages as they arrive, and Ctrl-C typed at the terminal stops it
+/// cleanly (exit code 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_as_messages_arrive_and_stops_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+
+    let url = BrokerEnv::get("nats").url().to_owned();
+    let root = topic("tail");
+    let command = format!("{} --url {url} tail '{root}.>'", env!("CARGO_BIN_EXE_msg"));
+    let mut child = Command::new("script")
+        .args([
+            "--quiet",
+            "--flush",
+            "--return",
+            "--command",
+            &command,
+            "/dev/null",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1), from util-linux, runs the tool in a pty");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let terminal = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(terminal).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = async |want: &str, seen: &mut Vec<String>| {
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.recv().await {
+                seen.push(line.clone());
+                if line.contains(want) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            matches!(found, Ok(true)),
+            "waited for {want:?}; the terminal showed {seen:#?}"
+        );
+    };
+    wait_for("Ctrl-C to stop", &mut seen).await;
+    let conn = msg::connect(&url).await.unwrap();
+    for (i, sub) in ["a", "b.c", "d"].iter().enumerate() {
+        conn.publish(
+            &format!("{root}.{sub}"),
+            Message::new(format!("tailed {i}")),
+        )
+        .await
+        .unwrap();
+        // Each shows before the next is sent: printed as it arrives.
+        wait_for(&format!("tailed {i}"), &mut seen).await;
+    }
+    // Ctrl-C, typed at the terminal.
+    child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    child.stdin.as_mut().unwrap().flush().unwrap();
+    wait_for("stopped", &mut seen).await;
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "tail ended with {status}; the terminal showed {seen:#?}"
+    );
+    conn.close().await.unwrap();
 }
