@@ -18,6 +18,7 @@
 
 mod ack;
 mod config;
+mod dead_letter;
 mod error;
 pub mod publisher;
 mod subscriber;

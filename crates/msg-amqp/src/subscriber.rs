@@ -236,7 +236,9 @@ impl Reader {
 /// The message, the deliveries before this copy (`msg-attempt`), the
 /// broker's count of earlier deliveries of this copy (quorum queues), and
 /// the topic of a deferred copy (`msg-topic`).
-fn decode(delivery: &lapin::message::Delivery) -> (Message, u32, Option<u32>, Option<String>) {
+pub(crate) fn decode(
+    delivery: &lapin::message::Delivery,
+) -> (Message, u32, Option<u32>, Option<String>) {
     let properties = &delivery.properties;
     let id = message_id(delivery);
     let mut headers = Headers::new();

@@ -1,6 +1,8 @@
 //! The conformance suite against a real RabbitMQ started by
 //! `cargo xtask brokers up rabbitmq`.
 
+use std::sync::Arc;
+
 use msg_amqp::{AmqpBroker, AmqpConfig};
 use msg_core::Connection;
 use msg_testkit::{BrokerEnv, Harness};
@@ -43,8 +45,13 @@ fn harness() -> Harness {
     let foreign_url = url.clone();
     Harness::new("amqp", AmqpBroker::CAPABILITIES, move || {
         let config = AmqpConfig::from_url(&url).expect("URL");
-        async move { Ok(Connection::new(AmqpBroker::connect(config).await?)) }
+        async move {
+            let broker = AmqpBroker::connect(config).await?;
+            Ok(Connection::new(broker.clone()).with_dead_letter_reader(Arc::new(broker)))
+        }
     })
+    // A group's dead letters are kept in its queue's dead-letter queue.
+    .with_dead_letters_at(|topic, group| format!("{topic}:{group}.dlq"))
     .with_restart(move || {
         let env = env.clone();
         async move { env.restart().await }

@@ -310,7 +310,13 @@ fn the_reference_in_the_docs_is_the_help() {
     let mut text = String::from(
         "# The `msg` command-line tool\n\n\
          Generated from the binary's `--help` (a test checks that it is).\n\
-         Install it with `cargo install --path crates/msg-cli`.\n",
+         Install it with `cargo install --path crates/msg-cli`.\n\n\
+         Every transport is compiled in. A `memory://NAME` broker lives inside\n\
+         one `msg` process, so what one command publishes the next cannot\n\
+         consume: use it to try the commands, and a real broker for the rest.\n\
+         On RabbitMQ, the `dlq` commands take a group's dead-letter queue\n\
+         (`<queue>.dlq`, e.g. `orders:billing.dlq`); see\n\
+         [operations](operations.md).\n",
     );
     for command in [
         &[][..],

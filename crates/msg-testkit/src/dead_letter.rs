@@ -5,9 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use msg_core::dead_letter::{Filter, REPLAY_COUNT, Replay};
-use msg_core::{
-    Error, Message, Publisher, StartPosition, Subscriber, Subscription, Uuid, dead_letter_topic,
-};
+use msg_core::{Error, Message, Publisher, StartPosition, Subscriber, Subscription, Uuid};
 use tokio::time::Instant;
 
 use crate::harness::{Harness, collect};
@@ -38,9 +36,10 @@ pub async fn dead_letter_manager(h: &Harness) {
         return h.skip(CASE, "the transport keeps no dead letters to read");
     }
     let topic = h.topic("dlq-manager");
-    let dlq = dead_letter_topic(&topic);
+    let group_name = h.group("dlq");
+    let dlq = h.dead_letters_at(&topic, &group_name);
     let group = Subscription::new(&topic)
-        .group(h.group("dlq"))
+        .group(&group_name)
         .start(StartPosition::Earliest);
     let mut stream = c.subscribe(group).await.expect("subscribe");
     let sent: Vec<Message> = (0..100)

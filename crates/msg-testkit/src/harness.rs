@@ -15,6 +15,7 @@ pub const SKIPS_FILE: &str = "MSG_CONFORMANCE_SKIPS";
 type ConnectFn = dyn Fn() -> BoxFuture<'static, Result<Connection>> + Send + Sync;
 type RestartFn = dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync;
 type ForeignFn = dyn Fn(String, Vec<u8>) -> BoxFuture<'static, Result<()>> + Send + Sync;
+type PlaceFn = dyn Fn(&str, &str) -> String + Send + Sync;
 
 /// A transport under test: how to connect to it, what it guarantees, and
 /// optionally how to restart its broker.
@@ -25,6 +26,7 @@ pub struct Harness {
     connect: Arc<ConnectFn>,
     restart: Option<Arc<RestartFn>>,
     foreign: Option<Arc<ForeignFn>>,
+    dead_letters_at: Option<Arc<PlaceFn>>,
     timeout: Duration,
     quiet: Duration,
     /// Tells this harness's consumer groups from those of earlier runs.
@@ -55,6 +57,7 @@ impl Harness {
             connect: Arc::new(move || Box::pin(connect())),
             restart: None,
             foreign: None,
+            dead_letters_at: None,
             timeout: Duration::from_secs(15),
             quiet: Duration::from_millis(300),
             run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
@@ -131,6 +134,25 @@ impl Harness {
         match &self.foreign {
             Some(publish) => Some(publish(topic.to_owned(), payload.to_vec()).await),
             None => None,
+        }
+    }
+
+    /// Where the dead-letter manager finds the dead letters of a topic's
+    /// consumer group, when not on the dead-letter topic `<topic>.dlq`
+    /// (RabbitMQ keeps them in the group's queue `<queue>.dlq`).
+    pub fn with_dead_letters_at(
+        mut self,
+        place: impl Fn(&str, &str) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.dead_letters_at = Some(Arc::new(place));
+        self
+    }
+
+    /// Where the dead letters of `topic`'s group `group` are read.
+    pub fn dead_letters_at(&self, topic: &str, group: &str) -> String {
+        match &self.dead_letters_at {
+            Some(place) => place(topic, group),
+            None => msg_core::dead_letter_topic(topic),
         }
     }
 

@@ -122,9 +122,13 @@ pub async fn connect(url: &str) -> Result<Connection> {
             )
         }
         #[cfg(feature = "amqp")]
-        "amqp" | "amqps" => Ok(Connection::new(
-            msg_amqp::AmqpBroker::connect_url(url).await?,
-        )),
+        "amqp" | "amqps" => {
+            let broker = msg_amqp::AmqpBroker::connect_url(url).await?;
+            Ok(
+                Connection::new(broker.clone())
+                    .with_dead_letter_reader(std::sync::Arc::new(broker)),
+            )
+        }
         #[cfg(feature = "kafka")]
         "kafka" => {
             let broker = msg_kafka::KafkaBroker::connect_url(url).await?;
