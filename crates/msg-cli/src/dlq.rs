@@ -220,7 +220,15 @@ pub(crate) async fn run(conn: &Connection, command: Command, output: Output) -> 
             if keep {
                 replay = replay.keep();
             }
-            let report = dlq.replay(&topic, &filter.filter()?, replay).await?;
+            let bar = progress_bar(output, "replaying");
+            let report = dlq
+                .replay_with_progress(&topic, &filter.filter()?, replay, |done, of| {
+                    bar.set_length(of);
+                    bar.set_position(done);
+                })
+                .await;
+            bar.finish_and_clear();
+            let report = report?;
             match output {
                 Output::Json => output::json(&json!({
                     "dry_run": dry_run,
@@ -255,7 +263,15 @@ pub(crate) async fn run(conn: &Connection, command: Command, output: Output) -> 
             let removed = if dry_run {
                 count(&dlq, &topic, &filter).await?
             } else if yes {
-                dlq.purge(&topic, &filter).await?
+                let bar = progress_bar(output, "purging");
+                let removed = dlq
+                    .purge_with_progress(&topic, &filter, |done, of| {
+                        bar.set_length(of);
+                        bar.set_position(done);
+                    })
+                    .await;
+                bar.finish_and_clear();
+                removed?
             } else {
                 return Err(Failure::usage(anyhow::anyhow!(
                     "purge removes dead letters for good: add --yes (or --dry-run to count them)"
@@ -301,6 +317,22 @@ async fn stats(dlq: &DeadLetters, topic: &str, output: Output) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A progress bar on standard error, drawn only for people at a terminal
+/// (indicatif draws nothing when standard error is not one).
+fn progress_bar(output: Output, what: &'static str) -> indicatif::ProgressBar {
+    if output == Output::Json {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} ({per_sec}, {eta})")
+    {
+        bar.set_style(style);
+    }
+    bar.set_message(what);
+    bar
 }
 
 /// How many dead letters `filter` takes.

@@ -57,6 +57,10 @@ enum Command {
     /// List, count, replay and purge dead letters.
     #[command(subcommand)]
     Dlq(dlq::Command),
+    /// List the topics the broker holds, where it can (not RabbitMQ, not
+    /// core NATS).
+    #[command(after_help = "Example:\n  msg --url kafka://127.0.0.1:9092 topics")]
+    Topics,
     /// Connect, and print what the transport can do.
     #[command(after_help = "Example:\n  msg --url nats+js://127.0.0.1:4222 ping")]
     Ping,
@@ -164,6 +168,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Consume(args) => consume::run(&conn, args, output).await,
         Command::Tail(args) => tail::run(&conn, args, output).await,
         Command::Dlq(command) => dlq::run(&conn, command, output).await,
+        Command::Topics => topics(&conn, output).await,
         Command::Ping => ping(&conn, &url, output),
         Command::Completions { .. } => unreachable!("handled above"),
     };
@@ -171,6 +176,16 @@ async fn run(cli: Cli) -> Result<()> {
     let closed = conn.close().await;
     result?;
     closed.map_err(Failure::from)
+}
+
+/// Prints the broker's topics.
+async fn topics(conn: &msg::Connection, output: Output) -> Result<()> {
+    let topics = msg::Subscriber::topics(conn).await?;
+    match output {
+        Output::Json => output::json(&serde_json::json!({ "topics": topics })),
+        Output::Text => topics.iter().for_each(|t| println!("{t}")),
+    }
+    Ok(())
 }
 
 /// Prints the transport's capabilities.

@@ -56,6 +56,7 @@ fn every_command_explains_itself_with_examples() {
         &["publish"][..],
         &["consume"],
         &["tail"],
+        &["topics"],
         &["ping"],
         &["completions"],
         &["dlq", "stats"],
@@ -161,6 +162,14 @@ fn round_trip(url: &str) {
     assert_eq!(got[0]["headers"]["tenant"], "acme");
     assert_eq!(got[0]["headers"]["content-type"], "application/json");
     assert_eq!(got[1]["payload"], "from stdin");
+
+    let out = msg(&["--url", url, "--output", "json", "topics"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let topics = &documents(&out)[0]["topics"];
+    assert!(
+        topics.as_array().unwrap().iter().any(|x| x == t.as_str()),
+        "{t} in {topics}"
+    );
 
     // Fewer than asked for: exit code 3, after the timeout.
     let out = msg(&[
@@ -329,6 +338,7 @@ fn the_reference_in_the_docs_is_the_help() {
         &["dlq", "show"],
         &["dlq", "replay"],
         &["dlq", "purge"],
+        &["topics"],
         &["ping"],
         &["completions"],
     ] {

@@ -523,6 +523,19 @@ impl DeadLetters {
         filter: &Filter,
         replay: Replay,
     ) -> Result<ReplayReport> {
+        self.replay_with_progress(topic, filter, replay, |_, _| {})
+            .await
+    }
+
+    /// [`DeadLetters::replay`], calling `progress(done, of)` after each
+    /// dead letter it went through (a command-line tool draws a bar).
+    pub async fn replay_with_progress(
+        &self,
+        topic: &str,
+        filter: &Filter,
+        replay: Replay,
+        mut progress: impl FnMut(u64, u64) + Send,
+    ) -> Result<ReplayReport> {
         self.require(false, "replaying dead letters")?;
         if let Some(to) = &replay.to {
             crate::raw::topic::validate_topic(to)?;
@@ -539,7 +552,9 @@ impl DeadLetters {
             .map(|n| Duration::from_secs_f64(1.0 / f64::from(n)));
         let remove = !replay.keep && !replay.dry_run && self.capabilities().delete;
         let mut published = Vec::new();
-        for letter in chosen {
+        let of = chosen.len() as u64;
+        for (done, letter) in chosen.into_iter().enumerate() {
+            progress(done as u64, of);
             let Some(to) = replay
                 .to
                 .clone()
@@ -576,12 +591,23 @@ impl DeadLetters {
         if !published.is_empty() {
             report.removed += self.reader.delete_boxed(topic, &published).await?;
         }
+        progress(of, of);
         Ok(report)
     }
 
     /// Removes the dead letters of `topic` that `filter` takes; returns how
     /// many.
     pub async fn purge(&self, topic: &str, filter: &Filter) -> Result<u64> {
+        self.purge_with_progress(topic, filter, |_, _| {}).await
+    }
+
+    /// [`DeadLetters::purge`], calling `progress(done, of)` as it goes.
+    pub async fn purge_with_progress(
+        &self,
+        topic: &str,
+        filter: &Filter,
+        mut progress: impl FnMut(u64, u64) + Send,
+    ) -> Result<u64> {
         self.require(true, "purging dead letters")?;
         let mut chosen = Vec::new();
         self.scan(topic, filter, None, |letter| {
@@ -590,9 +616,12 @@ impl DeadLetters {
         })
         .await?;
         let mut removed = 0;
-        for positions in chosen.chunks(SCAN) {
+        let of = chosen.len() as u64;
+        for (i, positions) in chosen.chunks(SCAN).enumerate() {
+            progress((i * SCAN) as u64, of);
             removed += self.reader.delete_boxed(topic, positions).await?;
         }
+        progress(of, of);
         Ok(removed)
     }
 }

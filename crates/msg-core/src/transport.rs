@@ -100,6 +100,18 @@ pub trait Subscriber: Send + Sync + 'static {
     /// What the transport guarantees.
     fn capabilities(&self) -> Capabilities;
 
+    /// The topics the broker holds, sorted, where it can list them; else
+    /// [`Error::Unsupported`](crate::Error::Unsupported) (this default).
+    fn topics(&self) -> impl Future<Output = Result<Vec<String>>> + Send {
+        let transport = self.capabilities().transport;
+        async move {
+            Err(crate::Error::Unsupported {
+                operation: "listing topics",
+                transport,
+            })
+        }
+    }
+
     /// Opens an inbox for one requester's replies (see [`Requester`]).
     ///
     /// This default subscribes to a new topic
@@ -222,6 +234,8 @@ pub trait DynSubscriber: Send + Sync + 'static {
     fn subscriber_capabilities(&self) -> Capabilities;
     /// [`Subscriber::reply_inbox`], boxed.
     fn reply_inbox_boxed(&self) -> BoxFuture<'_, Result<ReplyInbox>>;
+    /// [`Subscriber::topics`], boxed.
+    fn topics_boxed(&self) -> BoxFuture<'_, Result<Vec<String>>>;
 }
 
 impl<S: Subscriber> DynSubscriber for S {
@@ -230,6 +244,9 @@ impl<S: Subscriber> DynSubscriber for S {
     }
     fn reply_inbox_boxed(&self) -> BoxFuture<'_, Result<ReplyInbox>> {
         Box::pin(self.reply_inbox())
+    }
+    fn topics_boxed(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(self.topics())
     }
     fn close_boxed(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(Subscriber::close(self))
@@ -254,6 +271,9 @@ impl Subscriber for Arc<dyn DynSubscriber> {
     }
     fn reply_inbox(&self) -> impl Future<Output = Result<ReplyInbox>> + Send {
         (**self).reply_inbox_boxed()
+    }
+    fn topics(&self) -> impl Future<Output = Result<Vec<String>>> + Send {
+        (**self).topics_boxed()
     }
 }
 
@@ -441,6 +461,9 @@ impl Subscriber for Connection {
     }
     fn reply_inbox(&self) -> impl Future<Output = Result<ReplyInbox>> + Send {
         self.subscriber.reply_inbox_boxed()
+    }
+    fn topics(&self) -> impl Future<Output = Result<Vec<String>>> + Send {
+        self.subscriber.topics_boxed()
     }
 }
 

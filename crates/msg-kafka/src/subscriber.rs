@@ -709,6 +709,30 @@ impl Subscriber for KafkaBroker {
         KafkaBroker::capabilities(self)
     }
 
+    /// The cluster's topics, its internal ones (`__…`) and reply topics
+    /// left out.
+    async fn topics(&self) -> Result<Vec<String>> {
+        let producer = self.shared.producer.clone();
+        let timeout = self.shared.config.connect_timeout;
+        let metadata = tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer;
+            producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map_err(error::kafka)
+        })
+        .await
+        .map_err(|e| Error::Connection(Box::new(e)))??;
+        let mut topics: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name().to_owned())
+            .filter(|t| !t.starts_with("__") && !msg_core::raw::reply::is_reply_topic(t))
+            .collect();
+        topics.sort();
+        Ok(topics)
+    }
+
     /// A topic of its own with one partition and an hour's retention,
     /// read by a group of its own from the start. Making it costs a topic
     /// creation and a group join (tens of milliseconds to seconds, once

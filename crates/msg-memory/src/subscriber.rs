@@ -67,6 +67,11 @@ impl Subscriber for MemoryBroker {
         self.capabilities()
     }
 
+    /// The topics published to so far.
+    async fn topics(&self) -> Result<Vec<String>> {
+        Ok(self.shared.topics())
+    }
+
     /// A reply topic of this broker, which retains nothing and is removed
     /// when the requester closes.
     async fn reply_inbox(&self) -> Result<ReplyInbox> {

@@ -69,6 +69,42 @@ impl Subscriber for NatsBroker {
         self.capabilities()
     }
 
+    /// JetStream: the subjects that hold messages in any stream (schedules
+    /// left out). Core NATS stores nothing: `Unsupported`.
+    async fn topics(&self) -> Result<Vec<String>> {
+        if self.shared.config.mode != Mode::JetStream {
+            return Err(Error::Unsupported {
+                operation: "listing topics (core NATS stores none)",
+                transport: "nats",
+            });
+        }
+        let jetstream = &self.shared.jetstream;
+        let names: Vec<String> = jetstream
+            .stream_names()
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(error::request)?;
+        let mut topics = Vec::new();
+        for name in names {
+            let stream = jetstream.get_stream(&name).await.map_err(error::request)?;
+            let mut subjects = stream
+                .info_with_subjects(">")
+                .await
+                .map_err(error::request)?;
+            while let Some(subject) = subjects.next().await {
+                let (subject, _) = subject.map_err(error::request)?;
+                if !subject.starts_with("_") {
+                    topics.push(subject);
+                }
+            }
+        }
+        topics.sort();
+        topics.dedup();
+        Ok(topics)
+    }
+
     /// The native inbox: a core NATS subscription to a subject of its own
     /// (`_INBOX.<nuid>`), in both modes. Nothing is stored and nothing
     /// stays on the server when the subscription ends.

@@ -124,6 +124,26 @@ impl Subscriber for RedisBroker {
         self.capabilities()
     }
 
+    /// The streams (`SCAN ... TYPE stream`), reply streams left out.
+    async fn topics(&self) -> Result<Vec<String>> {
+        let keys: Vec<fred::types::Key> = self
+            .shared
+            .client
+            .scan_buffered("*", Some(1_000), Some(fred::types::scan::ScanType::Stream))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.shared.fail(e))?;
+        let mut topics: Vec<String> = keys
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .filter(|k| !msg_core::raw::reply::is_reply_topic(k))
+            .collect();
+        topics.sort();
+        Ok(topics)
+    }
+
     /// A stream of its own, deleted when the requester closes; replies to
     /// it after that are dropped (`XADD NOMKSTREAM`), so a late reply does
     /// not bring it back.

@@ -1475,3 +1475,30 @@ pub async fn batch_reports_what_was_accepted(h: &Harness) {
         );
     }
 }
+
+/// A topic published to is among the broker's topics, where the
+/// transport lists them.
+pub async fn topics_are_listed(h: &Harness) {
+    let topic = h.topic("listed");
+    let c = h.connect().await;
+    c.publish(&topic, Message::new("here"))
+        .await
+        .expect("publish");
+    let deadline = Instant::now() + h.timeout();
+    loop {
+        match c.topics().await {
+            Err(Error::Unsupported { .. }) => {
+                return h.skip("topics_are_listed", "the transport lists no topics");
+            }
+            Err(e) => panic!("topics: {}", e.chain()),
+            Ok(topics) if topics.contains(&topic) => {
+                assert!(topics.windows(2).all(|w| w[0] <= w[1]), "sorted");
+                return;
+            }
+            Ok(topics) if Instant::now() > deadline => {
+                panic!("{topic} is not among the {} topics listed", topics.len())
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

@@ -68,6 +68,7 @@ macro_rules! conformance_suite {
             deliver_at_not_before,
             ttl_expires_undelivered,
             reply_to_carried,
+            topics_are_listed,
             foreign_messages_have_stable_ids,
             receipts_name_positions,
             batch_reports_what_was_accepted,
