@@ -61,7 +61,8 @@ enum Command {
     /// core NATS).
     #[command(after_help = "Example:\n  msg --url kafka://127.0.0.1:9092 topics")]
     Topics,
-    /// Connect, and print what the transport can do.
+    /// Connect, and print the server's version (where the client learns
+    /// it) and what the transport can do.
     #[command(after_help = "Example:\n  msg --url nats+js://127.0.0.1:4222 ping")]
     Ping,
     /// Print a completion script for a shell.
@@ -169,7 +170,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Tail(args) => tail::run(&conn, args, output).await,
         Command::Dlq(command) => dlq::run(&conn, command, output).await,
         Command::Topics => topics(&conn, output).await,
-        Command::Ping => ping(&conn, &url, output),
+        Command::Ping => ping(&conn, &url, output).await,
         Command::Completions { .. } => unreachable!("handled above"),
     };
     // Close whatever happened: publishes are flushed, consumers leave.
@@ -189,12 +190,15 @@ async fn topics(conn: &msg::Connection, output: Output) -> Result<()> {
 }
 
 /// Prints the transport's capabilities.
-fn ping(conn: &msg::Connection, url: &str, output: Output) -> Result<()> {
+async fn ping(conn: &msg::Connection, url: &str, output: Output) -> Result<()> {
     use msg::Publisher;
     let c = Publisher::capabilities(conn);
+    // Where the client does not learn it (RabbitMQ's lapin, librdkafka): null.
+    let server = msg::Subscriber::server_version(conn).await?;
     let json = serde_json::json!({
         "url": output::redact(url),
         "transport": c.transport,
+        "server": server,
         "capabilities": {
             "persistent": c.persistent,
             "at_least_once": c.at_least_once,
@@ -216,7 +220,12 @@ fn ping(conn: &msg::Connection, url: &str, output: Output) -> Result<()> {
     match output {
         Output::Json => output::json(&json),
         Output::Text => {
-            println!("connected to {} ({})", output::redact(url), c.transport);
+            println!(
+                "connected to {} ({}, {})",
+                output::redact(url),
+                c.transport,
+                server.as_deref().unwrap_or("server version unknown")
+            );
             if let Some(caps) = json["capabilities"].as_object() {
                 for (name, value) in caps {
                     println!("  {name}: {value}");

@@ -208,6 +208,15 @@ fn ping_reports_capabilities() {
     assert!(out.status.success(), "{}", stderr(&out));
     let doc = &documents(&out)[0];
     assert_eq!(doc["transport"], "redis");
+    let server = doc["server"].as_str().expect("Redis says its version");
+    assert!(server.starts_with("Redis "), "{server}");
+    let nats = BrokerEnv::get("nats").url().to_owned();
+    let out = msg(&["--url", &nats, "--output", "json", "ping"]);
+    let server = documents(&out)[0]["server"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(server.starts_with("nats-server 2."), "{server}");
     assert_eq!(doc["capabilities"]["consumer_groups"], true);
     assert_eq!(doc["capabilities"]["dead_letters"]["delete"], true);
 }

@@ -112,6 +112,12 @@ pub trait Subscriber: Send + Sync + 'static {
         }
     }
 
+    /// The broker's software and version (`"Redis 7.0.15"`), where the
+    /// client learns it; `None` where it does not (this default).
+    fn server_version(&self) -> impl Future<Output = Result<Option<String>>> + Send {
+        async { Ok(None) }
+    }
+
     /// Opens an inbox for one requester's replies (see [`Requester`]).
     ///
     /// This default subscribes to a new topic
@@ -236,6 +242,8 @@ pub trait DynSubscriber: Send + Sync + 'static {
     fn reply_inbox_boxed(&self) -> BoxFuture<'_, Result<ReplyInbox>>;
     /// [`Subscriber::topics`], boxed.
     fn topics_boxed(&self) -> BoxFuture<'_, Result<Vec<String>>>;
+    /// [`Subscriber::server_version`], boxed.
+    fn server_version_boxed(&self) -> BoxFuture<'_, Result<Option<String>>>;
 }
 
 impl<S: Subscriber> DynSubscriber for S {
@@ -247,6 +255,9 @@ impl<S: Subscriber> DynSubscriber for S {
     }
     fn topics_boxed(&self) -> BoxFuture<'_, Result<Vec<String>>> {
         Box::pin(self.topics())
+    }
+    fn server_version_boxed(&self) -> BoxFuture<'_, Result<Option<String>>> {
+        Box::pin(self.server_version())
     }
     fn close_boxed(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(Subscriber::close(self))
@@ -274,6 +285,9 @@ impl Subscriber for Arc<dyn DynSubscriber> {
     }
     fn topics(&self) -> impl Future<Output = Result<Vec<String>>> + Send {
         (**self).topics_boxed()
+    }
+    fn server_version(&self) -> impl Future<Output = Result<Option<String>>> + Send {
+        (**self).server_version_boxed()
     }
 }
 
@@ -464,6 +478,9 @@ impl Subscriber for Connection {
     }
     fn topics(&self) -> impl Future<Output = Result<Vec<String>>> + Send {
         self.subscriber.topics_boxed()
+    }
+    fn server_version(&self) -> impl Future<Output = Result<Option<String>>> + Send {
+        self.subscriber.server_version_boxed()
     }
 }
 

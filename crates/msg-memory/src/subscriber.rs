@@ -67,6 +67,11 @@ impl Subscriber for MemoryBroker {
         self.capabilities()
     }
 
+    /// This crate's version: the broker is this crate.
+    async fn server_version(&self) -> Result<Option<String>> {
+        Ok(Some(format!("msg-memory {}", env!("CARGO_PKG_VERSION"))))
+    }
+
     /// The topics published to so far.
     async fn topics(&self) -> Result<Vec<String>> {
         Ok(self.shared.topics())

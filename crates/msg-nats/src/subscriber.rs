@@ -69,6 +69,12 @@ impl Subscriber for NatsBroker {
         self.capabilities()
     }
 
+    /// What the server said when the client connected.
+    async fn server_version(&self) -> Result<Option<String>> {
+        let info = self.shared.client.server_info();
+        Ok(Some(format!("nats-server {}", info.version)))
+    }
+
     /// JetStream: the subjects that hold messages in any stream (schedules
     /// left out). Core NATS stores nothing: `Unsupported`.
     async fn topics(&self) -> Result<Vec<String>> {

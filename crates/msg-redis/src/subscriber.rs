@@ -124,6 +124,20 @@ impl Subscriber for RedisBroker {
         self.capabilities()
     }
 
+    /// `redis_version` of `INFO server`.
+    async fn server_version(&self) -> Result<Option<String>> {
+        let info: String = self
+            .shared
+            .client
+            .custom(fred::cmd!("INFO"), vec!["server"])
+            .await
+            .map_err(|e| self.shared.fail(e))?;
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .map(|v| format!("Redis {}", v.trim())))
+    }
+
     /// The streams (`SCAN ... TYPE stream`), reply streams left out.
     async fn topics(&self) -> Result<Vec<String>> {
         let keys: Vec<fred::types::Key> = self
