@@ -103,18 +103,17 @@ impl Shared {
         let Some(waiting) = waiting.as_mut() else {
             return;
         };
-        let delivered = match correlation
-            .as_deref()
-            .map(|c| (c, waiting.entry(c.to_owned())))
-        {
-            Some((_, Entry::Occupied(entry))) => match entry.get() {
-                Waiter::All(gather) => gather.send(reply).is_ok(),
-                Waiter::One(_) => match entry.remove() {
-                    Waiter::One(one) => one.send(reply).is_ok(),
-                    Waiter::All(_) => unreachable!("matched as One"),
+        let delivered = match correlation.as_deref() {
+            None => false,
+            Some(c) => match waiting.get(c) {
+                Some(Waiter::All(gather)) => gather.send(reply).is_ok(),
+                // One request takes one reply, and stops waiting.
+                Some(Waiter::One(_)) => match waiting.remove(c) {
+                    Some(Waiter::One(one)) => one.send(reply).is_ok(),
+                    _ => false,
                 },
+                None => false,
             },
-            _ => false,
         };
         if !delivered {
             self.late.fetch_add(1, Ordering::Relaxed);
