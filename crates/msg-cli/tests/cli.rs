@@ -381,7 +381,15 @@ async fn tail_prints_as_messages_arrive_and_stops_on_ctrl_c() {
 
     let url = BrokerEnv::get("nats").url().to_owned();
     let root = topic("tail");
-    let command = format!("{} --url {url} tail '{root}.>'", env!("CARGO_BIN_EXE_msg"));
+    // `exec`: the tool is the terminal's foreground process itself, so
+    // the Ctrl-C reaches it alone. script(1) runs the command with
+    // `$SHELL -c`; bash execs a lone command, dash does not and dies of
+    // the SIGINT itself (exit 130) while the tool stops cleanly. SHELL is
+    // pinned to dash so the test runs alike wherever it runs.
+    let command = format!(
+        "exec {} --url {url} tail '{root}.>'",
+        env!("CARGO_BIN_EXE_msg")
+    );
     let mut child = Command::new("script")
         .args([
             "--quiet",
@@ -391,6 +399,7 @@ async fn tail_prints_as_messages_arrive_and_stops_on_ctrl_c() {
             &command,
             "/dev/null",
         ])
+        .env("SHELL", "/bin/sh")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
