@@ -8,6 +8,12 @@
 //!
 //! `up` writes `target/brokers/env` with one `MSG_TEST_<NAME>_URL` and one
 //! `MSG_TEST_<NAME>_RESTART` line per running broker; the tests read it.
+//!
+//! On the native path every broker but Kafka also listens with TLS, under
+//! a certificate of the harness's own CA ([`crate::tls`]):
+//! `MSG_TEST_<NAME>_TLS_URL` trusts that CA, `MSG_TEST_TLS_CA` and
+//! `MSG_TEST_TLS_OTHER_CA` name the CA's file and one of a CA no broker
+//! uses.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -19,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::tls::Certificates;
 use crate::{cache_dir, status};
 
 const USAGE: &str = "usage: cargo xtask brokers <command> [--native | --docker] [NAME...]
@@ -93,8 +100,9 @@ impl Broker {
     /// Further ports the broker binds (monitoring, Erlang distribution).
     fn extra_ports(self) -> &'static [u16] {
         match self {
+            Broker::Redis => &[REDIS_TLS_PORT],
             Broker::Nats => &[28231],
-            Broker::Rabbitmq => &[25791, 24391],
+            Broker::Rabbitmq => &[25791, 24391, RABBITMQ_TLS_PORT],
             _ => &[],
         }
     }
@@ -113,7 +121,35 @@ impl Broker {
     fn env_key(self) -> String {
         self.name().to_uppercase()
     }
+
+    /// Where the broker takes TLS clients, trusting the harness's CA at
+    /// `ca` (native path). NATS and PostgreSQL upgrade on their one port;
+    /// Redis and RabbitMQ have a port of their own for it. Kafka: tansu
+    /// 0.6 takes `--cert` and `--key` but serves plain TCP regardless.
+    fn tls_url(self, ca: &Path) -> Option<String> {
+        let ca = ca.display();
+        Some(match self {
+            Broker::Redis => format!("rediss://127.0.0.1:{REDIS_TLS_PORT}?tls_ca={ca}"),
+            Broker::Nats => format!("tls://127.0.0.1:{}?tls_ca={ca}", self.port()),
+            Broker::Rabbitmq => {
+                format!("amqps://guest:guest@127.0.0.1:{RABBITMQ_TLS_PORT}/%2f?tls_ca={ca}")
+            }
+            Broker::Postgres => format!(
+                "postgres://postgres@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={ca}",
+                self.port()
+            ),
+            Broker::Kafka => return None,
+        })
+    }
 }
+
+/// Redis's TLS port, beside its plain one.
+const REDIS_TLS_PORT: u16 = 26392;
+/// RabbitMQ's TLS port, beside its plain one.
+const RABBITMQ_TLS_PORT: u16 = 25692;
+/// The user NATS knows besides the one clients without credentials are,
+/// so that wrong credentials are refused.
+const NATS_USER: (&str, &str) = ("msg", "msg-test-password");
 
 /// Where things live.
 struct Paths {
@@ -427,6 +463,8 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
     }
     let dir = paths.dir(b);
     fs::create_dir_all(dir.join("data"))?;
+    let certs = Certificates::at(&paths.root);
+    certs.ensure()?;
     let started = Instant::now();
     match b {
         Broker::Redis => {
@@ -452,7 +490,16 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
                 "no",
             ])
             .arg("--dir")
-            .arg(dir.join("data"));
+            .arg(dir.join("data"))
+            // TLS on a port of its own; clients show no certificate.
+            .args(["--tls-port", &REDIS_TLS_PORT.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&certs.cert)
+            .arg("--tls-key-file")
+            .arg(&certs.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&certs.ca)
+            .args(["--tls-auth-clients", "no"]);
             spawn(paths, b, cmd)?;
         }
         Broker::Nats => {
@@ -461,8 +508,23 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
             }
             // The default max_payload (1 MiB) counts headers too, so a
             // 1 MiB payload would not fit; 8 MiB is the server's maximum.
+            // TLS on the client port for those who ask (allow_non_tls),
+            // and one user with a password besides the anonymous one, so
+            // that wrong credentials are refused.
             let conf = dir.join("nats.conf");
-            fs::write(&conf, "max_payload: 8MB\n")?;
+            let (user, password) = NATS_USER;
+            fs::write(
+                &conf,
+                format!(
+                    "max_payload: 8MB\n\
+                     allow_non_tls: true\n\
+                     tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n}}\n\
+                     authorization {{\n  users: [\n    {{ user: anonymous }}\n    {{ user: {user}, password: {password} }}\n  ]\n}}\n\
+                     no_auth_user: anonymous\n",
+                    certs.cert.display(),
+                    certs.key.display()
+                ),
+            )?;
             let mut cmd = Command::new(paths.nats_server());
             cmd.arg("-c")
                 .arg(&conf)
@@ -478,6 +540,7 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
             }
             let mut cmd = Command::new(server);
             rabbit_env(&mut cmd, &dir)?;
+            rabbit_tls(&dir, &certs)?;
             spawn(paths, b, cmd)?;
         }
         Broker::Postgres => {
@@ -485,6 +548,10 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
             let data = dir.join("data");
             let sock = dir.join("sock");
             fs::create_dir_all(&sock)?;
+            // PostgreSQL wants its key private to the user it runs as.
+            let key = dir.join("server-key.pem");
+            fs::copy(&certs.key, &key)?;
+            fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             // PostgreSQL refuses to run as root: it runs as `postgres`.
             let as_postgres = is_root();
             if as_postgres {
@@ -513,9 +580,12 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
                 .arg(paths.log(b))
                 .args(["-w", "-t", "60", "-o"])
                 .arg(format!(
-                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+                     -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
                     b.port(),
-                    sock.display()
+                    sock.display(),
+                    certs.cert.display(),
+                    key.display()
                 ))
                 .arg("start");
             if as_postgres {
@@ -571,6 +641,26 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
         b.url(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// RabbitMQ's TLS listener, added to the configuration `rabbit_env`
+/// wrote; clients show no certificate.
+fn rabbit_tls(dir: &Path, certs: &Certificates) -> Result<()> {
+    let config = dir.join("rabbitmq.conf");
+    let mut text = fs::read_to_string(&config)?;
+    text.push_str(&format!(
+        "listeners.ssl.default = 127.0.0.1:{RABBITMQ_TLS_PORT}\n\
+         ssl_options.cacertfile = {}\n\
+         ssl_options.certfile = {}\n\
+         ssl_options.keyfile = {}\n\
+         ssl_options.verify = verify_none\n\
+         ssl_options.fail_if_no_peer_cert = false\n",
+        certs.ca.display(),
+        certs.cert.display(),
+        certs.key.display()
+    ));
+    fs::write(config, text)?;
     Ok(())
 }
 
@@ -807,12 +897,28 @@ fn write_env(paths: &Paths, path: Via) -> Result<()> {
     fs::create_dir_all(&paths.root)?;
     let mut out =
         String::from("# Written by `cargo xtask brokers`; the brokers that answer now.\n");
+    let certs = Certificates::at(&paths.root);
+    let mut tls = false;
     for b in ALL.into_iter().filter(|b| is_up(paths, *b, path)) {
         let key = b.env_key();
         out.push_str(&format!("MSG_TEST_{key}_URL={}\n", b.url()));
         out.push_str(&format!(
             "MSG_TEST_{key}_RESTART=cargo xtask brokers restart {}\n",
             b.name()
+        ));
+        // The compose file's brokers have no TLS listeners.
+        if path == Via::Native
+            && let Some(url) = b.tls_url(&certs.ca)
+        {
+            out.push_str(&format!("MSG_TEST_{key}_TLS_URL={url}\n"));
+            tls = true;
+        }
+    }
+    if tls {
+        out.push_str(&format!("MSG_TEST_TLS_CA={}\n", certs.ca.display()));
+        out.push_str(&format!(
+            "MSG_TEST_TLS_OTHER_CA={}\n",
+            certs.other_ca.display()
         ));
     }
     fs::write(paths.env_file(), out)?;

@@ -18,6 +18,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 mod brokers;
+mod tls;
 
 /// The cargo-deny release installed when the machine has none.
 const CARGO_DENY_VERSION: &str = "0.20.2";

@@ -134,7 +134,7 @@ impl Shared {
             runtime,
         )
         .await
-        .map_err(error::map)?;
+        .map_err(|e| error::map(e).on_connect())?;
         let connection = Arc::new(connection);
         *current = Some(connection.clone());
         Ok(connection)

@@ -171,6 +171,33 @@ impl Error {
         }
     }
 
+    /// This error as the outcome of opening a connection: a server
+    /// certificate the client refused becomes a configuration error,
+    /// which connecting again cannot fix (the client trusts another CA, or
+    /// the certificate names another host). TLS stacks report it as an
+    /// I/O error, so it is recognised by what the error says.
+    pub fn on_connect(self) -> Self {
+        let Error::Connection(source) = self else {
+            return self;
+        };
+        let mut text = format!("{source} {source:?}");
+        let mut next = source.source();
+        while let Some(e) = next {
+            text.push_str(&e.to_string());
+            next = e.source();
+        }
+        if text.to_ascii_lowercase().contains("certificate") {
+            Error::InvalidConfig {
+                reason: "the server's TLS certificate was refused (is it signed by a CA the \
+                         client trusts, such as tls_ca, and does it name the host?)"
+                    .into(),
+                source: Some(source),
+            }
+        } else {
+            Error::Connection(source)
+        }
+    }
+
     /// A retryable broker error.
     pub fn broker_retryable(source: impl Into<BoxError>) -> Self {
         Error::Broker {
@@ -266,5 +293,21 @@ mod tests {
         assert_eq!(e.chain(), "decode failed: expected value at line 1");
         let e = Error::Connection("refused".into());
         assert_eq!(e.chain(), "connection failed: refused");
+    }
+
+    #[test]
+    fn a_refused_certificate_is_a_configuration_error() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "invalid peer certificate: UnknownIssuer",
+        );
+        let e = Error::Connection(Box::new(io)).on_connect();
+        assert!(matches!(e, Error::InvalidConfig { .. }), "{e:?}");
+        assert!(!e.is_retryable());
+        assert!(e.chain().contains("UnknownIssuer"), "{}", e.chain());
+        let refused = Error::Connection("connection refused".into()).on_connect();
+        assert!(refused.is_retryable(), "{refused:?}");
+        let timeout = Error::timeout(Duration::from_secs(1)).on_connect();
+        assert!(matches!(timeout, Error::Timeout { .. }));
     }
 }

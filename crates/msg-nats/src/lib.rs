@@ -95,7 +95,7 @@ impl NatsBroker {
         let client = options
             .connect(config.servers.clone())
             .await
-            .map_err(|e| error::connect(e, config.connect_timeout))?;
+            .map_err(|e| error::connect(e, config.connect_timeout).on_connect())?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
             .build(client.clone());

@@ -354,3 +354,50 @@ async fn the_inbox_holds_a_second_delivery_until_the_first_ends() {
 async fn shutdown_gives_up_on_a_broker_that_never_answers() {
     support::shutdown_gives_up_on_a_broker_that_never_answers::<PgDb>().await;
 }
+
+/// Over TLS (`sslmode=verify-full`, the harness's CA): the connection is
+/// encrypted, and a row enqueued on it is published by a relay on it
+/// (`LISTEN` included). A server certificate from another CA is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_works_over_tls_and_refuses_another_ca() {
+    let url = msg_testkit::BrokerEnv::tls("postgres").url().to_owned();
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL over TLS at {url}: {e}"));
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(encrypted, "the connection is not encrypted");
+
+    let table = format!("outbox_{}", msg_core::Uuid::new_v4().simple());
+    let outbox = Outbox::postgres(pool.clone()).with_table(&table).unwrap();
+    outbox.migrate().await.unwrap();
+    let recorder = Recorder::accepting();
+    let relay = outbox.relay(recorder.clone()).start();
+    let mut tx = pool.begin().await.unwrap();
+    outbox
+        .enqueue(&mut tx, "orders", Message::new("over TLS"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    recorder.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(recorder.payloads("orders"), ["over TLS"]);
+    relay.shutdown().await;
+
+    let ca = msg_testkit::tls_ca().display().to_string();
+    let other = msg_testkit::other_ca().display().to_string();
+    let refused = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&url.replace(&ca, &other))
+        .await
+        .expect_err("connected trusting another CA");
+    assert!(
+        refused.to_string().to_lowercase().contains("certificate"),
+        "{refused}"
+    );
+}

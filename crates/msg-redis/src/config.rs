@@ -1,5 +1,6 @@
 //! Configuration of the Redis Streams transport.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -44,6 +45,7 @@ pub struct RedisConfig {
     pub(crate) dead_letter_suffix: String,
     #[serde(deserialize_with = "options::duration")]
     pub(crate) command_timeout: Duration,
+    pub(crate) tls_ca: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -58,6 +60,7 @@ impl Default for RedisConfig {
             max_deliveries: DeliveryPolicy::default().max_deliveries,
             dead_letter_suffix: DeliveryPolicy::default().dead_letter_suffix,
             command_timeout: Duration::from_secs(10),
+            tls_ca: None,
         }
     }
 }
@@ -83,14 +86,20 @@ impl FromStr for RedisConfig {
 
 impl RedisConfig {
     /// A configuration for the server at
-    /// `redis://[user:password@]host:port[/db][?options]`; the options are
-    /// this configuration's fields (`max_len=100000&claim_idle=1m`).
+    /// `redis[s]://[user:password@]host:port[/db][?options]`; the options
+    /// are this configuration's fields (`max_len=100000&claim_idle=1m`).
     ///
-    /// `rediss://` (TLS) is refused with a clear error: this build has no
-    /// TLS support yet.
+    /// `rediss://` speaks TLS (rustls), trusting the system's certificate
+    /// authorities and those of `tls_ca=PATH`; the server's certificate
+    /// must name the host of the URL.
     pub fn from_url(url: &str) -> Result<Self> {
         let (base, query) = split_query(url);
-        let mut config: RedisConfig = query_options("Redis", url, query)?;
+        // Checked below, once the URL is in: the options alone are not a
+        // configuration (`tls_ca` is right only for `rediss://`).
+        #[derive(Deserialize)]
+        #[serde(transparent)]
+        struct Unchecked(#[serde(with = "RedisConfig")] RedisConfig);
+        let Unchecked(mut config) = query_options("Redis", url, query)?;
         if config.url != RedisConfig::default().url {
             return Err(Error::invalid_config(format!(
                 "invalid Redis URL {}: url is not a query option",
@@ -105,13 +114,8 @@ impl RedisConfig {
     /// Checks the URL and the delivery policy.
     pub(crate) fn validate(&self) -> Result<()> {
         let url = &self.url;
-        if url.starts_with("rediss://") {
-            return Err(Error::invalid_config(format!(
-                "invalid Redis URL {}: TLS (rediss://) is not supported yet",
-                redact(url)
-            )));
-        }
-        if !url.starts_with("redis://") {
+        let tls = url.starts_with("rediss://");
+        if !(tls || url.starts_with("redis://")) {
             return Err(Error::invalid_config(format!(
                 "invalid Redis URL {}: expected redis:// or rediss://",
                 redact(url)
@@ -121,6 +125,12 @@ impl RedisConfig {
         fred::types::config::Config::from_url(url).map_err(|e| {
             Error::invalid_config_with(format!("invalid Redis URL {}", redact(url)), e)
         })?;
+        if self.tls_ca.is_some() && !tls {
+            return Err(Error::invalid_config(format!(
+                "invalid Redis URL {}: tls_ca is set but the URL is not rediss://",
+                redact(url)
+            )));
+        }
         self.delivery().validate()
     }
 
@@ -179,6 +189,13 @@ impl RedisConfig {
         self.command_timeout = timeout;
         self
     }
+
+    /// A PEM file of certificate authorities to trust besides the
+    /// system's (`rediss://` only).
+    pub fn tls_ca(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca = Some(path.into());
+        self
+    }
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -192,6 +209,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("max_deliveries", &self.max_deliveries)
             .field("dead_letter_suffix", &self.dead_letter_suffix)
             .field("command_timeout", &self.command_timeout)
+            .field("tls_ca", &self.tls_ca)
             .finish()
     }
 }
@@ -215,7 +233,7 @@ mod tests {
             "http://h",
             "h:6379",
             "redis://u:pw@h:notaport",
-            "rediss://u:pw@h:6380",
+            "redis://u:pw@h:6380?tls_ca=/ca.pem",
         ] {
             match RedisConfig::from_url(bad) {
                 Err(Error::InvalidConfig { reason: text, .. }) => {
@@ -224,5 +242,12 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn rediss_takes_a_ca_file() {
+        let c = RedisConfig::from_url("rediss://u:pw@h:6380?tls_ca=/etc/ca.pem").unwrap();
+        assert_eq!(c.url, "rediss://u:pw@h:6380");
+        assert_eq!(c.tls_ca, Some(PathBuf::from("/etc/ca.pem")));
     }
 }

@@ -22,6 +22,7 @@ mod entry;
 mod error;
 pub mod publisher;
 mod subscriber;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -66,7 +67,7 @@ impl RedisBroker {
         client
             .init()
             .await
-            .map_err(|e| error::map(e, config.command_timeout))?;
+            .map_err(|e| error::map(e, config.command_timeout).on_connect())?;
         Ok(Self {
             shared: Arc::new(Shared {
                 config,
@@ -102,8 +103,11 @@ impl RedisBroker {
 
 /// A client that reconnects forever, with backoff, and bounds each command.
 pub(crate) fn new_client(config: &RedisConfig) -> Result<Client> {
-    let fred_config = fred::types::config::Config::from_url(&config.url)
+    let mut fred_config = fred::types::config::Config::from_url(&config.url)
         .map_err(|e| error::map(e, config.command_timeout))?;
+    if fred_config.uses_tls() {
+        fred_config.tls = Some(tls::client_config(config.tls_ca.as_deref())?.into());
+    }
     let timeout = config.command_timeout;
     Builder::from_config(fred_config)
         .with_performance_config(|p| p.default_command_timeout = timeout)

@@ -6,7 +6,8 @@ use msg_redis::RedisConfig;
 fn documented_options_parse() {
     msg_testkit::check_documented_options::<RedisConfig>(
         include_str!("../../../docs/transports/redis.md"),
-        "redis://127.0.0.1:6379/0",
+        // `tls_ca` belongs to `rediss://`.
+        "rediss://127.0.0.1:6379/0",
         &[],
     );
 }
@@ -19,6 +20,7 @@ fn bad_options_are_config_errors() {
         "redis://h:6379?max_deliveries=0",
         "redis://h:6379?colour=red",
         "redis://h:6379?url=redis://elsewhere:6379",
+        "redis://h:6379?tls_ca=/etc/ca.pem",
     ] {
         match bad.parse::<RedisConfig>() {
             Err(msg_core::Error::InvalidConfig { .. }) => {}

@@ -166,14 +166,13 @@ async fn the_same_entry_id_in_two_streams_gets_two_ids() {
 }
 
 #[tokio::test]
-async fn patterns_and_tls_urls_are_clear_errors() {
+async fn patterns_are_a_clear_error() {
     let b = broker(|c| c).await;
     match b.subscribe(Subscription::new("orders.*")).await {
         Err(msg_core::Error::Unsupported { .. }) => {}
         Err(other) => panic!("expected Unsupported, got {other:?}"),
         Ok(_) => panic!("a pattern subscription was accepted"),
     }
-    assert!(RedisConfig::from_url("rediss://h:6380").is_err());
 }
 
 #[tokio::test]

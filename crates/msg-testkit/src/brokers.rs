@@ -37,6 +37,33 @@ impl BrokerEnv {
         }
     }
 
+    /// The TLS listener of the broker `name`: its URL trusts the
+    /// harness's CA ([`tls_ca`]); restarting restarts the broker.
+    ///
+    /// # Panics
+    ///
+    /// When it is set nowhere: TLS listeners are started on the native
+    /// path of `cargo xtask brokers up` only.
+    pub fn tls(name: &str) -> Self {
+        let file = std::fs::read_to_string(env_file()).unwrap_or_default();
+        let plain = Self::from_sources(name, &file, |var| std::env::var(var).ok());
+        let tls = Self::from_sources(&format!("{name}_TLS"), &file, |var| std::env::var(var).ok());
+        match (plain, tls) {
+            (Some(plain), Some(tls)) => Self {
+                name: name.to_owned(),
+                url: tls.url,
+                restart: plain.restart,
+            },
+            _ => panic!(
+                "no TLS listener of {name}: MSG_TEST_{}_TLS_URL is set neither in the environment nor in {}.\n\
+                 Start the broker with `cargo xtask brokers up --native {name}`, which gives it one \
+                 (the Docker path has none).",
+                name.to_uppercase(),
+                env_file().display()
+            ),
+        }
+    }
+
     /// The broker `name`, if its URL is set.
     pub fn lookup(name: &str) -> Option<Self> {
         let file = std::fs::read_to_string(env_file()).unwrap_or_default();
@@ -46,14 +73,7 @@ impl BrokerEnv {
     /// A variable from `env` wins over a line of `file`.
     fn from_sources(name: &str, file: &str, env: impl Fn(&str) -> Option<String>) -> Option<Self> {
         let key = name.to_uppercase();
-        let value = |var: &str| {
-            env(var).or_else(|| {
-                file.lines()
-                    .filter_map(|l| l.split_once('='))
-                    .find(|(k, _)| k.trim() == var)
-                    .map(|(_, v)| v.trim().to_owned())
-            })
-        };
+        let value = |var: &str| env(var).or_else(|| line(file, var));
         Some(Self {
             name: name.to_owned(),
             url: value(&format!("MSG_TEST_{key}_URL"))?,
@@ -102,6 +122,49 @@ impl BrokerEnv {
             ))
         }
     }
+}
+
+/// The PEM file of the CA that signed the harness brokers' TLS
+/// certificates (`MSG_TEST_TLS_CA`).
+///
+/// # Panics
+///
+/// When it is set nowhere, naming the command that makes it.
+pub fn tls_ca() -> PathBuf {
+    harness_file("MSG_TEST_TLS_CA")
+}
+
+/// The PEM file of a CA that signed no certificate a harness broker shows
+/// (`MSG_TEST_TLS_OTHER_CA`): a client trusting only it must refuse them.
+///
+/// # Panics
+///
+/// When it is set nowhere, naming the command that makes it.
+pub fn other_ca() -> PathBuf {
+    harness_file("MSG_TEST_TLS_OTHER_CA")
+}
+
+fn harness_file(var: &str) -> PathBuf {
+    let file = std::fs::read_to_string(env_file()).unwrap_or_default();
+    std::env::var(var)
+        .ok()
+        .or_else(|| line(&file, var))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "{var} is set neither in the environment nor in {}: \
+                 `cargo xtask brokers up --native` makes the harness's CA",
+                env_file().display()
+            )
+        })
+}
+
+/// The value of `var` in an env file's text.
+fn line(file: &str, var: &str) -> Option<String> {
+    file.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == var)
+        .map(|(_, v)| v.trim().to_owned())
 }
 
 /// How long `cargo xtask brokers restart` keeps a broker down, in

@@ -32,11 +32,13 @@ pub mod outbox;
 mod request;
 #[cfg(feature = "scheduler")]
 pub mod scheduler;
+mod tls;
 
-pub use brokers::{BrokerEnv, env_file};
+pub use brokers::{BrokerEnv, env_file, other_ca, tls_ca};
 pub use harness::{Harness, SKIPS_FILE, collect, recv};
 pub use options::{check_documented_options, documented_options};
 pub use request::{echo_responder, request_echoes};
+pub use tls::tls_checks;
 
 /// Expands to one `#[tokio::test]` per conformance case, each building the
 /// harness with the given expression. The calling crate needs `tokio` (with

@@ -149,7 +149,7 @@ const SCHEMES: &[&str] = &[
     #[cfg(feature = "memory")]
     "memory",
     #[cfg(feature = "redis")]
-    "redis",
+    "redis, rediss",
     #[cfg(feature = "nats")]
     "nats, tls, nats+js, tls+js",
     #[cfg(feature = "amqp")]
