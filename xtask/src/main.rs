@@ -18,6 +18,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 mod brokers;
+mod fuzz;
 mod tls;
 
 /// The cargo-deny release installed when the machine has none.
@@ -29,6 +30,7 @@ commands:
   test [--transport NAME]\n                  fmt check, clippy -D warnings, cargo-deny, all tests;\n                  each transport's tests with its brokers up (or only NAME's)
   deny            cargo-deny: licenses, bans, sources
   bench [--quick] [--transport NAME]\n                  criterion benchmarks, then RustStream and msg next to the\n                  raw clients on real brokers (--quick: a short run; a full\n                  run rewrites docs/benchmarks.md)
+  fuzz [--quick | --seconds N] [TARGET...]\n                  libFuzzer on the decoders and parsers (fuzz/), from the\n                  corpus in fuzz/corpus; not part of `test`
   brokers ...     real brokers for integration tests (see `cargo xtask brokers --help`)";
 
 fn main() {
@@ -47,6 +49,7 @@ fn run() -> Result<()> {
         Some("deny") => deny(),
         Some("bench") => bench(&args[1..]),
         Some("brokers") => brokers::run(&root, &args[1..]),
+        Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

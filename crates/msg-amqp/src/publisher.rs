@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::{Duration, SystemTime};
 
 use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Confirmation};
 use msg_core::raw::topic::validate_topic;
 use msg_core::raw::{apply_options, batch_outcome, check_size, delay_until};
@@ -70,14 +70,22 @@ pub(crate) fn properties(
         .with_delivery_mode(2)
         .with_timestamp(now)
         .with_headers(table);
-    if let Some(content_type) = message.header(headers::CONTENT_TYPE) {
-        properties = properties.with_content_type(content_type.into());
+    // Properties are short strings (255 bytes at most); a longer value
+    // travels in the headers only, which readers of msg's messages use
+    // first anyway.
+    let short = |name| {
+        message
+            .header(name)
+            .and_then(|value| ShortString::try_new(value).ok())
+    };
+    if let Some(content_type) = short(headers::CONTENT_TYPE) {
+        properties = properties.with_content_type(content_type);
     }
-    if let Some(reply_to) = message.header(headers::REPLY_TO) {
-        properties = properties.with_reply_to(reply_to.into());
+    if let Some(reply_to) = short(headers::REPLY_TO) {
+        properties = properties.with_reply_to(reply_to);
     }
-    if let Some(correlation) = message.header(headers::CORRELATION_ID) {
-        properties = properties.with_correlation_id(correlation.into());
+    if let Some(correlation) = short(headers::CORRELATION_ID) {
+        properties = properties.with_correlation_id(correlation);
     }
     if let Some(ttl) = ttl {
         // Whole milliseconds, rounded up: never expire early.

@@ -326,9 +326,12 @@ fn text(value: &AMQPValue) -> Option<String> {
     match value {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        AMQPValue::Timestamp(seconds) => Some(msg_core::raw::time::rfc3339(
-            SystemTime::UNIX_EPOCH + Duration::from_secs(*seconds),
-        )),
+        // A timestamp past what the clock can hold stays a number.
+        AMQPValue::Timestamp(seconds) => Some(
+            SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_secs(*seconds))
+                .map_or_else(|| seconds.to_string(), msg_core::raw::time::rfc3339),
+        ),
         _ => None,
     }
 }

@@ -27,6 +27,8 @@ pub mod dead_letter;
 mod delivery;
 mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod headers;
 mod message;
 mod policy;

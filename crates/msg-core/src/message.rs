@@ -133,6 +133,13 @@ pub fn validate_header(name: &str, value: &str) -> Result<()> {
     if !name.bytes().all(|b| b.is_ascii_graphic()) {
         return invalid("header names may contain only visible ASCII characters");
     }
+    // The transports carry the id and the key in headers of these names:
+    // a header of the message's own would be taken for them.
+    if name.eq_ignore_ascii_case(crate::headers::MSG_ID)
+        || name.eq_ignore_ascii_case(crate::headers::MSG_KEY)
+    {
+        return invalid("reserved: the message's id and key go there (Message::with_id, with_key)");
+    }
     if value.chars().any(|c| c.is_control() && c != '\t') {
         return invalid("header value contains a control character");
     }
@@ -393,6 +400,17 @@ mod tests {
         assert!(h.try_insert("ok", "tab\tand ünïcödé ✓").is_ok());
         assert!(h.try_insert("bad\u{7f}", "v").is_err());
         assert_eq!(h.len(), 1);
+        // Found by the fuzz target nats_round_trip: Kafka took such a
+        // header for the id, NATS and AMQP for the key.
+        for reserved in ["msg-id", "MSG-KEY"] {
+            assert!(
+                Message::new("")
+                    .with_header(reserved, "x")
+                    .validate()
+                    .is_err(),
+                "{reserved}"
+            );
+        }
     }
 
     #[test]

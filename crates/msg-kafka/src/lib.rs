@@ -28,6 +28,8 @@ mod ack;
 mod config;
 mod dead_letter;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod publisher;
 mod subscriber;
 

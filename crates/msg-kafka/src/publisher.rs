@@ -40,8 +40,9 @@ pub(crate) fn record_headers(message: &Message) -> OwnedHeaders {
         key: headers::MSG_ID,
         value: Some(id.as_str()),
     });
+    let key_in_header = binary_key(message).is_some();
     for (name, value) in message.headers().iter() {
-        if name != HEADER_KEY_HEX {
+        if !(key_in_header && name == HEADER_KEY_HEX) {
             out = out.insert(Header {
                 key: name,
                 value: Some(value),
@@ -56,8 +57,21 @@ pub(crate) fn record_headers(message: &Message) -> OwnedHeaders {
 pub(crate) fn record_key(message: &Message) -> Option<Vec<u8>> {
     match message.key() {
         Some(key) => Some(key.as_bytes().to_vec()),
-        None => message.header(HEADER_KEY_HEX).and_then(from_hex),
+        None => binary_key(message),
     }
+}
+
+/// The key bytes in `msg-key-hex` of a message without a key: what the
+/// subscriber put there for a record whose key is not UTF-8, and only
+/// that. Any other value is a header of the message's own and stays one.
+fn binary_key(message: &Message) -> Option<Vec<u8>> {
+    if message.key().is_some() {
+        return None;
+    }
+    let hex = message.header(HEADER_KEY_HEX)?;
+    from_hex(hex)
+        // Written by the subscriber: lower-case hex of bytes not UTF-8.
+        .filter(|bytes| std::str::from_utf8(bytes).is_err() && to_hex(bytes) == hex)
 }
 
 pub(crate) fn to_hex(bytes: &[u8]) -> String {

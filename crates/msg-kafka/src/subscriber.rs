@@ -305,8 +305,9 @@ fn kafka_topic(pattern: &str) -> String {
     format!("^{}$", parts.join("\\."))
 }
 
-/// The message in a record (layout in the publisher module).
-pub(crate) fn decode(record: &BorrowedMessage<'_>) -> Message {
+/// The message in a record (layout in the publisher module): one
+/// consumed, or one built by hand (`OwnedMessage`, for the fuzz target).
+pub(crate) fn decode(record: &impl rdkafka::Message) -> Message {
     let mut id = None;
     let mut headers = Headers::new();
     if let Some(record_headers) = record.headers() {

@@ -206,9 +206,11 @@ impl MemoryBroker {
 }
 
 pub(crate) fn parse_url(url: &str) -> Result<(Option<String>, MemoryConfig)> {
+    // Whatever was given may carry a password meant for another broker.
+    let shown = msg_core::raw::url::redact(url);
     let rest = url.strip_prefix("memory://").ok_or_else(|| {
         Error::invalid_config(format!(
-            "invalid memory URL {url:?}: expected memory:// or memory://NAME"
+            "invalid memory URL {shown:?}: expected memory:// or memory://NAME"
         ))
     })?;
     let (name, query) = msg_core::raw::config::split_query(rest);
@@ -216,7 +218,7 @@ pub(crate) fn parse_url(url: &str) -> Result<(Option<String>, MemoryConfig)> {
     let config: MemoryConfig = msg_core::raw::config::query_options("memory", url, query)?;
     if name.contains('/') {
         return Err(Error::invalid_config(format!(
-            "invalid memory URL {url:?}: the name may not contain '/'"
+            "invalid memory URL {shown:?}: the name may not contain '/'"
         )));
     }
     Ok(((!name.is_empty()).then(|| name.to_owned()), config))
@@ -225,6 +227,19 @@ pub(crate) fn parse_url(url: &str) -> Result<(Option<String>, MemoryConfig)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the urls fuzz target: the error echoed a URL meant for
+    /// another broker, password and all.
+    #[test]
+    fn a_refused_url_does_not_show_its_password() {
+        for url in [
+            "redis://u:s3cretpassword@h:6379",
+            "memory://a/b?x=1&password=s3cretpassword",
+        ] {
+            let e = parse_url(url).unwrap_err();
+            assert!(!e.chain().contains("s3cretpassword"), "{}", e.chain());
+        }
+    }
 
     #[test]
     fn urls() {

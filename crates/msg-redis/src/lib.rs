@@ -20,6 +20,8 @@ mod config;
 mod dead_letter;
 mod entry;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod publisher;
 mod subscriber;
 mod tls;

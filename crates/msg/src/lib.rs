@@ -51,6 +51,9 @@
 
 pub use msg_core::*;
 
+#[doc(hidden)]
+pub mod fuzz;
+
 /// Handler middleware as `tower` layers: retry then dead letter,
 /// timeout, poison quarantine, dedup, circuit breaker, rate limit,
 /// metrics, tracing.

@@ -134,7 +134,11 @@ impl Reader {
                     .map(|_| n[prefix.len()..].to_ascii_lowercase()),
                 _ => n.strip_prefix(prefix).map(str::to_owned),
             };
-            if let Some(name) = name.filter(|a| !known.contains(&a.as_str())) {
+            // Header names differing only in case (`ce-Foo`, `ce-foo`) name
+            // one attribute: the first is it, as for the known ones.
+            if let Some(name) = name.filter(|a| !known.contains(&a.as_str()))
+                && !out.iter().any(|(seen, _)| *seen == name)
+            {
                 let value = self.decode(&name, v)?;
                 out.push((name, value));
             }

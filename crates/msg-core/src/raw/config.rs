@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 
-use super::url::redact;
+use super::url::{redact, redact_secrets_of};
 use crate::{Error, Result};
 
 /// Splits a URL at its query: `(everything before '?', the query)`.
@@ -22,8 +22,14 @@ pub fn split_query(url: &str) -> (&str, &str) {
 /// fields are the options: a `#[serde(default, deny_unknown_fields)]`
 /// struct. `what` names the URL in errors, which show it redacted.
 pub fn query_options<T: DeserializeOwned>(what: &str, url: &str, query: &str) -> Result<T> {
-    serde_urlencoded::from_str(query)
-        .map_err(|e| Error::invalid_config_with(format!("invalid {what} URL {}", redact(url)), e))
+    serde_urlencoded::from_str(query).map_err(|e| {
+        // The parser's message quotes what it refused, which may be a
+        // piece of a malformed URL with a password in it.
+        Error::invalid_config_with(
+            format!("invalid {what} URL {}", redact(url)),
+            redact_secrets_of(url, &e.to_string()),
+        )
+    })
 }
 
 /// Deserializes a duration written as text with a unit: `250ms`, `10s`,

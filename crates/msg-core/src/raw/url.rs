@@ -73,7 +73,77 @@ pub fn redact(url: &str) -> String {
         }
         None => tail.to_owned(),
     };
-    format!("{scheme}://{authority}{tail}")
+    // A URL nested in the path or query of a malformed one keeps no
+    // password either.
+    format!("{scheme}://{authority}{}", redact_secrets_of(url, &tail))
+}
+
+/// `text` (a parser's error message, say) with every secret of `url` in
+/// it masked: the parts [`redact`] masks, as written and percent-decoded.
+/// A parser quotes what it refused, which may be a piece of a malformed
+/// URL that holds the password.
+///
+/// ```
+/// use msg_core::raw::url::redact_secrets_of;
+/// let url = "redis://h?amqp://app:s3cret@h";
+/// assert_eq!(
+///     redact_secrets_of(url, "unknown field `amqp://app:s3cret@h`"),
+///     "unknown field `amqp://app:***@h`"
+/// );
+/// ```
+pub fn redact_secrets_of(url: &str, text: &str) -> String {
+    let mut secrets: Vec<String> = Vec::new();
+    for secret in secrets_of(url) {
+        secrets.push(secret.to_owned());
+        // As a form-urlencoded parser shows it.
+        if let Ok(decoded) = percent_decode(&secret.replace('+', " ")) {
+            secrets.push(decoded);
+        }
+        if let Ok(decoded) = percent_decode(secret) {
+            secrets.push(decoded);
+        }
+    }
+    secrets.retain(|s| !s.is_empty());
+    // Longest first, so that no part of a longer one is left behind.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = text.to_owned();
+    for secret in &secrets {
+        out = out.replace(secret.as_str(), "***");
+    }
+    out
+}
+
+/// What [`redact`] masks in `url`: the user info's password (or bare
+/// token) after every `://` (a malformed URL may hold another URL), and
+/// the values of secret options.
+fn secrets_of(url: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for (at, _) in url.match_indices("://") {
+        let rest = &url[at + 3..];
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some((userinfo, _)) = rest[..end].rsplit_once('@') {
+            out.push(
+                userinfo
+                    .split_once(':')
+                    .map_or(userinfo, |(_, password)| password),
+            );
+        }
+    }
+    let Some((_, rest)) = url.split_once("://") else {
+        return out;
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let tail = &rest[end..];
+    if let Some((_, query)) = tail.split_once('?') {
+        for pair in query.split('&') {
+            if let Some((name, value)) = pair.split_once('=')
+                && is_secret(name)
+            {
+                out.push(value);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -86,6 +156,16 @@ mod tests {
         assert!(percent_decode("%4").is_err());
         assert!(percent_decode("%zz").is_err());
         assert!(percent_decode("%ff").is_err());
+    }
+
+    #[test]
+    fn redacts_a_url_inside_a_malformed_one() {
+        let url = "redis://h?amqp://app:s3cret%41@h";
+        assert_eq!(redact(url), "redis://h?amqp://app:***@h");
+        assert_eq!(
+            redact_secrets_of(url, "unknown field `amqp://app:s3cretA@h`"),
+            "unknown field `amqp://app:***@h`"
+        );
     }
 
     #[test]
