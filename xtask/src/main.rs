@@ -85,7 +85,46 @@ const TRANSPORTS: &[(&str, &str, &[&str])] = &[
     ("kafka", "msg-kafka", &["kafka"]),
     // The `msg` binary, run as a user runs it.
     ("cli", "msg-cli", &["redis", "nats"]),
+    // CloudEvents with the official Python SDK and the brokers' Python
+    // clients, both ways (Python from PyPI, in the tool cache).
+    (
+        "interop",
+        "msg-interop",
+        &["redis", "nats", "rabbitmq", "kafka"],
+    ),
 ];
+
+/// The Python side of the interoperability tests, pinned.
+const INTEROP_PYTHON: &[&str] = &[
+    "cloudevents==1.12.0",
+    "confluent-kafka==2.16.1",
+    "redis==8.1.0",
+    "nats-py==2.16.0",
+    "pika==1.4.4",
+];
+
+/// A virtual environment with [`INTEROP_PYTHON`] in the tool cache, where
+/// the interop tests look for it.
+fn interop_python() -> Result<()> {
+    let venv = cache_dir()?.join("interop-venv");
+    let stamp = venv.join("msg-packages");
+    let wanted = INTEROP_PYTHON.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(());
+    }
+    println!(
+        "xtask: installing the interop tests' Python side into {}",
+        venv.display()
+    );
+    let mut make = Command::new("python3");
+    make.args(["-m", "venv"]).arg(&venv);
+    status(make).context("python3 -m venv failed (on Debian: apt-get install python3-venv)")?;
+    let mut pip = Command::new(venv.join("bin/pip"));
+    pip.args(["install", "--quiet"]).args(INTEROP_PYTHON);
+    status(pip)?;
+    std::fs::write(stamp, wanted)?;
+    Ok(())
+}
 
 fn test(args: &[String]) -> Result<()> {
     let root = std::env::current_dir()?;
@@ -168,6 +207,9 @@ fn transport_tests(root: &Path, (_, krate, brokers): (&str, &str, &[&str])) -> R
         args.extend(names.iter().cloned());
         args
     };
+    if krate == "msg-interop" {
+        interop_python()?;
+    }
     if !brokers.is_empty() {
         brokers::run(root, &with("install"))?;
         brokers::run(root, &with("up"))?;
