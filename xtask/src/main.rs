@@ -116,14 +116,19 @@ fn interop_python() -> Result<()> {
         "xtask: installing the interop tests' Python side into {}",
         venv.display()
     );
-    let mut make = Command::new("python3");
-    make.args(["-m", "venv"]).arg(&venv);
-    status(make).context("python3 -m venv failed (on Debian: apt-get install python3-venv)")?;
-    let mut pip = Command::new(venv.join("bin/pip"));
-    pip.args(["install", "--quiet"]).args(INTEROP_PYTHON);
-    status(pip)?;
+    python_venv(&venv, INTEROP_PYTHON)?;
     std::fs::write(stamp, wanted)?;
     Ok(())
+}
+
+/// A Python virtual environment at `venv` with `packages` from PyPI.
+pub(crate) fn python_venv(venv: &Path, packages: &[&str]) -> Result<()> {
+    let mut make = Command::new("python3");
+    make.args(["-m", "venv"]).arg(venv);
+    status(make).context("python3 -m venv failed (on Debian: apt-get install python3-venv)")?;
+    let mut pip = Command::new(venv.join("bin/pip"));
+    pip.args(["install", "--quiet"]).args(packages);
+    status(pip)
 }
 
 fn test(args: &[String]) -> Result<()> {
