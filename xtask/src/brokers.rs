@@ -35,6 +35,7 @@ commands:
   up [NAME...]       start brokers and wait until they answer; writes target/brokers/env
   down [NAME...]     stop brokers started by `up` and delete their data
   restart NAME       stop and start one broker, keeping its data
+                     (--kill: SIGKILL it instead of stopping it; a crash)
   status             which brokers run, and where
 
 brokers: redis, nats, rabbitmq, postgres, kafka (all when none is named)";
@@ -185,8 +186,15 @@ impl Paths {
         self.cache.join("nats-venv/bin/nats-server")
     }
 
+    /// tansu built with its SQLite storage engine (libsql), so that a
+    /// restart keeps what it stored; a directory of its own, apart from
+    /// the in-memory builds older harnesses cached.
+    fn tansu_root(&self) -> PathBuf {
+        self.cache.join("tansu-libsql")
+    }
+
     fn tansu(&self) -> PathBuf {
-        self.cache.join("tansu/bin/tansu")
+        self.tansu_root().join("bin/tansu")
     }
 }
 
@@ -198,10 +206,12 @@ enum Via {
 
 pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut forced = None;
+    let mut kill = false;
     let mut words = Vec::new();
     for arg in args {
         match arg.as_str() {
             "--native" => forced = Some(Via::Native),
+            "--kill" => kill = true,
             "--docker" => forced = Some(Via::Docker),
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -214,6 +224,11 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
     let Some((command, names)) = words.split_first() else {
         bail!("no command given\n\n{USAGE}");
     };
+    // How a test asks for a crash through the restart command it was given.
+    kill |= std::env::var("MSG_BROKERS_RESTART_KILL").is_ok_and(|v| v == "1");
+    if kill && command != "restart" {
+        bail!("--kill goes with restart only\n\n{USAGE}");
+    }
     let brokers = if names.is_empty() {
         ALL.to_vec()
     } else {
@@ -263,6 +278,9 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
             }
             match p {
                 Via::Native => {
+                    if kill {
+                        kill_native(&paths, *b);
+                    }
                     down_native(&paths, *b)?;
                     // An outage rather than a blink, when a test asks.
                     let down_ms = std::env::var("MSG_BROKERS_RESTART_DOWN_MS")
@@ -271,6 +289,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> Result<()> {
                         .unwrap_or(0);
                     std::thread::sleep(std::time::Duration::from_millis(down_ms));
                     up_native(&paths, *b)?;
+                }
+                Via::Docker if kill => {
+                    docker(root, "kill", &brokers)?;
+                    docker(root, "up", &brokers)?;
                 }
                 Via::Docker => docker(root, "restart", &brokers)?,
             }
@@ -328,8 +350,8 @@ fn install(paths: &Paths, brokers: &[Broker]) -> Result<()> {
     }
     if brokers.contains(&Broker::Kafka) && !works(&paths.tansu()) {
         println!(
-            "brokers: building tansu {TANSU_VERSION} (a Kafka-API broker) into {}; this takes about 8 minutes once",
-            paths.cache.join("tansu").display()
+            "brokers: building tansu {TANSU_VERSION} (a Kafka-API broker) into {}; this takes about 10 minutes once",
+            paths.tansu().display()
         );
         let mut cargo = Command::new(crate::cargo_bin());
         cargo
@@ -339,11 +361,11 @@ fn install(paths: &Paths, brokers: &[Broker]) -> Result<()> {
                 "--locked",
                 "--no-default-features",
                 "--features",
-                "dynostore",
+                "dynostore,libsql",
             ])
             .args(["--version", TANSU_VERSION, "--root"])
-            .arg(paths.cache.join("tansu"))
-            // opt-level 1 builds in about 8 minutes instead of 11 to 13 on
+            .arg(paths.tansu_root())
+            // opt-level 1 builds in about 10 minutes instead of 13 to 15 on
             // two cores, and is fast enough for tests and benchmarks.
             .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1");
         status(cargo)?;
@@ -618,7 +640,11 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
                 "--advertised-listener-url",
                 &url,
             ])
-            .args(["--storage-engine", "memory://tansu/"]);
+            // A SQLite file in the data directory (tansu resolves the
+            // URL's path against its working directory): a restart, even
+            // a SIGKILL, keeps what it acknowledged, as Kafka's log does.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(dir.join("data"));
             spawn(paths, b, cmd)?;
         }
     }
@@ -803,6 +829,41 @@ fn down_native(paths: &Paths, b: Broker) -> Result<()> {
         println!("brokers: {} down", b.name());
     }
     Ok(())
+}
+
+/// SIGKILL for the broker and every process it started (its process
+/// group), as a crash would: nothing is flushed or shut down cleanly.
+/// `down_native` then cleans up what is left (pid files, epmd).
+fn kill_native(paths: &Paths, b: Broker) {
+    let pid_of = |file: PathBuf| {
+        fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .filter(|pid| *pid > 0)
+    };
+    let mut pids: Vec<u32> = pid_of(paths.pid_file(b)).into_iter().collect();
+    if b == Broker::Rabbitmq {
+        pids.extend(pid_of(paths.dir(b).join("rabbit.pid")));
+    }
+    for pid in &pids {
+        // The group first (brokers started by `spawn` lead their own),
+        // then the process itself (PostgreSQL's postmaster does not).
+        for target in [format!("-{pid}"), pid.to_string()] {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &target])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    // Gone means every process of the group, which may outlive the one
+    // named by the pid file by a moment (a process in a long fsync dies
+    // when it returns): until then the broker's port is still taken.
+    let port_free = || TcpListener::bind(("127.0.0.1", b.port())).is_ok();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (pids.iter().any(|pid| alive(*pid)) || !port_free()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("brokers: {} killed (SIGKILL)", b.name());
 }
 
 fn stop_pid_file(paths: &Paths, b: Broker) -> Result<()> {

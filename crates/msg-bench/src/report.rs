@@ -171,7 +171,7 @@ pub(crate) fn machine() -> String {
     format!(
         "{}; clients: fred 10.1, async-nats 0.51, lapin 4.12, \
          rdkafka 0.39 (librdkafka 2.12.1); brokers as `cargo xtask brokers` starts them: \
-         Redis 7.0, nats-server 2.15 (JetStream, file store), RabbitMQ 3.10, tansu 0.6 (memory storage)",
+         Redis 7.0, nats-server 2.15 (JetStream, file store), RabbitMQ 3.10, tansu 0.6 (SQLite storage)",
         cores()
     )
 }

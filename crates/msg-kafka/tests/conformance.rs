@@ -32,7 +32,8 @@ async fn foreign_publish(url: String, topic: String, payload: Vec<u8>) -> msg_co
 }
 
 fn harness() -> Harness {
-    let url = BrokerEnv::get("kafka").url().to_owned();
+    let env = BrokerEnv::get("kafka");
+    let url = env.url().to_owned();
     let config = KafkaConfig::from_url(&url).expect("URL");
     Harness::new("kafka", KafkaBroker::CAPABILITIES, move || {
         let config = config.clone();
@@ -47,6 +48,11 @@ fn harness() -> Harness {
     // once lost the consumer_groups case that way); Kafka's own bound on a
     // rebalance is the session timeout, 45 s.
     .with_timeout(Duration::from_secs(45))
+    // tansu keeps its data in a SQLite file: a restart keeps it.
+    .with_restart(move || {
+        let env = env.clone();
+        async move { env.restart().await }
+    })
     .with_foreign_publish(move |topic, payload| foreign_publish(url.clone(), topic, payload))
 }
 

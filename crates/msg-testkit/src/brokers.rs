@@ -94,6 +94,17 @@ impl BrokerEnv {
     /// Restarts the broker and keeps it down for `down` in between (an
     /// outage, not a blink), keeping its data.
     pub async fn restart_after(&self, down: Duration) -> msg_core::Result<()> {
+        self.run_restart(down, false).await
+    }
+
+    /// Kills the broker with SIGKILL, as a crash would, and starts it
+    /// again on the data it left: what survives is what the broker's own
+    /// durability settings promise.
+    pub async fn kill_and_restart(&self) -> msg_core::Result<()> {
+        self.run_restart(Duration::ZERO, true).await
+    }
+
+    async fn run_restart(&self, down: Duration, kill: bool) -> msg_core::Result<()> {
         let Some(command) = self.restart.clone() else {
             return Err(msg_core::Error::invalid_config(format!(
                 "broker {} has no restart command",
@@ -105,6 +116,7 @@ impl BrokerEnv {
             Command::new("sh")
                 .args(["-c", &command])
                 .env(RESTART_DOWN_MS, down.as_millis().to_string())
+                .env(RESTART_KILL, if kill { "1" } else { "0" })
                 .output()
         })
         .await
@@ -170,6 +182,8 @@ fn line(file: &str, var: &str) -> Option<String> {
 /// How long `cargo xtask brokers restart` keeps a broker down, in
 /// milliseconds (default 0).
 const RESTART_DOWN_MS: &str = "MSG_BROKERS_RESTART_DOWN_MS";
+/// Asks the restart command for a SIGKILL instead of a clean stop.
+const RESTART_KILL: &str = "MSG_BROKERS_RESTART_KILL";
 
 /// The env file `cargo xtask brokers up` writes.
 pub fn env_file() -> PathBuf {

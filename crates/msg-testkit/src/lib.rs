@@ -25,6 +25,7 @@
 mod brokers;
 pub mod cases;
 mod dead_letter;
+pub mod faults;
 mod harness;
 mod options;
 #[cfg(feature = "outbox")]
