@@ -29,6 +29,36 @@ fn table_of(outbox: &Outbox<Postgres>) -> String {
     format!("{outbox:?}").split('"').nth(1).unwrap().to_owned()
 }
 
+/// Waits until every committed row is one the relay may take: older than
+/// every transaction still running anywhere on the server (the relay's
+/// guard against late commits). Other tests of this binary hold
+/// transactions open on purpose; a test that ran its relay at once could
+/// find nothing to claim. Once settled, a row stays settled: only a
+/// transaction older than it can hold it back.
+async fn settled(outbox: &Outbox<Postgres>) {
+    let pool = pool().await;
+    let unsettled = format!(
+        "SELECT count(*) FROM {} WHERE state = 'pending'
+           AND NOT txid < pg_snapshot_xmin(pg_current_snapshot())",
+        table_of(outbox)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = sqlx::query_scalar(&unsettled)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if n == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} rows still behind a running transaction after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 impl Db for PgDb {
     type DB = Postgres;
     const LEASED: bool = false;
@@ -61,6 +91,7 @@ impl Db for PgDb {
         }
         if commit {
             tx.commit().await.unwrap();
+            settled(outbox).await;
         } else {
             tx.rollback().await.unwrap();
         }
@@ -79,6 +110,7 @@ impl Db for PgDb {
             .enqueue_with(&mut tx, topic, message, options)
             .await?;
         tx.commit().await.unwrap();
+        settled(outbox).await;
         Ok(())
     }
 
@@ -159,10 +191,14 @@ async fn a_row_committed_late_is_still_published_before_the_later_row_of_its_key
         .enqueue(&mut second, "orders", keyed("k", 1))
         .await
         .unwrap();
-    // Unrelated work, committed in the meantime.
-    PgDb::enqueue(&outbox, vec![("orders", Message::new("other"))], true)
+    // Unrelated work, committed in the meantime (not through
+    // `PgDb::enqueue`, which would wait for `first`).
+    let mut other = pool.begin().await.unwrap();
+    outbox
+        .enqueue(&mut other, "orders", Message::new("other"))
         .await
         .unwrap();
+    other.commit().await.unwrap();
     second.commit().await.unwrap();
 
     let report = relay.run_once().await.unwrap();
@@ -171,6 +207,7 @@ async fn a_row_committed_late_is_still_published_before_the_later_row_of_its_key
         "k:1 and everything after the first transaction wait for it: {report:?}"
     );
     first.commit().await.unwrap();
+    settled(&outbox).await;
     let report = relay.run_once().await.unwrap();
     assert_eq!(report.published, 3, "{report:?}");
     assert_eq!(recorder.payloads("orders"), ["k:0", "k:1", "other"]);
