@@ -4,10 +4,11 @@
 //! process SIGKILLed mid-stream.
 //!
 //! Durability relied on: JetStream's file store (the harness runs
-//! `-js -sd DIR`). The server writes a message to its file before it
-//! acknowledges the publish and syncs files every two minutes (its
-//! default `sync_interval`), so a killed process loses nothing it
-//! acknowledged; a machine that loses power may lose what was not synced.
+//! `-js -sd DIR`). The server hands a message to the operating system's
+//! file buffers and forces them to disk every two minutes (its default
+//! `sync_interval`; `always` syncs every write): a killed process loses
+//! nothing those buffers hold, which this test checks, but a machine that
+//! loses power may lose acknowledged messages that were not synced.
 
 use std::time::Duration;
 

@@ -249,3 +249,55 @@ async fn a_row_written_by_another_program_is_published() {
 async fn shutdown_gives_up_on_a_broker_that_never_answers() {
     support::shutdown_gives_up_on_a_broker_that_never_answers::<SqliteDb>().await;
 }
+
+/// The store for tests: an in-memory SQLite database (one connection, as
+/// each connection to `sqlite::memory:` is a database of its own) runs the
+/// same code as a file, with a running relay and the in-process broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_database_serves_tests() {
+    use futures::StreamExt;
+    use msg_core::{Publisher, StartPosition, Subscriber, Subscription};
+
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let outbox = Outbox::sqlite(pool.clone());
+    outbox.migrate().await.unwrap();
+    let broker = msg_memory::MemoryBroker::new();
+    let client = broker.client();
+    let mut orders = client
+        .subscribe(Subscription::new("orders").start(StartPosition::Earliest))
+        .await
+        .unwrap();
+    let relay = outbox.relay(client.clone()).start();
+
+    let mut rolled_back = pool.begin().await.unwrap();
+    outbox
+        .enqueue(&mut rolled_back, "orders", Message::new("never"))
+        .await
+        .unwrap();
+    rolled_back.rollback().await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    let placed = Message::new("placed");
+    outbox
+        .enqueue(&mut tx, "orders", placed.clone())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let delivery = tokio::time::timeout(std::time::Duration::from_secs(10), orders.next())
+        .await
+        .expect("the relay published the committed row")
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.message().id(), placed.id());
+    assert_eq!(delivery.message().payload(), placed.payload());
+    relay.shutdown().await;
+    assert_eq!(outbox.stats().await.unwrap().pending, 0);
+    let nothing_else =
+        tokio::time::timeout(std::time::Duration::from_millis(300), orders.next()).await;
+    assert!(nothing_else.is_err(), "the rolled-back row was published");
+    Publisher::close(&client).await.unwrap();
+}
