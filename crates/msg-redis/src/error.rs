@@ -33,6 +33,14 @@ pub(crate) fn is_busy_group(e: &FredError) -> bool {
     e.details().contains("BUSYGROUP")
 }
 
+/// Whether Redis said the consumer group (or its stream) does not exist:
+/// `NOGROUP` to a command, or `UNBLOCKED` to a blocked read whose stream
+/// was deleted. The reply's text is all that says so, and `map` keeps it.
+pub(crate) fn is_no_group(e: &Error) -> bool {
+    let text = e.chain().to_string();
+    text.contains("NOGROUP") || text.contains("UNBLOCKED the stream key no longer exists")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

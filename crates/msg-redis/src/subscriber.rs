@@ -199,6 +199,19 @@ impl Reader {
             }
             match self.step(&mut next_poll).await {
                 Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) if error::is_no_group(&e) && self.keeps_its_group() => {
+                    // The group is gone: a Redis that keeps nothing was
+                    // restarted, or someone destroyed the group or the
+                    // stream. Made again from the stream's start: what the
+                    // stream still holds comes again (at least once), and
+                    // nothing published since is missed.
+                    tracing::warn!(group = %self.group, "redis consumer group gone; creating it again");
+                    if let Err(e) = self.create_groups().await {
+                        let _ = self.tx.try_send(vec![Err(e)]);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
                 Err(e) => {
                     // Report and go on: an outage never ends the stream.
                     tracing::warn!(error = %e.chain(), "redis read failed; retrying");
@@ -220,6 +233,33 @@ impl Reader {
             }
         }
         let _ = self.blocking.quit().await;
+    }
+
+    /// Whether a lost group is made again: not for a reply inbox, whose
+    /// stream is deleted on purpose when its requester closes.
+    fn keeps_its_group(&self) -> bool {
+        !self
+            .keys
+            .iter()
+            .any(|key| msg_core::raw::reply::is_reply_topic(key))
+    }
+
+    /// Creates the group on every stream where it is missing, at the
+    /// stream's start.
+    async fn create_groups(&self) -> Result<()> {
+        for key in &self.keys {
+            let created: std::result::Result<Value, _> = self
+                .shared
+                .client
+                .xgroup_create(key.as_str(), self.group.as_str(), "0", true)
+                .await;
+            match created {
+                Ok(_) => {}
+                Err(e) if error::is_busy_group(&e) => {}
+                Err(e) => return Err(self.shared.fail(e)),
+            }
+        }
+        Ok(())
     }
 
     /// One round: wait for room, claim what is due, read what is new.

@@ -250,3 +250,37 @@ async fn requests_use_one_reply_stream_removed_on_close() {
     let exists: i64 = client.exists(&inbox).await.unwrap();
     assert_eq!(exists, 0, "a late reply does not recreate the stream");
 }
+
+/// A group that disappears (a Redis that keeps nothing restarted, or the
+/// stream deleted) is created again by its subscriber, at the stream's
+/// start: a message published after the loss is delivered. Before, the
+/// subscriber read `NOGROUP` errors forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_disappears_is_created_again() {
+    use fred::prelude::KeysInterface;
+    let b = broker(|c| c).await;
+    let t = topic("gone");
+    let mut stream = b
+        .subscribe(
+            Subscription::new(&t)
+                .group("g")
+                .start(StartPosition::Earliest),
+        )
+        .await
+        .unwrap();
+    b.publish(&t, Message::new("before")).await.unwrap();
+    let mut first = next(&mut stream).await;
+    assert_eq!(first.message().payload(), "before");
+    first.ack().await.unwrap();
+    // The stream goes, and its group with it, as in a restart of a Redis
+    // without persistence.
+    let raw = raw_client().await;
+    let deleted: i64 = raw.del(t.as_str()).await.unwrap();
+    assert_eq!(deleted, 1);
+    let after = Message::new("after");
+    b.publish(&t, after.clone()).await.unwrap();
+    let mut again = next(&mut stream).await;
+    assert_eq!(again.message().id(), after.id());
+    again.ack().await.unwrap();
+    raw.quit().await.unwrap();
+}
