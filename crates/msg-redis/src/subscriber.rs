@@ -63,18 +63,7 @@ impl Subscriber for RedisBroker {
             StartPosition::Latest => "$",
         };
         let keys = subscription.topics().to_vec();
-        for key in &keys {
-            let created: std::result::Result<Value, _> = self
-                .shared
-                .client
-                .xgroup_create(key.as_str(), group.as_str(), start, true)
-                .await;
-            match created {
-                Ok(_) => {}
-                Err(e) if error::is_busy_group(&e) => {}
-                Err(e) => return Err(self.shared.fail(e)),
-            }
-        }
+        create_groups(&self.shared, &keys, &group, start).await?;
         let blocking = self.shared.client.clone_new();
         blocking.init().await.map_err(|e| self.shared.fail(e))?;
         let prefetch = subscription.prefetch_count();
@@ -206,7 +195,8 @@ impl Reader {
                     // stream still holds comes again (at least once), and
                     // nothing published since is missed.
                     tracing::warn!(group = %self.group, "redis consumer group gone; creating it again");
-                    if let Err(e) = self.create_groups().await {
+                    if let Err(e) = create_groups(&self.shared, &self.keys, &self.group, "0").await
+                    {
                         let _ = self.tx.try_send(vec![Err(e)]);
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -242,24 +232,6 @@ impl Reader {
             .keys
             .iter()
             .any(|key| msg_core::raw::reply::is_reply_topic(key))
-    }
-
-    /// Creates the group on every stream where it is missing, at the
-    /// stream's start.
-    async fn create_groups(&self) -> Result<()> {
-        for key in &self.keys {
-            let created: std::result::Result<Value, _> = self
-                .shared
-                .client
-                .xgroup_create(key.as_str(), self.group.as_str(), "0", true)
-                .await;
-            match created {
-                Ok(_) => {}
-                Err(e) if error::is_busy_group(&e) => {}
-                Err(e) => return Err(self.shared.fail(e)),
-            }
-        }
-        Ok(())
     }
 
     /// One round: wait for room, claim what is due, read what is new.
@@ -481,4 +453,21 @@ pub(crate) fn now_ms() -> i64 {
 
 fn entry_millis(id: &str) -> Option<u64> {
     id.split_once('-')?.0.parse().ok()
+}
+
+/// Creates `group` on every stream in `keys` where it is missing (and the
+/// stream too), reading from `start` (`"0"` or `"$"`).
+async fn create_groups(shared: &Shared, keys: &[String], group: &str, start: &str) -> Result<()> {
+    for key in keys {
+        let created: std::result::Result<Value, _> = shared
+            .client
+            .xgroup_create(key.as_str(), group, start, true)
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e) if error::is_busy_group(&e) => {}
+            Err(e) => return Err(shared.fail(e)),
+        }
+    }
+    Ok(())
 }
