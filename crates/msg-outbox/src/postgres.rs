@@ -15,6 +15,14 @@
 //!   keys; a relay that dies loses its connection, which ends the
 //!   transaction and frees its keys at once.
 //!
+//! - A queue table's statistics are rarely right: a new table has none,
+//!   and a backlog grows faster than autovacuum analyzes. Estimating a few
+//!   rows, the planner reads every pending row and sorts them, per claim
+//!   (0.7 s a claim over 20,000 keyed rows here, against 1.5 ms). A claim
+//!   therefore plans without bitmap and sequential scans: it walks the
+//!   pending index in order and stops at its batch, whatever the
+//!   statistics say.
+//!
 //! Inserts fire a trigger that `NOTIFY`s the table's channel at commit,
 //! which wakes relays listening anywhere.
 
@@ -177,6 +185,11 @@ impl Sql {
     }
 }
 
+/// Begins a claim's transaction: its queries read the indexes in order
+/// (see the module's documentation), in the `BEGIN`'s round trip.
+const BEGIN_CLAIM: &str =
+    "BEGIN; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off";
+
 /// What the scan of a claim found: a row without a key, or a key.
 enum Candidate {
     Row(ClaimedRow),
@@ -235,7 +248,11 @@ impl PgStore {
         use sqlx::Row;
         let now = now_millis();
         let limit = i64::try_from(batch).unwrap_or(i64::MAX);
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        let mut tx = self
+            .pool
+            .begin_with(BEGIN_CLAIM)
+            .await
+            .map_err(store_error)?;
         // The window holds the batches of a few other claims in flight.
         let candidates = sqlx::query(&self.sql.candidates)
             .bind(now)
@@ -388,5 +405,68 @@ impl PgStore {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claim's plan over a backlog the planner has no statistics for
+    /// (a new table, as autovacuum has not analyzed it yet), begun with
+    /// `begin`.
+    async fn claim_plan(store: &PgStore, begin: &str) -> String {
+        let mut tx = store.pool.begin_with(begin.to_owned()).await.unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", store.sql.candidates))
+            .bind(now_millis())
+            .bind(500_i64)
+            .bind(2_000_i64)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        plan.join("\n")
+    }
+
+    #[tokio::test]
+    async fn a_claim_walks_the_pending_index_whatever_the_statistics() {
+        let url = msg_testkit::BrokerEnv::get("postgres").url().to_owned();
+        let pool = PgPool::connect(&url).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {url}: {e} (start it: cargo xtask brokers up postgres)")
+        });
+        let table = Table::new(&format!("plan_{}", Uuid::new_v4().simple())).unwrap();
+        let store = PgStore::new(pool.clone(), table.clone());
+        store.migrate().await.unwrap();
+        sqlx::query(&format!(
+            "INSERT INTO {} (id, topic, msg_key, headers, payload, enqueued_at)
+             SELECT gen_random_uuid()::text, 't', CASE WHEN n % 2 = 0 THEN 'k' || (n % 100) END,
+                    '[]', '\\x00', 0
+             FROM generate_series(1, 20000) AS g(n)",
+            table.name()
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+
+        // What the planner does on its own: reads and sorts the backlog.
+        let unguided = claim_plan(&store, "BEGIN").await;
+        assert!(
+            unguided.contains("Sort"),
+            "the planner no longer sorts a backlog it has no statistics for; \
+             this test needs another way to reproduce the trap:\n{unguided}"
+        );
+        let plan = claim_plan(&store, BEGIN_CLAIM).await;
+        assert!(
+            !plan.contains("Sort") && !plan.contains("Bitmap") && !plan.contains("Seq Scan"),
+            "a claim reads more than its window:\n{plan}"
+        );
+        assert!(
+            plan.contains(&format!("Index Scan using {}", table.derived("pending"))),
+            "{plan}"
+        );
+        sqlx::query(&format!("DROP TABLE {}", table.name()))
+            .execute(&pool)
+            .await
+            .unwrap();
     }
 }
