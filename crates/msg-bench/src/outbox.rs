@@ -46,6 +46,8 @@ async fn relay_rate(db: &Database, conn: &Connection, topic: &str, n: usize) -> 
     let counting = Counting {
         inner: conn.clone(),
         accepted: Arc::default(),
+        all: n,
+        done: Arc::default(),
     };
     let messages: Vec<Message> = (0..n).map(|_| Message::new(payload())).collect();
     let elapsed = match db {
@@ -68,7 +70,7 @@ async fn relay_rate(db: &Database, conn: &Connection, topic: &str, n: usize) -> 
                 }
                 tx.commit().await?;
             }
-            let elapsed = drain(relay(&outbox, &counting), &counting.accepted, n).await?;
+            let elapsed = drain(relay(&outbox, &counting), &counting).await?;
             pool.close().await;
             let _ = std::fs::remove_dir_all(&dir);
             elapsed
@@ -85,7 +87,7 @@ async fn relay_rate(db: &Database, conn: &Connection, topic: &str, n: usize) -> 
                 }
                 tx.commit().await?;
             }
-            let elapsed = drain(relay(&outbox, &counting), &counting.accepted, n).await?;
+            let elapsed = drain(relay(&outbox, &counting), &counting).await?;
             sqlx::query(&format!("DROP TABLE {table}"))
                 .execute(&pool)
                 .await?;
@@ -97,12 +99,12 @@ async fn relay_rate(db: &Database, conn: &Connection, topic: &str, n: usize) -> 
 }
 
 /// A relay as a busy service would set it: large batches, as many
-/// publishes in flight as the direct side has (over its workers).
+/// publishes in flight as the direct side has.
 fn relay<DB>(outbox: &Outbox<DB>, conn: &Counting) -> msg::outbox::Relay<Counting> {
     outbox
         .relay(conn.clone())
         .batch_size(BATCH)
-        .concurrency(IN_FLIGHT / 2)
+        .concurrency(IN_FLIGHT)
 }
 
 /// A publisher that counts what the broker accepted.
@@ -110,6 +112,9 @@ fn relay<DB>(outbox: &Outbox<DB>, conn: &Counting) -> msg::outbox::Relay<Countin
 struct Counting {
     inner: Connection,
     accepted: Arc<AtomicUsize>,
+    /// Rows in the table: `done` is notified when the last is accepted.
+    all: usize,
+    done: Arc<tokio::sync::Notify>,
 }
 
 impl Publisher for Counting {
@@ -120,7 +125,9 @@ impl Publisher for Counting {
         options: msg::PublishOptions,
     ) -> msg::Result<msg::Receipt> {
         let receipt = self.inner.publish_with(topic, message, options).await?;
-        self.accepted.fetch_add(1, Ordering::Relaxed);
+        if self.accepted.fetch_add(1, Ordering::Relaxed) + 1 == self.all {
+            self.done.notify_one();
+        }
         Ok(receipt)
     }
     async fn flush(&self) -> msg::Result<()> {
@@ -134,22 +141,16 @@ impl Publisher for Counting {
     }
 }
 
-/// Runs the relay (its workers, as a service does) until `n` rows went.
-async fn drain(
-    relay: msg::outbox::Relay<Counting>,
-    accepted: &AtomicUsize,
-    n: usize,
-) -> Result<Duration> {
+/// Runs the relay (its workers, as a service does) until every row went.
+/// Woken by the last accept rather than polling, which would take the CPU
+/// the relay and the broker share.
+async fn drain(relay: msg::outbox::Relay<Counting>, counting: &Counting) -> Result<Duration> {
+    let done = counting.done.notified();
     let started = Instant::now();
     let running = relay.start();
-    let deadline = started + Duration::from_secs(300);
-    while accepted.load(Ordering::Relaxed) < n {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the relay did not finish in 5 min"
-        );
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(300), done)
+        .await
+        .map_err(|_| anyhow::anyhow!("the relay did not finish in 5 min"))?;
     let elapsed = started.elapsed();
     running.shutdown().await;
     Ok(elapsed)

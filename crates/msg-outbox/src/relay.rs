@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use msg_core::{Error, Publisher, Result, Uuid};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::row::{ClaimedRow, now_millis};
 use crate::store::{Failure, Outcome, Store};
+
+/// Publishes in flight per relay unless [`Relay::concurrency`] says
+/// otherwise.
+const DEFAULT_IN_FLIGHT: usize = 64;
 
 /// Publishes an outbox's rows once their transaction committed, and marks
 /// them sent only after the broker accepted them (at least once: a relay
@@ -37,7 +41,9 @@ pub struct Relay<P> {
     /// Names this relay's leases.
     owner: String,
     batch_size: usize,
-    concurrency: usize,
+    /// Publishes in flight across the relay's workers: a worker busy with
+    /// the database leaves its share to the others.
+    in_flight: Arc<Semaphore>,
     workers: usize,
     max_attempts: u32,
     min_backoff: Duration,
@@ -74,7 +80,7 @@ impl<P: Publisher> Relay<P> {
             publisher: Arc::new(publisher),
             owner: Uuid::new_v4().to_string(),
             batch_size: 100,
-            concurrency: 32,
+            in_flight: Arc::new(Semaphore::new(DEFAULT_IN_FLIGHT)),
             workers: 2,
             max_attempts: 10,
             min_backoff: Duration::from_secs(1),
@@ -112,18 +118,19 @@ impl<P: Publisher> Relay<P> {
         self
     }
 
-    /// Keys (and rows without a key) published at once within a pass
-    /// (default 32).
+    /// Publishes waiting for the broker at once, across the relay's
+    /// workers (default 64). Rows of one key are never among them
+    /// together.
     pub fn concurrency(mut self, publishes: usize) -> Self {
-        self.concurrency = publishes.max(1);
+        self.in_flight = Arc::new(Semaphore::new(publishes.clamp(1, Semaphore::MAX_PERMITS)));
         self
     }
 
     /// Passes a running relay makes at once (default 2): while one
-    /// publishes its batch, the next claims and records its own, so the
-    /// database's time overlaps the broker's. Each is a relay of its own
-    /// for the claims (and on PostgreSQL holds a connection while it
-    /// publishes).
+    /// claims or records its batch, another publishes, with all of the
+    /// relay's `concurrency`, so the database's time overlaps the
+    /// broker's. Each is a relay of its own for the claims (and on
+    /// PostgreSQL holds a connection while it publishes).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
         self
@@ -188,7 +195,8 @@ impl<P: Publisher> Relay<P> {
         };
         let outcomes: Vec<Outcome> = futures::stream::iter(by_key(claim.rows))
             .map(|rows| self.publish_in_order(rows))
-            .buffer_unordered(self.concurrency)
+            // The semaphore bounds the publishes; the runs only wait.
+            .buffer_unordered(usize::MAX)
             .collect()
             .await;
         let mut outcome = Outcome::default();
@@ -217,6 +225,8 @@ impl<P: Publisher> Relay<P> {
         let mut outcome = Outcome::default();
         let mut rows = rows.into_iter();
         while let Some(mut row) = rows.next() {
+            // Never closed, so a permit always comes.
+            let _permit = self.in_flight.acquire().await;
             let published = match row.take_message() {
                 Ok((message, options)) => self
                     .publisher

@@ -438,3 +438,8 @@ async fn the_outbox_works_over_tls_and_refuses_another_ca() {
         "{refused}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_in_flight_are_bounded_across_workers() {
+    support::publishes_in_flight_are_bounded_across_workers::<PgDb>().await;
+}

@@ -301,3 +301,8 @@ async fn an_in_memory_database_serves_tests() {
     assert!(nothing_else.is_err(), "the rolled-back row was published");
     Publisher::close(&client).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_in_flight_are_bounded_across_workers() {
+    support::publishes_in_flight_are_bounded_across_workers::<SqliteDb>().await;
+}

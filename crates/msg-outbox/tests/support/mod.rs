@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ pub struct Recorder {
     accepted: Arc<Mutex<Vec<(String, Message, PublishOptions)>>>,
     tries: Arc<Mutex<HashMap<msg_core::Uuid, u32>>>,
     rule: Arc<Rule>,
+    /// Publishes under way now, and the most there ever were.
+    in_flight: Arc<AtomicUsize>,
+    most_in_flight: Arc<AtomicUsize>,
 }
 
 impl Recorder {
@@ -39,6 +43,8 @@ impl Recorder {
             accepted: Arc::default(),
             tries: Arc::default(),
             rule: Arc::new(rule),
+            in_flight: Arc::default(),
+            most_in_flight: Arc::default(),
         }
     }
 
@@ -52,6 +58,11 @@ impl Recorder {
             .filter(|(t, _, _)| t == topic)
             .map(|(_, m, _)| String::from_utf8(m.payload().to_vec()).unwrap())
             .collect()
+    }
+
+    /// The most publishes there were under way at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.most_in_flight.load(Ordering::SeqCst)
     }
 
     /// Publishes tried for message `id`.
@@ -80,10 +91,15 @@ impl Publisher for Recorder {
         options: PublishOptions,
     ) -> Result<Receipt> {
         *self.tries.lock().unwrap().entry(message.id()).or_default() += 1;
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
         let mut act = (self.rule)(topic, &message);
         if let Act::AcceptAfter(delay) = act {
             tokio::time::sleep(delay).await;
             act = Act::Accept;
+        }
+        if !matches!(act, Act::Hang) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
         match act {
             Act::AcceptAfter(_) => unreachable!(),
@@ -420,6 +436,24 @@ pub async fn sent_rows_are_kept_for_the_retention_then_deleted<D: Db>() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     relay.shutdown().await;
+}
+
+/// `concurrency` bounds the publishes of all of a relay's workers
+/// together, and a relay uses all of it.
+pub async fn publishes_in_flight_are_bounded_across_workers<D: Db>() {
+    let outbox = D::outbox().await;
+    let recorder = Recorder::with_rule(|_, _| Act::AcceptAfter(Duration::from_millis(20)));
+    let messages = (0..200).map(|i| ("orders", Message::new(format!("{i}"))));
+    D::enqueue(&outbox, messages.collect(), true).await.unwrap();
+    let relay = outbox
+        .relay(recorder.clone())
+        .workers(3)
+        .batch_size(50)
+        .concurrency(8)
+        .start();
+    recorder.wait_for(200, Duration::from_secs(30)).await;
+    relay.shutdown().await;
+    assert_eq!(recorder.most_in_flight(), 8);
 }
 
 /// A relay that polls once a minute still publishes at once: an enqueue
