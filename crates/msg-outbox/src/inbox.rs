@@ -35,7 +35,11 @@ use crate::table::Table;
 /// The SQL of an inbox table, with its name in it.
 #[derive(Debug)]
 struct Sql {
-    migrate: Vec<String>,
+    table: Table,
+    /// The schema's versions, oldest first (see `schema`).
+    migrate: Vec<Vec<String>>,
+    /// Keeps two `migrate()`s apart.
+    migrate_lock: Option<String>,
     record: String,
     forget: String,
 }
@@ -50,7 +54,7 @@ impl Sql {
             ("INTEGER", ["?1", "?2", "?3"])
         };
         Self {
-            migrate: vec![
+            migrate: vec![vec![
                 format!(
                     "CREATE TABLE IF NOT EXISTS {t} (
                         consumer TEXT NOT NULL,
@@ -60,7 +64,12 @@ impl Sql {
                     )"
                 ),
                 format!("CREATE INDEX IF NOT EXISTS {processed} ON {t} (processed_at)"),
-            ],
+            ]],
+            // SQLite's `BEGIN IMMEDIATE` is the lock there.
+            migrate_lock: postgres.then(|| {
+                format!("SELECT pg_advisory_xact_lock(hashtextextended('{t}:migrate', 0))")
+            }),
+            table: table.clone(),
             // A second delivery running at the same time waits here for
             // the first one's transaction, then finds its row.
             record: format!(
@@ -123,15 +132,15 @@ macro_rules! inbox_methods {
                 Ok(self)
             }
 
-            /// Creates the inbox's table if it is missing.
+            /// Creates the inbox's table if it is missing, or brings it to
+            /// this release's schema (safe to run from every process on
+            /// start).
             pub async fn migrate(&self) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(store_error)?;
-                for statement in &self.sql.migrate {
-                    sqlx::query(statement)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(store_error)?;
+                let mut tx = self.pool.begin_with($begin).await.map_err(store_error)?;
+                if let Some(lock) = &self.sql.migrate_lock {
+                    sqlx::query(lock).execute(&mut *tx).await.map_err(store_error)?;
                 }
+                crate::schema::upgrade::<$db>(&mut tx, &self.sql.table, &self.sql.migrate).await?;
                 tx.commit().await.map_err(store_error)
             }
 

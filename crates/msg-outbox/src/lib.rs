@@ -50,6 +50,7 @@ mod outbox;
 mod postgres;
 mod relay;
 mod row;
+mod schema;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod store;

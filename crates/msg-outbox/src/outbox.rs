@@ -52,8 +52,13 @@ impl<DB> Outbox<DB> {
     }
 
     /// Creates the outbox's table and indexes if they are missing (the
-    /// SQL is in the crate's docs, to run by other means). Safe to call
-    /// from several processes at once and on every start.
+    /// SQL is in the crate's docs, to run by other means), or brings them
+    /// to this release's schema. Safe to call from several processes at
+    /// once and on every start.
+    ///
+    /// The schema's version is recorded in a table beside the outbox's
+    /// (`<table>_schema`); a table a newer release migrated is refused
+    /// with an error rather than misread.
     pub async fn migrate(&self) -> Result<()> {
         self.store.migrate().await
     }

@@ -45,7 +45,8 @@ use crate::table::Table;
 struct Sql {
     table: Table,
     channel: String,
-    migrate: Vec<String>,
+    /// The schema's versions, oldest first (see `schema`).
+    migrate: Vec<Vec<String>>,
     insert: String,
     candidates: String,
     rows: String,
@@ -70,7 +71,7 @@ impl Sql {
         // not ready.
         let settled = "txid < pg_snapshot_xmin(pg_current_snapshot())";
         Self {
-            migrate: vec![
+            migrate: vec![vec![
                 format!(
                     "CREATE TABLE IF NOT EXISTS {t} (
                         seq BIGSERIAL PRIMARY KEY,
@@ -108,7 +109,7 @@ impl Sql {
                     "CREATE OR REPLACE TRIGGER {notify} AFTER INSERT ON {t}
                      FOR EACH STATEMENT EXECUTE FUNCTION {notify}()"
                 ),
-            ],
+            ]],
             insert: format!(
                 "INSERT INTO {t} ({INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
@@ -227,12 +228,8 @@ impl PgStore {
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
-        for statement in &self.sql.migrate {
-            sqlx::query(statement)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-        }
+        crate::schema::upgrade::<sqlx::Postgres>(&mut tx, &self.sql.table, &self.sql.migrate)
+            .await?;
         tx.commit().await.map_err(store_error)
     }
 

@@ -24,7 +24,8 @@ use crate::table::Table;
 #[derive(Debug)]
 struct Sql {
     table: Table,
-    migrate: Vec<String>,
+    /// The schema's versions, oldest first (see `schema`).
+    migrate: Vec<Vec<String>>,
     insert: String,
     claim: String,
     mark_sent: String,
@@ -44,7 +45,7 @@ impl Sql {
         let by_key = table.derived("key");
         let sent = table.derived("sent");
         Self {
-            migrate: vec![
+            migrate: vec![vec![
                 format!(
                     "CREATE TABLE IF NOT EXISTS {t} (
                         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -75,7 +76,7 @@ impl Sql {
                      WHERE state = 'pending' AND msg_key IS NOT NULL"
                 ),
                 format!("CREATE INDEX IF NOT EXISTS {sent} ON {t} (sent_at) WHERE state = 'sent'"),
-            ],
+            ]],
             insert: format!(
                 "INSERT INTO {t} ({INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
@@ -171,12 +172,7 @@ impl SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(store_error)?;
-        for statement in &self.sql.migrate {
-            sqlx::query(statement)
-                .execute(&mut *tx)
-                .await
-                .map_err(store_error)?;
-        }
+        crate::schema::upgrade::<sqlx::Sqlite>(&mut tx, &self.sql.table, &self.sql.migrate).await?;
         tx.commit().await.map_err(store_error)
     }
 

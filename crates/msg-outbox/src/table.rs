@@ -43,6 +43,11 @@ impl Table {
         &self.0
     }
 
+    /// A table beside this one, in its schema: `<table>_<suffix>`.
+    pub(crate) fn beside(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self.0)
+    }
+
     /// A name derived from the table's, for its indexes and channel.
     pub(crate) fn derived(&self, suffix: &str) -> String {
         format!("{}_{suffix}", self.0.replace('.', "_"))

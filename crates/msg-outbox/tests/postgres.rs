@@ -443,3 +443,53 @@ async fn the_outbox_works_over_tls_and_refuses_another_ca() {
 async fn publishes_in_flight_are_bounded_across_workers() {
     support::publishes_in_flight_are_bounded_across_workers::<PgDb>().await;
 }
+
+/// `migrate()` records the schema version it made beside the table (in
+/// the table's schema), runs again without change, and refuses a table a
+/// newer release has migrated.
+#[tokio::test]
+async fn migrate_records_its_version_and_refuses_a_newer_schema() {
+    let pool = pool().await;
+    let schema = format!("s_{}", msg_core::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let table = format!("{schema}.outbox");
+    let outbox = Outbox::postgres(pool.clone()).with_table(&table).unwrap();
+    let inbox = msg_outbox::Inbox::postgres(pool.clone(), "c")
+        .with_table(&format!("{schema}.inbox"))
+        .unwrap();
+    // Twice, and two processes at once.
+    for _ in 0..2 {
+        let (a, b, c) = tokio::join!(outbox.migrate(), outbox.migrate(), inbox.migrate());
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+    }
+    for table in ["outbox", "inbox"] {
+        let versions: Vec<i64> =
+            sqlx::query_scalar(&format!("SELECT version FROM {schema}.{table}_schema"))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(versions, [1], "{table}");
+        sqlx::query(&format!(
+            "INSERT INTO {schema}.{table}_schema (version, applied_at) VALUES (2, 0)"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let error = outbox.migrate().await.unwrap_err().to_string();
+    assert!(
+        error.contains(&format!("{table} is at schema version 2, newer than the 1")),
+        "{error}"
+    );
+    let error = inbox.migrate().await.unwrap_err().to_string();
+    assert!(error.contains("inbox is at schema version 2"), "{error}");
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .unwrap();
+}

@@ -306,3 +306,41 @@ async fn an_in_memory_database_serves_tests() {
 async fn publishes_in_flight_are_bounded_across_workers() {
     support::publishes_in_flight_are_bounded_across_workers::<SqliteDb>().await;
 }
+
+/// `migrate()` records the schema version it made, runs again without
+/// change, and refuses a table a newer release has migrated.
+#[tokio::test]
+async fn migrate_records_its_version_and_refuses_a_newer_schema() {
+    let dir = std::env::temp_dir().join(format!("msg-outbox-schema-{}", msg_core::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pool = pool(&dir.join("outbox.db")).await;
+    let outbox = Outbox::sqlite(pool.clone());
+    let inbox = msg_outbox::Inbox::sqlite(pool.clone(), "c");
+    for _ in 0..2 {
+        outbox.migrate().await.unwrap();
+        inbox.migrate().await.unwrap();
+    }
+    for table in ["msg_outbox", "msg_inbox"] {
+        let versions: Vec<i64> = sqlx::query_scalar(&format!("SELECT version FROM {table}_schema"))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert_eq!(versions, [1], "{table}");
+        sqlx::query(&format!(
+            "INSERT INTO {table}_schema (version, applied_at) VALUES (2, 0)"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let error = outbox.migrate().await.unwrap_err().to_string();
+    assert!(
+        error.contains("msg_outbox is at schema version 2, newer than the 1"),
+        "{error}"
+    );
+    let error = inbox.migrate().await.unwrap_err().to_string();
+    assert!(
+        error.contains("msg_inbox is at schema version 2"),
+        "{error}"
+    );
+}
