@@ -9,8 +9,9 @@
 //! `up` writes `target/brokers/env` with one `MSG_TEST_<NAME>_URL` and one
 //! `MSG_TEST_<NAME>_RESTART` line per running broker; the tests read it.
 //!
-//! On the native path every broker but Kafka also listens with TLS, under
-//! a certificate of the harness's own CA ([`crate::tls`]):
+//! On the native path every broker also listens with TLS (Kafka through a
+//! TLS front, see `tls_url`), under a certificate of the harness's own CA
+//! ([`crate::tls`]):
 //! `MSG_TEST_<NAME>_TLS_URL` trusts that CA, `MSG_TEST_TLS_CA` and
 //! `MSG_TEST_TLS_OTHER_CA` name the CA's file and one of a CA no broker
 //! uses.
@@ -104,6 +105,7 @@ impl Broker {
             Broker::Redis => &[REDIS_TLS_PORT],
             Broker::Nats => &[28231],
             Broker::Rabbitmq => &[25791, 24391, RABBITMQ_TLS_PORT],
+            Broker::Kafka => &[KAFKA_TLS_PORT, KAFKA_TLS_BACKEND_PORT],
             _ => &[],
         }
     }
@@ -126,7 +128,10 @@ impl Broker {
     /// Where the broker takes TLS clients, trusting the harness's CA at
     /// `ca` (native path). NATS and PostgreSQL upgrade on their one port;
     /// Redis and RabbitMQ have a port of their own for it. Kafka: tansu
-    /// 0.6 takes `--cert` and `--key` but serves plain TCP regardless.
+    /// 0.6 takes `--cert` and `--key` but serves plain TCP regardless, so
+    /// TLS is a front (socat, OpenSSL) before a second tansu that
+    /// advertises the front's port: a Kafka client is told to reconnect to
+    /// the address it bootstrapped from, which must speak TLS too.
     fn tls_url(self, ca: &Path) -> Option<String> {
         let ca = ca.display();
         Some(match self {
@@ -139,13 +144,21 @@ impl Broker {
                 "postgres://postgres@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={ca}",
                 self.port()
             ),
-            Broker::Kafka => return None,
+            Broker::Kafka => format!(
+                "kafka://127.0.0.1:{KAFKA_TLS_PORT}?security.protocol=ssl&ssl.ca.location={ca}"
+            ),
         })
     }
 }
 
 /// Redis's TLS port, beside its plain one.
 const REDIS_TLS_PORT: u16 = 26392;
+/// Kafka's TLS front, and the tansu behind it.
+const KAFKA_TLS_PORT: u16 = 29102;
+const KAFKA_TLS_BACKEND_PORT: u16 = 29103;
+/// The processes of Kafka's TLS listener, beside the broker's own: each
+/// has a pid file and a log in the broker's directory under this name.
+const KAFKA_TLS_PROCESSES: [&str; 2] = ["tls-tansu", "tls-front"];
 /// RabbitMQ's TLS port, beside its plain one.
 const RABBITMQ_TLS_PORT: u16 = 25692;
 /// The user NATS knows besides the one clients without credentials are,
@@ -336,6 +349,8 @@ fn install(paths: &Paths, brokers: &[Broker]) -> Result<()> {
                 Some("rabbitmq-server")
             }
             Broker::Postgres if postgres_bin().is_none() => Some("postgresql"),
+            // Kafka's TLS front.
+            Broker::Kafka if !have("socat") => Some("socat"),
             _ => None,
         })
         .collect();
@@ -646,6 +661,7 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(dir.join("data"));
             spawn(paths, b, cmd)?;
+            kafka_tls(paths, &dir, &certs)?;
         }
     }
     if let Err(e) = wait_ready(paths, b) {
@@ -662,6 +678,58 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
         b.url(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Kafka's TLS listener: a tansu of its own (its data apart) that
+/// advertises the TLS port, behind socat, which ends TLS with the
+/// harness's certificate.
+fn kafka_tls(paths: &Paths, dir: &Path, certs: &Certificates) -> Result<()> {
+    if !have("socat") {
+        bail!("socat is missing (Kafka's TLS front); run: cargo xtask brokers install kafka");
+    }
+    let data = dir.join("data-tls");
+    fs::create_dir_all(&data)?;
+    let mut tansu = Command::new(paths.tansu());
+    tansu
+        .args(["broker", "--listener-url"])
+        .arg(format!("tcp://127.0.0.1:{KAFKA_TLS_BACKEND_PORT}"))
+        .arg("--advertised-listener-url")
+        .arg(format!("tcp://127.0.0.1:{KAFKA_TLS_PORT}"))
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .current_dir(&data);
+    let mut front = Command::new("socat");
+    front
+        .arg(format!(
+            "OPENSSL-LISTEN:{KAFKA_TLS_PORT},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={},key={}",
+            certs.cert.display(),
+            certs.key.display()
+        ))
+        .arg(format!("TCP:127.0.0.1:{KAFKA_TLS_BACKEND_PORT}"));
+    for (name, mut cmd) in KAFKA_TLS_PROCESSES.into_iter().zip([tansu, front]) {
+        let log = fs::File::create(dir.join(format!("{name}.log")))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("could not start Kafka's {name}"))?;
+        fs::write(dir.join(format!("{name}.pid")), child.id().to_string())?;
+    }
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while [KAFKA_TLS_PORT, KAFKA_TLS_BACKEND_PORT]
+        .iter()
+        .any(|port| TcpStream::connect(("127.0.0.1", *port)).is_err())
+    {
+        if Instant::now() > deadline {
+            bail!(
+                "Kafka's TLS listener did not open within {READY_TIMEOUT:?}; see {}",
+                dir.join("tls-tansu.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     Ok(())
 }
 
@@ -866,7 +934,18 @@ fn kill_native(paths: &Paths, b: Broker) {
     println!("brokers: {} killed (SIGKILL)", b.name());
 }
 
+/// Stops the broker's process, and those beside it (Kafka's TLS
+/// listener).
 fn stop_pid_file(paths: &Paths, b: Broker) -> Result<()> {
+    if b == Broker::Kafka {
+        for name in KAFKA_TLS_PROCESSES {
+            let file = paths.dir(b).join(format!("{name}.pid"));
+            if let Ok(pid) = fs::read_to_string(&file) {
+                terminate(pid.trim().parse().unwrap_or(0));
+                let _ = fs::remove_file(file);
+            }
+        }
+    }
     let file = paths.pid_file(b);
     if let Ok(text) = fs::read_to_string(&file) {
         if let Ok(pid) = text.trim().parse::<u32>() {

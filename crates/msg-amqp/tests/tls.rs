@@ -7,7 +7,7 @@ use msg_core::Connection;
 
 #[tokio::test]
 async fn tls_connects_refuses_another_ca_and_wrong_credentials() {
-    msg_testkit::tls_checks("rabbitmq", "guest", |url| async move {
+    msg_testkit::tls_checks("rabbitmq", Some("guest"), |url| async move {
         Ok(Connection::new(AmqpBroker::connect_url(&url).await?))
     })
     .await;

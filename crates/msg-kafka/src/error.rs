@@ -82,6 +82,65 @@ pub(crate) fn kafka(e: KafkaError) -> Error {
     }
 }
 
+/// The producer's librdkafka context: logs librdkafka's errors as rdkafka's
+/// default context does, and keeps the last refusal (a TLS handshake or a
+/// login the broker refused), so that a connect that fails can say why:
+/// librdkafka reports them here, while the metadata request only times
+/// out.
+///
+/// Clones share what they keep: a clone kept before the producer takes its
+/// context reads it (rdkafka gives no way back to the context).
+#[derive(Debug, Default, Clone)]
+pub struct ErrorContext {
+    refusal: std::sync::Arc<std::sync::Mutex<Option<(Code, String)>>>,
+}
+
+impl rdkafka::ClientContext for ErrorContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::error!("librdkafka: {error}: {reason}");
+        // Only refusals: "all brokers down", which follows each, would
+        // hide them.
+        if let Some(code @ (Code::SSL | Code::Authentication)) = error.rdkafka_error_code() {
+            *self
+                .refusal
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((code, reason.to_owned()));
+        }
+    }
+}
+
+impl ErrorContext {
+    /// Whether librdkafka reported a refusal.
+    pub(crate) fn refused(&self) -> bool {
+        self.refusal().is_some()
+    }
+
+    fn refusal(&self) -> Option<(Code, String)> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A connect's failure `e`, with what librdkafka reported meanwhile: a TLS
+/// handshake or a login the broker refused is the configuration's to fix,
+/// which connecting again will not; anything else is as [`kafka`] says.
+pub(crate) fn connect(e: KafkaError, context: &ErrorContext) -> Error {
+    match context.refusal() {
+        Some((Code::SSL, reason)) => Error::invalid_config_with(
+            format!("the TLS handshake with the Kafka broker failed: {reason}"),
+            e,
+        ),
+        Some((_, reason)) => Error::invalid_config_with(
+            format!("the Kafka broker refused the credentials: {reason}"),
+            e,
+        ),
+        None => kafka(e),
+    }
+}
+
 /// A publish of `size` bytes under the configured limit `max`
 /// (`message.max.bytes`): a record over the limit is the caller's problem.
 pub(crate) fn publish(e: KafkaError, size: usize, max: usize) -> Error {
@@ -96,6 +155,38 @@ pub(crate) fn publish(e: KafkaError, size: usize, max: usize) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_librdkafka_reported_makes_a_failed_connect_a_configuration_error() {
+        use rdkafka::ClientContext;
+        let timed_out = || KafkaError::MetadataFetch(Code::BrokerTransportFailure);
+        let context = ErrorContext::default();
+        assert!(matches!(
+            connect(timed_out(), &context),
+            Error::Connection(_)
+        ));
+        context.error(
+            KafkaError::Global(Code::SSL),
+            "ssl://h:1/bootstrap: SSL handshake failed: certificate verify failed",
+        );
+        // What follows each refusal must not hide it.
+        context.error(
+            KafkaError::Global(Code::AllBrokersDown),
+            "1/1 brokers are down",
+        );
+        let e = connect(timed_out(), &context);
+        assert!(matches!(e, Error::InvalidConfig { .. }), "{e:?}");
+        assert!(e.to_string().contains("certificate verify failed"), "{e}");
+        assert!(!e.is_retryable());
+
+        let context = ErrorContext::default();
+        context.error(
+            KafkaError::Global(Code::Authentication),
+            "SASL authentication error: Authentication failed",
+        );
+        let e = connect(timed_out(), &context);
+        assert!(e.to_string().contains("refused the credentials"), "{e}");
+    }
 
     #[test]
     fn classification() {

@@ -49,6 +49,7 @@ use tokio::task::JoinHandle;
 
 pub use ack::{HEADER_ORIGINAL_OFFSET, HEADER_ORIGINAL_PARTITION};
 pub use config::{Compression, KafkaConfig};
+pub use error::ErrorContext;
 
 /// librdkafka's default `message.max.bytes`: the largest record a
 /// producer sends unless the property says otherwise.
@@ -65,7 +66,7 @@ pub struct KafkaBroker {
 
 pub(crate) struct Shared {
     pub(crate) config: KafkaConfig,
-    pub(crate) producer: FutureProducer,
+    pub(crate) producer: FutureProducer<ErrorContext>,
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist: created or seen by this broker handle.
     known_topics: Mutex<HashSet<String>>,
@@ -91,7 +92,11 @@ impl KafkaBroker {
     /// reconnects on its own after an outage.
     pub async fn connect(config: KafkaConfig) -> Result<Self> {
         config.validate()?;
-        let producer: FutureProducer = config.producer().create().map_err(error::kafka)?;
+        let errors = ErrorContext::default();
+        let producer: FutureProducer<ErrorContext> = config
+            .producer()
+            .create_with_context(errors.clone())
+            .map_err(error::kafka)?;
         let admin: AdminClient<DefaultClientContext> =
             config.admin().create().map_err(error::kafka)?;
         // Ask for the cluster's metadata, so that an unreachable cluster is
@@ -100,11 +105,22 @@ impl KafkaBroker {
         let timeout = config.connect_timeout;
         tokio::task::spawn_blocking(move || {
             use rdkafka::producer::Producer;
-            probe
-                .client()
-                .fetch_metadata(None, timeout)
-                .map(|_| ())
-                .map_err(error::kafka)
+            // In steps, so that a refusal (a certificate, a login) ends the
+            // wait at once rather than after the whole timeout.
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match probe
+                    .client()
+                    .fetch_metadata(None, left.min(Duration::from_millis(500)))
+                {
+                    Ok(_) => return Ok(()),
+                    Err(e) if errors.refused() || left.is_zero() => {
+                        return Err(error::connect(e, &errors));
+                    }
+                    Err(_) => {}
+                }
+            }
         })
         .await
         .map_err(|e| msg_core::Error::Connection(Box::new(e)))??;
@@ -148,7 +164,7 @@ impl KafkaBroker {
 
     /// The rdkafka producer, for what this transport does not cover
     /// (transactions, custom partitions).
-    pub fn producer(&self) -> &FutureProducer {
+    pub fn producer(&self) -> &FutureProducer<ErrorContext> {
         &self.shared.producer
     }
 }

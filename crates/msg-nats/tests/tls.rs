@@ -7,7 +7,7 @@ use msg_nats::NatsBroker;
 
 #[tokio::test]
 async fn tls_connects_refuses_another_ca_and_wrong_credentials() {
-    msg_testkit::tls_checks("nats", "msg", |url| async move {
+    msg_testkit::tls_checks("nats", Some("msg"), |url| async move {
         Ok(Connection::new(NatsBroker::connect_url(&url).await?))
     })
     .await;
