@@ -523,7 +523,7 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
             ])
             .arg("--dir")
             .arg(dir.join("data"))
-            // TLS on a port of its own; clients show no certificate.
+            // TLS on a port of its own.
             .args(["--tls-port", &REDIS_TLS_PORT.to_string()])
             .arg("--tls-cert-file")
             .arg(&certs.cert)
@@ -531,7 +531,9 @@ fn up_native(paths: &Paths, b: Broker) -> Result<()> {
             .arg(&certs.key)
             .arg("--tls-ca-cert-file")
             .arg(&certs.ca)
-            .args(["--tls-auth-clients", "no"]);
+            // Clients may show a certificate (of the harness's CA, which
+            // it checks) or none.
+            .args(["--tls-auth-clients", "optional"]);
             spawn(paths, b, cmd)?;
         }
         Broker::Nats => {
@@ -1055,6 +1057,14 @@ fn write_env(paths: &Paths, path: Via) -> Result<()> {
             "MSG_TEST_TLS_OTHER_CA={}\n",
             certs.other_ca.display()
         ));
+        for (var, file) in [
+            ("CLIENT_CERT", &certs.client.0),
+            ("CLIENT_KEY", &certs.client.1),
+            ("OTHER_CLIENT_CERT", &certs.other_client.0),
+            ("OTHER_CLIENT_KEY", &certs.other_client.1),
+        ] {
+            out.push_str(&format!("MSG_TEST_TLS_{var}={}\n", file.display()));
+        }
     }
     fs::write(paths.env_file(), out)?;
     Ok(())

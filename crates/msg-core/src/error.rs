@@ -172,10 +172,12 @@ impl Error {
     }
 
     /// This error as the outcome of opening a connection: a server
-    /// certificate the client refused becomes a configuration error,
-    /// which connecting again cannot fix (the client trusts another CA, or
-    /// the certificate names another host). TLS stacks report it as an
-    /// I/O error, so it is recognised by what the error says.
+    /// certificate the client refused, or a client certificate the server
+    /// refused (a TLS alert), becomes a configuration error, which
+    /// connecting again cannot fix (the client trusts another CA, the
+    /// certificate names another host, the server trusts another CA for
+    /// clients). TLS stacks report both as I/O errors, so they are
+    /// recognised by what the error says.
     pub fn on_connect(self) -> Self {
         let Error::Connection(source) = self else {
             return self;
@@ -186,7 +188,22 @@ impl Error {
             text.push_str(&e.to_string());
             next = e.source();
         }
-        if text.to_ascii_lowercase().contains("certificate") {
+        let text = text.to_ascii_lowercase();
+        // rustls: `AlertReceived(UnknownCA)`, `AlertReceived(BadCertificate)`;
+        // OpenSSL: `tlsv1 alert unknown ca`, `sslv3 alert bad certificate`.
+        let alert = text.contains("alert")
+            && ["unknownca", "unknown ca", "certificate"]
+                .iter()
+                .any(|w| text.contains(w));
+        if alert {
+            Error::InvalidConfig {
+                reason: "the server refused this client's TLS certificate (is it signed by a \
+                         CA the server trusts for clients, and is it the one the server \
+                         requires?)"
+                    .into(),
+                source: Some(source),
+            }
+        } else if text.contains("certificate") {
             Error::InvalidConfig {
                 reason: "the server's TLS certificate was refused (is it signed by a CA the \
                          client trusts, such as tls_ca, and does it name the host?)"
@@ -305,6 +322,14 @@ mod tests {
         assert!(matches!(e, Error::InvalidConfig { .. }), "{e:?}");
         assert!(!e.is_retryable());
         assert!(e.chain().contains("UnknownIssuer"), "{}", e.chain());
+        for alert in [
+            "IO Error: Custom { kind: InvalidData, error: AlertReceived(UnknownCA) }",
+            "error:0A000418:SSL routines::tlsv1 alert unknown ca",
+        ] {
+            let e = Error::Connection(alert.into()).on_connect();
+            assert!(matches!(e, Error::InvalidConfig { .. }), "{e:?}");
+            assert!(e.to_string().contains("refused this client's"), "{e}");
+        }
         let refused = Error::Connection("connection refused".into()).on_connect();
         assert!(refused.is_retryable(), "{refused:?}");
         let timeout = Error::timeout(Duration::from_secs(1)).on_connect();

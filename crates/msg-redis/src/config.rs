@@ -46,6 +46,9 @@ pub struct RedisConfig {
     #[serde(deserialize_with = "options::duration")]
     pub(crate) command_timeout: Duration,
     pub(crate) tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM, the chain) and its key, for mutual TLS.
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -61,6 +64,8 @@ impl Default for RedisConfig {
             dead_letter_suffix: DeliveryPolicy::default().dead_letter_suffix,
             command_timeout: Duration::from_secs(10),
             tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -91,7 +96,8 @@ impl RedisConfig {
     ///
     /// `rediss://` speaks TLS (rustls), trusting the system's certificate
     /// authorities and those of `tls_ca=PATH`; the server's certificate
-    /// must name the host of the URL.
+    /// must name the host of the URL. `tls_cert=PATH&tls_key=PATH` show a
+    /// client certificate, for a server that checks them.
     pub fn from_url(url: &str) -> Result<Self> {
         let (base, query) = split_query(url);
         // Checked below, once the URL is in: the options alone are not a
@@ -125,9 +131,20 @@ impl RedisConfig {
         fred::types::config::Config::from_url(url).map_err(|e| {
             Error::invalid_config_with(format!("invalid Redis URL {}", redact(url)), e)
         })?;
-        if self.tls_ca.is_some() && !tls {
+        let set = [
+            ("tls_ca", self.tls_ca.is_some()),
+            ("tls_cert", self.tls_cert.is_some()),
+            ("tls_key", self.tls_key.is_some()),
+        ];
+        if let Some((option, _)) = set.iter().find(|(_, set)| *set && !tls) {
             return Err(Error::invalid_config(format!(
-                "invalid Redis URL {}: tls_ca is set but the URL is not rediss://",
+                "invalid Redis URL {}: {option} is set but the URL is not rediss://",
+                redact(url)
+            )));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(Error::invalid_config(format!(
+                "invalid Redis URL {}: tls_cert and tls_key go together",
                 redact(url)
             )));
         }
@@ -196,6 +213,15 @@ impl RedisConfig {
         self.tls_ca = Some(path.into());
         self
     }
+
+    /// A client certificate to show (a PEM file of the certificate and
+    /// any intermediates) and its private key (PEM), for a server that
+    /// checks client certificates (`rediss://` only).
+    pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_cert = Some(cert.into());
+        self.tls_key = Some(key.into());
+        self
+    }
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -210,6 +236,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("dead_letter_suffix", &self.dead_letter_suffix)
             .field("command_timeout", &self.command_timeout)
             .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }

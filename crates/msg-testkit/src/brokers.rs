@@ -156,6 +156,33 @@ pub fn other_ca() -> PathBuf {
     harness_file("MSG_TEST_TLS_OTHER_CA")
 }
 
+/// A client certificate and its key (PEM files) of the harness's CA, for
+/// mutual TLS (`MSG_TEST_TLS_CLIENT_CERT`, `MSG_TEST_TLS_CLIENT_KEY`): a
+/// broker that checks client certificates takes it.
+///
+/// # Panics
+///
+/// When they are set nowhere, naming the command that makes them.
+pub fn tls_client() -> (PathBuf, PathBuf) {
+    (
+        harness_file("MSG_TEST_TLS_CLIENT_CERT"),
+        harness_file("MSG_TEST_TLS_CLIENT_KEY"),
+    )
+}
+
+/// A client certificate and its key of the other CA
+/// ([`other_ca`]): a broker that checks client certificates refuses it.
+///
+/// # Panics
+///
+/// When they are set nowhere, naming the command that makes them.
+pub fn other_tls_client() -> (PathBuf, PathBuf) {
+    (
+        harness_file("MSG_TEST_TLS_OTHER_CLIENT_CERT"),
+        harness_file("MSG_TEST_TLS_OTHER_CLIENT_KEY"),
+    )
+}
+
 fn harness_file(var: &str) -> PathBuf {
     let file = std::fs::read_to_string(env_file()).unwrap_or_default();
     std::env::var(var)

@@ -35,7 +35,7 @@ mod request;
 pub mod scheduler;
 mod tls;
 
-pub use brokers::{BrokerEnv, env_file, other_ca, tls_ca};
+pub use brokers::{BrokerEnv, env_file, other_ca, other_tls_client, tls_ca, tls_client};
 pub use harness::{Harness, SKIPS_FILE, collect, recv};
 pub use options::{check_documented_options, documented_options};
 pub use request::{echo_responder, request_echoes};
