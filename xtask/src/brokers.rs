@@ -736,7 +736,8 @@ fn kafka_tls(paths: &Paths, dir: &Path, certs: &Certificates) -> Result<()> {
 }
 
 /// RabbitMQ's TLS listener, added to the configuration `rabbit_env`
-/// wrote; clients show no certificate.
+/// wrote. It checks a client certificate when one is shown (`verify_peer`) and
+/// takes clients without one (`fail_if_no_peer_cert = false`).
 fn rabbit_tls(dir: &Path, certs: &Certificates) -> Result<()> {
     let config = dir.join("rabbitmq.conf");
     let mut text = fs::read_to_string(&config)?;
@@ -745,7 +746,7 @@ fn rabbit_tls(dir: &Path, certs: &Certificates) -> Result<()> {
          ssl_options.cacertfile = {}\n\
          ssl_options.certfile = {}\n\
          ssl_options.keyfile = {}\n\
-         ssl_options.verify = verify_none\n\
+         ssl_options.verify = verify_peer\n\
          ssl_options.fail_if_no_peer_cert = false\n",
         certs.ca.display(),
         certs.cert.display(),

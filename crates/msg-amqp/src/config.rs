@@ -44,6 +44,9 @@ pub struct AmqpConfig {
     pub(crate) max_deliveries: Option<u32>,
     pub(crate) dead_letter_suffix: String,
     pub(crate) tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM, the chain) and its key, for mutual TLS.
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
     #[serde(deserialize_with = "options::duration")]
     pub(crate) publish_timeout: Duration,
     pub(crate) mandatory: bool,
@@ -61,6 +64,8 @@ impl Default for AmqpConfig {
             max_deliveries: policy.max_deliveries,
             dead_letter_suffix: policy.dead_letter_suffix,
             tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             publish_timeout: Duration::from_secs(10),
             mandatory: false,
         }
@@ -127,6 +132,24 @@ impl AmqpConfig {
         AMQPUri::from_str(url).map_err(|e| {
             Error::invalid_config_with(format!("invalid AMQP URL {}", redact(url)), e)
         })?;
+        let tls = url.starts_with("amqps://");
+        let set = [
+            ("tls_ca", self.tls_ca.is_some()),
+            ("tls_cert", self.tls_cert.is_some()),
+            ("tls_key", self.tls_key.is_some()),
+        ];
+        if let Some((option, _)) = set.iter().find(|(_, set)| *set && !tls) {
+            return Err(Error::invalid_config(format!(
+                "invalid AMQP URL {}: {option} is set but the URL is not amqps://",
+                redact(url)
+            )));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(Error::invalid_config(format!(
+                "invalid AMQP URL {}: tls_cert and tls_key go together",
+                redact(url)
+            )));
+        }
         self.delivery().validate()
     }
 
@@ -172,6 +195,15 @@ impl AmqpConfig {
         self
     }
 
+    /// A client certificate to show (a PEM file of the certificate and
+    /// any intermediates) and its private key (PEM), for a broker that
+    /// checks client certificates (`amqps://` only).
+    pub fn tls_client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_cert = Some(cert.into());
+        self.tls_key = Some(key.into());
+        self
+    }
+
     /// Publish as mandatory: a publish to a topic no queue is bound to is
     /// an error instead of being dropped by the broker (default off, as
     /// publishing to a topic nobody subscribes to is fine on every other
@@ -198,6 +230,8 @@ impl fmt::Debug for AmqpConfig {
             .field("max_deliveries", &self.max_deliveries)
             .field("dead_letter_suffix", &self.dead_letter_suffix)
             .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .field("publish_timeout", &self.publish_timeout)
             .field("mandatory", &self.mandatory)
             .finish()

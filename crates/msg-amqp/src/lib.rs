@@ -123,10 +123,19 @@ impl Shared {
             return Ok(connection.clone());
         }
         let mut tls = lapin::tcp::OwnedTLSConfig::default();
+        let read = |option: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| {
+                Error::invalid_config_with(format!("cannot read {option} {}", path.display()), e)
+            })
+        };
         if let Some(path) = &self.config.tls_ca {
-            tls.cert_chain = Some(std::fs::read_to_string(path).map_err(|e| {
-                Error::invalid_config_with(format!("cannot read the CA file {}", path.display()), e)
-            })?);
+            tls.cert_chain = Some(String::from_utf8_lossy(&read("tls_ca", path)?).into_owned());
+        }
+        if let (Some(cert), Some(key)) = (&self.config.tls_cert, &self.config.tls_key) {
+            tls.identity = Some(lapin::tcp::OwnedIdentity::PKCS8 {
+                pem: read("tls_cert", cert)?,
+                key: read("tls_key", key)?,
+            });
         }
         let runtime = lapin::runtime::default_runtime().map_err(error::map)?;
         let connection = Connection::connect_with_config(

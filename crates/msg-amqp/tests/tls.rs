@@ -12,3 +12,28 @@ async fn tls_connects_refuses_another_ca_and_wrong_credentials() {
     })
     .await;
 }
+
+/// The harness's RabbitMQ checks a client certificate when one is shown
+/// (`verify_peer`, `fail_if_no_peer_cert = false`).
+#[tokio::test]
+async fn a_client_certificate_is_shown_when_configured() {
+    msg_testkit::tls_client_certificate_checks("rabbitmq", |url| async move {
+        Ok(Connection::new(AmqpBroker::connect_url(&url).await?))
+    })
+    .await;
+}
+
+#[test]
+fn a_client_certificate_needs_its_key_and_amqps() {
+    let cert = "tls_cert=/c.pem";
+    for url in [
+        format!("amqps://h/%2f?{cert}"),
+        format!("amqp://h/%2f?{cert}&tls_key=/k.pem"),
+    ] {
+        let e = msg_amqp::AmqpConfig::from_url(&url).unwrap_err();
+        assert!(
+            matches!(e, msg_core::Error::InvalidConfig { .. }),
+            "{url}: {e}"
+        );
+    }
+}

@@ -15,43 +15,13 @@ async fn tls_connects_refuses_another_ca_and_wrong_credentials() {
 }
 
 /// The harness's Redis checks a client certificate when one is shown
-/// (`--tls-auth-clients optional`): one of its CA is taken, one of another
-/// CA is refused, which it could not be unless msg-redis showed it.
+/// (`--tls-auth-clients optional`).
 #[tokio::test]
 async fn a_client_certificate_is_shown_when_configured() {
-    use msg_core::{Message, Publisher};
-    let url = msg_testkit::BrokerEnv::tls("redis").url().to_owned();
-    let with_cert = |(cert, key): (std::path::PathBuf, std::path::PathBuf)| {
-        format!(
-            "{url}&tls_cert={}&tls_key={}",
-            cert.display(),
-            key.display()
-        )
-    };
-    let broker = RedisBroker::connect_url(&with_cert(msg_testkit::tls_client()))
-        .await
-        .unwrap_or_else(|e| panic!("a certificate of the server's CA: {}", e.chain()));
-    broker
-        .publish("tls.client-cert", Message::new("shown"))
-        .await
-        .unwrap();
-    broker.close().await.unwrap();
-
-    let refused = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        RedisBroker::connect_url(&with_cert(msg_testkit::other_tls_client())),
-    )
-    .await
-    .expect("a refused client certificate ends the connect");
-    let error = refused.expect_err("a certificate of another CA is refused");
-    eprintln!("refused: {}", error.chain());
-    assert!(
-        matches!(error, msg_core::Error::InvalidConfig { .. })
-            && error
-                .to_string()
-                .contains("refused this client's TLS certificate"),
-        "a refused client certificate is a configuration error that says so: {error:?}"
-    );
+    msg_testkit::tls_client_certificate_checks("redis", |url| async move {
+        Ok(Connection::new(RedisBroker::connect_url(&url).await?))
+    })
+    .await;
 }
 
 #[test]

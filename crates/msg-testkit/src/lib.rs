@@ -39,7 +39,7 @@ pub use brokers::{BrokerEnv, env_file, other_ca, other_tls_client, tls_ca, tls_c
 pub use harness::{Harness, SKIPS_FILE, collect, recv};
 pub use options::{check_documented_options, documented_options};
 pub use request::{echo_responder, request_echoes};
-pub use tls::tls_checks;
+pub use tls::{tls_checks, tls_client_certificate_checks};
 
 /// Expands to one `#[tokio::test]` per conformance case, each building the
 /// harness with the given expression. The calling crate needs `tokio` (with

@@ -85,6 +85,49 @@ where
     );
 }
 
+/// Over the TLS listener of the broker `name`, which checks a client
+/// certificate when one is shown, with `connect` opening a connection to
+/// a URL (`tls_cert` and `tls_key` are added to its query):
+///
+/// - with a client certificate of the harness's CA, a publish goes
+///   through;
+/// - with one of another CA, connecting fails with a configuration error
+///   that says the client's certificate was refused; it could not unless
+///   the client showed it.
+///
+/// # Panics
+///
+/// When any of it does not hold.
+pub async fn tls_client_certificate_checks<F, Fut>(name: &str, connect: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<Connection>>,
+{
+    let url = BrokerEnv::tls(name).url().to_owned();
+    let with = |(cert, key): (std::path::PathBuf, std::path::PathBuf)| {
+        let join = if url.contains('?') { '&' } else { '?' };
+        format!(
+            "{url}{join}tls_cert={}&tls_key={}",
+            cert.display(),
+            key.display()
+        )
+    };
+    let conn = connect(with(crate::tls_client()))
+        .await
+        .unwrap_or_else(|e| panic!("a client certificate of the broker's CA: {}", e.chain()));
+    conn.publish("tls.client-certificate", Message::new("shown"))
+        .await
+        .expect("publish with a client certificate");
+    conn.close().await.expect("close");
+
+    let refused = refusal(&connect, with(crate::other_tls_client())).await;
+    assert!(
+        refused.starts_with("InvalidConfig")
+            && refused.contains("refused this client's TLS certificate"),
+        "a refused client certificate is a configuration error that says so: {refused}"
+    );
+}
+
 /// The error of connecting to `url`, which must fail within
 /// [`REFUSAL_WITHIN`].
 async fn refusal<F, Fut>(connect: &F, url: String) -> String
