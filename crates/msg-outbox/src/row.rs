@@ -60,7 +60,8 @@ pub(crate) struct ClaimedRow {
     pub(crate) topic: String,
     pub(crate) key: Option<String>,
     pub(crate) headers: String,
-    pub(crate) payload: Vec<u8>,
+    /// Shared with the messages made of it, not copied.
+    pub(crate) payload: Bytes,
     pub(crate) deliver_at: Option<i64>,
     pub(crate) ttl_ms: Option<i64>,
     pub(crate) reply_to: Option<String>,
@@ -72,11 +73,11 @@ pub(crate) struct ClaimedRow {
 }
 
 impl ClaimedRow {
-    /// The message and options as they were enqueued, moving the payload
-    /// out of the row (it is published once; the row keeps what recording
-    /// the outcome needs). A row that does not decode (edited by hand, say)
-    /// is a permanent error: it goes to the failed state with the reason.
-    pub(crate) fn take_message(&mut self) -> Result<(Message, PublishOptions)> {
+    /// The message and options as they were enqueued (the payload is
+    /// shared, not copied). A row that does not decode (edited by hand,
+    /// say) is a permanent error: it goes to the failed state with the
+    /// reason.
+    pub(crate) fn message(&self) -> Result<(Message, PublishOptions)> {
         let corrupt = |what: &str, e: Box<dyn std::error::Error + Send + Sync>| {
             Error::Decode(format!("outbox row {}: {what}: {e}", self.seq).into())
         };
@@ -86,7 +87,7 @@ impl ClaimedRow {
         let message = Message::from_parts(MessageParts {
             id,
             key: self.key.clone(),
-            payload: Bytes::from(std::mem::take(&mut self.payload)),
+            payload: self.payload.clone(),
             headers,
         });
         let mut options = PublishOptions::new();
@@ -136,7 +137,7 @@ mod tests {
             topic: row.topic,
             key: row.key,
             headers: row.headers,
-            payload: row.payload,
+            payload: Bytes::from(row.payload),
             deliver_at: row.deliver_at,
             ttl_ms: row.ttl_ms,
             reply_to: row.reply_to,
@@ -157,7 +158,7 @@ mod tests {
             .ttl(Duration::from_secs(60))
             .reply_to("replies");
         let row = NewRow::new("orders", message.clone(), &options).unwrap();
-        let (back, back_options) = claimed(row).take_message().unwrap();
+        let (back, back_options) = claimed(row).message().unwrap();
         assert_eq!(back, message, "id, key, payload, headers in order");
         assert_eq!(back_options, options);
     }
@@ -179,7 +180,7 @@ mod tests {
     fn a_row_that_does_not_decode_says_which_and_why() {
         let mut row = claimed(NewRow::new("t", Message::new("x"), &PublishOptions::new()).unwrap());
         row.headers = "not json".into();
-        let err = row.take_message().unwrap_err();
+        let err = row.message().unwrap_err();
         assert!(err.to_string().contains("outbox row 1: headers"), "{err}");
     }
 }
