@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lapin::uri::AMQPUri;
 use msg_core::DeliveryPolicy;
-use msg_core::raw::config::{self as options, query_options, split_query};
+use msg_core::raw::config::{self as options, TlsFiles, query_options, split_query};
 use msg_core::raw::url::redact;
 use msg_core::{Error, Result};
 use serde::Deserialize;
@@ -132,24 +132,12 @@ impl AmqpConfig {
         AMQPUri::from_str(url).map_err(|e| {
             Error::invalid_config_with(format!("invalid AMQP URL {}", redact(url)), e)
         })?;
-        let tls = url.starts_with("amqps://");
-        let set = [
-            ("tls_ca", self.tls_ca.is_some()),
-            ("tls_cert", self.tls_cert.is_some()),
-            ("tls_key", self.tls_key.is_some()),
-        ];
-        if let Some((option, _)) = set.iter().find(|(_, set)| *set && !tls) {
-            return Err(Error::invalid_config(format!(
-                "invalid AMQP URL {}: {option} is set but the URL is not amqps://",
-                redact(url)
-            )));
+        TlsFiles {
+            ca: self.tls_ca.is_some(),
+            cert: self.tls_cert.is_some(),
+            key: self.tls_key.is_some(),
         }
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(Error::invalid_config(format!(
-                "invalid AMQP URL {}: tls_cert and tls_key go together",
-                redact(url)
-            )));
-        }
+        .check("AMQP", url, "amqps://")?;
         self.delivery().validate()
     }
 

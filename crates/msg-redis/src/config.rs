@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use msg_core::DeliveryPolicy;
-use msg_core::raw::config::{self as options, query_options, split_query};
+use msg_core::raw::config::{self as options, TlsFiles, query_options, split_query};
 use msg_core::raw::url::redact;
 use msg_core::{Error, Result};
 use serde::Deserialize;
@@ -131,23 +131,12 @@ impl RedisConfig {
         fred::types::config::Config::from_url(url).map_err(|e| {
             Error::invalid_config_with(format!("invalid Redis URL {}", redact(url)), e)
         })?;
-        let set = [
-            ("tls_ca", self.tls_ca.is_some()),
-            ("tls_cert", self.tls_cert.is_some()),
-            ("tls_key", self.tls_key.is_some()),
-        ];
-        if let Some((option, _)) = set.iter().find(|(_, set)| *set && !tls) {
-            return Err(Error::invalid_config(format!(
-                "invalid Redis URL {}: {option} is set but the URL is not rediss://",
-                redact(url)
-            )));
+        TlsFiles {
+            ca: self.tls_ca.is_some(),
+            cert: self.tls_cert.is_some(),
+            key: self.tls_key.is_some(),
         }
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(Error::invalid_config(format!(
-                "invalid Redis URL {}: tls_cert and tls_key go together",
-                redact(url)
-            )));
-        }
+        .check("Redis", url, "rediss://")?;
         self.delivery().validate()
     }
 

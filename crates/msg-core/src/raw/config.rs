@@ -18,6 +18,47 @@ pub fn split_query(url: &str) -> (&str, &str) {
     url.split_once('?').unwrap_or((url, ""))
 }
 
+/// The TLS file options a transport takes (`tls_ca`, `tls_cert`,
+/// `tls_key`), which of them are set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TlsFiles {
+    /// `tls_ca` is set.
+    pub ca: bool,
+    /// `tls_cert` is set.
+    pub cert: bool,
+    /// `tls_key` is set.
+    pub key: bool,
+}
+
+impl TlsFiles {
+    /// Checks them against `url`: each only when the URL speaks TLS (its
+    /// scheme is `tls_scheme`, such as `rediss://`), and a client
+    /// certificate with its key. `what` names the URL in errors, which show
+    /// it redacted.
+    pub fn check(self, what: &str, url: &str, tls_scheme: &str) -> Result<()> {
+        let set = [
+            ("tls_ca", self.ca),
+            ("tls_cert", self.cert),
+            ("tls_key", self.key),
+        ];
+        if !url.starts_with(tls_scheme)
+            && let Some((option, _)) = set.iter().find(|(_, set)| *set)
+        {
+            return Err(Error::invalid_config(format!(
+                "invalid {what} URL {}: {option} is set but the URL is not {tls_scheme}",
+                redact(url)
+            )));
+        }
+        if self.cert != self.key {
+            return Err(Error::invalid_config(format!(
+                "invalid {what} URL {}: tls_cert and tls_key go together",
+                redact(url)
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Reads URL query options (`a=1&b=10s`, percent-encoded) into `T`, whose
 /// fields are the options: a `#[serde(default, deny_unknown_fields)]`
 /// struct. `what` names the URL in errors, which show it redacted.
