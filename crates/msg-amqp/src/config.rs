@@ -104,7 +104,12 @@ impl AmqpConfig {
             .split('&')
             .filter(|p| !p.is_empty())
             .partition(|p| LAPIN_OPTIONS.contains(&p.split('=').next().unwrap_or(p)));
-        let mut config: AmqpConfig = query_options("AMQP", url, &ours.join("&"))?;
+        // Checked below, once the URL is in: the options alone are not a
+        // configuration (`tls_ca` is right only for `amqps://`).
+        #[derive(Deserialize)]
+        #[serde(transparent)]
+        struct Unchecked(#[serde(with = "AmqpConfig")] AmqpConfig);
+        let Unchecked(mut config) = query_options("AMQP", url, &ours.join("&"))?;
         if ours.iter().any(|p| p.split('=').next() == Some("url")) {
             return Err(Error::invalid_config(format!(
                 "invalid AMQP URL {}: url is not a query option",

@@ -36,4 +36,6 @@ fn a_client_certificate_needs_its_key_and_amqps() {
             "{url}: {e}"
         );
     }
+    msg_amqp::AmqpConfig::from_url("amqps://h/%2f?tls_ca=/ca.pem&tls_cert=/c.pem&tls_key=/k.pem")
+        .expect("all three on a TLS URL");
 }

@@ -37,4 +37,6 @@ fn a_client_certificate_needs_its_key_and_rediss() {
             "{url}: {e}"
         );
     }
+    msg_redis::RedisConfig::from_url("rediss://h:1?tls_ca=/ca.pem&tls_cert=/c.pem&tls_key=/k.pem")
+        .expect("all three on a TLS URL");
 }
