@@ -944,7 +944,15 @@ fn stop_pid_file(paths: &Paths, b: Broker) -> Result<()> {
         for name in KAFKA_TLS_PROCESSES {
             let file = paths.dir(b).join(format!("{name}.pid"));
             if let Ok(pid) = fs::read_to_string(&file) {
-                terminate(pid.trim().parse().unwrap_or(0));
+                let pid = pid.trim().parse().unwrap_or(0);
+                // socat forks a child per connection: the group takes them.
+                if pid > 0 {
+                    let _ = Command::new("kill")
+                        .args(["-TERM", "--", &format!("-{pid}")])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+                terminate(pid);
                 let _ = fs::remove_file(file);
             }
         }
