@@ -60,8 +60,7 @@ pub(crate) struct ClaimedRow {
     pub(crate) topic: String,
     pub(crate) key: Option<String>,
     pub(crate) headers: String,
-    /// Shared with the messages made of it, not copied.
-    pub(crate) payload: Bytes,
+    pub(crate) payload: Vec<u8>,
     pub(crate) deliver_at: Option<i64>,
     pub(crate) ttl_ms: Option<i64>,
     pub(crate) reply_to: Option<String>,
@@ -73,11 +72,11 @@ pub(crate) struct ClaimedRow {
 }
 
 impl ClaimedRow {
-    /// The message and options as they were enqueued (the payload is
-    /// shared, not copied). A row that does not decode (edited by hand,
-    /// say) is a permanent error: it goes to the failed state with the
-    /// reason.
-    pub(crate) fn message(&self) -> Result<(Message, PublishOptions)> {
+    /// The message and options as they were enqueued, moving the payload
+    /// out of the row (it is published once; the row keeps what recording
+    /// the outcome needs). A row that does not decode (edited by hand, say)
+    /// is a permanent error: it goes to the failed state with the reason.
+    pub(crate) fn take_message(&mut self) -> Result<(Message, PublishOptions)> {
         let corrupt = |what: &str, e: Box<dyn std::error::Error + Send + Sync>| {
             Error::Decode(format!("outbox row {}: {what}: {e}", self.seq).into())
         };
@@ -87,7 +86,7 @@ impl ClaimedRow {
         let message = Message::from_parts(MessageParts {
             id,
             key: self.key.clone(),
-            payload: self.payload.clone(),
+            payload: Bytes::from(std::mem::take(&mut self.payload)),
             headers,
         });
         let mut options = PublishOptions::new();
@@ -137,7 +136,7 @@ mod tests {
             topic: row.topic,
             key: row.key,
             headers: row.headers,
-            payload: Bytes::from(row.payload),
+            payload: row.payload,
             deliver_at: row.deliver_at,
             ttl_ms: row.ttl_ms,
             reply_to: row.reply_to,
@@ -158,7 +157,7 @@ mod tests {
             .ttl(Duration::from_secs(60))
             .reply_to("replies");
         let row = NewRow::new("orders", message.clone(), &options).unwrap();
-        let (back, back_options) = claimed(row).message().unwrap();
+        let (back, back_options) = claimed(row).take_message().unwrap();
         assert_eq!(back, message, "id, key, payload, headers in order");
         assert_eq!(back_options, options);
     }
@@ -180,7 +179,7 @@ mod tests {
     fn a_row_that_does_not_decode_says_which_and_why() {
         let mut row = claimed(NewRow::new("t", Message::new("x"), &PublishOptions::new()).unwrap());
         row.headers = "not json".into();
-        let err = row.message().unwrap_err();
+        let err = row.take_message().unwrap_err();
         assert!(err.to_string().contains("outbox row 1: headers"), "{err}");
     }
 }

@@ -47,7 +47,7 @@ where
         topic: row.try_get("topic").map_err(get)?,
         key: row.try_get("msg_key").map_err(get)?,
         headers: row.try_get("headers").map_err(get)?,
-        payload: row.try_get::<Vec<u8>, _>("payload").map_err(get)?.into(),
+        payload: row.try_get("payload").map_err(get)?,
         deliver_at: row.try_get("deliver_at").map_err(get)?,
         ttl_ms: row.try_get("ttl_ms").map_err(get)?,
         reply_to: row.try_get("reply_to").map_err(get)?,

@@ -493,8 +493,3 @@ async fn migrate_records_its_version_and_refuses_a_newer_schema() {
         .await
         .unwrap();
 }
-
-#[tokio::test]
-async fn rows_without_a_key_go_out_in_batches() {
-    support::rows_without_a_key_go_out_in_batches::<PgDb>().await;
-}

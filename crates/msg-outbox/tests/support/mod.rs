@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use msg_core::{
-    BatchError, Capabilities, Error, Message, PublishOptions, Publisher, Receipt, Result, headers,
-};
+use msg_core::{Capabilities, Error, Message, PublishOptions, Publisher, Receipt, Result, headers};
 use msg_outbox::{Outbox, Relay};
 
 /// What the recording publisher does with one publish.
@@ -33,8 +31,6 @@ pub struct Recorder {
     /// Publishes under way now, and the most there ever were.
     in_flight: Arc<AtomicUsize>,
     most_in_flight: Arc<AtomicUsize>,
-    /// The size of each `publish_batch`, in order.
-    batches: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Recorder {
@@ -49,7 +45,6 @@ impl Recorder {
             rule: Arc::new(rule),
             in_flight: Arc::default(),
             most_in_flight: Arc::default(),
-            batches: Arc::default(),
         }
     }
 
@@ -63,11 +58,6 @@ impl Recorder {
             .filter(|(t, _, _)| t == topic)
             .map(|(_, m, _)| String::from_utf8(m.payload().to_vec()).unwrap())
             .collect()
-    }
-
-    /// The size of each `publish_batch` so far.
-    pub fn batches(&self) -> Vec<usize> {
-        self.batches.lock().unwrap().clone()
     }
 
     /// The most publishes there were under way at once.
@@ -124,31 +114,6 @@ impl Publisher for Recorder {
             }
             Act::Refuse(e) => Err(e),
             Act::Hang => std::future::pending().await,
-        }
-    }
-
-    /// As a broker that takes a batch's messages each on its own (Redis's
-    /// pipeline): a refused one does not stop the rest.
-    async fn publish_batch(
-        &self,
-        topic: &str,
-        messages: Vec<Message>,
-    ) -> Result<Vec<Receipt>, BatchError> {
-        self.batches.lock().unwrap().push(messages.len());
-        let mut receipts = Vec::with_capacity(messages.len());
-        let mut refused = None;
-        for message in messages {
-            match self.publish(topic, message).await {
-                Ok(receipt) => receipts.push(Some(receipt)),
-                Err(e) => {
-                    receipts.push(None);
-                    refused.get_or_insert(e);
-                }
-            }
-        }
-        match refused {
-            None => Ok(receipts.into_iter().flatten().collect()),
-            Some(e) => Err(BatchError::new(receipts, e)),
         }
     }
 
@@ -478,9 +443,7 @@ pub async fn sent_rows_are_kept_for_the_retention_then_deleted<D: Db>() {
 pub async fn publishes_in_flight_are_bounded_across_workers<D: Db>() {
     let outbox = D::outbox().await;
     let recorder = Recorder::with_rule(|_, _| Act::AcceptAfter(Duration::from_millis(20)));
-    // Keys of their own: one publish each (rows without a key go in
-    // batches, published as one).
-    let messages = (0..200).map(|i| ("orders", keyed(&format!("k{i}"), i)));
+    let messages = (0..200).map(|i| ("orders", Message::new(format!("{i}"))));
     D::enqueue(&outbox, messages.collect(), true).await.unwrap();
     let relay = outbox
         .relay(recorder.clone())
@@ -491,43 +454,6 @@ pub async fn publishes_in_flight_are_bounded_across_workers<D: Db>() {
     recorder.wait_for(200, Duration::from_secs(30)).await;
     relay.shutdown().await;
     assert_eq!(recorder.most_in_flight(), 8);
-}
-
-/// Rows without a key or options go out in batches no larger than the
-/// relay's concurrency, each row sent or retried as the broker took it;
-/// rows with options are published one by one.
-pub async fn rows_without_a_key_go_out_in_batches<D: Db>() {
-    let outbox = D::outbox().await;
-    let recorder = Recorder::with_rule(|_, m| {
-        if m.payload().as_ref() == b"7" {
-            Act::Refuse(Error::broker_retryable("no room for 7"))
-        } else {
-            Act::Accept
-        }
-    });
-    let plain = (0..30).map(|i| ("orders", Message::new(format!("{i}"))));
-    D::enqueue(&outbox, plain.collect(), true).await.unwrap();
-    let later = PublishOptions::new().deliver_at(std::time::SystemTime::now());
-    D::enqueue_with(&outbox, "orders", Message::new("delayed"), later)
-        .await
-        .unwrap();
-    let relay = outbox
-        .relay(recorder.clone())
-        .concurrency(8)
-        .batch_size(100);
-    let report = relay.run_once().await.unwrap();
-    assert_eq!(
-        (report.claimed, report.published, report.retrying),
-        (31, 30, 1),
-        "{report:?}"
-    );
-    let batches = recorder.batches();
-    assert!(batches.iter().all(|&n| n <= 8), "{batches:?}");
-    assert_eq!(batches.iter().sum::<usize>(), 30, "{batches:?}");
-    let published = recorder.payloads("orders");
-    assert_eq!(published.len(), 30, "{published:?}");
-    assert!(published.contains(&"delayed".to_owned()));
-    assert!(!published.contains(&"7".to_owned()));
 }
 
 /// A relay that polls once a minute still publishes at once: an enqueue

@@ -1,18 +1,16 @@
 //! [`Relay`]: publishes committed outbox rows through a [`Publisher`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::Either;
-use msg_core::{Publisher, Result, Uuid};
+use futures::StreamExt;
+use msg_core::{Error, Publisher, Result, Uuid};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::row::now_millis;
-use crate::store::{Outcome, Store};
-
-mod publish;
+use crate::row::{ClaimedRow, now_millis};
+use crate::store::{Failure, Outcome, Store};
 
 /// Publishes in flight per relay unless [`Relay::concurrency`] says
 /// otherwise.
@@ -29,8 +27,7 @@ const DEFAULT_IN_FLIGHT: usize = 64;
 ///   a row another pass holds.
 /// - The rows of one message key are published in commit order, one at a
 ///   time; a row that fails holds back only the later rows of its key.
-///   Rows without a key (and without publish options) are published in
-///   batches, by topic.
+///   Rows without a key are published concurrently.
 /// - A failed publish is tried again after a backoff; after
 ///   `max_attempts` tries, or at once for an error no retry can fix (the
 ///   broker refuses its size, say), the row moves to the failed state with
@@ -47,8 +44,6 @@ pub struct Relay<P> {
     /// Publishes in flight across the relay's workers: a worker busy with
     /// the database leaves its share to the others.
     in_flight: Arc<Semaphore>,
-    /// The semaphore's permits.
-    concurrency: usize,
     workers: usize,
     max_attempts: u32,
     min_backoff: Duration,
@@ -86,7 +81,6 @@ impl<P: Publisher> Relay<P> {
             owner: Uuid::new_v4().to_string(),
             batch_size: 100,
             in_flight: Arc::new(Semaphore::new(DEFAULT_IN_FLIGHT)),
-            concurrency: DEFAULT_IN_FLIGHT,
             workers: 2,
             max_attempts: 10,
             min_backoff: Duration::from_secs(1),
@@ -128,14 +122,8 @@ impl<P: Publisher> Relay<P> {
     /// workers (default 64). Rows of one key are never among them
     /// together.
     pub fn concurrency(mut self, publishes: usize) -> Self {
-        self.concurrency = publishes.clamp(1, Semaphore::MAX_PERMITS);
-        self.in_flight = Arc::new(Semaphore::new(self.concurrency));
+        self.in_flight = Arc::new(Semaphore::new(publishes.clamp(1, Semaphore::MAX_PERMITS)));
         self
-    }
-
-    /// Most rows in one batch: no more than may be in flight.
-    fn batch_limit(&self) -> usize {
-        publish::BATCH_MAX.min(self.concurrency)
     }
 
     /// Passes a running relay makes at once (default 2): while one
@@ -205,17 +193,12 @@ impl<P: Publisher> Relay<P> {
             claimed: claim.rows.len(),
             ..PassReport::default()
         };
-        let plan = publish::Plan::of(claim.rows, self.batch_limit());
-        // All at once: the semaphore bounds the publishes, the rest wait.
-        // (A loop, not an iterator's closure, keeps the future `Send`.)
-        let mut publishing = Vec::with_capacity(plan.runs.len() + plan.batches.len());
-        for rows in plan.runs {
-            publishing.push(Either::Left(self.publish_in_order(rows)));
-        }
-        for (topic, rows) in plan.batches {
-            publishing.push(Either::Right(self.publish_together(topic, rows)));
-        }
-        let outcomes: Vec<Outcome> = futures::future::join_all(publishing).await;
+        let outcomes: Vec<Outcome> = futures::stream::iter(by_key(claim.rows))
+            .map(|rows| self.publish_in_order(rows))
+            // The semaphore bounds the publishes; the runs only wait.
+            .buffer_unordered(usize::MAX)
+            .collect()
+            .await;
         let mut outcome = Outcome::default();
         for o in outcomes {
             outcome.sent.extend(o.sent);
@@ -235,6 +218,64 @@ impl<P: Publisher> Relay<P> {
             .finish(claim.hold, outcome, !self.retention.is_zero())
             .await?;
         Ok(report)
+    }
+
+    /// Publishes one key's rows in order, stopping at the first failure.
+    async fn publish_in_order(&self, rows: Vec<ClaimedRow>) -> Outcome {
+        let mut outcome = Outcome::default();
+        let mut rows = rows.into_iter();
+        while let Some(mut row) = rows.next() {
+            // Never closed, so a permit always comes.
+            let _permit = self.in_flight.acquire().await;
+            let published = match row.take_message() {
+                Ok((message, options)) => self
+                    .publisher
+                    .publish_with(&row.topic, message, options)
+                    .await
+                    .map(drop),
+                Err(e) => Err(e),
+            };
+            match published {
+                Ok(()) => {
+                    #[cfg(feature = "metrics")]
+                    if let Some(metrics) = &self.metrics {
+                        let lag = (now_millis() - row.enqueued_at).max(0);
+                        metrics.lag.observe(lag as f64 / 1_000.0);
+                    }
+                    outcome.sent.push(row.seq);
+                }
+                Err(error) => {
+                    outcome.failed.push(self.failure(&row, &error));
+                    // Later rows of the key wait for this one.
+                    outcome.released.extend(rows.map(|r| r.seq));
+                    break;
+                }
+            }
+        }
+        outcome
+    }
+
+    fn failure(&self, row: &ClaimedRow, error: &Error) -> Failure {
+        let attempts = row.attempts + 1;
+        let gave_up = !error.is_retryable() || attempts >= i64::from(self.max_attempts);
+        let backoff = self
+            .min_backoff
+            .saturating_mul(2u32.saturating_pow(u32::try_from(attempts - 1).unwrap_or(u32::MAX)))
+            .min(self.max_backoff);
+        let chain = error.chain();
+        if gave_up {
+            tracing::warn!(id = %row.id, topic = %row.topic, attempts, error = %chain, "outbox row failed: kept in the failed state");
+        } else {
+            tracing::debug!(id = %row.id, topic = %row.topic, attempts, ?backoff, error = %chain, "publishing an outbox row failed; trying again later");
+        }
+        Failure {
+            seq: row.seq,
+            attempts,
+            next_attempt_at: now_millis()
+                .saturating_add(i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX)),
+            gave_up,
+            error: chain,
+        }
     }
 
     /// Runs the relay (and, with a retention, the cleanup of sent rows) in
@@ -339,6 +380,26 @@ impl<P: Publisher> Relay<P> {
     }
 }
 
+/// The claimed rows as runs to publish: one per key (in order), and one
+/// per row without a key; in the order of their first row.
+fn by_key(rows: Vec<ClaimedRow>) -> Vec<Vec<ClaimedRow>> {
+    let mut runs: Vec<Vec<ClaimedRow>> = Vec::new();
+    let mut by_key: HashMap<String, usize> = HashMap::new();
+    for row in rows {
+        match &row.key {
+            Some(key) => match by_key.get(key) {
+                Some(&run) => runs[run].push(row),
+                None => {
+                    by_key.insert(key.clone(), runs.len());
+                    runs.push(vec![row]);
+                }
+            },
+            None => runs.push(vec![row]),
+        }
+    }
+    runs
+}
+
 /// Deletes sent rows older than `retention`, in small chunks so that the
 /// relay's writes are never held up for long.
 async fn cleanup(store: Store, retention: Duration, mut stopped: watch::Receiver<bool>) {
@@ -402,5 +463,43 @@ impl RunningRelay {
         {
             tracing::error!(error = %e, "the outbox cleanup task failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64, key: Option<&str>) -> ClaimedRow {
+        ClaimedRow {
+            seq,
+            id: Uuid::now_v7().to_string(),
+            topic: "t".into(),
+            key: key.map(Into::into),
+            headers: "[]".into(),
+            payload: vec![],
+            deliver_at: None,
+            ttl_ms: None,
+            reply_to: None,
+            attempts: 0,
+            enqueued_at: 0,
+        }
+    }
+
+    #[test]
+    fn rows_run_by_key_in_order_and_alone_without_one() {
+        let runs = by_key(vec![
+            row(1, Some("a")),
+            row(2, None),
+            row(3, Some("b")),
+            row(4, Some("a")),
+            row(5, None),
+            row(6, Some("b")),
+        ]);
+        let seqs: Vec<Vec<i64>> = runs
+            .iter()
+            .map(|run| run.iter().map(|r| r.seq).collect())
+            .collect();
+        assert_eq!(seqs, [vec![1, 4], vec![2], vec![3, 6], vec![5]]);
     }
 }
