@@ -47,7 +47,7 @@ impl RunningRelay {
     /// Stops the relay after its passes in flight: what they published is
     /// recorded and what they hold is released. A pass still publishing
     /// after the relay's `shutdown_timeout` (a broker that does not answer)
-    /// is abandoned; see [`Relay::shutdown_timeout`].
+    /// is abandoned; see [`Relay::shutdown_timeout`](crate::Relay::shutdown_timeout).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let aborts: Vec<_> = self.workers.iter().map(JoinHandle::abort_handle).collect();
