@@ -2,11 +2,11 @@
 //! `cargo xtask brokers up kafka`: the broker restarted cleanly and killed
 //! with SIGKILL while messages flow.
 //!
-//! The other fault case, a consumer process SIGKILLed mid-stream, does not
-//! run here: when the killed member led its group, tansu 0.6 keeps that
-//! dead leader while the group re-forms, and the next member's join waits
-//! for it for good (`docs/transports/kafka.md`). It passes against a fresh
-//! tansu, when the child did not become leader, so a run would be luck.
+//! The other fault case, a consumer process SIGKILLed mid-stream, runs on
+//! librdkafka's mock cluster instead: when the killed member led its
+//! group, tansu 0.6 keeps that dead leader while the group re-forms, and
+//! the next member's join waits for it for good
+//! (`docs/transports/kafka.md`).
 //!
 //! Durability relied on: the harness runs tansu on its SQLite storage
 //! engine (WAL journal, `synchronous = normal`), which has written a
@@ -50,4 +50,45 @@ async fn restart_under_load() {
         ],
     )
     .await;
+}
+
+/// Where the mock cluster of `consumer_killed_mid_stream` listens, for the
+/// child consumer, which reaches it over TCP like any client.
+const MOCK_BOOTSTRAP: &str = "MSG_TEST_KAFKA_MOCK_BOOTSTRAP";
+
+/// A harness on librdkafka's mock cluster at `bootstrap`: an in-process
+/// Kafka that implements the consumer group protocol, standing in for
+/// tansu, whose dead group leaders stall the group (see the top).
+fn mock_harness(bootstrap: &str) -> Harness {
+    let config = KafkaConfig::new(vec![bootstrap.to_owned()])
+        // The mock has no admin API; a producer's metadata request
+        // creates a topic.
+        .create_topics(false)
+        // The dead member leaves the group when its session ends.
+        .property("session.timeout.ms", "6000");
+    Harness::new("kafka-mock", KafkaBroker::CAPABILITIES, move || {
+        let config = config.clone();
+        async move { Ok(Connection::new(KafkaBroker::connect(config).await?)) }
+    })
+    .with_timeout(Duration::from_secs(45))
+    .with_child_env(MOCK_BOOTSTRAP, bootstrap)
+}
+
+/// A consumer process SIGKILLed mid-stream, on the mock cluster: a second
+/// consumer of the group takes its partitions once its session ended, and
+/// every message is handled by one or the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_killed_mid_stream() {
+    let cluster = rdkafka::mocking::MockCluster::new(3).expect("a mock cluster");
+    let h = mock_harness(&cluster.bootstrap_servers());
+    msg_testkit::faults::consumer_killed_mid_stream(&h, "faults_consumer_child").await;
+}
+
+/// The child process of `consumer_killed_mid_stream`; nothing unless
+/// started as that child.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_consumer_child() {
+    if let Ok(bootstrap) = std::env::var(MOCK_BOOTSTRAP) {
+        msg_testkit::faults::consumer_child(&mock_harness(&bootstrap)).await;
+    }
 }

@@ -31,6 +31,9 @@ pub struct Harness {
     quiet: Duration,
     /// Tells this harness's consumer groups from those of earlier runs.
     run: String,
+    /// Environment for child processes a case starts (see
+    /// [`Harness::with_child_env`]).
+    child_env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Harness {
@@ -61,7 +64,21 @@ impl Harness {
             timeout: Duration::from_secs(15),
             quiet: Duration::from_millis(300),
             run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+            child_env: Vec::new(),
         }
+    }
+
+    /// An environment variable for the child processes a case starts
+    /// (the consumer [`crate::faults::consumer_killed_mid_stream`] kills),
+    /// so that they reach a broker only this process knows: an
+    /// in-process mock cluster's address, say.
+    pub fn with_child_env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.child_env.push((name.into(), value.into()));
+        self
+    }
+
+    pub(crate) fn child_env(&self) -> &[(String, String)] {
+        &self.child_env
     }
 
     /// How to restart the broker (keeping its data), for the reconnect case.

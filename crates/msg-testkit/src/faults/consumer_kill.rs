@@ -64,6 +64,7 @@ pub async fn consumer_killed_mid_stream(h: &Harness, child_test: &str) -> KillRe
             .env(CHILD_TOPIC, &topic)
             .env(CHILD_GROUP, &group)
             .env(CHILD_OUT, &out)
+            .envs(h.child_env().iter().map(|(k, v)| (k, v)))
             .spawn()
             .expect("start the child consumer"),
     );
