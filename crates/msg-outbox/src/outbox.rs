@@ -101,10 +101,9 @@ macro_rules! enqueue_methods {
             /// The same outbox in the table `name` instead (letters, digits
             /// and `_`, optionally `schema.table`).
             pub fn with_table(self, name: &str) -> Result<Self> {
-                Ok(Self::from_store(Store::$variant(<$store>::new(
-                    self.store.$new().pool().clone(),
-                    Table::new(name)?,
-                ))))
+                Ok(Self::from_store(Store::$variant(
+                    self.store.$new().renamed(Table::new(name)?),
+                )))
             }
 
             /// Writes `message` for `topic` into the outbox through `conn`,
@@ -188,3 +187,22 @@ enqueue_methods!(
     postgres,
     "PostgreSQL"
 );
+
+#[cfg(feature = "postgres")]
+impl Outbox<sqlx::Postgres> {
+    /// Whether a transaction that enqueued wakes the relays of other
+    /// processes at commit, through `NOTIFY` (default true; relays of this
+    /// process are woken either way). `migrate()` applies it to the table,
+    /// creating or dropping its insert trigger.
+    ///
+    /// PostgreSQL takes one lock for the whole cluster while it commits a
+    /// transaction that notifies, so such commits go one at a time. With
+    /// many processes enqueueing at once, turn it off: other processes'
+    /// relays then find rows when they poll (`Relay::poll_interval`).
+    pub fn notify(mut self, on: bool) -> Self {
+        if let Store::Postgres(store) = &mut self.store {
+            store.set_notify(on);
+        }
+        self
+    }
+}

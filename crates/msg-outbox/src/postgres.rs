@@ -47,6 +47,10 @@ struct Sql {
     channel: String,
     /// The schema's versions, oldest first (see `schema`).
     migrate: Vec<Vec<String>>,
+    /// The insert trigger that `NOTIFY`s at commit, made or dropped by
+    /// every migrate as the outbox says (not a schema version: a setting).
+    notify_on: Vec<String>,
+    notify_off: String,
     insert: String,
     candidates: String,
     rows: String,
@@ -101,6 +105,8 @@ impl Sql {
                      WHERE state = 'pending' AND msg_key IS NOT NULL"
                 ),
                 format!("CREATE INDEX IF NOT EXISTS {sent} ON {t} (sent_at) WHERE state = 'sent'"),
+            ]],
+            notify_on: vec![
                 format!(
                     "CREATE OR REPLACE FUNCTION {notify}() RETURNS trigger LANGUAGE plpgsql AS $$
                      BEGIN PERFORM pg_notify('{channel}', ''); RETURN NULL; END $$"
@@ -109,7 +115,8 @@ impl Sql {
                     "CREATE OR REPLACE TRIGGER {notify} AFTER INSERT ON {t}
                      FOR EACH STATEMENT EXECUTE FUNCTION {notify}()"
                 ),
-            ]],
+            ],
+            notify_off: format!("DROP TRIGGER IF EXISTS {notify} ON {t}"),
             insert: format!(
                 "INSERT INTO {t} ({INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
@@ -202,6 +209,8 @@ enum Candidate {
 pub(crate) struct PgStore {
     pool: PgPool,
     sql: Arc<Sql>,
+    /// Whether `migrate` gives the table its `NOTIFY` trigger.
+    notify: bool,
 }
 
 impl PgStore {
@@ -209,11 +218,20 @@ impl PgStore {
         Self {
             pool,
             sql: Arc::new(Sql::new(table)),
+            notify: true,
         }
     }
 
-    pub(crate) fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The same store (pool and settings) on another table.
+    pub(crate) fn renamed(&self, table: Table) -> Self {
+        Self {
+            sql: Arc::new(Sql::new(table)),
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn set_notify(&mut self, on: bool) {
+        self.notify = on;
     }
 
     pub(crate) fn table(&self) -> &Table {
@@ -230,6 +248,17 @@ impl PgStore {
             .map_err(store_error)?;
         crate::schema::upgrade::<sqlx::Postgres>(&mut tx, &self.sql.table, &self.sql.migrate)
             .await?;
+        let notify = if self.notify {
+            self.sql.notify_on.clone()
+        } else {
+            vec![self.sql.notify_off.clone()]
+        };
+        for statement in &notify {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
         tx.commit().await.map_err(store_error)
     }
 

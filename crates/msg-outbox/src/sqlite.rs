@@ -158,12 +158,13 @@ impl SqliteStore {
         }
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
     pub(crate) fn table(&self) -> &Table {
         &self.sql.table
+    }
+
+    /// The same store on another table.
+    pub(crate) fn renamed(&self, table: Table) -> Self {
+        Self::new(self.pool.clone(), table)
     }
 
     pub(crate) async fn migrate(&self) -> Result<()> {

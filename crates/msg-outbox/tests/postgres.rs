@@ -493,3 +493,55 @@ async fn migrate_records_its_version_and_refuses_a_newer_schema() {
         .await
         .unwrap();
 }
+
+/// With `notify(false)`, `migrate()` drops the insert trigger and a commit
+/// that enqueued NOTIFYs nobody (PostgreSQL serialises such commits
+/// cluster-wide); by default it NOTIFYs the table's channel.
+#[tokio::test]
+async fn notify_can_be_turned_off() {
+    let pool = pool().await;
+    let table = format!("outbox_{}", msg_core::Uuid::new_v4().simple());
+    let notifying = Outbox::postgres(pool.clone()).with_table(&table).unwrap();
+    notifying.migrate().await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .unwrap();
+    listener.listen(&format!("{table}_enqueued")).await.unwrap();
+    let enqueue = |outbox: Outbox<Postgres>| {
+        let pool = pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            outbox
+                .enqueue(&mut tx, "orders", Message::new("x"))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    enqueue(notifying.clone()).await;
+    tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a commit that enqueued notifies")
+        .unwrap();
+
+    // The setting survives `with_table`, whichever comes first.
+    let quiet = Outbox::postgres(pool.clone())
+        .notify(false)
+        .with_table(&table)
+        .unwrap();
+    quiet.migrate().await.unwrap();
+    enqueue(quiet).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), listener.recv())
+            .await
+            .is_err(),
+        "no NOTIFY once turned off"
+    );
+    // Turned on again by the next migrate that says so.
+    notifying.migrate().await.unwrap();
+    enqueue(notifying).await;
+    tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("notifies again")
+        .unwrap();
+}
