@@ -172,7 +172,9 @@ impl<P: Publisher> Relay<P> {
 
     /// How often to look for rows when nothing wakes the relay (default
     /// 1 s). Enqueues in this process wake it at once, and on PostgreSQL
-    /// enqueues anywhere do (`LISTEN`/`NOTIFY`).
+    /// enqueues anywhere do (`LISTEN`/`NOTIFY`), unless the table's
+    /// outbox was migrated with `Outbox::notify(false)`: then this is how
+    /// soon other processes' rows are found.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Duration::from_millis(1));
         self
