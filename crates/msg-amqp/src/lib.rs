@@ -131,7 +131,10 @@ impl Shared {
         if let Some(path) = &self.config.tls_ca {
             tls.cert_chain = Some(String::from_utf8_lossy(&read("tls_ca", path)?).into_owned());
         }
-        if let (Some(cert), Some(key)) = (&self.config.tls_cert, &self.config.tls_key) {
+        if let Some((cert, key)) = msg_core::raw::config::client_certificate(
+            self.config.tls_cert.as_deref(),
+            self.config.tls_key.as_deref(),
+        )? {
             tls.identity = Some(lapin::tcp::OwnedIdentity::PKCS8 {
                 pem: read("tls_cert", cert)?,
                 key: read("tls_key", key)?,

@@ -6,7 +6,8 @@ use msg_amqp::AmqpConfig;
 fn documented_options_parse() {
     msg_testkit::check_documented_options::<AmqpConfig>(
         include_str!("../../../docs/transports/amqp.md"),
-        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        // A TLS URL: the TLS options are refused on any other.
+        "amqps://guest:guest@127.0.0.1:5671/%2f",
         &[],
     );
 }

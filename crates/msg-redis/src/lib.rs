@@ -108,7 +108,10 @@ pub(crate) fn new_client(config: &RedisConfig) -> Result<Client> {
     let mut fred_config = fred::types::config::Config::from_url(&config.url)
         .map_err(|e| error::map(e, config.command_timeout))?;
     if fred_config.uses_tls() {
-        let client = config.tls_cert.as_deref().zip(config.tls_key.as_deref());
+        let client = msg_core::raw::config::client_certificate(
+            config.tls_cert.as_deref(),
+            config.tls_key.as_deref(),
+        )?;
         fred_config.tls = Some(tls::client_config(config.tls_ca.as_deref(), client)?.into());
     }
     let timeout = config.command_timeout;

@@ -32,9 +32,10 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     /// Checks them against `url`: each only when the URL speaks TLS (its
-    /// scheme is `tls_scheme`, such as `rediss://`), and a client
-    /// certificate with its key. `what` names the URL in errors, which show
-    /// it redacted.
+    /// scheme is `tls_scheme`, such as `rediss://`). `what` names the URL
+    /// in errors, which show it redacted. (That a client certificate comes
+    /// with its key is checked where they are used, [`client_certificate`]:
+    /// a configuration is read one option at a time.)
     pub fn check(self, what: &str, url: &str, tls_scheme: &str) -> Result<()> {
         let set = [
             ("tls_ca", self.ca),
@@ -49,13 +50,22 @@ impl TlsFiles {
                 redact(url)
             )));
         }
-        if self.cert != self.key {
-            return Err(Error::invalid_config(format!(
-                "invalid {what} URL {}: tls_cert and tls_key go together",
-                redact(url)
-            )));
-        }
         Ok(())
+    }
+}
+
+/// The client certificate and key files of a configuration (`tls_cert`,
+/// `tls_key`), which go together: both, or neither.
+pub fn client_certificate<'a>(
+    cert: Option<&'a std::path::Path>,
+    key: Option<&'a std::path::Path>,
+) -> Result<Option<(&'a std::path::Path, &'a std::path::Path)>> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (None, None) => Ok(None),
+        _ => Err(Error::invalid_config(
+            "tls_cert and tls_key go together: a client certificate needs its key",
+        )),
     }
 }
 
