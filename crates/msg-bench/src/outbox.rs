@@ -205,13 +205,33 @@ pub(crate) async fn relay_row(
     })
 }
 
-/// A PostgreSQL transaction that inserts a business row, with and without
-/// an enqueue, alternating: the p50 and p99 of each (µs).
+/// What an enqueue adds to a PostgreSQL transaction that inserts one row.
+/// Five kinds of transaction, taken in turn so that the machine's noise
+/// falls on each alike: the transaction alone; with one more statement
+/// that does nothing (`SELECT 1`: the round trip any statement costs);
+/// with a plain sqlx `INSERT` of the row an enqueue writes, into an outbox
+/// table without the NOTIFY trigger (the database's share); with an
+/// enqueue into that table (the outbox's own code on top); and with an
+/// enqueue into an outbox that notifies (the default).
 pub(crate) async fn enqueue_rows(url: &str, sizes: Sizes) -> Result<Vec<Row>> {
+    const ALONE: usize = 0;
+    const SELECT_1: usize = 1;
+    const PLAIN_INSERT: usize = 2;
+    const QUIET_ENQUEUE: usize = 3;
+    const ENQUEUE: usize = 4;
     let pool: PgPool = PgPoolOptions::new().max_connections(2).connect(url).await?;
-    let table = unique("bench_outbox");
-    let outbox = Outbox::postgres(pool.clone()).with_table(&table)?;
-    outbox.migrate().await?;
+    let tables = [unique("bench_outbox"), unique("bench_outbox")];
+    let notifying = Outbox::postgres(pool.clone()).with_table(&tables[0])?;
+    let quiet = Outbox::postgres(pool.clone())
+        .with_table(&tables[1])?
+        .notify(false);
+    notifying.migrate().await?;
+    quiet.migrate().await?;
+    let plain = format!(
+        "INSERT INTO {} (id, topic, msg_key, headers, payload, deliver_at, ttl_ms, reply_to, \
+         enqueued_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        tables[1]
+    );
     let orders = unique("bench_orders");
     sqlx::query(&format!(
         "CREATE TABLE {orders} (id BIGSERIAL PRIMARY KEY, body BYTEA NOT NULL)"
@@ -220,8 +240,9 @@ pub(crate) async fn enqueue_rows(url: &str, sizes: Sizes) -> Result<Vec<Row>> {
     .await?;
     let insert = format!("INSERT INTO {orders} (body) VALUES ($1)");
     let n = sizes.messages.min(5_000);
-    let (mut with, mut without) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for i in 0..2 * n {
+    let mut took: [Vec<u64>; 5] = std::array::from_fn(|_| Vec::with_capacity(n));
+    for i in 0..5 * n {
+        let side = i % 5;
         let body = payload();
         let started = Instant::now();
         let mut tx = pool.begin().await?;
@@ -229,31 +250,52 @@ pub(crate) async fn enqueue_rows(url: &str, sizes: Sizes) -> Result<Vec<Row>> {
             .bind(body.as_ref())
             .execute(&mut *tx)
             .await?;
-        if i % 2 == 0 {
-            outbox
-                .enqueue(&mut tx, "orders.placed", Message::new(body))
-                .await?;
+        match side {
+            SELECT_1 => {
+                sqlx::query("SELECT 1").execute(&mut *tx).await?;
+            }
+            PLAIN_INSERT => {
+                sqlx::query(&plain)
+                    .bind(msg::Uuid::now_v7().to_string())
+                    .bind("orders.placed")
+                    .bind(None::<String>)
+                    .bind("[]")
+                    .bind(body.to_vec())
+                    .bind(None::<i64>)
+                    .bind(None::<i64>)
+                    .bind(None::<String>)
+                    .bind(0i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            QUIET_ENQUEUE => {
+                quiet
+                    .enqueue(&mut tx, "orders.placed", Message::new(body))
+                    .await?
+            }
+            ENQUEUE => {
+                notifying
+                    .enqueue(&mut tx, "orders.placed", Message::new(body))
+                    .await?
+            }
+            _ => {}
         }
         tx.commit().await?;
-        let took = started.elapsed().as_nanos() as u64;
-        if i % 2 == 0 {
-            with.push(took);
-        } else {
-            without.push(took);
-        }
+        took[side].push(started.elapsed().as_nanos() as u64);
     }
-    for t in [&table, &orders] {
+    for t in tables.iter().chain([&orders]) {
         sqlx::query(&format!("DROP TABLE {t}"))
             .execute(&pool)
             .await?;
     }
     pool.close().await;
-    with.sort_unstable();
-    without.sort_unstable();
-    let row = |metric, p| {
+    for side in &mut took {
+        side.sort_unstable();
+    }
+    let row = |metric, side: usize, base: usize, p| {
         let (w, wo) = (
-            percentile(&with, p) / 1_000.0,
-            percentile(&without, p) / 1_000.0,
+            percentile(&took[side], p) / 1_000.0,
+            percentile(&took[base], p) / 1_000.0,
         );
         Row {
             transport: "postgres".to_owned(),
@@ -267,8 +309,54 @@ pub(crate) async fn enqueue_rows(url: &str, sizes: Sizes) -> Result<Vec<Row>> {
         }
     };
     Ok(vec![
-        row("transaction p50, with an enqueue (raw: without)", 50.0),
-        row("transaction p99, with an enqueue (raw: without)", 99.0),
+        row(
+            "transaction p50, with an enqueue (raw: without)",
+            ENQUEUE,
+            ALONE,
+            50.0,
+        ),
+        row(
+            "transaction p99, with an enqueue (raw: without)",
+            ENQUEUE,
+            ALONE,
+            99.0,
+        ),
+        row(
+            "transaction p50, with SELECT 1 (raw: without)",
+            SELECT_1,
+            ALONE,
+            50.0,
+        ),
+        row(
+            "transaction p99, with SELECT 1 (raw: without)",
+            SELECT_1,
+            ALONE,
+            99.0,
+        ),
+        row(
+            "transaction p50, enqueue without NOTIFY (raw: plain INSERT)",
+            QUIET_ENQUEUE,
+            PLAIN_INSERT,
+            50.0,
+        ),
+        row(
+            "transaction p99, enqueue without NOTIFY (raw: plain INSERT)",
+            QUIET_ENQUEUE,
+            PLAIN_INSERT,
+            99.0,
+        ),
+        row(
+            "transaction p50, with an enqueue (raw: without NOTIFY)",
+            ENQUEUE,
+            QUIET_ENQUEUE,
+            50.0,
+        ),
+        row(
+            "transaction p99, with an enqueue (raw: without NOTIFY)",
+            ENQUEUE,
+            QUIET_ENQUEUE,
+            99.0,
+        ),
     ])
 }
 
