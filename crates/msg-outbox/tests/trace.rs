@@ -1,5 +1,6 @@
 //! One trace through the outbox: the span that enqueued a message is the
-//! parent of the relay's send span, whose child is the consumer's span.
+//! parent of the relay's send span, whose child is the consumer's span; the
+//! relay's claim and record are spans of their own.
 
 use std::time::Duration;
 
@@ -92,4 +93,24 @@ async fn a_trace_goes_on_through_the_outbox() {
         "the enqueue is the send's parent"
     );
     assert_eq!(process.parent_span_id, send.span_context.span_id());
+
+    // The relay's own work: a span for the claim and one for the record,
+    // with their counts, beside the message's trace rather than in it.
+    let count = |span: &opentelemetry_sdk::trace::SpanData, field: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == field)
+            .map(|kv| kv.value.to_string())
+            .unwrap_or_else(|| panic!("{} has no {field}: {:?}", span.name, span.attributes))
+    };
+    let (claim, record) = (find("outbox claim"), find("outbox record"));
+    assert_eq!(count(claim, "claimed"), "1");
+    assert_eq!(count(claim, "table"), "msg_outbox");
+    assert_eq!(count(record, "published"), "1");
+    assert_eq!(count(record, "failed"), "0");
+    assert_ne!(
+        claim.span_context.trace_id(),
+        trace,
+        "the claim is not in the message's trace"
+    );
 }

@@ -190,11 +190,23 @@ impl<P: Publisher> Relay<P> {
     }
 
     /// Claims one batch, publishes it and records the outcome.
+    ///
+    /// The claim and the record are `debug` spans (`outbox claim`, `outbox
+    /// record`, with the table and the counts). The publishes are in
+    /// neither: a publish continues the trace of the transaction that
+    /// enqueued its message (see `TracedPublisher`), not the relay's.
     pub async fn run_once(&self) -> Result<PassReport> {
+        // The spans time the store's calls without being entered: sqlx's
+        // SQLite worker keeps the current span of a command until the
+        // connection's next command, which would stretch them by as much.
+        let table = self.store.table().name();
+        let claiming = tracing::debug_span!("outbox claim", table, claimed = tracing::field::Empty);
         let claim = self
             .store
             .claim(&self.owner, self.batch_size, self.lease)
             .await?;
+        claiming.record("claimed", claim.rows.len());
+        drop(claiming);
         let mut report = PassReport {
             claimed: claim.rows.len(),
             ..PassReport::default()
@@ -220,9 +232,17 @@ impl<P: Publisher> Relay<P> {
             metrics.retried.inc_by(report.retrying as u64);
             metrics.failed.inc_by(report.failed as u64);
         }
+        let recording = tracing::debug_span!(
+            "outbox record",
+            table,
+            published = report.published,
+            retrying = report.retrying,
+            failed = report.failed,
+        );
         self.store
             .finish(claim.hold, outcome, !self.retention.is_zero())
             .await?;
+        drop(recording);
         Ok(report)
     }
 
