@@ -159,6 +159,13 @@ macro_rules! inbox_methods {
                 &self,
                 received: &Received,
             ) -> Result<Option<sqlx::Transaction<'static, $db>>> {
+                // Not entered, as the relay's spans (see `Relay::run_once`).
+                let recording = tracing::debug_span!(
+                    "inbox record",
+                    consumer = %self.consumer,
+                    message.id = %received.message.id(),
+                    duplicate = tracing::field::Empty,
+                );
                 let mut tx = self.pool.begin_with($begin).await.map_err(store_error)?;
                 let recorded = sqlx::query(&self.sql.record)
                     .bind(&self.consumer)
@@ -167,7 +174,9 @@ macro_rules! inbox_methods {
                     .execute(&mut *tx)
                     .await
                     .map_err(store_error)?;
-                if recorded.rows_affected() == 0 {
+                let duplicate = recorded.rows_affected() == 0;
+                recording.record("duplicate", duplicate);
+                if duplicate {
                     tracing::debug!(id = %received.message.id(), consumer = %self.consumer, "already processed; skipped");
                     tx.rollback().await.map_err(store_error)?;
                     return Ok(None);

@@ -16,24 +16,8 @@ use tracing_subscriber::layer::SubscriberExt;
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_trace_goes_on_through_the_outbox() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-    // Thread-local: the current-thread runtime runs everything here.
-    let _guard = tracing::subscriber::set_default(subscriber);
-
-    let path =
-        std::env::temp_dir().join(format!("msg-outbox-trace-{}.db", msg_core::Uuid::new_v4()));
-    let pool = SqlitePool::connect_with(
-        SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true),
-    )
-    .await
-    .unwrap();
+    let (exporter, provider, _guard) = exporting();
+    let (pool, path) = database().await;
     let outbox = Outbox::sqlite(pool.clone());
     outbox.migrate().await.unwrap();
     let broker = MemoryBroker::new();
@@ -113,4 +97,83 @@ async fn a_trace_goes_on_through_the_outbox() {
         trace,
         "the claim is not in the message's trace"
     );
+    pool.close().await;
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Each delivery the inbox looks at is a span that says whether it was a
+/// duplicate, closed as soon as `begin` returns.
+#[tokio::test(flavor = "current_thread")]
+async fn the_inbox_records_each_delivery_in_a_span() {
+    let (exporter, provider, _guard) = exporting();
+    let (pool, path) = database().await;
+    let inbox = msg_outbox::Inbox::sqlite(pool.clone(), "billing");
+    inbox.migrate().await.unwrap();
+    let received = Received {
+        message: Message::new("o-1"),
+        metadata: msg_core::Metadata::new("orders"),
+    };
+    let tx = inbox
+        .begin(&received)
+        .await
+        .unwrap()
+        .expect("first delivery");
+    tx.commit().await.unwrap();
+    assert!(
+        inbox.begin(&received).await.unwrap().is_none(),
+        "a duplicate"
+    );
+    provider.force_flush().unwrap();
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let duplicates: Vec<String> = spans
+        .iter()
+        .filter(|s| s.name == "inbox record")
+        .map(|s| {
+            let attribute = |key: &str| {
+                s.attributes
+                    .iter()
+                    .find(|kv| kv.key.as_str() == key)
+                    .map(|kv| kv.value.to_string())
+                    .unwrap_or_else(|| panic!("no {key}: {:?}", s.attributes))
+            };
+            assert_eq!(attribute("consumer"), "billing");
+            assert_eq!(attribute("message.id"), received.message.id().to_string());
+            attribute("duplicate")
+        })
+        .collect();
+    assert_eq!(duplicates, ["false", "true"]);
+    pool.close().await;
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Spans go to the returned exporter while the guard lives. Thread-local:
+/// the current-thread runtime runs everything on this thread.
+fn exporting() -> (
+    InMemorySpanExporter,
+    SdkTracerProvider,
+    tracing::subscriber::DefaultGuard,
+) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let guard = tracing::subscriber::set_default(subscriber);
+    (exporter, provider, guard)
+}
+
+/// A fresh SQLite file, and its path.
+async fn database() -> (SqlitePool, std::path::PathBuf) {
+    let path =
+        std::env::temp_dir().join(format!("msg-outbox-trace-{}.db", msg_core::Uuid::new_v4()));
+    let pool = SqlitePool::connect_with(
+        SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    (pool, path)
 }
