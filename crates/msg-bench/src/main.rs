@@ -12,6 +12,7 @@
 //! medians, since these machines are noisy. `--docs` rewrites the results
 //! section of `docs/benchmarks.md` and the chart `docs/benchmarks.svg`.
 
+mod cpu;
 mod measure;
 mod outbox;
 mod raw;
