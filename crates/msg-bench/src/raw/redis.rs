@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use fred::prelude::{Builder, Client, ClientLike, Config, StreamsInterface};
+use fred::prelude::{Builder, Client, ClientLike, Config, KeysInterface, StreamsInterface};
 use fred::types::Value;
 use fred::types::streams::XReadResponse;
 use futures::future::BoxFuture;
@@ -25,6 +25,13 @@ impl RawRedis {
         let client = Builder::from_config(config.clone()).build()?;
         client.init().await?;
         Ok(Self { config, client })
+    }
+
+    /// Deletes `topic`'s stream, and disconnects.
+    pub(crate) async fn delete(self, topic: &str) -> Result<()> {
+        let _: i64 = self.client.del(topic).await?;
+        self.client.quit().await?;
+        Ok(())
     }
 }
 
