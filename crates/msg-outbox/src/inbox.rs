@@ -23,10 +23,13 @@
 //! }
 //! ```
 
+use std::future::Future;
 use std::marker::PhantomData;
 use std::time::Duration;
 
 use msg_core::{Received, Result};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::row::now_millis;
 use crate::store::store_error;
@@ -77,7 +80,61 @@ impl Sql {
                  ON CONFLICT (consumer, message_id) DO NOTHING",
                 p[0], p[1], p[2]
             ),
-            forget: format!("DELETE FROM {t} WHERE processed_at < {}", p[0]),
+            // A chunk at a time, so that a large backlog of old records
+            // never holds the table (SQLite: the database) for long.
+            forget: format!(
+                "DELETE FROM {t} WHERE consumer = {c} AND message_id IN (
+                    SELECT message_id FROM {t}
+                    WHERE consumer = {c} AND processed_at < {before} LIMIT {limit})",
+                c = p[0],
+                before = p[1],
+                limit = p[2]
+            ),
+        }
+    }
+}
+
+/// Records deleted per statement by `forget_older_than`.
+const FORGET_CHUNK: i64 = 1_000;
+
+/// The background cleanup [`Inbox::start_cleanup`] started; it stops when
+/// this is shut down or dropped.
+#[derive(Debug)]
+pub struct InboxCleanup {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl InboxCleanup {
+    fn start<F, Fut>(forget: F, every: Duration) -> Self
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<u64>> + Send,
+    {
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                match forget().await {
+                    Ok(n) => tracing::debug!(forgotten = n, "inbox cleanup"),
+                    Err(e) => {
+                        tracing::warn!(error = %e.chain(), "inbox cleanup failed; trying again later");
+                    }
+                }
+                tokio::select! {
+                    // A stop, or the handle dropped.
+                    _ = stopped.changed() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops the cleanup, after the pass in progress if there is one.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the inbox cleanup task failed");
         }
     }
 }
@@ -184,19 +241,44 @@ macro_rules! inbox_methods {
                 Ok(Some(tx))
             }
 
-            /// Forgets the ids processed more than `age` ago; returns how
-            /// many. A message redelivered after that runs again: keep
-            /// `age` above the longest redelivery (the broker's retention
-            /// for a replay). Run it now and then, e.g. hourly.
+            /// Forgets the ids this consumer processed more than `age` ago
+            /// (other consumers' records stay); returns how many. A message
+            /// redelivered after that runs again: keep `age` above the
+            /// longest redelivery (the broker's retention for a replay).
+            /// Deletes in chunks of 1,000, each a statement of its own, so
+            /// that consumers are never held up for long. Run it now and
+            /// then, or let [`start_cleanup`](Self::start_cleanup) do it.
             pub async fn forget_older_than(&self, age: Duration) -> Result<u64> {
                 let before = now_millis()
                     .saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
-                let done = sqlx::query(&self.sql.forget)
-                    .bind(before)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(store_error)?;
-                Ok(done.rows_affected())
+                let mut forgotten = 0;
+                loop {
+                    let done = sqlx::query(&self.sql.forget)
+                        .bind(&self.consumer)
+                        .bind(before)
+                        .bind(FORGET_CHUNK)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(store_error)?;
+                    forgotten += done.rows_affected();
+                    if done.rows_affected() < FORGET_CHUNK as u64 {
+                        return Ok(forgotten);
+                    }
+                }
+            }
+
+            /// Forgets this consumer's ids older than `window` in the
+            /// background (see [`forget_older_than`](Self::forget_older_than)),
+            /// every tenth of the window (at least every second, at most
+            /// hourly), until the returned handle is shut down or dropped.
+            /// A failed pass is logged and tried again at the next.
+            pub fn start_cleanup(&self, window: Duration) -> InboxCleanup {
+                let inbox = self.clone();
+                let every = (window / 10).clamp(Duration::from_secs(1), Duration::from_secs(3_600));
+                InboxCleanup::start(move || {
+                    let inbox = inbox.clone();
+                    async move { inbox.forget_older_than(window).await }
+                }, every)
             }
         }
     };

@@ -56,7 +56,7 @@ mod sqlite;
 mod store;
 mod table;
 
-pub use inbox::Inbox;
+pub use inbox::{Inbox, InboxCleanup};
 #[cfg(feature = "metrics")]
 pub use metrics::OutboxMetrics;
 pub use outbox::Outbox;

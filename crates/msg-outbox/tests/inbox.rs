@@ -203,6 +203,68 @@ async fn ids_older_than_the_window_are_forgotten() {
     assert_eq!(invoices(&pool).await, 2);
 }
 
+/// `n` records of `consumer`, processed at the epoch (long ago).
+async fn old_records(pool: &SqlitePool, consumer: &str, n: u32) {
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2)
+         INSERT INTO msg_inbox (consumer, message_id, processed_at)
+         SELECT ?1, 'm' || i, 0 FROM n",
+    )
+    .bind(consumer)
+    .bind(n)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn records(pool: &SqlitePool, consumer: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM msg_inbox WHERE consumer = ?")
+        .bind(consumer)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Forgetting deletes chunk after chunk until none is left, and only the
+/// consumer's own records: another consumer keeps its window.
+#[tokio::test]
+async fn forgetting_takes_every_chunk_of_the_consumers_own_records() {
+    let (pool, inbox, _) = app(&scratch()).await;
+    old_records(&pool, "billing", 2_500).await;
+    old_records(&pool, "shipping", 3).await;
+    assert_eq!(
+        inbox
+            .forget_older_than(Duration::from_secs(60))
+            .await
+            .unwrap(),
+        2_500
+    );
+    assert_eq!(records(&pool, "billing").await, 0);
+    assert_eq!(records(&pool, "shipping").await, 3);
+}
+
+/// The background cleanup forgets old records without being called, and
+/// stops at shutdown.
+#[tokio::test]
+async fn the_cleanup_forgets_in_the_background() {
+    let (pool, inbox, outbox) = app(&scratch()).await;
+    old_records(&pool, "billing", 5).await;
+    old_records(&pool, "shipping", 1).await;
+    bill(&inbox, &outbox, &received(&Message::new("order-11")))
+        .await
+        .unwrap();
+    let cleanup = inbox.start_cleanup(Duration::from_secs(60));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while records(&pool, "billing").await != 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the cleanup did not forget the old records");
+    cleanup.shutdown().await;
+    assert_eq!(records(&pool, "shipping").await, 1, "not its consumer's");
+}
+
 const CHILD: &str = "MSG_INBOX_CRASH_CHILD";
 
 /// The child: handles the message and dies, before or after its commit.

@@ -387,6 +387,40 @@ async fn the_inbox_holds_a_second_delivery_until_the_first_ends() {
     }
 }
 
+/// Forgetting on PostgreSQL: every chunk, only the consumer's own records.
+#[tokio::test]
+async fn the_inbox_forgets_its_own_old_records_in_chunks() {
+    use msg_outbox::Inbox;
+    let pool = pool().await;
+    let table = format!("inbox_{}", msg_core::Uuid::new_v4().simple());
+    let billing = Inbox::postgres(pool.clone(), "billing")
+        .with_table(&table)
+        .unwrap();
+    billing.migrate().await.unwrap();
+    sqlx::query(&format!(
+        "INSERT INTO {table} (consumer, message_id, processed_at)
+         SELECT c, 'm' || n, 0 FROM generate_series(1, 2500) AS g(n),
+             (VALUES ('billing'), ('shipping')) AS v(c)"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        billing
+            .forget_older_than(Duration::from_secs(60))
+            .await
+            .unwrap(),
+        2_500
+    );
+    let left: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "SELECT consumer, count(*) FROM {table} GROUP BY consumer"
+    ))
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, [("shipping".to_owned(), 2_500)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_gives_up_on_a_broker_that_never_answers() {
     support::shutdown_gives_up_on_a_broker_that_never_answers::<PgDb>().await;
