@@ -269,8 +269,9 @@ macro_rules! inbox_methods {
 
             /// Forgets this consumer's ids older than `window` in the
             /// background (see [`forget_older_than`](Self::forget_older_than)),
-            /// every tenth of the window (at least every second, at most
-            /// hourly), until the returned handle is shut down or dropped.
+            /// every tenth of the window (but no more often than once a
+            /// second, and at least once an hour), until the returned
+            /// handle is shut down or dropped.
             /// A failed pass is logged and tried again at the next.
             pub fn start_cleanup(&self, window: Duration) -> InboxCleanup {
                 let inbox = self.clone();
