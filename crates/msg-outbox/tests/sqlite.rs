@@ -132,6 +132,11 @@ async fn a_row_that_cannot_be_published_is_kept_as_failed() {
     support::a_row_that_cannot_be_published_is_kept_as_failed::<SqliteDb>().await;
 }
 
+#[tokio::test]
+async fn an_unreachable_broker_fails_no_row() {
+    support::an_unreachable_broker_fails_no_row::<SqliteDb>().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sent_rows_are_kept_for_the_retention_then_deleted() {
     support::sent_rows_are_kept_for_the_retention_then_deleted::<SqliteDb>().await;

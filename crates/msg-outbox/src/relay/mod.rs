@@ -37,6 +37,9 @@ const DEFAULT_IN_FLIGHT: usize = 64;
 ///   broker refuses its size, say), the row moves to the failed state with
 ///   the reason, where [`Outbox::failed`](crate::Outbox::failed) shows it.
 ///   A failed row no longer holds back its key.
+/// - A broker that cannot be reached (a lost connection, a timeout,
+///   backpressure, a closed publisher) fails no row, however long it
+///   lasts: its rows are tried again at the backoff until it is back.
 #[derive(Debug)]
 pub struct Relay<P> {
     store: Store,
@@ -140,7 +143,8 @@ impl<P: Publisher> Relay<P> {
         self
     }
 
-    /// Tries of a row before it moves to the failed state (default 10).
+    /// Tries of a row before it moves to the failed state (default 10);
+    /// tries that found the broker unreachable count, but never fail it.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
@@ -283,7 +287,11 @@ impl<P: Publisher> Relay<P> {
 
     fn failure(&self, row: &ClaimedRow, error: &Error) -> Failure {
         let attempts = row.attempts + 1;
-        let gave_up = !error.is_retryable() || attempts >= i64::from(self.max_attempts);
+        // An unreachable broker says nothing about the row: however long
+        // the outage, it must not move every pending row to the failed
+        // state (and let later rows of their keys overtake them).
+        let gave_up = !unreachable(error)
+            && (!error.is_retryable() || attempts >= i64::from(self.max_attempts));
         let backoff = self
             .min_backoff
             .saturating_mul(2u32.saturating_pow(u32::try_from(attempts - 1).unwrap_or(u32::MAX)))
@@ -404,6 +412,16 @@ impl<P: Publisher> Relay<P> {
             }
         }
     }
+}
+
+/// Whether a failed publish says the broker cannot be reached (or took no
+/// more), rather than anything about the message: a lost connection, a
+/// timeout, backpressure, a publisher closed before the relay was.
+fn unreachable(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Connection(_) | Error::Timeout { .. } | Error::Backpressure | Error::Closed
+    )
 }
 
 /// The claimed rows as runs to publish: one per key (in order), and one

@@ -356,7 +356,8 @@ pub async fn a_row_that_cannot_be_published_is_kept_as_failed<D: Db>() {
             return Act::Refuse(Error::MessageTooLarge { size: 5, max: 4 });
         }
         if message.payload().as_ref() == b"flaky" {
-            return Act::Refuse(Error::timeout(Duration::from_secs(1)));
+            // Retryable, and about the message: the broker refused it.
+            return Act::Refuse(Error::broker_retryable("refused for now"));
         }
         Act::Accept
     });
@@ -405,7 +406,11 @@ pub async fn a_row_that_cannot_be_published_is_kept_as_failed<D: Db>() {
         failed[0].error
     );
     assert_eq!(failed[1].attempts, 3);
-    assert!(failed[1].error.contains("timed out"), "{}", failed[1].error);
+    assert!(
+        failed[1].error.contains("refused for now"),
+        "{}",
+        failed[1].error
+    );
     let stats = outbox.stats().await.unwrap();
     assert_eq!((stats.pending, stats.failed), (0, 2));
 
@@ -414,6 +419,47 @@ pub async fn a_row_that_cannot_be_published_is_kept_as_failed<D: Db>() {
     assert!(!outbox.requeue_failed(big.id()).await.unwrap(), "once");
     relay.run_once().await.unwrap();
     assert_eq!(recorder.payloads("orders"), ["big:1", "big:0"]);
+}
+
+/// A broker that cannot be reached (a lost connection, timeouts,
+/// backpressure, a closed publisher) for longer than `max_attempts` tries
+/// fails no row: each stays pending, its key in order, and goes out once
+/// the broker is back.
+pub async fn an_unreachable_broker_fails_no_row<D: Db>() {
+    let outbox = D::outbox().await;
+    let outage = Arc::new(Mutex::new(0usize));
+    let o = outage.clone();
+    let recorder = Recorder::with_rule(move |_, _| {
+        let mut tries = o.lock().unwrap();
+        *tries += 1;
+        match *tries {
+            1..=2 => Act::Refuse(Error::Connection("broker away".into())),
+            3..=4 => Act::Refuse(Error::timeout(Duration::from_secs(1))),
+            5..=6 => Act::Refuse(Error::Backpressure),
+            7..=8 => Act::Refuse(Error::Closed),
+            _ => Act::Accept,
+        }
+    });
+    let relay = outbox
+        .relay(recorder.clone())
+        .max_attempts(2)
+        .backoff(Duration::ZERO, Duration::ZERO);
+    D::enqueue(
+        &outbox,
+        vec![("orders", keyed("k", 0)), ("orders", keyed("k", 1))],
+        true,
+    )
+    .await
+    .unwrap();
+    for _ in 0..8 {
+        let pass = relay.run_once().await.unwrap();
+        assert_eq!(pass.failed, 0, "{pass:?}");
+    }
+    assert_eq!(*outage.lock().unwrap(), 8, "the first row, tried 8 times");
+    let stats = outbox.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.failed), (2, 0));
+    relay.run_once().await.unwrap();
+    assert_eq!(recorder.payloads("orders"), ["k:0", "k:1"]);
 }
 
 /// With a retention, sent rows stay for it, then the cleanup deletes them.
