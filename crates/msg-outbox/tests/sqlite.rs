@@ -138,6 +138,11 @@ async fn an_unreachable_broker_fails_no_row() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_does_not_spin_while_the_broker_is_away() {
+    support::a_relay_does_not_spin_while_the_broker_is_away::<SqliteDb>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sent_rows_are_kept_for_the_retention_then_deleted() {
     support::sent_rows_are_kept_for_the_retention_then_deleted::<SqliteDb>().await;
 }

@@ -366,7 +366,13 @@ impl<P: Publisher> Relay<P> {
                 }
             }
             let wait = match self.run_once().await {
-                Ok(report) if report.claimed == self.batch_size => {
+                // A full batch that went somewhere: the next one at once.
+                // One whose every row waits to be tried again (the broker
+                // is away) is not followed at once, whatever the backoff.
+                Ok(report)
+                    if report.claimed == self.batch_size
+                        && report.published + report.failed > 0 =>
+                {
                     errors = 0;
                     continue;
                 }

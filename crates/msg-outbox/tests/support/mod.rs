@@ -462,6 +462,27 @@ pub async fn an_unreachable_broker_fails_no_row<D: Db>() {
     assert_eq!(recorder.payloads("orders"), ["k:0", "k:1"]);
 }
 
+/// A running relay whose broker is away, with no backoff, does not spin:
+/// a pass that published nothing is not followed at once.
+pub async fn a_relay_does_not_spin_while_the_broker_is_away<D: Db>() {
+    let outbox = D::outbox().await;
+    let recorder = Recorder::with_rule(|_, _| Act::Refuse(Error::Connection("broker away".into())));
+    let away = Message::new("away");
+    D::enqueue(&outbox, vec![("orders", away.clone())], true)
+        .await
+        .unwrap();
+    let running = outbox
+        .relay(recorder.clone())
+        .batch_size(1)
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .poll_interval(Duration::from_secs(60))
+        .start();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.shutdown().await;
+    let tries = recorder.tries(away.id());
+    assert!((1..10).contains(&tries), "tried {tries} times in 300 ms");
+}
+
 /// With a retention, sent rows stay for it, then the cleanup deletes them.
 pub async fn sent_rows_are_kept_for_the_retention_then_deleted<D: Db>() {
     let outbox = D::outbox().await;
