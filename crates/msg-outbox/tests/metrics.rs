@@ -58,7 +58,7 @@ async fn the_relay_counts_what_it_does_and_what_waits() {
     tx.commit().await.unwrap();
     let recorder = Recorder::with_rule(|_, m| match m.payload().as_ref() {
         b"too big" => Act::Refuse(Error::MessageTooLarge { size: 7, max: 1 }),
-        b"later" => Act::Refuse(Error::timeout(Duration::from_secs(1))),
+        b"later" => Act::Refuse(Error::broker_retryable("refused for now")),
         _ => Act::Accept,
     });
     let relay = outbox

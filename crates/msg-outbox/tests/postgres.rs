@@ -162,6 +162,16 @@ async fn a_relay_does_not_spin_while_the_broker_is_away() {
     support::a_relay_does_not_spin_while_the_broker_is_away::<PgDb>().await;
 }
 
+#[tokio::test]
+async fn a_pass_stops_at_an_unreachable_broker() {
+    support::a_pass_stops_at_an_unreachable_broker::<PgDb>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_relay_publishes_as_soon_as_the_broker_is_back() {
+    support::a_running_relay_publishes_as_soon_as_the_broker_is_back::<PgDb>().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sent_rows_are_kept_for_the_retention_then_deleted() {
     support::sent_rows_are_kept_for_the_retention_then_deleted::<PgDb>().await;

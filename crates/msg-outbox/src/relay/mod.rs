@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -19,6 +20,11 @@ use running::cleanup;
 /// Publishes in flight per relay unless [`Relay::concurrency`] says
 /// otherwise.
 const DEFAULT_IN_FLIGHT: usize = 64;
+
+/// The longest a running relay waits before it looks again while the
+/// broker or the database cannot be reached: each look costs a claim and
+/// one publish.
+const TROUBLE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Publishes an outbox's rows once their transaction committed, and marks
 /// them sent only after the broker accepted them (at least once: a relay
@@ -38,8 +44,11 @@ const DEFAULT_IN_FLIGHT: usize = 64;
 ///   the reason, where [`Outbox::failed`](crate::Outbox::failed) shows it.
 ///   A failed row no longer holds back its key.
 /// - A broker that cannot be reached (a lost connection, a timeout,
-///   backpressure, a closed publisher) fails no row, however long it
-///   lasts: its rows are tried again at the backoff until it is back.
+///   backpressure, a closed publisher) fails no row and costs none of
+///   them a try or a backoff, however long it lasts: the pass stops
+///   publishing at the first such error and puts its rows back as they
+///   were, and a running relay looks again every `poll_interval` until the
+///   broker is back. Its rows then go out at once, in order.
 #[derive(Debug)]
 pub struct Relay<P> {
     store: Store,
@@ -77,6 +86,10 @@ pub struct PassReport {
     pub retrying: usize,
     /// Rows moved to the failed state.
     pub failed: usize,
+    /// Whether the broker could not be reached: the pass stopped
+    /// publishing there and put the rows it had not published back, as
+    /// they were.
+    pub broker_unreachable: bool,
 }
 
 impl<P: Publisher> Relay<P> {
@@ -144,14 +157,16 @@ impl<P: Publisher> Relay<P> {
     }
 
     /// Tries of a row before it moves to the failed state (default 10);
-    /// tries that found the broker unreachable count, but never fail it.
+    /// tries that found the broker unreachable do not count.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
     }
 
-    /// The backoff after a failed publish: `min` after the first, doubling
-    /// up to `max` (default 1 s to 5 min).
+    /// The backoff of a row the broker refused: `min` after the first
+    /// refusal, doubling up to `max` (default 1 s to 5 min). Only the row's
+    /// key waits it out. (While the broker cannot be reached, no row waits
+    /// a backoff; the relay waits between passes, see `poll_interval`.)
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.min_backoff = min;
         self.max_backoff = max.max(min);
@@ -175,7 +190,9 @@ impl<P: Publisher> Relay<P> {
     }
 
     /// How often to look for rows when nothing wakes the relay (default
-    /// 1 s). Enqueues in this process wake it at once, and on PostgreSQL
+    /// 1 s). While the broker or the database cannot be reached, a running
+    /// relay looks again at this interval, or every second if that is
+    /// sooner, and nothing else wakes it. Enqueues in this process wake it at once, and on PostgreSQL
     /// enqueues anywhere do (`LISTEN`/`NOTIFY`), unless the table's
     /// outbox was migrated with `Outbox::notify(false)`: then this is how
     /// soon other processes' rows are found.
@@ -215,8 +232,11 @@ impl<P: Publisher> Relay<P> {
             claimed: claim.rows.len(),
             ..PassReport::default()
         };
+        // Publishes that found the broker away: once one did, the others
+        // stop before their next publish.
+        let unreachable = AtomicUsize::new(0);
         let outcomes: Vec<Outcome> = futures::stream::iter(by_key(claim.rows))
-            .map(|rows| self.publish_in_order(rows))
+            .map(|rows| self.publish_in_order(rows, &unreachable))
             // The semaphore bounds the publishes; the runs only wait.
             .buffer_unordered(usize::MAX)
             .collect()
@@ -227,9 +247,11 @@ impl<P: Publisher> Relay<P> {
             outcome.failed.extend(o.failed);
             outcome.released.extend(o.released);
         }
+        let unreachable = unreachable.into_inner();
         report.published = outcome.sent.len();
         report.failed = outcome.failed.iter().filter(|f| f.gave_up).count();
-        report.retrying = outcome.failed.len() - report.failed;
+        report.retrying = outcome.failed.len() - report.failed + unreachable;
+        report.broker_unreachable = unreachable > 0;
         #[cfg(feature = "metrics")]
         if let Some(metrics) = &self.metrics {
             metrics.published.inc_by(report.published as u64);
@@ -250,13 +272,20 @@ impl<P: Publisher> Relay<P> {
         Ok(report)
     }
 
-    /// Publishes one key's rows in order, stopping at the first failure.
-    async fn publish_in_order(&self, rows: Vec<ClaimedRow>) -> Outcome {
+    /// Publishes one key's rows in order, stopping at the first failure, or
+    /// before the next publish once any publish of the pass found the
+    /// broker away (`unreachable` counts those).
+    async fn publish_in_order(&self, rows: Vec<ClaimedRow>, unreachable: &AtomicUsize) -> Outcome {
         let mut outcome = Outcome::default();
         let mut rows = rows.into_iter();
         while let Some(mut row) = rows.next() {
             // Never closed, so a permit always comes.
             let _permit = self.in_flight.acquire().await;
+            if unreachable.load(Ordering::Relaxed) > 0 {
+                outcome.released.push(row.seq);
+                outcome.released.extend(rows.map(|r| r.seq));
+                break;
+            }
             let published = match row.take_message() {
                 Ok((message, options)) => self
                     .publisher
@@ -274,6 +303,17 @@ impl<P: Publisher> Relay<P> {
                     }
                     outcome.sent.push(row.seq);
                 }
+                Err(error) if is_unreachable(&error) => {
+                    // The broker is away: nothing is known about the row,
+                    // so it goes back untouched (no try counted, no
+                    // backoff), to go out as soon as the broker is back.
+                    if unreachable.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(topic = %row.topic, error = %error.chain(), "the broker cannot be reached; the outbox relay stops this pass");
+                    }
+                    outcome.released.push(row.seq);
+                    outcome.released.extend(rows.map(|r| r.seq));
+                    break;
+                }
                 Err(error) => {
                     outcome.failed.push(self.failure(&row, &error));
                     // Later rows of the key wait for this one.
@@ -287,11 +327,7 @@ impl<P: Publisher> Relay<P> {
 
     fn failure(&self, row: &ClaimedRow, error: &Error) -> Failure {
         let attempts = row.attempts + 1;
-        // An unreachable broker says nothing about the row: however long
-        // the outage, it must not move every pending row to the failed
-        // state (and let later rows of their keys overtake them).
-        let gave_up = !unreachable(error)
-            && (!error.is_retryable() || attempts >= i64::from(self.max_attempts));
+        let gave_up = !error.is_retryable() || attempts >= i64::from(self.max_attempts);
         let backoff = self
             .min_backoff
             .saturating_mul(2u32.saturating_pow(u32::try_from(attempts - 1).unwrap_or(u32::MAX)))
@@ -345,7 +381,8 @@ impl<P: Publisher> Relay<P> {
         // After a wake-up, the enqueuing transaction may not have committed
         // yet: look again shortly, a few times, before the regular polling.
         let mut soon: VecDeque<Duration> = VecDeque::new();
-        let mut errors = 0u32;
+        // Whether the last pass found the broker or the database away.
+        let mut trouble = false;
         #[cfg(feature = "metrics")]
         let mut stats_due = tokio::time::Instant::now();
         loop {
@@ -365,28 +402,32 @@ impl<P: Publisher> Relay<P> {
                     }
                 }
             }
-            let wait = match self.run_once().await {
+            let pass = self.run_once().await;
+            if let Err(error) = &pass {
+                tracing::warn!(error = %error.chain(), "outbox relay pass failed; trying again");
+            }
+            let was_in_trouble = std::mem::replace(
+                &mut trouble,
+                pass.as_ref()
+                    .map_or(true, |report| report.broker_unreachable),
+            );
+            if was_in_trouble && !trouble {
+                tracing::info!("the outbox relay's passes go through again");
+            }
+            let wait = match pass {
+                // While the broker or the database is away, look again
+                // every second at most, whatever wakes the relay.
+                _ if trouble => self.poll_interval.min(TROUBLE_INTERVAL),
                 // A full batch that went somewhere: the next one at once.
-                // One whose every row waits to be tried again (the broker
-                // is away) is not followed at once, whatever the backoff.
+                // One whose every row waits out a backoff is not followed
+                // at once, whatever the backoff.
                 Ok(report)
                     if report.claimed == self.batch_size
                         && report.published + report.failed > 0 =>
                 {
-                    errors = 0;
                     continue;
                 }
-                Ok(_) => {
-                    errors = 0;
-                    soon.pop_front().unwrap_or(self.poll_interval)
-                }
-                Err(error) => {
-                    errors += 1;
-                    tracing::warn!(error = %error.chain(), "outbox relay pass failed; trying again");
-                    self.min_backoff
-                        .saturating_mul(errors.min(16))
-                        .min(self.poll_interval.max(self.min_backoff))
-                }
+                _ => soon.pop_front().unwrap_or(self.poll_interval),
             };
             #[cfg(feature = "postgres")]
             let notified = async {
@@ -410,20 +451,23 @@ impl<P: Publisher> Relay<P> {
             let notified = std::future::pending::<()>();
             tokio::select! {
                 _ = stopped.changed() => break,
-                () = self.wake.notified() => {
+                () = self.wake.notified(), if !trouble => {
                     soon = [5, 20, 100, 500].map(Duration::from_millis).into();
                 }
-                () = notified => {}
+                () = notified, if !trouble => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
     }
 }
 
-/// Whether a failed publish says the broker cannot be reached (or took no
+/// Whether a failed publish says the broker cannot be reached (or takes no
 /// more), rather than anything about the message: a lost connection, a
-/// timeout, backpressure, a publisher closed before the relay was.
-fn unreachable(error: &Error) -> bool {
+/// timeout, backpressure, a publisher closed before the relay was. However
+/// long an outage lasts, it must not move every pending row to the failed
+/// state (and let later rows of their keys overtake them), nor leave them
+/// waiting out backoffs grown during it once the broker is back.
+fn is_unreachable(error: &Error) -> bool {
     matches!(
         error,
         Error::Connection(_) | Error::Timeout { .. } | Error::Backpressure | Error::Closed

@@ -304,7 +304,7 @@ pub async fn a_failing_row_holds_back_only_its_key<D: Db>() {
         let mut left = f.lock().unwrap();
         if message.payload().as_ref() == b"stuck:0" && *left > 0 {
             *left -= 1;
-            return Act::Refuse(Error::Connection("broker away".into()));
+            return Act::Refuse(Error::broker_retryable("refused for now"));
         }
         Act::Accept
     });
@@ -423,8 +423,8 @@ pub async fn a_row_that_cannot_be_published_is_kept_as_failed<D: Db>() {
 
 /// A broker that cannot be reached (a lost connection, timeouts,
 /// backpressure, a closed publisher) for longer than `max_attempts` tries
-/// fails no row: each stays pending, its key in order, and goes out once
-/// the broker is back.
+/// fails no row and charges it no backoff: each stays pending, its key in
+/// order, and goes out on the first pass once the broker is back.
 pub async fn an_unreachable_broker_fails_no_row<D: Db>() {
     let outbox = D::outbox().await;
     let outage = Arc::new(Mutex::new(0usize));
@@ -443,7 +443,7 @@ pub async fn an_unreachable_broker_fails_no_row<D: Db>() {
     let relay = outbox
         .relay(recorder.clone())
         .max_attempts(2)
-        .backoff(Duration::ZERO, Duration::ZERO);
+        .backoff(Duration::from_secs(3600), Duration::from_secs(3600));
     D::enqueue(
         &outbox,
         vec![("orders", keyed("k", 0)), ("orders", keyed("k", 1))],
@@ -453,13 +453,91 @@ pub async fn an_unreachable_broker_fails_no_row<D: Db>() {
     .unwrap();
     for _ in 0..8 {
         let pass = relay.run_once().await.unwrap();
-        assert_eq!(pass.failed, 0, "{pass:?}");
+        assert_eq!(
+            (
+                pass.claimed,
+                pass.retrying,
+                pass.failed,
+                pass.broker_unreachable
+            ),
+            (2, 1, 0, true),
+            "{pass:?}"
+        );
     }
-    assert_eq!(*outage.lock().unwrap(), 8, "the first row, tried 8 times");
+    assert_eq!(
+        *outage.lock().unwrap(),
+        8,
+        "the first row, tried on each of 8 passes: no backoff in between"
+    );
     let stats = outbox.stats().await.unwrap();
     assert_eq!((stats.pending, stats.failed), (2, 0));
     relay.run_once().await.unwrap();
     assert_eq!(recorder.payloads("orders"), ["k:0", "k:1"]);
+}
+
+/// A pass stops publishing at the first publish that finds the broker
+/// away: the rest of its rows are not tried, and all go out on the next
+/// pass once the broker is back.
+pub async fn a_pass_stops_at_an_unreachable_broker<D: Db>() {
+    let outbox = D::outbox().await;
+    let away = Arc::new(Mutex::new(true));
+    let a = away.clone();
+    let recorder = Recorder::with_rule(move |_, _| {
+        if *a.lock().unwrap() {
+            Act::Refuse(Error::Connection("broker away".into()))
+        } else {
+            Act::Accept
+        }
+    });
+    let messages: Vec<_> = (0..5).map(|i| Message::new(format!("{i}"))).collect();
+    D::enqueue(
+        &outbox,
+        messages.iter().map(|m| ("orders", m.clone())).collect(),
+        true,
+    )
+    .await
+    .unwrap();
+    let relay = outbox.relay(recorder.clone()).concurrency(1);
+    let pass = relay.run_once().await.unwrap();
+    assert_eq!(
+        (pass.claimed, pass.retrying, pass.broker_unreachable),
+        (5, 1, true),
+        "{pass:?}"
+    );
+    let tries: u32 = messages.iter().map(|m| recorder.tries(m.id())).sum();
+    assert_eq!(tries, 1, "publishes after the broker was found away");
+
+    *away.lock().unwrap() = false;
+    let pass = relay.run_once().await.unwrap();
+    assert_eq!((pass.published, pass.broker_unreachable), (5, false));
+}
+
+/// A running relay finds the broker back within its poll interval, however
+/// long the backoff: the outage grew none.
+pub async fn a_running_relay_publishes_as_soon_as_the_broker_is_back<D: Db>() {
+    let outbox = D::outbox().await;
+    let away = Arc::new(Mutex::new(true));
+    let a = away.clone();
+    let recorder = Recorder::with_rule(move |_, _| {
+        if *a.lock().unwrap() {
+            Act::Refuse(Error::timeout(Duration::from_millis(1)))
+        } else {
+            Act::Accept
+        }
+    });
+    D::enqueue(&outbox, vec![("orders", keyed("k", 0))], true)
+        .await
+        .unwrap();
+    let running = outbox
+        .relay(recorder.clone())
+        .backoff(Duration::from_secs(3600), Duration::from_secs(3600))
+        .poll_interval(Duration::from_millis(20))
+        .start();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    *away.lock().unwrap() = false;
+    recorder.wait_for(1, Duration::from_secs(5)).await;
+    running.shutdown().await;
+    assert_eq!(recorder.payloads("orders"), ["k:0"]);
 }
 
 /// A running relay whose broker is away, with no backoff, does not spin:
