@@ -7,16 +7,21 @@ use msg_core::Error;
 
 /// Connection trouble and timeouts are retryable; a refused command is not.
 /// `timeout` is the command timeout, which a timeout error reports.
+///
+/// fred says "no server to send this to" as a routing error ("Unable to
+/// route command or reconnect", "Max attempts reached" while it
+/// reconnects), and "too many commands in flight" as backpressure: both
+/// are about reaching Redis, not about the command, and are mapped so
+/// (an outbox relay, say, then charges the message nothing for them).
 pub(crate) fn map(e: FredError, timeout: Duration) -> Error {
     match e.kind() {
-        ErrorKind::IO | ErrorKind::Canceled => Error::Connection(Box::new(e)),
+        ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Routing => Error::Connection(Box::new(e)),
         ErrorKind::Timeout => Error::timeout(timeout),
+        ErrorKind::Backpressure => Error::Backpressure,
         ErrorKind::Config | ErrorKind::Url | ErrorKind::Auth => {
             Error::invalid_config_with("Redis refused the configuration", e)
         }
-        ErrorKind::Backpressure | ErrorKind::Routing | ErrorKind::Cluster | ErrorKind::Unknown => {
-            Error::broker_retryable(e)
-        }
+        ErrorKind::Cluster | ErrorKind::Unknown => Error::broker_retryable(e),
         _ => Error::broker_permanent(e),
     }
 }
@@ -63,6 +68,35 @@ mod tests {
         assert!(
             e.chain().contains("Invalid port."),
             "the source is kept: {e:?}"
+        );
+    }
+
+    #[test]
+    fn no_route_to_redis_is_connection_trouble_and_backpressure_is_backpressure() {
+        let e = map(
+            FredError::new(ErrorKind::Routing, "Unable to route command or reconnect."),
+            Duration::ZERO,
+        );
+        assert!(matches!(e, Error::Connection(_)), "{e:?}");
+        assert!(e.chain().contains("Unable to route"), "{e:?}");
+        let e = map(
+            FredError::new(ErrorKind::Backpressure, "Max in-flight commands reached."),
+            Duration::ZERO,
+        );
+        assert!(matches!(e, Error::Backpressure), "{e:?}");
+        let e = map(
+            FredError::new(ErrorKind::Unknown, "ERR odd"),
+            Duration::ZERO,
+        );
+        assert!(
+            matches!(
+                e,
+                Error::Broker {
+                    retryable: true,
+                    ..
+                }
+            ),
+            "{e:?}"
         );
     }
 }
