@@ -12,6 +12,10 @@ use msg_core::raw::url::redact;
 use msg_core::{Error, Result};
 use serde::Deserialize;
 
+/// How long opening a connection may take when the URL does not say
+/// (`connection_timeout`).
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The URL query options lapin reads itself; they stay in the URL.
 const LAPIN_OPTIONS: &[&str] = &[
     "heartbeat",
@@ -146,6 +150,19 @@ impl AmqpConfig {
         self.delivery().validate()
     }
 
+    /// How long opening a connection may take, TCP, TLS and the AMQP
+    /// handshake together: lapin's `connection_timeout` URL option (in ms),
+    /// which lapin applies to the TCP connect alone, or 10 s. A broker that
+    /// is starting or stopping can take the connection and never answer;
+    /// unbounded, that connect would hold every publish and subscription
+    /// waiting on it.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        AMQPUri::from_str(&self.url)
+            .ok()
+            .and_then(|uri| uri.query.connection_timeout)
+            .map_or(DEFAULT_CONNECT_TIMEOUT, Duration::from_millis)
+    }
+
     /// The transport's default delivery policy.
     pub(crate) fn delivery(&self) -> DeliveryPolicy {
         DeliveryPolicy {
@@ -206,7 +223,8 @@ impl AmqpConfig {
         self
     }
 
-    /// How long a publish waits for the broker's confirm before it fails
+    /// How long a publish may take, from finding a channel (and opening
+    /// the connection, if it must) to the broker's confirm, before it fails
     /// with a retryable timeout (default 10 s).
     pub fn publish_timeout(mut self, timeout: Duration) -> Self {
         self.publish_timeout = timeout;

@@ -141,14 +141,17 @@ impl Shared {
             });
         }
         let runtime = lapin::runtime::default_runtime().map_err(error::map)?;
-        let connection = Connection::connect_with_config(
+        let limit = self.config.connect_timeout();
+        let connect = Connection::connect_with_config(
             &self.config.url,
             ConnectionProperties::default().with_connection_name("msg".into()),
             tls,
             runtime,
-        )
-        .await
-        .map_err(|e| error::map(e).on_connect())?;
+        );
+        let connection = tokio::time::timeout(limit, connect)
+            .await
+            .map_err(|_| Error::timeout(limit))?
+            .map_err(|e| error::map(e).on_connect())?;
         let connection = Arc::new(connection);
         *current = Some(connection.clone());
         Ok(connection)

@@ -100,9 +100,27 @@ fn long(s: &str) -> AMQPValue {
 }
 
 impl Shared {
-    /// Publishes to `exchange` with `routing_key` and waits for the confirm.
-    /// Mandatory publishes that reach no queue are an error.
+    /// Publishes to `exchange` with `routing_key` and waits for the confirm,
+    /// all of it within the publish timeout. Mandatory publishes that reach
+    /// no queue are an error.
     pub(crate) async fn publish_to(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: &Message,
+        attempts: u32,
+        mandatory: bool,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let timeout = self.config.publish_timeout;
+        let publish =
+            self.publish_unbounded(exchange, routing_key, message, attempts, mandatory, ttl);
+        tokio::time::timeout(timeout, publish)
+            .await
+            .map_err(|_| Error::timeout(timeout))?
+    }
+
+    async fn publish_unbounded(
         &self,
         exchange: &str,
         routing_key: &str,
@@ -126,11 +144,7 @@ impl Shared {
             )
             .await
             .map_err(error::map)?;
-        let timeout = self.config.publish_timeout;
-        let confirmation = tokio::time::timeout(timeout, confirm)
-            .await
-            .map_err(|_| Error::timeout(timeout))?
-            .map_err(error::map)?;
+        let confirmation = confirm.await.map_err(error::map)?;
         match confirmation {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(_)) => Err(Error::broker_permanent(format!(
@@ -151,8 +165,14 @@ impl Shared {
         let exchange = &self.config.exchange;
         let queue = delay_queue_name(exchange, ms);
         if !self.recently_declared(&queue) {
-            let channel = self.publish_channel().await?;
-            declare_delay_queue(&channel, exchange, ms).await?;
+            let declare = async {
+                let channel = self.publish_channel().await?;
+                declare_delay_queue(&channel, exchange, ms).await
+            };
+            let timeout = self.config.publish_timeout;
+            tokio::time::timeout(timeout, declare)
+                .await
+                .map_err(|_| Error::timeout(timeout))??;
             self.declared(queue);
         }
         let mut copy = message.clone();

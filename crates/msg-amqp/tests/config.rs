@@ -38,3 +38,33 @@ fn lapin_options_stay_in_the_url_and_bad_ones_are_config_errors() {
         }
     }
 }
+
+/// A server that takes the connection and never answers (a broker starting
+/// or stopping does): opening the connection gives up after lapin's
+/// `connection_timeout` with a retryable timeout, rather than holding every
+/// publish and subscription waiting on it.
+#[tokio::test]
+async fn a_connection_the_server_never_answers_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f?connection_timeout=300");
+    let connect = msg_amqp::AmqpBroker::connect_url(&url);
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), connect)
+        .await
+        .expect("the connect did not give up");
+    match outcome {
+        Err(e @ msg_core::Error::Timeout { after, .. }) => {
+            assert_eq!(after, std::time::Duration::from_millis(300));
+            assert!(e.is_retryable());
+        }
+        Err(other) => panic!("expected a timeout, got {other:?}"),
+        Ok(_) => panic!("connected to a server that never answered"),
+    }
+    silent.abort();
+}
