@@ -1,6 +1,7 @@
 //! Faults under load, against a real broker: the broker restarted twice
-//! while messages flow (cleanly, then killed with SIGKILL), and a consumer
-//! process SIGKILLed mid-stream with a second consumer finishing.
+//! while messages flow (cleanly, then killed with SIGKILL), the same while
+//! an outbox relay publishes (feature `outbox`), and a consumer process
+//! SIGKILLed mid-stream with a second consumer finishing.
 //!
 //! A transport crate runs both from `tests/faults.rs`:
 //!
@@ -15,6 +16,8 @@
 //! confirmed is lost.
 
 mod consumer_kill;
+#[cfg(feature = "outbox")]
+mod relay;
 mod restart;
 
 use std::time::Duration;
@@ -22,6 +25,8 @@ use std::time::Duration;
 use msg_core::Message;
 
 pub use consumer_kill::{KillReport, consumer_child, consumer_killed_mid_stream};
+#[cfg(feature = "outbox")]
+pub use relay::{RelayReport, relay_across_restarts};
 pub use restart::{LoadReport, Restart, restart_under_load};
 
 /// Messages published in each case.
@@ -45,7 +50,8 @@ fn number_of(message: &Message) -> Option<usize> {
 /// Expands to the fault cases of [`faults`](crate::faults) against the
 /// broker `name` of `cargo xtask brokers up`, each a `#[tokio::test]`
 /// building the harness with the given expression. They run one at a
-/// time (they restart the broker).
+/// time (they restart the broker). The relay case needs this crate's
+/// `outbox` feature.
 #[macro_export]
 macro_rules! faults_suite {
     ($harness:expr, $broker:expr) => {
@@ -61,6 +67,24 @@ macro_rules! faults_suite {
                     $crate::faults::Restart::Graceful,
                     $crate::faults::Restart::Kill,
                 ],
+            )
+            .await;
+        }
+
+        /// An outbox relay publishing while the broker restarts, cleanly
+        /// and killed.
+        #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn relay_across_restarts() {
+            let _alone = $crate::broker_lock("faults_restart").await;
+            let h = $harness;
+            $crate::faults::relay_across_restarts(
+                &h,
+                &$crate::BrokerEnv::get($broker),
+                &[
+                    $crate::faults::Restart::Graceful,
+                    $crate::faults::Restart::Kill,
+                ],
+                ::std::time::Duration::from_secs(3600),
             )
             .await;
         }

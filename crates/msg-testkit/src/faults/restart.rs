@@ -259,7 +259,7 @@ fn missing(received: &Mutex<Vec<u32>>, expected: &HashSet<usize>) -> Vec<usize> 
     missing
 }
 
-async fn wait_until(
+pub(super) async fn wait_until(
     deadline: Duration,
     mut done: impl FnMut() -> bool,
     explain: impl FnOnce() -> String,
