@@ -113,38 +113,27 @@ impl Shared {
         ttl: Option<Duration>,
     ) -> Result<()> {
         let timeout = self.config.publish_timeout;
-        let publish =
-            self.publish_unbounded(exchange, routing_key, message, attempts, mandatory, ttl);
-        tokio::time::timeout(timeout, publish)
-            .await
-            .map_err(|_| Error::timeout(timeout))?
-    }
-
-    async fn publish_unbounded(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        message: &Message,
-        attempts: u32,
-        mandatory: bool,
-        ttl: Option<Duration>,
-    ) -> Result<()> {
-        let channel = self.publish_channel().await?;
-        let options = BasicPublishOptions {
-            mandatory,
-            ..Default::default()
+        let publish = async {
+            let channel = self.publish_channel().await?;
+            let options = BasicPublishOptions {
+                mandatory,
+                ..Default::default()
+            };
+            let confirm = channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    options,
+                    message.payload(),
+                    properties(message, attempts, ttl),
+                )
+                .await
+                .map_err(error::map)?;
+            confirm.await.map_err(error::map)
         };
-        let confirm = channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                options,
-                message.payload(),
-                properties(message, attempts, ttl),
-            )
+        let confirmation = tokio::time::timeout(timeout, publish)
             .await
-            .map_err(error::map)?;
-        let confirmation = confirm.await.map_err(error::map)?;
+            .map_err(|_| Error::timeout(timeout))??;
         match confirmation {
             Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
             Confirmation::Ack(Some(_)) => Err(Error::broker_permanent(format!(

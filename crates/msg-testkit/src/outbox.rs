@@ -3,6 +3,7 @@
 //! conformance tests.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use msg_core::{Message, MessageOrder, StartPosition, Subscriber, Subscription, Uuid};
@@ -23,18 +24,7 @@ pub async fn outbox_relay_publishes_what_committed(h: &Harness) {
         .await
         .expect("subscribe");
 
-    let dir = std::env::temp_dir().join(format!("msg-testkit-outbox-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
-    let pool = SqlitePool::connect_with(
-        SqliteConnectOptions::new()
-            .filename(dir.join("outbox.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal),
-    )
-    .await
-    .expect("an SQLite file");
-    let outbox = Outbox::sqlite(pool.clone());
-    outbox.migrate().await.expect("migrate");
+    let (outbox, pool, dir) = scratch_outbox().await;
 
     let mut committed = Vec::new();
     for (batch, commit) in [(0, true), (1, false), (2, true), (3, true)] {
@@ -103,6 +93,24 @@ pub async fn outbox_relay_publishes_what_committed(h: &Harness) {
     }
     pool.close().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A migrated outbox in a new SQLite file (WAL), its pool, and the
+/// scratch directory that holds the file, for the caller to remove.
+pub(crate) async fn scratch_outbox() -> (Outbox<sqlx::Sqlite>, SqlitePool, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("msg-testkit-outbox-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let pool = SqlitePool::connect_with(
+        SqliteConnectOptions::new()
+            .filename(dir.join("outbox.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal),
+    )
+    .await
+    .expect("an SQLite file");
+    let outbox = Outbox::sqlite(pool.clone());
+    outbox.migrate().await.expect("migrate");
+    (outbox, pool, dir)
 }
 
 /// Expands to the outbox case as a `#[tokio::test]`, with the harness the

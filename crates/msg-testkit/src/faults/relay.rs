@@ -10,7 +10,7 @@ use msg_core::{
     StartPosition, Subscriber, Subscription, Uuid,
 };
 use msg_outbox::Outbox;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+use sqlx::sqlite::SqlitePool;
 
 use super::restart::wait_until;
 use super::{RECEIVE_DEADLINE, Restart};
@@ -83,18 +83,7 @@ pub async fn relay_across_restarts(
     let received: Arc<Mutex<Vec<Uuid>>> = Arc::default();
     let consumer = tokio::spawn(consume(stream, received.clone()));
 
-    let dir = std::env::temp_dir().join(format!("msg-testkit-relay-{}", Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
-    let pool = SqlitePool::connect_with(
-        SqliteConnectOptions::new()
-            .filename(dir.join("outbox.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal),
-    )
-    .await
-    .expect("an SQLite file");
-    let outbox = Outbox::sqlite(pool.clone());
-    outbox.migrate().await.expect("migrate");
+    let (outbox, pool, dir) = crate::outbox::scratch_outbox().await;
     let watched = Arc::new(Mutex::new(Watched::default()));
     let relay = outbox
         .relay(Watching {
