@@ -431,20 +431,24 @@ impl<P: Publisher> Relay<P> {
             };
             #[cfg(feature = "postgres")]
             let notified = async {
-                match listener.as_mut() {
-                    Some(listener) => {
-                        match listener.recv().await {
-                            Ok(_) => self.wake.notify_waiters(),
-                            Err(e) => {
-                                // It reconnects on the next call; until then
-                                // the relay polls, rather than spinning on
-                                // the error.
-                                tracing::debug!(error = %e, "outbox listener lost its connection");
-                                std::future::pending::<()>().await;
-                            }
+                let Some(listener) = listener.as_mut() else {
+                    return std::future::pending().await;
+                };
+                loop {
+                    match listener.recv().await {
+                        // Drained, not acted on: the listener keeps what
+                        // is not received, without a bound, for as long
+                        // as an outage lasts.
+                        Ok(_) if trouble => {}
+                        Ok(_) => return self.wake.notify_waiters(),
+                        Err(e) => {
+                            // It reconnects on the next call; until then
+                            // the relay polls, rather than spinning on
+                            // the error.
+                            tracing::debug!(error = %e, "outbox listener lost its connection");
+                            return std::future::pending::<()>().await;
                         }
                     }
-                    None => std::future::pending().await,
                 }
             };
             #[cfg(not(feature = "postgres"))]
@@ -454,7 +458,7 @@ impl<P: Publisher> Relay<P> {
                 () = self.wake.notified(), if !trouble => {
                     soon = [5, 20, 100, 500].map(Duration::from_millis).into();
                 }
-                () = notified, if !trouble => {}
+                () = notified => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }
