@@ -190,12 +190,13 @@ impl<P: Publisher> Relay<P> {
     }
 
     /// How often to look for rows when nothing wakes the relay (default
-    /// 1 s). While the broker or the database cannot be reached, a running
-    /// relay looks again at this interval, or every second if that is
-    /// sooner, and nothing else wakes it. Enqueues in this process wake it at once, and on PostgreSQL
+    /// 1 s). Enqueues in this process wake it at once, and on PostgreSQL
     /// enqueues anywhere do (`LISTEN`/`NOTIFY`), unless the table's
     /// outbox was migrated with `Outbox::notify(false)`: then this is how
-    /// soon other processes' rows are found.
+    /// soon other processes' rows are found. While the broker or the
+    /// database cannot be reached, a running relay looks again at this
+    /// interval, or every second if that is sooner, and nothing else wakes
+    /// it.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Duration::from_millis(1));
         self

@@ -558,9 +558,13 @@ pub async fn a_relay_does_not_spin_while_the_broker_is_away<D: Db>() {
         .start();
     for i in 0..10 {
         tokio::time::sleep(Duration::from_millis(30)).await;
-        D::enqueue(&outbox, vec![("orders", Message::new(format!("{i}")))], true)
-            .await
-            .unwrap();
+        D::enqueue(
+            &outbox,
+            vec![("orders", Message::new(format!("{i}")))],
+            true,
+        )
+        .await
+        .unwrap();
     }
     running.shutdown().await;
     // Each pass claims the oldest row, the first, and tries it.
