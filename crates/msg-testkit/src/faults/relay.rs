@@ -54,7 +54,7 @@ pub struct RelayReport {
 /// and the broker is restarted once per entry of `restarts`. Every row is
 /// published and received, with the id it was enqueued with; the relay
 /// publishes each key's rows one at a time, confirmed in order; and
-/// the relay catches up within [`CATCH_UP`] of the last restart, although
+/// the relay catches up within 30 s of the last restart, although
 /// its backoff for a row the broker refused is `refusal_backoff`: an hour
 /// shows that an unreachable broker charges no row a try or a backoff (a
 /// broker that refuses publishes while it restarts needs a shorter one).
