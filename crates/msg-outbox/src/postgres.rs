@@ -10,10 +10,32 @@
 //!   long transaction anywhere in the cluster holds the relay back for as
 //!   long as it runs.
 //! - A claim is a transaction: the relay takes a transaction-scoped
-//!   advisory lock per message key (and per row without a key), publishes,
-//!   records what it published and commits. Other relays skip the locked
-//!   keys; a relay that dies loses its connection, which ends the
-//!   transaction and frees its keys at once.
+//!   advisory lock per message key (and per block of
+//!   [`KEYLESS_BLOCK`] rows without a key), publishes, records what it
+//!   published and commits. Other relays skip the locked keys and blocks;
+//!   a relay that dies loses its connection, which ends the transaction
+//!   and frees them at once. A lock per keyless row cost the database
+//!   more than the rest of the claim (taking and releasing 500 locks in
+//!   the shared lock table); a block's later rows take the lock the claim
+//!   already holds, which costs nothing shared.
+//! - A claim reads its candidates before it locks them (one statement, one
+//!   snapshot), so a row another claim published and recorded in between
+//!   still looks pending there. A key's rows are therefore read again
+//!   after its lock, and the rows without a key are looked up again by
+//!   place: only those still pending are published. Without that, two
+//!   workers of one relay published some rows twice.
+//! - The claim records its batch by the rows' physical places (`ctid`),
+//!   read in the same transaction: deleting 500 rows by `ctid` reads no
+//!   index, by `seq` it walks the primary key 500 times. No one else
+//!   changes a claimed row (its lock is held; the other writers touch
+//!   only failed or sent rows), and the claim's own table lock keeps
+//!   `VACUUM FULL` from moving it; a row changed by hand all the same is
+//!   left pending and published again, which at least once allows.
+//! - The record does not wait for its commit to reach the disk
+//!   (`synchronous_commit = off`, for the claim's transaction only): if
+//!   PostgreSQL itself crashes, the last records may be lost, and their
+//!   rows are published again with the same ids, which at least once
+//!   allows; the relay no longer waits a flush per batch.
 //!
 //! - A queue table's statistics are rarely right: a new table has none,
 //!   and a backlog grows faster than autovacuum analyzes. Estimating a few
@@ -53,6 +75,7 @@ struct Sql {
     notify_off: String,
     insert: String,
     candidates: String,
+    keyless: String,
     rows: String,
     mark_sent: String,
     delete_sent_now: String,
@@ -122,17 +145,21 @@ impl Sql {
             ),
             // Due rows, oldest first, whose key has no earlier row waiting
             // out a backoff (which holds the key back), each taken with a
-            // transaction-scoped advisory lock on its key (or on itself,
-            // without a key); rows whose lock another claim holds are
+            // transaction-scoped advisory lock on its key (or on its block,
+            // without a key; the two-key form keeps blocks apart from keys
+            // and from the bigint locks other programs take); rows whose
+            // lock another claim holds are
             // skipped, so that concurrent claims take different rows. The
             // locks are tried in order over a window of the oldest rows
             // (the inner LIMIT), and only until the batch is full. No row
             // lock: the claim takes no transaction id before it records
             // its batch, so it holds back no other relay's view of what
-            // committed (see `settled`).
+            // committed (see `settled`). A key's rows are read again after
+            // its lock (see `rows`), so only the key is needed here.
             candidates: format!(
                 "SELECT c.* FROM (
-                    SELECT o.seq, o.id, o.topic, o.msg_key, o.headers, o.payload,
+                    SELECT o.seq, o.ctid::text AS ctid, o.id, o.topic, o.msg_key, o.headers,
+                           CASE WHEN o.msg_key IS NULL THEN o.payload END AS payload,
                            o.deliver_at, o.ttl_ms, o.reply_to, o.attempts, o.enqueued_at
                     FROM {t} o
                     WHERE o.state = 'pending' AND o.next_attempt_at <= $1 AND o.{settled}
@@ -141,23 +168,39 @@ impl Sql {
                         WHERE p.msg_key = o.msg_key AND p.state = 'pending'
                           AND p.next_attempt_at > $1 AND (p.txid, p.seq) < (o.txid, o.seq)))
                     ORDER BY o.txid, o.seq LIMIT $3) c
-                 WHERE pg_try_advisory_xact_lock(hashtextextended(
-                    CASE WHEN c.msg_key IS NULL THEN '{t}:seq:' || c.seq::text
-                         ELSE '{t}:key:' || c.msg_key END, 0))
+                 WHERE CASE WHEN c.msg_key IS NULL
+                    THEN pg_try_advisory_xact_lock(hashtext('{t}'),
+                        ((c.seq / {KEYLESS_BLOCK}) % 2147483647)::int4)
+                    ELSE pg_try_advisory_xact_lock(hashtextextended('{t}:key:' || c.msg_key, 0))
+                 END
                  LIMIT $2"
+            ),
+            // Which of the rows without a key this claim locked are still
+            // pending, by place, looked at after the locks: the
+            // candidates' snapshot was taken before them, so a row another
+            // claim published and recorded while this one locked it still
+            // looked pending there. A row deleted or changed since has no
+            // version at its old place that this statement sees; one that
+            // is still there is as the candidates read it.
+            keyless: format!(
+                "SELECT seq FROM {t} WHERE ctid = ANY($1::text[]::tid[]) AND state = 'pending'"
             ),
             // Every pending row of the keys this claim holds, in order (read
             // after the locks were taken, so it sees what the claim that
             // held them last recorded).
             rows: format!(
-                "SELECT seq, id, topic, msg_key, headers, payload, deliver_at, ttl_ms, reply_to,
+                "SELECT seq, ctid::text AS ctid, id, topic, msg_key, headers, payload, deliver_at,
+                        ttl_ms, reply_to,
                         attempts, next_attempt_at, enqueued_at
                  FROM {t}
                  WHERE state = 'pending' AND {settled} AND msg_key = ANY($1)
                  ORDER BY txid, seq LIMIT $2"
             ),
-            mark_sent: format!("UPDATE {t} SET state = 'sent', sent_at = $1 WHERE seq = ANY($2)"),
-            delete_sent_now: format!("DELETE FROM {t} WHERE seq = ANY($1)"),
+            // By place: see the module's documentation.
+            mark_sent: format!(
+                "UPDATE {t} SET state = 'sent', sent_at = $1 WHERE ctid = ANY($2::text[]::tid[])"
+            ),
+            delete_sent_now: format!("DELETE FROM {t} WHERE ctid = ANY($1::text[]::tid[])"),
             fail: format!(
                 "UPDATE {t} AS t SET attempts = f.attempts, next_attempt_at = f.next_attempt_at,
                     last_error = f.error,
@@ -193,14 +236,19 @@ impl Sql {
     }
 }
 
-/// Begins a claim's transaction: its queries read the indexes in order
-/// (see the module's documentation), in the `BEGIN`'s round trip.
-const BEGIN_CLAIM: &str =
-    "BEGIN; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off";
+/// Begins a claim's transaction, in the `BEGIN`'s round trip: its queries
+/// read the indexes in order, and its commit does not wait for the disk
+/// (see the module's documentation).
+const BEGIN_CLAIM: &str = "BEGIN; SET LOCAL enable_bitmapscan = off; \
+    SET LOCAL enable_seqscan = off; SET LOCAL synchronous_commit = off";
 
-/// What the scan of a claim found: a row without a key, or a key.
+/// Rows without a key are locked in blocks of this many consecutive `seq`s.
+const KEYLESS_BLOCK: i64 = 64;
+
+/// What the scan of a claim found: a row without a key (its `seq`), or a
+/// key.
 enum Candidate {
-    Row(ClaimedRow),
+    Row(i64),
     Key(String),
 }
 
@@ -280,36 +328,56 @@ impl PgStore {
             .await
             .map_err(store_error)?;
         // The window holds the batches of a few other claims in flight.
-        let candidates = sqlx::query(&self.sql.candidates)
+        let found = sqlx::query(&self.sql.candidates)
             .bind(now)
             .bind(limit)
             .bind(limit.saturating_mul(4))
             .fetch_all(&mut *tx)
             .await
             .map_err(store_error)?;
-        // A row without a key is claimed as it is; a key's rows are read
-        // again below, whole, so only the key is taken here.
-        let candidates = candidates
-            .iter()
-            .map(|row| match row.try_get::<Option<String>, _>("msg_key") {
-                Ok(None) => claimed(row).map(Candidate::Row),
-                Ok(Some(key)) => Ok(Candidate::Key(key)),
-                Err(e) => Err(store_error(e)),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let keys: Vec<String> = candidates
-            .iter()
-            .filter_map(|c| match c {
-                Candidate::Key(key) => Some(key.clone()),
-                Candidate::Row(_) => None,
-            })
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let mut candidates = Vec::with_capacity(found.len());
+        let mut keyless = HashMap::new();
+        let mut places = HashMap::with_capacity(found.len());
+        let mut keys = HashSet::new();
+        for row in &found {
+            match row.try_get::<Option<String>, _>("msg_key") {
+                Ok(None) => {
+                    let place: String = row.try_get("ctid").map_err(store_error)?;
+                    let row = claimed(row)?;
+                    candidates.push(Candidate::Row(row.seq));
+                    places.insert(row.seq, place);
+                    keyless.insert(row.seq, row);
+                }
+                Ok(Some(key)) => {
+                    if keys.insert(key.clone()) {
+                        candidates.push(Candidate::Key(key));
+                    }
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        // The rows without a key that are still pending now that they are
+        // locked; the others are left out.
+        if !keyless.is_empty() {
+            let pending: HashSet<i64> = sqlx::query_scalar(&self.sql.keyless)
+                .bind(
+                    keyless
+                        .keys()
+                        .filter_map(|seq| places.get(seq).map(String::as_str))
+                        .collect::<Vec<_>>(),
+                )
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store_error)?
+                .into_iter()
+                .collect();
+            keyless.retain(|seq, _| pending.contains(seq));
+        }
         // Every pending row of a locked key, in order: its first rows may
         // not be among the candidates (another claim's window held them).
         let mut runs: HashMap<String, Vec<ClaimedRow>> = HashMap::new();
         if !keys.is_empty() {
+            let keys: Vec<String> = keys.into_iter().collect();
             let keyed = sqlx::query(&self.sql.rows)
                 .bind(&keys)
                 .bind(limit)
@@ -321,46 +389,54 @@ impl PgStore {
             let mut held_back = HashSet::new();
             for row in &keyed {
                 let due: i64 = row.try_get("next_attempt_at").map_err(store_error)?;
+                let place: String = row.try_get("ctid").map_err(store_error)?;
                 let row = claimed(row)?;
                 let key = row.key.clone().expect("rows of a key");
                 if held_back.contains(&key) || due > now {
                     held_back.insert(key);
                     continue;
                 }
+                places.insert(row.seq, place);
                 runs.entry(key).or_default().push(row);
             }
         }
-        // The candidates' order, each key's run where the key first shows.
-        let mut rows = Vec::with_capacity(candidates.len());
+        // The candidates' order, each key's run where the key first shows;
+        // a row without a key that is gone since is left out.
+        let mut rows = Vec::with_capacity(found.len());
         for candidate in candidates {
             match candidate {
-                Candidate::Row(row) => rows.push(row),
-                Candidate::Key(key) => {
-                    if let Some(run) = runs.remove(&key) {
-                        rows.extend(run);
-                    }
-                }
+                Candidate::Row(seq) => rows.extend(keyless.remove(&seq)),
+                Candidate::Key(key) => rows.extend(runs.remove(&key).into_iter().flatten()),
             }
         }
         Ok(Claim {
             rows,
-            hold: Hold::Transaction(tx),
+            hold: Hold::Transaction { tx, places },
         })
     }
 
+    /// Records `outcome` in the claim's transaction `tx` and commits;
+    /// `places` has the `ctid` of each claimed row, by `seq`.
     pub(crate) async fn finish(
         &self,
         mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        places: HashMap<i64, String>,
         outcome: Outcome,
         keep_sent: bool,
     ) -> Result<()> {
         if !outcome.sent.is_empty() {
+            // Every sent row came from this claim, so each has its place.
+            let sent: Vec<&str> = outcome
+                .sent
+                .iter()
+                .filter_map(|seq| places.get(seq).map(String::as_str))
+                .collect();
             let query = if keep_sent {
                 sqlx::query(&self.sql.mark_sent)
                     .bind(now_millis())
-                    .bind(&outcome.sent)
+                    .bind(sent)
             } else {
-                sqlx::query(&self.sql.delete_sent_now).bind(&outcome.sent)
+                sqlx::query(&self.sql.delete_sent_now).bind(sent)
             };
             query.execute(&mut *tx).await.map_err(store_error)?;
         }

@@ -120,9 +120,13 @@ pub(crate) enum Hold {
     /// SQLite: the rows' lease columns name this relay.
     #[cfg(feature = "sqlite")]
     Lease { owner: String },
-    /// PostgreSQL: the claiming transaction, with its key locks.
+    /// PostgreSQL: the claiming transaction, with its key locks, and
+    /// where each claimed row is (its `ctid`, by `seq`).
     #[cfg(feature = "postgres")]
-    Transaction(sqlx::Transaction<'static, sqlx::Postgres>),
+    Transaction {
+        tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        places: std::collections::HashMap<i64, String>,
+    },
 }
 
 /// The database an outbox lives in.
@@ -162,7 +166,9 @@ impl Store {
             #[cfg(feature = "sqlite")]
             (Store::Sqlite(s), Hold::Lease { owner }) => s.finish(&owner, outcome, keep_sent).await,
             #[cfg(feature = "postgres")]
-            (Store::Postgres(s), Hold::Transaction(tx)) => s.finish(tx, outcome, keep_sent).await,
+            (Store::Postgres(s), Hold::Transaction { tx, places }) => {
+                s.finish(tx, places, outcome, keep_sent).await
+            }
             #[allow(unreachable_patterns)]
             _ => unreachable!("a claim is finished by the store that made it"),
         }

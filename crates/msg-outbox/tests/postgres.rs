@@ -138,6 +138,11 @@ async fn options_are_carried_to_the_publish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_publish_rows_without_a_key_once() {
+    support::two_relays_publish_rows_without_a_key_once::<PgDb>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_keep_each_keys_order() {
     support::two_relays_keep_each_keys_order::<PgDb>().await;
 }

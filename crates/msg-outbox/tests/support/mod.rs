@@ -294,6 +294,45 @@ pub async fn two_relays_keep_each_keys_order<D: Db>() {
     }
 }
 
+/// Two relays racing over rows without a key, claimed while earlier
+/// claims record theirs: no row is published twice. (A claim that locked
+/// a row after another claim had published and recorded it, but judged it
+/// pending by what it read before, would publish it again.)
+pub async fn two_relays_publish_rows_without_a_key_once<D: Db>() {
+    const ROWS: usize = 3_000;
+    let outbox = D::outbox().await;
+    let recorder = Recorder::with_rule(|_, message| {
+        Act::AcceptAfter(Duration::from_micros(
+            u64::from(message.id().as_bytes()[15] % 4) * 100,
+        ))
+    });
+    for chunk in 0..ROWS / 100 {
+        let batch = (0..100)
+            .map(|n| ("events", Message::new(format!("{}", chunk * 100 + n))))
+            .collect();
+        D::enqueue(&outbox, batch, true).await.unwrap();
+    }
+    let other = D::other(&outbox).await;
+    let relays = [
+        outbox.relay(recorder.clone()).batch_size(37).workers(3),
+        other.relay(recorder.clone()).batch_size(23).workers(3),
+    ]
+    .map(|relay| relay.poll_interval(Duration::from_millis(5)).start());
+    recorder.wait_for(ROWS, Duration::from_secs(60)).await;
+    // Time for a late duplicate to arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for relay in relays {
+        relay.shutdown().await;
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for payload in recorder.payloads("events") {
+        *seen.entry(payload).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|&(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "published more than once: {twice:?}");
+    assert_eq!(seen.len(), ROWS, "every row");
+}
+
 /// A row that fails holds back the later rows of its key, and only those;
 /// after its backoff the key goes on in order.
 pub async fn a_failing_row_holds_back_only_its_key<D: Db>() {
