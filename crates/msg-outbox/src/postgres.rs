@@ -158,7 +158,8 @@ impl Sql {
             // its lock (see `rows`), so only the key is needed here.
             candidates: format!(
                 "SELECT c.* FROM (
-                    SELECT o.seq, o.ctid::text AS ctid, o.id, o.topic, o.msg_key, o.headers,
+                    SELECT o.seq, o.txid::text::bigint AS txid, o.ctid::text AS ctid, o.id,
+                           o.topic, o.msg_key, o.headers,
                            CASE WHEN o.msg_key IS NULL THEN o.payload END AS payload,
                            o.deliver_at, o.ttl_ms, o.reply_to, o.attempts, o.enqueued_at
                     FROM {t} o
@@ -185,16 +186,22 @@ impl Sql {
             keyless: format!(
                 "SELECT seq FROM {t} WHERE ctid = ANY($1::text[]::tid[]) AND state = 'pending'"
             ),
-            // Every pending row of the keys this claim holds, in order (read
+            // Every pending row of the keys this claim holds, in order, up
+            // to the last candidate (`$2`, `$3`: its txid and seq), read
             // after the locks were taken, so it sees what the claim that
-            // held them last recorded).
+            // held them last recorded. The bound keeps it within what the
+            // candidates walked, whichever index the plan takes: with the
+            // statistics of a few busy keys, a generic plan walks the
+            // pending index, and without the bound it would read the whole
+            // backlog whenever the claim's keys have fewer rows than it
+            // asks for.
             rows: format!(
                 "SELECT seq, ctid::text AS ctid, id, topic, msg_key, headers, payload, deliver_at,
-                        ttl_ms, reply_to,
-                        attempts, next_attempt_at, enqueued_at
+                        ttl_ms, reply_to, attempts, next_attempt_at, enqueued_at
                  FROM {t}
                  WHERE state = 'pending' AND {settled} AND msg_key = ANY($1)
-                 ORDER BY txid, seq LIMIT $2"
+                   AND (txid, seq) <= ($2::text::xid8, $3)
+                 ORDER BY txid, seq"
             ),
             // By place: see the module's documentation.
             mark_sent: format!(
@@ -343,7 +350,13 @@ impl PgStore {
         let mut keyless = HashMap::new();
         let mut places = HashMap::with_capacity(found.len());
         let mut keys = HashSet::new();
+        // The last candidate's (txid, seq): where the scan stopped.
+        let mut last = (0_i64, 0_i64);
         for row in &found {
+            last = (
+                row.try_get("txid").map_err(store_error)?,
+                row.try_get("seq").map_err(store_error)?,
+            );
             match row.try_get::<Option<String>, _>("msg_key") {
                 Ok(None) => {
                     let place: String = row.try_get("ctid").map_err(store_error)?;
@@ -384,7 +397,8 @@ impl PgStore {
             let keys: Vec<String> = keys.into_iter().collect();
             let keyed = sqlx::query(&self.sql.rows)
                 .bind(&keys)
-                .bind(limit)
+                .bind(last.0.to_string())
+                .bind(last.1)
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(store_error)?;
@@ -518,24 +532,35 @@ impl PgStore {
 mod tests {
     use super::*;
 
-    /// The claim's plan over a backlog the planner has no statistics for
-    /// (a new table, as autovacuum has not analyzed it yet), begun with
-    /// `begin`.
-    async fn claim_plan(store: &PgStore, begin: &str) -> String {
+    /// The plan `statement` runs with, called with `args` (SQL literals),
+    /// in a transaction begun with `begin`: with `BEGIN_CLAIM`, its
+    /// generic plan, as the relay's prepared statements use it.
+    async fn plan(store: &PgStore, begin: &str, statement: &str, args: &str) -> String {
         let mut tx = store.pool.begin_with(begin.to_owned()).await.unwrap();
-        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN {}", store.sql.candidates))
-            .bind(now_millis())
-            .bind(500_i64)
-            .bind(2_000_i64)
+        sqlx::raw_sql(&format!("PREPARE plan_check AS {statement}"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE plan_check({args})"))
             .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        // A prepared statement outlives the transaction.
+        sqlx::raw_sql("DEALLOCATE plan_check")
+            .execute(&mut *tx)
             .await
             .unwrap();
         tx.rollback().await.unwrap();
         plan.join("\n")
     }
 
+    /// A claim's statements read only what they need over a backlog the
+    /// planner has no statistics for (a new table, as autovacuum has not
+    /// analyzed it yet) and over one it has: the candidates walk the
+    /// pending index in order, a key's rows come from the key index, and
+    /// rows are checked and recorded by place.
     #[tokio::test]
-    async fn a_claim_walks_the_pending_index_whatever_the_statistics() {
+    async fn a_claim_reads_only_its_window_whatever_the_statistics() {
         let url = msg_testkit::BrokerEnv::get("postgres").url().to_owned();
         let pool = PgPool::connect(&url).await.unwrap_or_else(|e| {
             panic!("PostgreSQL at {url}: {e} (start it: cargo xtask brokers up postgres)")
@@ -553,23 +578,58 @@ mod tests {
         .execute(&pool)
         .await
         .unwrap();
+        let sql = &store.sql;
+        let candidates = format!("{}, 500, 2000", now_millis());
+        // Two keys, up to the 1,000th row, as a claim asks.
+        let (txid, seq): (String, i64) = sqlx::query_as(&format!(
+            "SELECT txid::text, seq FROM {} ORDER BY txid, seq OFFSET 999 LIMIT 1",
+            table.name()
+        ))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let rows_args = format!("ARRAY['k2', 'k4'], '{txid}', {seq}");
 
         // What the planner does on its own: reads and sorts the backlog.
-        let unguided = claim_plan(&store, "BEGIN").await;
+        let unguided = plan(&store, "BEGIN", &sql.candidates, &candidates).await;
         assert!(
             unguided.contains("Sort"),
             "the planner no longer sorts a backlog it has no statistics for; \
              this test needs another way to reproduce the trap:\n{unguided}"
         );
-        let plan = claim_plan(&store, BEGIN_CLAIM).await;
-        assert!(
-            !plan.contains("Sort") && !plan.contains("Bitmap") && !plan.contains("Seq Scan"),
-            "a claim reads more than its window:\n{plan}"
-        );
-        assert!(
-            plan.contains(&format!("Index Scan using {}", table.derived("pending"))),
-            "{plan}"
-        );
+        for analyzed in [false, true] {
+            if analyzed {
+                sqlx::query(&format!("ANALYZE {}", table.name()))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            let claim = plan(&store, BEGIN_CLAIM, &sql.candidates, &candidates).await;
+            assert!(
+                !claim.contains("Sort") && !claim.contains("Bitmap") && !claim.contains("Seq Scan"),
+                "a claim reads more than its window (analyzed: {analyzed}):\n{claim}"
+            );
+            assert!(
+                claim.contains(&format!("Index Scan using {}", table.derived("pending"))),
+                "{claim}"
+            );
+            let rows = plan(&store, BEGIN_CLAIM, &sql.rows, &rows_args).await;
+            // From the key index, or from the pending index up to the
+            // last candidate: not the backlog after it.
+            let by_key = rows.contains(&format!("Index Scan using {}", table.derived("key")));
+            let bounded = rows.contains(&format!("Index Scan using {}", table.derived("pending")))
+                && rows
+                    .lines()
+                    .any(|l| l.contains("Index Cond") && l.contains("ROW(txid, seq) <="));
+            assert!(
+                by_key || bounded,
+                "a claim reads more than its keys' rows (analyzed: {analyzed}):\n{rows}"
+            );
+            for by_place in [&sql.keyless, &sql.delete_sent_now] {
+                let by_place = plan(&store, BEGIN_CLAIM, by_place, "ARRAY['(0,1)']").await;
+                assert!(by_place.contains("Tid Scan"), "{by_place}");
+            }
+        }
         sqlx::query(&format!("DROP TABLE {}", table.name()))
             .execute(&pool)
             .await
