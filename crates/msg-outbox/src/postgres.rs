@@ -353,10 +353,10 @@ impl PgStore {
         // The last candidate's (txid, seq): where the scan stopped.
         let mut last = (0_i64, 0_i64);
         for row in &found {
-            last = (
+            last = last.max((
                 row.try_get("txid").map_err(store_error)?,
                 row.try_get("seq").map_err(store_error)?,
-            );
+            ));
             match row.try_get::<Option<String>, _>("msg_key") {
                 Ok(None) => {
                     let place: String = row.try_get("ctid").map_err(store_error)?;
