@@ -625,8 +625,12 @@ mod tests {
                 by_key || bounded,
                 "a claim reads more than its keys' rows (analyzed: {analyzed}):\n{rows}"
             );
-            for by_place in [&sql.keyless, &sql.delete_sent_now] {
-                let by_place = plan(&store, BEGIN_CLAIM, by_place, "ARRAY['(0,1)']").await;
+            for (by_place, args) in [
+                (&sql.keyless, "ARRAY['(0,1)']"),
+                (&sql.delete_sent_now, "ARRAY['(0,1)']"),
+                (&sql.mark_sent, "0, ARRAY['(0,1)']"),
+            ] {
+                let by_place = plan(&store, BEGIN_CLAIM, by_place, args).await;
                 assert!(by_place.contains("Tid Scan"), "{by_place}");
             }
         }
