@@ -8,19 +8,49 @@
 //! [`Outbox`](crate::Outbox) through the same transaction go out only if it
 //! commits (the "consumer outbox").
 //!
-//! ```ignore
+//! ```
+//! # #[cfg(feature = "sqlite")]
+//! # mod example {
+//! use msg_core::{HandlerError, Received, Router, State, Subscription};
+//! use msg_outbox::{Inbox, Outbox};
+//! use sqlx::Sqlite;
+//!
+//! #[derive(Clone)]
+//! struct App {
+//!     inbox: Inbox<Sqlite>,
+//!     outbox: Outbox<Sqlite>,
+//! }
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Order {
+//!     id: i64,
+//! }
+//!
 //! async fn bill(State(app): State<App>, received: Received) -> Result<(), HandlerError> {
 //!     let Some(mut tx) = app.inbox.begin(&received).await? else {
 //!         return Ok(()); // processed before: ack, do nothing
 //!     };
+//!     let order: Order = received.message.json()?;
 //!     sqlx::query("INSERT INTO invoices (order_id) VALUES (?)")
-//!         .bind(received.message.json::<Order>()?.id)
+//!         .bind(order.id)
 //!         .execute(&mut *tx)
 //!         .await?;
+//!     let invoice = serde_json::json!({ "order": order.id });
 //!     app.outbox.enqueue_json(&mut tx, "invoices", &invoice).await?;
 //!     tx.commit().await?;
 //!     Ok(()) // the router acks after the commit
 //! }
+//!
+//! pub fn router(broker: msg_memory::MemoryBroker, pool: sqlx::SqlitePool) -> Router<App> {
+//!     let app = App {
+//!         inbox: Inbox::sqlite(pool.clone(), "billing"),
+//!         outbox: Outbox::sqlite(pool),
+//!     };
+//!     Router::new(broker.clone(), broker)
+//!         .with_state(app)
+//!         .handle(Subscription::new("orders").group("billing"), bill)
+//! }
+//! # }
 //! ```
 
 use std::future::Future;
