@@ -23,6 +23,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod publisher;
+mod reconnect;
 mod subscriber;
 mod topology;
 
@@ -49,7 +50,7 @@ pub struct AmqpBroker {
 
 pub(crate) struct Shared {
     pub(crate) config: AmqpConfig,
-    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    connection: tokio::sync::Mutex<Link>,
     /// The channel publishes go through, in confirm mode.
     publish_channel: tokio::sync::Mutex<Option<Channel>>,
     /// Retry and delay queues declared on the current publish channel, and
@@ -76,7 +77,7 @@ impl AmqpBroker {
         config.validate()?;
         let shared = Arc::new(Shared {
             config,
-            connection: tokio::sync::Mutex::new(None),
+            connection: tokio::sync::Mutex::new(Link::default()),
             publish_channel: tokio::sync::Mutex::new(None),
             declared_queues: Mutex::new(HashMap::new()),
             publisher_closed: AtomicBool::new(false),
@@ -113,15 +114,40 @@ impl AmqpBroker {
     }
 }
 
+/// The connection, and when to open it again if opening it failed.
+#[derive(Default)]
+struct Link {
+    open: Option<Arc<Connection>>,
+    reconnect: reconnect::Reconnect,
+}
+
 impl Shared {
-    /// The open connection, or a new one when there is none or it broke.
+    /// The open connection, or a new one when there is none or it broke;
+    /// for a while after a failed connect, that failure again (see
+    /// `reconnect`).
     pub(crate) async fn connection(&self) -> Result<Arc<Connection>> {
-        let mut current = self.connection.lock().await;
-        if let Some(connection) = current.as_ref()
+        let mut link = self.connection.lock().await;
+        if let Some(connection) = link.open.as_ref()
             && connection.status().connected()
         {
             return Ok(connection.clone());
         }
+        link.reconnect.check(Instant::now())?;
+        match self.connect().await {
+            Ok(connection) => {
+                link.reconnect.connected();
+                link.open = Some(connection.clone());
+                Ok(connection)
+            }
+            Err(error) => {
+                link.reconnect.failed(Instant::now(), &error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Opens a new connection.
+    async fn connect(&self) -> Result<Arc<Connection>> {
         let mut tls = lapin::tcp::OwnedTLSConfig::default();
         let read = |option: &str, path: &std::path::Path| {
             std::fs::read(path).map_err(|e| {
@@ -152,9 +178,7 @@ impl Shared {
             .await
             .map_err(|_| Error::timeout(limit))?
             .map_err(|e| error::map(e).on_connect())?;
-        let connection = Arc::new(connection);
-        *current = Some(connection.clone());
-        Ok(connection)
+        Ok(Arc::new(connection))
     }
 
     /// A new channel on the connection.
@@ -216,7 +240,7 @@ impl Drop for Shared {
     /// Closes the connection cleanly, so that the broker requeues at once
     /// what this connection held unsettled.
     fn drop(&mut self) {
-        let connection = self.connection.get_mut().take();
+        let connection = self.connection.get_mut().open.take();
         if let (Some(connection), Ok(runtime)) = (connection, tokio::runtime::Handle::try_current())
         {
             runtime.spawn(async move {
