@@ -10,7 +10,9 @@
 //!   on the exchange, then the original is acked.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use msg_core::raw::{AckBackend, AckFuture, Action, dead_letter_message};
@@ -18,7 +20,7 @@ use msg_core::{Received, Result, Uuid};
 
 use crate::Shared;
 use crate::publisher::HEADER_TOPIC;
-use crate::topology::{WorkQueue, declare_retry_queue, retry_queue_name};
+use crate::topology::{WorkQueue, declare_retry_queue, delay_ms, retry_queue_name};
 
 /// Deliveries of the current copy of each message this subscription saw,
 /// for brokers that do not count requeues (classic queues).
@@ -49,14 +51,27 @@ pub(crate) struct AmqpAcker {
     pub(crate) requeues: Arc<Requeues>,
 }
 
+/// How long a settle may take to go out. lapin answers a settle once its
+/// frame is written; one queued just as its connection broke was seen
+/// never to be answered, which held the consumer awaiting it (and, through
+/// it, the subscription) for ever.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What lapin's acker answered: `Ok(false)` means its channel closed (a
 /// restart, a lost connection) and nothing was sent. The broker delivers
 /// the message again; the settle is a retryable error, never a success.
-fn sent(answer: lapin::Result<bool>) -> Result<()> {
-    match answer {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(channel_closed()),
-        Err(e) => Err(crate::error::map(e)),
+async fn sent(answer: impl Future<Output = lapin::Result<bool>>) -> Result<()> {
+    match tokio::time::timeout(SETTLE_TIMEOUT, answer).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(channel_closed()),
+        Ok(Err(e)) => Err(crate::error::map(e)),
+        Err(_) => Err(msg_core::Error::Connection(
+            format!(
+                "the settle did not go out within {SETTLE_TIMEOUT:?} (its connection broke); \
+                 the broker delivers the message again"
+            )
+            .into(),
+        )),
     }
 }
 
@@ -69,7 +84,7 @@ fn channel_closed() -> msg_core::Error {
 impl AmqpAcker {
     async fn ack(&self) -> Result<()> {
         self.requeues.forget(self.received.message.id());
-        sent(self.acker.ack(BasicAckOptions::default()).await)
+        sent(self.acker.ack(BasicAckOptions::default())).await
     }
 
     /// Fails when the delivery's channel has closed: its copy (a retry or a
@@ -114,17 +129,16 @@ impl AmqpAcker {
         let attempt = self.received.metadata.attempt;
         match action {
             Action::Ack => self.ack().await,
-            Action::Retry => sent(
-                self.acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await,
-            ),
+            Action::Retry => {
+                sent(self.acker.nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                }))
+                .await
+            }
             Action::RetryAfter(delay) => {
                 self.alive()?;
-                let ms = (delay.as_millis().min(u128::from(u32::MAX)) as u64).max(1);
+                let ms = delay_ms(delay);
                 let channel = self.shared.publish_channel().await?;
                 let retry = retry_queue_name(&self.queue.name, ms);
                 if !self.shared.recently_declared(&retry) {
@@ -163,7 +177,7 @@ impl AckBackend for AmqpAcker {
             Action::Ack => {
                 self.requeues.forget(self.received.message.id());
                 let acker = self.acker;
-                AckFuture::pending(async move { sent(acker.ack(BasicAckOptions::default()).await) })
+                AckFuture::pending(async move { sent(acker.ack(BasicAckOptions::default())).await })
             }
             other => AckFuture::pending(self.settle_now(other)),
         }

@@ -35,7 +35,9 @@ use msg_core::{
     BatchError, Capabilities, Error, Message, PublishOptions, Publisher, Receipt, Result, headers,
 };
 
-use crate::topology::{HEADER_DELAY, declare_delay_queue, delay_exchange, delay_queue_name, key};
+use crate::topology::{
+    HEADER_DELAY, declare_delay_queue, delay_exchange, delay_ms, delay_queue_name, key,
+};
 use crate::{AmqpBroker, Shared, error};
 
 /// The header that counts the deliveries before a deferred copy.
@@ -150,7 +152,7 @@ impl Shared {
     /// Publishes through the delay queue of `delay`, declaring it when it
     /// may have expired.
     async fn publish_delayed(&self, topic: &str, message: &Message, delay: Duration) -> Result<()> {
-        let ms = (delay.as_nanos().div_ceil(1_000_000)).min(u128::from(u32::MAX)) as u64;
+        let ms = delay_ms(delay);
         let exchange = &self.config.exchange;
         let queue = delay_queue_name(exchange, ms);
         if !self.recently_declared(&queue) {

@@ -12,6 +12,8 @@
 //!  reject    ──► `<queue>.dlq`, and topic `<topic>.dlq` on the exchange
 //! ```
 
+use std::time::Duration;
+
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
@@ -141,6 +143,18 @@ impl WorkQueue {
     }
 }
 
+/// The message TTL, in milliseconds, of the queue that holds a message for
+/// `delay`: rounded up, and 1 ms more, because RabbitMQ times a TTL in
+/// whole milliseconds and was seen to let a message out up to 1 ms before
+/// its TTL had passed (a `deliver_at` 0.7 ms early). Not before is the
+/// promise; a millisecond late is not noticed.
+pub(crate) fn delay_ms(delay: Duration) -> u64 {
+    let ms = delay.as_nanos().div_ceil(1_000_000).saturating_add(1);
+    u64::try_from(ms)
+        .unwrap_or(u64::MAX)
+        .min(u64::from(u32::MAX))
+}
+
 /// The name of the retry queue of `queue` for `delay_ms`.
 pub(crate) fn retry_queue_name(queue: &str, delay_ms: u64) -> String {
     format!("{queue}.retry.{delay_ms}")
@@ -253,6 +267,15 @@ pub(crate) fn key(s: &str) -> ShortString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delay_is_held_at_least_as_long_as_asked() {
+        assert_eq!(delay_ms(Duration::from_millis(1500)), 1501);
+        assert_eq!(delay_ms(Duration::from_micros(1_499_300)), 1501);
+        assert_eq!(delay_ms(Duration::from_nanos(1)), 2);
+        assert_eq!(delay_ms(Duration::ZERO), 1);
+        assert_eq!(delay_ms(Duration::MAX), u64::from(u32::MAX));
+    }
 
     #[test]
     fn patterns_become_binding_keys() {
